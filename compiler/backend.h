@@ -1,0 +1,47 @@
+/* The two back ends: libtcc in memory (JIT) and gcc into a shared library
+ * (AOT). Both run the same generated translation unit.
+ *
+ * The generated code exports (identifiers are fixed, never from the model):
+ *   int fusec_model_run(const int64_t *sym, const void *const *in,
+ *                       const void *const *w, void *arena, void **out);
+ *     returns 0, or 1 + the index of the node that failed (bad index data).
+ *   const unsigned char fusec_model_meta[];  unsigned long fusec_model_meta_len;
+ *     the planned graph's signature as JSON bytes (see compiler/meta.c). */
+#ifndef FUSEC_BACKEND_H
+#define FUSEC_BACKEND_H
+
+#include <stdint.h>
+#include "../ir/ir.h"
+
+typedef int (*fu_entry_fn)(const int64_t *sym, const void *const *in, const void *const *w,
+                           void *arena, void **out);
+
+typedef struct fu_compiled {
+    fu_entry_fn run;
+    const unsigned char *meta;
+    unsigned long meta_len;
+    void *tcc_state;      /* JIT: TCCState*, owns the code */
+    void *dl_handle;      /* AOT: dlopen handle */
+} fu_compiled;
+
+/* JIT: compiles C source in memory with libtcc. */
+int fu_jit_compile(const char *c_source, fu_compiled *out, fu_err *err);
+
+/* AOT: builds `so_path` (and `header_path` if not NULL) from C source with
+ * gcc -O3 -march=native -fPIC -shared, atomically. */
+int fu_aot_build(const char *c_source, const char *so_path, const char *header_path,
+                 fu_err *err);
+/* AOT with a content-addressed cache: returns the cached library path for
+ * this source + compiler + flags in *so_path_out (malloc'd) and whether it
+ * was built now. */
+int fu_aot_build_cached(const char *c_source, const char *cache_dir, char **so_path_out,
+                        int *was_built, fu_err *err);
+/* Loads a library built by fu_aot_build. */
+int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err);
+
+void fu_compiled_free(fu_compiled *c);
+
+/* Directory holding libfusec_rt.so and fusec_kernels.h, for gcc. */
+const char *fu_runtime_dir(void);
+
+#endif

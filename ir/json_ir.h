@@ -1,0 +1,24 @@
+/* Reading and writing the JSON IR (format: docs/ir.md), and Graphviz dot. */
+#ifndef FUSEC_JSON_IR_H
+#define FUSEC_JSON_IR_H
+
+#include <stdio.h>
+#include "ir.h"
+
+/* Parses a model file and maps its weights file (if any). Checks syntax,
+ * field types, dtype names, duplicate names, initializer sizes and that
+ * every external initializer exists in the weights file with the declared
+ * dtype and shape. Shapes of node outputs are left for fu_infer. */
+fu_graph *fu_ir_load(const char *path, fu_err *err);
+/* Same, from a string; `path` is used for messages and to resolve the
+ * weights path relative to it. */
+fu_graph *fu_ir_parse(const char *json_text, const char *path, fu_err *err);
+/* Writes g as JSON IR that fu_ir_parse reads back. Inferred shapes are
+ * written on node outputs as "value_info"; external initializers keep
+ * referring to the weights file; inline/folded constants are written with
+ * their data. */
+int fu_ir_write(const fu_graph *g, FILE *f, fu_err *err);
+/* Writes g as a Graphviz digraph. */
+int fu_ir_write_dot(const fu_graph *g, FILE *f, fu_err *err);
+
+#endif

@@ -1,0 +1,72 @@
+/* The op registry. Each op lives in one file under ir/ops/ that holds its
+ * whole meaning for fusec: arity, shape/dtype rule, and C emitter.
+ * Elementwise ops only give a scalar C expression; the emitter wraps it in
+ * (possibly fused) loops with broadcasting. Other ops emit calls into the
+ * runtime kernels (runtime/fusec_kernels.h).
+ *
+ * Semantics follow ONNX (opset 18+ attribute and input conventions). */
+#ifndef FUSEC_OPS_H
+#define FUSEC_OPS_H
+
+#include "ir.h"
+
+struct fu_emit;
+
+typedef struct fu_op {
+    const char *name;
+    int min_in, max_in;
+    int min_out, max_out;
+
+    /* Checks attributes and input dtypes/shapes, sets output dtype, rank,
+     * shape (and known values for small int64 results). Inputs are already
+     * inferred. Errors name node and reason via fu_node_fail. */
+    int (*infer)(fu_graph *g, fu_node *n, fu_err *err);
+
+    /* Elementwise ops: number of leading inputs that are broadcast data
+     * operands (Expand: 1, Where: 3, Add: 2, Relu: 1); 0 for other ops. */
+    int elementwise_operands;
+    /* Elementwise ops: writes a C expression computing one output element
+     * from operand expressions `args` (each already converted to the
+     * compute type of its input dtype: float for f32/f16/bf16, int64_t,
+     * int32_t, or int (0/1) for bool). Result has the compute type of the
+     * output dtype. */
+    int (*expr)(const fu_graph *g, const fu_node *n, const char *const *args,
+                char *buf, size_t bufsz, fu_err *err);
+
+    /* Non-elementwise ops: emits C statements for the node. */
+    int (*emit)(struct fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err);
+
+    /* Pure aliasing op (Reshape, Squeeze, Unsqueeze, Flatten, Identity):
+     * output 0 is input 0's bytes under another shape. */
+    int is_view;
+} fu_op;
+
+const fu_op *fu_op_find(const char *name);
+/* Iterates the registry: returns NULL past the end. */
+const fu_op *fu_op_at(int i);
+
+/* Shared shape helpers for op files. */
+/* Multidirectional (numpy) broadcast of shapes a and b. */
+int fu_broadcast(const fu_graph *g, const fu_node *n, int ra, const fu_dim *a, int rb,
+                 const fu_dim *b, int *rout, fu_dim *out, fu_err *err);
+/* Normalises a possibly negative axis against rank; fails on out of range. */
+int fu_norm_axis(const fu_graph *g, const fu_node *n, int64_t axis, int rank, int *out, fu_err *err);
+/* Reads an int64 list from a constant input (or known shape values). When
+ * the input's values are known only as dims, fills dims and sets *as_dims. */
+int fu_input_ints(const fu_graph *g, const fu_node *n, int input, int64_t *vals, int max,
+                  int *count, fu_err *err);
+int fu_input_dims(const fu_graph *g, const fu_node *n, int input, fu_dim *vals, int max,
+                  int *count, fu_err *err);
+/* Sets output `o` of node n. */
+void fu_set_output(fu_graph *g, const fu_node *n, int o, fu_dtype t, int rank, const fu_dim *shape);
+/* Requires input i to exist and to have dtype in the allowed mask
+ * (bit 1<<dtype); fails naming the node otherwise. */
+int fu_require_input(const fu_graph *g, const fu_node *n, int i, unsigned dtype_mask, fu_err *err);
+
+#define FU_MASK(t) (1u << (t))
+#define FU_FLOATS (FU_MASK(FU_F32) | FU_MASK(FU_F16) | FU_MASK(FU_BF16))
+#define FU_INTS (FU_MASK(FU_I64) | FU_MASK(FU_I32))
+#define FU_NUMERIC (FU_FLOATS | FU_INTS)
+#define FU_ANY (FU_NUMERIC | FU_MASK(FU_BOOL))
+
+#endif

@@ -1,0 +1,20 @@
+/* Memory-mapped safetensors weights. The header is validated in full
+ * (JSON, dtypes, shapes, offsets inside the file, sizes matching shapes,
+ * no overlap beyond the data area) before any tensor is handed out. */
+#ifndef FUSEC_WEIGHTS_H
+#define FUSEC_WEIGHTS_H
+
+#include "ir.h"
+
+typedef struct fu_weights fu_weights;
+
+fu_weights *fu_weights_open(const char *path, fu_err *err);
+void fu_weights_close(fu_weights *w);
+/* Finds tensor `name`; returns 0 and fills the outputs, -1 if absent. */
+int fu_weights_find(const fu_weights *w, const char *name, fu_dtype *dtype, int *rank,
+                    int64_t *shape, const void **data, size_t *nbytes);
+/* Identity for build caches: path, size, mtime and a hash of the header. */
+const char *fu_weights_identity(const fu_weights *w);
+size_t fu_weights_file_size(const fu_weights *w);
+
+#endif

@@ -1,0 +1,32 @@
+/* The pass manager: named passes run as a pipeline over a graph. */
+#ifndef FUSEC_PASSES_H
+#define FUSEC_PASSES_H
+
+#include "../ir/ir.h"
+
+typedef enum { FU_PROFILE_BARE = 0, FU_PROFILE_FAST = 1 } fu_profile;
+
+typedef struct {
+    fu_profile profile;
+    int verbose;              /* one line per pass on stderr */
+} fu_pass_opts;
+
+typedef struct {
+    const char *name;
+    const char *help;
+    int (*run)(fu_graph *g, const fu_pass_opts *o, fu_err *err);
+} fu_pass;
+
+/* Passes, in pipeline order for a profile. */
+int fu_pipeline(fu_profile p, const fu_pass **passes, int max);
+const fu_pass *fu_pass_find(const char *name);
+/* Runs the profile's pipeline, stopping after pass `stop_after` (NULL: all). */
+int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err);
+
+int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ir/verify */
+int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant folding */
+int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
+int fu_pass_cse(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* common subexpressions */
+int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* loop groups + memory plan */
+
+#endif

@@ -1,0 +1,65 @@
+/* fusec public C API: load a model, bind inputs, run, read outputs.
+ *
+ * A model is either a JSON IR file (compiled in-process by libtcc, or built
+ * into a cached shared library by gcc when backend is "aot") or a shared
+ * library made by `fusec compile`. Each loaded model owns its arena and its
+ * last error; two models may run in two threads. One model must not be run
+ * from two threads at once. */
+#ifndef FUSEC_H
+#define FUSEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    FUSEC_FLOAT32 = 1,
+    FUSEC_FLOAT16 = 2,
+    FUSEC_BFLOAT16 = 3,
+    FUSEC_INT64 = 4,
+    FUSEC_INT32 = 5,
+    FUSEC_BOOL = 6,
+} fusec_dtype;
+
+typedef struct {
+    const char *profile;    /* "fast" (default) or "bare" */
+    const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
+    const char *cache_dir;  /* AOT build cache; default "build/cache" */
+    int verbose;            /* print compile steps to stderr */
+} fusec_options;
+
+typedef struct fusec_model fusec_model;
+
+/* Loads and compiles a model. On failure returns NULL and writes a message
+ * naming the file and reason into err (if errlen > 0). */
+fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen);
+void fusec_free(fusec_model *m);
+
+int fusec_num_inputs(const fusec_model *m);
+int fusec_num_outputs(const fusec_model *m);
+const char *fusec_input_name(const fusec_model *m, int i);
+const char *fusec_output_name(const fusec_model *m, int i);
+fusec_dtype fusec_input_dtype(const fusec_model *m, int i);
+
+/* Binds input `name`. The data is not copied: it must stay valid until
+ * fusec_run returns. Returns 0, or -1 with fusec_last_error set. */
+int fusec_set_input(fusec_model *m, const char *name, fusec_dtype dtype, int rank,
+                    const int64_t *shape, const void *data);
+/* Runs the model on the bound inputs. Returns 0 or -1. */
+int fusec_run(fusec_model *m);
+/* Output `name` of the last run: dtype, rank, shape (up to 8 dims) and a
+ * pointer valid until the next run or fusec_free. Returns 0 or -1. */
+int fusec_get_output(fusec_model *m, const char *name, fusec_dtype *dtype, int *rank,
+                     int64_t *shape, const void **data);
+/* Last error of this model, "" if none. */
+const char *fusec_last_error(const fusec_model *m);
+/* Bytes of the model's activation arena. */
+int64_t fusec_arena_bytes(const fusec_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,87 @@
+/* fusec runtime kernels: the functions generated code calls.
+ *
+ * This header is embedded verbatim at the top of every generated
+ * translation unit (see compiler/emit.c), so it must stay plain C that both
+ * tcc and gcc accept: no system includes beyond stdint/stddef, no vector
+ * extensions. The kernels themselves are built by gcc -O3 -march=native
+ * into libfusec_rt.so; the JIT registers them with tcc_add_symbol and AOT
+ * libraries link against that shared library.
+ *
+ * Every size, stride and count is int64_t and in elements unless the name
+ * says bytes. Kernels that can fail on data (an out-of-range index) return
+ * non-zero; the generated code then returns its node number. */
+#ifndef FUSEC_KERNELS_H
+#define FUSEC_KERNELS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+/* ---- scalar math (libm), declared here so generated code needs no <math.h> */
+float expf(float);
+float logf(float);
+float sqrtf(float);
+float powf(float, float);
+float erff(float);
+float tanhf(float);
+float cosf(float);
+float sinf(float);
+float fabsf(float);
+float floorf(float);
+float fmodf(float, float);
+void *memcpy(void *, const void *, size_t);
+void *memset(void *, int, size_t);
+
+#define FU_RT_INF (1.0f / 0.0f)
+#define FU_RT_NAN (0.0f / 0.0f)
+
+/* ---- half types: stored as uint16_t, computed in float ------------------ */
+static inline float fu_rt_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+static inline uint16_t fu_rt_f32_to_bf16(float f) {
+    union { uint32_t u; float f; } v;
+    v.f = f;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);   /* round to nearest even */
+}
+float fu_rt_f16_to_f32(uint16_t h);
+uint16_t fu_rt_f32_to_f16(float f);
+
+/* ---- dense linear algebra ------------------------------------------------ */
+/* C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b] for b < batch, row-major,
+ * op = transpose when trans_* is set. A[b] starts at A + b*stride_a (stride
+ * 0 broadcasts), likewise B and C. Calls OpenBLAS sgemm; batches of a
+ * shared B are folded into one call when A and C are contiguous. */
+void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, int64_t M,
+                      int64_t N, int64_t K, int64_t stride_a, int64_t stride_b,
+                      int64_t stride_c, int trans_a, int trans_b, float alpha, float beta);
+
+/* ---- reductions and normalisation -------------------------------------- */
+enum { FU_RT_REDUCE_SUM = 0, FU_RT_REDUCE_MEAN = 1, FU_RT_REDUCE_MAX = 2 };
+/* Reduces x of `shape` (rank dims) over the axes whose mask entry is 1,
+ * writing the kept elements of y in row-major order. */
+void fu_rt_reduce_f32(int kind, const float *x, float *y, int rank, const int64_t *shape,
+                      const uint8_t *reduce_mask);
+/* Softmax (or log-softmax) over the middle axis of x viewed as
+ * [outer, n, inner]; numerically stable (max subtracted). */
+void fu_rt_softmax_f32(const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
+                       int log_softmax);
+
+/* ---- data movement ------------------------------------------------------- */
+/* Copies an n-d region: dst[idx . dst_strides] = src[idx . src_strides] for
+ * every idx < shape. Strides in elements; a stride of 0 broadcasts. */
+void fu_rt_copy(void *dst, const void *src, int64_t elem_size, int rank, const int64_t *shape,
+                const int64_t *dst_strides, const int64_t *src_strides);
+/* ONNX Gather on data viewed as [outer, axis_len, inner] (inner in bytes):
+ * out[o, j, :] = data[o, idx[j], :]. Negative indices wrap; returns
+ * non-zero if an index is out of range. idx is int64 or int32. */
+int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, int64_t n_idx,
+                 int64_t outer, int64_t axis_len, int64_t inner_bytes);
+/* ONNX Trilu on [batch, rows, cols]: keeps the lower (upper=0) or upper
+ * triangle relative to diagonal k, zeroing the rest. */
+void fu_rt_trilu(void *dst, const void *src, int64_t elem_size, int64_t batch, int64_t rows,
+                 int64_t cols, int64_t k, int upper);
+
+#endif

@@ -6,7 +6,19 @@
  *                       const void *const *w, void *arena, void **out);
  *     returns 0, or 1 + the index of the node that failed (bad index data).
  *   const unsigned char fusec_model_meta[];  unsigned long fusec_model_meta_len;
- *     the planned graph's signature as JSON bytes (see compiler/meta.c). */
+ *     the planned graph's signature as JSON bytes, written by compiler/emit.c:
+ *
+ *   {"fusec_meta": 1, "name": "...", "profile": "fast"|"bare",
+ *    "symbols": [{"name": "seq", "max": 65}, ...],          (slot order of sym[])
+ *    "inputs":  [{"name": "...", "dtype": "float32", "shape": [DIM, ...]}, ...],
+ *    "outputs": [ same form ],                               (slot order of out[])
+ *    "weights": [{"name": "...", "dtype": "...", "shape": [int, ...]}, ...],
+ *                                                            (slot order of w[])
+ *    "weights_file": "/abs/path.safetensors" or null, "weights_identity": "...",
+ *    "arena_bytes": N}
+ *
+ *   DIM is [coef, pow_0, ..., pow_{nsyms-1}]: the monomial coef * prod sym^pow.
+ *   in[] follows "inputs" order. Weights are looked up by name in the file. */
 #ifndef FUSEC_BACKEND_H
 #define FUSEC_BACKEND_H
 

@@ -92,3 +92,10 @@ test: all $(TESTS) $(ASAN_TESTS)
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- kernel benchmark: fused kernels vs their composed references --------
+$(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(RT_LINK) -lopenblas -lm -o $@
+
+bench: $(BUILD)/bench_kernels
+	$(BUILD)/bench_kernels

@@ -22,13 +22,16 @@ typedef struct fu_emit {
     const fu_graph *g;
     int indent;
     int tmp_counter;
+    char ring[32][320];   /* scratch strings returned by fu_emit_dim & co. */
+    int ring_pos;
 } fu_emit;
 
 /* Writes one line at the current indent. */
 void fu_emitf(fu_emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* C expression for a dim ("64", "(S0*16)"). Returns a pointer into one of a
- * small ring of static-per-emitter buffers; copy it if you need many. */
+/* C expression for a dim ("64", "(S0*16)"). Returns a pointer into a ring
+ * of 32 scratch buffers inside the emitter: valid for the next 31 calls of
+ * the fu_emit_* string functions; copy it if you need it longer. */
 const char *fu_emit_dim(fu_emit *e, fu_dim d);
 /* C expression for the element count of value v. */
 const char *fu_emit_numel(fu_emit *e, int v);

@@ -35,6 +35,12 @@ fu_dtype fu_dtype_from_name(const char *s);   /* FU_UNDEF if unknown */
 size_t fu_dtype_size(fu_dtype t);             /* bytes per element */
 int fu_dtype_is_float(fu_dtype t);            /* f32, f16, bf16 */
 
+/* Half-precision conversions (round to nearest even; NaN stays NaN). */
+float fu_f16_to_f32(uint16_t h);
+uint16_t fu_f32_to_f16(float f);
+float fu_bf16_to_f32(uint16_t h);
+uint16_t fu_f32_to_bf16(float f);
+
 /* Error sink: every fallible function takes one and fills msg. */
 typedef struct {
     char msg[FU_ERR_LEN];
@@ -110,6 +116,12 @@ typedef struct fu_value {
     int producer;         /* node index, -1 for inputs and constants */
     int is_output;        /* listed in graph outputs */
 
+    /* Graph outputs may declare dtype/shape in the model file; fu_infer
+     * checks the inferred result against them. decl_rank -1: none given. */
+    fu_dtype decl_dtype;
+    int decl_rank;
+    fu_dim decl_shape[FU_MAX_RANK];
+
     /* FU_VAL_CONST: data is either owned (inline / folded constants) or
      * points into the mapped weights file (owns_data == 0). */
     void *data;
@@ -162,6 +174,7 @@ typedef struct fu_graph {
     int *outputs;
 
     struct fu_weights *weights;  /* mapped safetensors, or NULL */
+    char profile[8];             /* "bare" or "fast": set by the pass manager */
     int64_t arena_bytes;         /* filled by the memory plan */
     int n_loop_groups;
 } fu_graph;
@@ -181,7 +194,7 @@ int fu_graph_add_node(fu_graph *g, const char *name, const char *op,
 void fu_graph_compact(fu_graph *g);
 /* Reorders nodes topologically; fails naming a node on a cycle. */
 int fu_graph_toposort(fu_graph *g, fu_err *err);
-/* Deep copy (weights mapping shared, not owned by the copy). */
+/* Deep copy (weights mapping shared via fu_weights_retain). */
 fu_graph *fu_graph_clone(const fu_graph *g);
 
 /* Per-value consumer counts (graph outputs count as a use); caller frees. */

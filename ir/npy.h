@@ -17,6 +17,10 @@ int fu_npy_read(const char *path, fu_array *out, fu_err *err);
 int fu_npy_write(const char *path, const fu_array *a, fu_err *err);
 /* Parses a nested JSON array ("[[1,2],[3,4]]") into an array of dtype t. */
 int fu_array_from_json(const char *text, fu_dtype t, fu_array *out, fu_err *err);
+/* Same, from an already parsed json-c value (the IR reader's inline data).
+ * Messages give only the reason; the caller adds file and value names. */
+struct json_object;
+int fu_array_from_json_value(struct json_object *v, fu_dtype t, fu_array *out, fu_err *err);
 void fu_array_free(fu_array *a);
 
 #endif

@@ -9,6 +9,9 @@
 typedef struct fu_weights fu_weights;
 
 fu_weights *fu_weights_open(const char *path, fu_err *err);
+/* The mapping is reference counted: retain adds a user (a cloned graph),
+ * close drops one and unmaps when the last user is gone. */
+fu_weights *fu_weights_retain(fu_weights *w);
 void fu_weights_close(fu_weights *w);
 /* Finds tensor `name`; returns 0 and fills the outputs, -1 if absent. */
 int fu_weights_find(const fu_weights *w, const char *name, fu_dtype *dtype, int *rank,

@@ -84,4 +84,71 @@ int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, i
 void fu_rt_trilu(void *dst, const void *src, int64_t elem_size, int64_t batch, int64_t rows,
                  int64_t cols, int64_t k, int upper);
 
+/* ---- fused kernels (runtime/fused.c; contracts in docs/fusions.md) ------
+ * Called for the fused nodes of the fast profile. All float32, sizes and
+ * strides int64_t in elements; the last axis of every tensor is contiguous.
+ * Unless noted, an output may be the same buffer as an input of the same
+ * layout (in place), but must not partially overlap it. */
+
+/* RMSNormalization over the last axis of x [rows, n]:
+ * y = x / sqrt(mean(x*x) + eps) * scale; scale [n] or NULL (all ones). */
+void fu_rt_rms_norm_f32(const float *x, const float *scale, float *y, int64_t rows, int64_t n,
+                        float eps);
+/* LayerNormalization over the last axis of x [rows, n]:
+ * y = (x - mean) / sqrt(var + eps) * scale + bias, var the biased (1/n)
+ * variance computed in two passes; scale [n] or NULL, bias [n] or NULL. */
+void fu_rt_layer_norm_f32(const float *x, const float *scale, const float *bias, float *y,
+                          int64_t rows, int64_t n, float eps);
+
+enum { FU_RT_ROPE_ROTATE_HALF = 0, FU_RT_ROPE_INTERLEAVED = 1 };
+/* RotaryEmbedding of x, logical shape [batch, heads, seq, head_dim] at
+ * x + b*x_stride_b + h*x_stride_h + s*x_stride_s (head_dim contiguous),
+ * written to y with its own strides. The first rot_dim (even, <= head_dim)
+ * channels are rotated in pairs, (i, i + rot_dim/2) for ROTATE_HALF and
+ * (2i, 2i+1) for INTERLEAVED, by angle theta_i(pos):
+ *   y_a = x_a*cos - x_b*sin,  y_b = x_b*cos + x_a*sin;
+ * the remaining channels are copied. pos = position_ids[b*position_stride_b
+ * + s] (stride 0 broadcasts one row over the batch) or, when position_ids
+ * is NULL, pos = pos_offset + s. cos/sin come from cos_cache/sin_cache
+ * [max_pos, rot_dim/2] row pos when cos_cache is non-NULL, otherwise
+ * cos = amplitude*cosf(pos*inv_freq[i]), sin = amplitude*sinf(...) with
+ * inv_freq [rot_dim/2] in radians per position. Returns non-zero when a
+ * cached position is outside [0, max_pos) or memory runs out. */
+int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64_t seq,
+                   int64_t head_dim, int64_t rot_dim, int64_t x_stride_b, int64_t x_stride_h,
+                   int64_t x_stride_s, int64_t y_stride_b, int64_t y_stride_h,
+                   int64_t y_stride_s, int layout, const int64_t *position_ids,
+                   int64_t position_stride_b, int64_t pos_offset, const float *cos_cache,
+                   const float *sin_cache, int64_t max_pos, const float *inv_freq,
+                   float amplitude);
+
+/* Scaled dot-product attention per (batch b, query head h):
+ *   out = softmax(Q K^T * scale + mask) V
+ * q [batch, q_heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],
+ * v [batch, kv_heads, kv_len, v_head_dim], out [batch, q_heads, q_len,
+ * v_head_dim], each at base + b*stride_b + h*stride_h + s*stride_s with the
+ * last axis contiguous (so BHSD and BSHD both work). Query head h reads kv
+ * head h / (q_heads / kv_heads). is_causal: query i sees key j only when
+ * j <= i + kv_len - q_len (aligned to the end). mask (or NULL): additive
+ * float [q_len, kv_len] per (b, h) at mask + b*mask_stride_b +
+ * h*mask_stride_h + i*mask_stride_q + j (stride 0 broadcasts). sinks (or
+ * NULL): float [q_heads]; exp(sinks[h] - max) joins the softmax denominator,
+ * max taken over the row's scores and the sink. A row with no finite score
+ * (and no finite sink) is all zeros. out must not overlap q, k, v.
+ * Returns non-zero only when scratch memory runs out. */
+int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *out,
+                        int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t q_len,
+                        int64_t kv_len, int64_t head_dim, int64_t v_head_dim,
+                        int64_t q_stride_b, int64_t q_stride_h, int64_t q_stride_s,
+                        int64_t k_stride_b, int64_t k_stride_h, int64_t k_stride_s,
+                        int64_t v_stride_b, int64_t v_stride_h, int64_t v_stride_s,
+                        int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
+                        float scale, int is_causal, const float *mask, int64_t mask_stride_b,
+                        int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks);
+
+/* SwiGLU on [rows, n] views: out = gate * sigmoid(gate) * up, row r of each
+ * at base + r*stride (so gate and up may be two halves of one tensor). */
+void fu_rt_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
+                      int64_t gate_stride, int64_t up_stride, int64_t out_stride);
+
 #endif

@@ -1,0 +1,591 @@
+/* The C emitter: one translation unit per planned graph.
+ *
+ * Layout of the generated file:
+ *   the runtime kernels header (pasted, so the file stands alone),
+ *   embedded constants (inline and folded initializers) as typed arrays,
+ *   the metadata JSON as bytes (names only ever travel as data),
+ *   fusec_model_run: symbols as locals, then one block per node or loop
+ *   group in topological order, then the output pointers.
+ *
+ * Identifiers are generated (S0, K3, p0, t5); model names appear only in
+ * sanitised comments. */
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "emit.h"
+#include "../ir/ops.h"
+#include "../ir/weights.h"
+
+extern const char fu_kernels_header[];
+
+/* ---- string buffer -------------------------------------------------- */
+
+void fu_sb_vprintf(fu_sb *b, const char *fmt, va_list ap) {
+    if (b->oom) return;
+    va_list ap2;
+    va_copy(ap2, ap);
+    int need = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (need < 0) return;
+    if (b->len + (size_t)need + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + (size_t)need + 1 > cap) cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+    vsnprintf(b->s + b->len, (size_t)need + 1, fmt, ap);
+    b->len += (size_t)need;
+}
+
+void fu_sb_printf(fu_sb *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fu_sb_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+void fu_sb_free(fu_sb *b) {
+    free(b->s);
+    memset(b, 0, sizeof *b);
+}
+
+void fu_emitf(fu_emit *e, const char *fmt, ...) {
+    fu_sb_printf(&e->out, "%*s", e->indent * 4, "");
+    va_list ap;
+    va_start(ap, fmt);
+    fu_sb_vprintf(&e->out, fmt, ap);
+    va_end(ap);
+    fu_sb_printf(&e->out, "\n");
+}
+
+static char *ring_next(fu_emit *e) {
+    char *s = e->ring[e->ring_pos];
+    e->ring_pos = (e->ring_pos + 1) % 32;
+    return s;
+}
+
+/* ---- expressions ------------------------------------------------------ */
+
+const char *fu_emit_dim(fu_emit *e, fu_dim d) {
+    char *s = ring_next(e);
+    size_t n = sizeof e->ring[0];
+    int only_const = 1;
+    for (int k = 0; k < FU_MAX_SYMS; k++)
+        if (d.pow[k]) only_const = 0;
+    if (only_const) {
+        snprintf(s, n, "%lld", (long long)d.coef);
+        return s;
+    }
+    size_t len = 0;
+    len += (size_t)snprintf(s + len, n - len, "(");
+    int first = 1;
+    if (d.coef != 1) {
+        len += (size_t)snprintf(s + len, n - len, "%lld", (long long)d.coef);
+        first = 0;
+    }
+    for (int k = 0; k < FU_MAX_SYMS; k++)
+        for (int p = 0; p < d.pow[k] && len < n; p++) {
+            len += (size_t)snprintf(s + len, n - len, "%sS%d", first ? "" : "*", k);
+            first = 0;
+        }
+    if (len < n) snprintf(s + len, n - len, ")");
+    return s;
+}
+
+static fu_dim value_numel_dim(const fu_value *v) {
+    fu_dim d = fu_dim_const(1);
+    for (int k = 0; k < v->rank; k++) d = fu_dim_mul(d, v->shape[k]);
+    return d;
+}
+
+const char *fu_emit_numel(fu_emit *e, int v) { return fu_emit_dim(e, value_numel_dim(&e->g->values[v])); }
+
+const char *fu_c_type(fu_dtype t) {
+    switch (t) {
+    case FU_F32: return "float";
+    case FU_F16:
+    case FU_BF16: return "uint16_t";
+    case FU_I64: return "int64_t";
+    case FU_I32: return "int32_t";
+    case FU_BOOL: return "uint8_t";
+    default: return "void";
+    }
+}
+
+/* Type scalars are computed in: halves widen to float, bool to int. */
+static const char *compute_type(fu_dtype t) {
+    switch (t) {
+    case FU_F32:
+    case FU_F16:
+    case FU_BF16: return "float";
+    case FU_I64: return "int64_t";
+    case FU_I32: return "int32_t";
+    default: return "int";
+    }
+}
+
+const char *fu_rt_dtype(fu_dtype t) { return fu_dtype_name(t); }
+
+const char *fu_emit_tmp(fu_emit *e, char *buf, size_t n) {
+    snprintf(buf, n, "t%d", e->tmp_counter++);
+    return buf;
+}
+
+void fu_float_literal(double v, char *buf, size_t n) {
+    if (isnan(v)) {
+        snprintf(buf, n, "FU_RT_NAN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, n, v > 0 ? "FU_RT_INF" : "(-FU_RT_INF)");
+        return;
+    }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%.9g", (double)(float)v);
+    if (!strpbrk(tmp, ".e")) strcat(tmp, ".0");
+    snprintf(buf, n, "%sf", tmp);
+}
+
+/* Address of value v's bytes, as an lvalue-free C expression. */
+static const char *raw_address(fu_emit *e, int v) {
+    const fu_graph *g = e->g;
+    while (g->values[v].storage == FU_STORE_ALIAS) v = g->values[v].alias_of;
+    const fu_value *val = &g->values[v];
+    char *s = ring_next(e);
+    size_t n = sizeof e->ring[0];
+    switch (val->storage) {
+    case FU_STORE_ARENA: snprintf(s, n, "(A + %lld)", (long long)val->offset); break;
+    case FU_STORE_INPUT: snprintf(s, n, "in[%d]", val->index); break;
+    case FU_STORE_WEIGHT: snprintf(s, n, "w[%d]", val->index); break;
+    case FU_STORE_EMBEDDED: snprintf(s, n, "K%d", val->index); break;
+    default: snprintf(s, n, "0 /* unplanned value */"); break;
+    }
+    return s;
+}
+
+const char *fu_emit_ptr(fu_emit *e, int v) {
+    const char *addr = raw_address(e, v);
+    char *s = ring_next(e);
+    snprintf(s, sizeof e->ring[0], "((%s *)%s)", fu_c_type(e->g->values[v].dtype), addr);
+    return s;
+}
+
+const char *fu_emit_vptr(fu_emit *e, int v) {
+    const char *addr = raw_address(e, v);
+    char *s = ring_next(e);
+    snprintf(s, sizeof e->ring[0], "((void *)%s)", addr);
+    return s;
+}
+
+/* ---- embedded constants ----------------------------------------------- */
+
+static void emit_constant(fu_emit *e, const fu_value *v) {
+    int64_t count = (int64_t)(v->nbytes / (fu_dtype_size(v->dtype) ? fu_dtype_size(v->dtype) : 1));
+    char comment[128];
+    fu_sanitize(v->name, comment, sizeof comment);
+    fu_sb_printf(&e->out, "/* constant %s */\nstatic const %s K%d[%lld] = {", comment,
+                 fu_c_type(v->dtype), v->index, (long long)(count > 0 ? count : 1));
+    if (count == 0) fu_sb_printf(&e->out, "0");
+    for (int64_t i = 0; i < count; i++) {
+        if (i % 12 == 0) fu_sb_printf(&e->out, "\n    ");
+        char lit[64];
+        switch (v->dtype) {
+        case FU_F32: {
+            float f;
+            memcpy(&f, (const char *)v->data + 4 * i, 4);
+            fu_float_literal(f, lit, sizeof lit);
+            break;
+        }
+        case FU_F16:
+        case FU_BF16: {
+            uint16_t h;
+            memcpy(&h, (const char *)v->data + 2 * i, 2);
+            snprintf(lit, sizeof lit, "0x%04x", h);
+            break;
+        }
+        case FU_I64: {
+            int64_t x;
+            memcpy(&x, (const char *)v->data + 8 * i, 8);
+            if (x == INT64_MIN) snprintf(lit, sizeof lit, "(-9223372036854775807LL - 1)");
+            else snprintf(lit, sizeof lit, "%lldLL", (long long)x);
+            break;
+        }
+        case FU_I32: {
+            int32_t x;
+            memcpy(&x, (const char *)v->data + 4 * i, 4);
+            snprintf(lit, sizeof lit, "%lld", (long long)x);
+            break;
+        }
+        default: snprintf(lit, sizeof lit, "%d", ((const uint8_t *)v->data)[i] ? 1 : 0); break;
+        }
+        fu_sb_printf(&e->out, "%s, ", lit);
+    }
+    fu_sb_printf(&e->out, "\n};\n");
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+static json_object *dims_json(const fu_graph *g, const fu_value *v) {
+    json_object *shape = json_object_new_array();
+    for (int k = 0; k < v->rank; k++) {
+        json_object *d = json_object_new_array();
+        json_object_array_add(d, json_object_new_int64(v->shape[k].coef));
+        for (int s = 0; s < g->n_syms; s++) json_object_array_add(d, json_object_new_int(v->shape[k].pow[s]));
+        json_object_array_add(shape, d);
+    }
+    return shape;
+}
+
+static json_object *tensor_json(const fu_graph *g, const fu_value *v) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(v->name));
+    json_object_object_add(o, "dtype", json_object_new_string(fu_dtype_name(v->dtype)));
+    json_object_object_add(o, "shape", dims_json(g, v));
+    return o;
+}
+
+static char *build_meta(const fu_graph *g, const char *profile) {
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "fusec_meta", json_object_new_int(1));
+    json_object_object_add(m, "name", json_object_new_string(g->name ? g->name : "model"));
+    json_object_object_add(m, "profile", json_object_new_string(profile));
+    json_object *syms = json_object_new_array();
+    for (int s = 0; s < g->n_syms; s++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(g->sym_names[s]));
+        json_object_object_add(o, "max", json_object_new_int64(g->sym_max[s]));
+        json_object_array_add(syms, o);
+    }
+    json_object_object_add(m, "symbols", syms);
+    json_object *ins = json_object_new_array(), *outs = json_object_new_array();
+    for (int i = 0; i < g->n_inputs; i++) json_object_array_add(ins, tensor_json(g, &g->values[g->inputs[i]]));
+    for (int i = 0; i < g->n_outputs; i++) json_object_array_add(outs, tensor_json(g, &g->values[g->outputs[i]]));
+    json_object_object_add(m, "inputs", ins);
+    json_object_object_add(m, "outputs", outs);
+    /* Weights in slot order (the plan numbers them in value order). */
+    json_object *ws = json_object_new_array();
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].storage == FU_STORE_WEIGHT) json_object_array_add(ws, tensor_json(g, &g->values[v]));
+    json_object_object_add(m, "weights", ws);
+    json_object_object_add(m, "weights_file", g->weights_path ? json_object_new_string(g->weights_path) : NULL);
+    json_object_object_add(m, "weights_identity",
+                           json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));
+    json_object_object_add(m, "arena_bytes", json_object_new_int64(g->arena_bytes));
+    char *text = strdup(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN));
+    json_object_put(m);
+    return text;
+}
+
+/* ---- elementwise loop groups ----------------------------------------------- */
+
+typedef struct {
+    int value;
+    char name[16];       /* pointer variable, or literal for inline scalars */
+    int literal;
+    int bcast[FU_MAX_RANK];   /* per collapsed loop dim: 1 = stride 0 */
+    int full;                 /* same shape as the output */
+} operand;
+
+static int find_operand(const operand *ops, int n, int v) {
+    for (int i = 0; i < n; i++)
+        if (ops[i].value == v) return i;
+    return -1;
+}
+
+/* Inline scalar constants become literals so the loop body folds them. */
+static int scalar_literal(const fu_value *v, char *buf, size_t n) {
+    if (v->kind != FU_VAL_CONST || v->external || !v->data) return 0;
+    int64_t numel;
+    if (fu_value_numel_const(v, &numel) || numel != 1) return 0;
+    switch (v->dtype) {
+    case FU_F32:
+    case FU_F16:
+    case FU_BF16: fu_float_literal(fu_const_get_f(v, 0), buf, n); return 1;
+    case FU_I64: snprintf(buf, n, "((int64_t)%lldLL)", (long long)fu_const_get_i(v, 0)); return 1;
+    case FU_I32: snprintf(buf, n, "((int32_t)%lld)", (long long)fu_const_get_i(v, 0)); return 1;
+    case FU_BOOL: snprintf(buf, n, "%d", fu_const_get_i(v, 0) ? 1 : 0); return 1;
+    default: return 0;
+    }
+}
+
+static void load_expr(const operand *op, fu_dtype t, const char *index, char *buf, size_t n) {
+    if (op->literal) {
+        snprintf(buf, n, "%s", op->name);
+        return;
+    }
+    switch (t) {
+    case FU_F16: snprintf(buf, n, "fu_rt_f16_to_f32(%s[%s])", op->name, index); break;
+    case FU_BF16: snprintf(buf, n, "fu_rt_bf16_to_f32(%s[%s])", op->name, index); break;
+    case FU_BOOL: snprintf(buf, n, "(int)%s[%s]", op->name, index); break;
+    default: snprintf(buf, n, "%s[%s]", op->name, index); break;
+    }
+}
+
+static void store_expr(fu_dtype t, const char *value, char *buf, size_t n) {
+    switch (t) {
+    case FU_F16: snprintf(buf, n, "fu_rt_f32_to_f16(%s)", value); break;
+    case FU_BF16: snprintf(buf, n, "fu_rt_f32_to_bf16(%s)", value); break;
+    case FU_BOOL: snprintf(buf, n, "(uint8_t)((%s) != 0)", value); break;
+    default: snprintf(buf, n, "%s", value); break;
+    }
+}
+
+#define EXPR_MAX 4096
+
+static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err *err) {
+    const fu_graph *g = e->g;
+    const fu_node *root = &g->nodes[members[n_members - 1]];
+    const fu_value *out = &g->values[root->out[0]];
+    int r = out->rank;
+
+    /* External operands, with per-dim broadcast flags against the output. */
+    operand ops[64];
+    int n_ops = 0;
+    for (int m = 0; m < n_members; m++) {
+        const fu_node *n = &g->nodes[members[m]];
+        for (int k = 0; k < n->def->elementwise_operands && k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0) continue;
+            int internal = 0;
+            for (int j = 0; j < m; j++)
+                if (g->values[v].producer == members[j]) internal = 1;
+            if (internal || find_operand(ops, n_ops, v) >= 0) continue;
+            if (n_ops == 64) return fu_node_fail(err, g, root, "too many operands in one fused loop");
+            operand *op = &ops[n_ops++];
+            memset(op, 0, sizeof *op);
+            op->value = v;
+            op->literal = scalar_literal(&g->values[v], op->name, sizeof op->name);
+            if (!op->literal) snprintf(op->name, sizeof op->name, "p%d", n_ops - 1);
+        }
+    }
+
+    /* Collapse the output dims: drop static 1s, merge neighbours that every
+     * operand treats alike (both broadcast or both not). */
+    fu_dim dims[FU_MAX_RANK];
+    int nd = 0;
+    int raw_bcast[64][FU_MAX_RANK];
+    for (int i = 0; i < n_ops; i++) {
+        const fu_value *v = &g->values[ops[i].value];
+        ops[i].full = v->rank == r;
+        for (int k = 0; k < r; k++) {
+            int vk = k - (r - v->rank);
+            int b = vk < 0 || (fu_dim_is_const(v->shape[vk]) && v->shape[vk].coef == 1 &&
+                               !(fu_dim_is_const(out->shape[k]) && out->shape[k].coef == 1));
+            raw_bcast[i][k] = b;
+            if (b) ops[i].full = 0;
+        }
+    }
+    for (int k = 0; k < r; k++) {
+        if (fu_dim_is_const(out->shape[k]) && out->shape[k].coef == 1) continue;
+        int merge = nd > 0;
+        for (int i = 0; i < n_ops && merge; i++)
+            if (!ops[i].literal && ops[i].bcast[nd - 1] != raw_bcast[i][k]) merge = 0;
+        if (merge) {
+            dims[nd - 1] = fu_dim_mul(dims[nd - 1], out->shape[k]);
+        } else {
+            for (int i = 0; i < n_ops; i++) ops[i].bcast[nd] = raw_bcast[i][k];
+            dims[nd++] = out->shape[k];
+        }
+    }
+    int flat = 1;  /* every operand is the full shape or a scalar */
+    for (int i = 0; i < n_ops; i++) {
+        if (ops[i].literal) continue;
+        int all = 1, none = 1;
+        for (int d = 0; d < nd; d++) all &= ops[i].bcast[d], none &= !ops[i].bcast[d];
+        if (!all && !none) flat = 0;
+    }
+
+    e->indent++;
+    fu_emitf(e, "{");
+    e->indent++;
+    for (int i = 0; i < n_ops; i++) {
+        if (ops[i].literal) continue;
+        const fu_value *v = &g->values[ops[i].value];
+        fu_emitf(e, "const %s *restrict %s = %s;", fu_c_type(v->dtype), ops[i].name,
+                 fu_emit_ptr(e, ops[i].value));
+    }
+    fu_emitf(e, "%s *restrict po = %s;", fu_c_type(out->dtype), fu_emit_ptr(e, root->out[0]));
+
+    /* Index expression of each operand. */
+    char index[64][256];
+    if (flat) {
+        fu_emitf(e, "const int64_t n = %s;", fu_emit_numel(e, root->out[0]));
+        fu_emitf(e, "for (int64_t i = 0; i < n; i++) {");
+        for (int i = 0; i < n_ops; i++) {
+            int all = 1;
+            for (int d = 0; d < nd; d++) all &= ops[i].bcast[d];
+            snprintf(index[i], sizeof index[i], "%s", all ? "0" : "i");
+        }
+    } else {
+        for (int d = 0; d < nd; d++) fu_emitf(e, "const int64_t n%d = %s;", d, fu_emit_dim(e, dims[d]));
+        for (int d = 0; d < nd; d++) fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++)", d, d, d, d);
+        fu_emitf(e, "{");
+        for (int i = 0; i < n_ops; i++) {
+            /* offset = sum over kept dims of i_d * (product of later kept dims) */
+            size_t len = 0;
+            index[i][0] = 0;
+            for (int d = 0; d < nd; d++) {
+                if (ops[i].bcast[d]) continue;
+                len += (size_t)snprintf(index[i] + len, sizeof index[i] - len, "%si%d", len ? " + " : "", d);
+                for (int d2 = d + 1; d2 < nd; d2++)
+                    if (!ops[i].bcast[d2]) len += (size_t)snprintf(index[i] + len, sizeof index[i] - len, "*n%d", d2);
+            }
+            if (!len) snprintf(index[i], sizeof index[i], "0");
+        }
+    }
+    e->indent++;
+    if (!flat) {
+        char oi[256];
+        size_t len = 0;
+        oi[0] = 0;
+        for (int d = 0; d < nd; d++) {
+            len += (size_t)snprintf(oi + len, sizeof oi - len, "%si%d", len ? " + " : "", d);
+            for (int d2 = d + 1; d2 < nd; d2++) len += (size_t)snprintf(oi + len, sizeof oi - len, "*n%d", d2);
+        }
+        fu_emitf(e, "const int64_t i = %s;", len ? oi : "0");
+    }
+    /* Load each external operand once, then one temporary per member. */
+    char *arg_text = malloc(EXPR_MAX * 4), *expr = malloc(EXPR_MAX);
+    char (*vars)[16] = calloc((size_t)(n_ops + n_members), 16);
+    if (!arg_text || !expr || !vars) {
+        free(arg_text), free(expr), free(vars);
+        return fu_fail(err, "out of memory emitting code");
+    }
+    for (int i = 0; i < n_ops; i++) {
+        const fu_value *v = &g->values[ops[i].value];
+        load_expr(&ops[i], v->dtype, index[i], expr, EXPR_MAX);
+        snprintf(vars[i], 16, "x%d", i);
+        fu_emitf(e, "const %s %s = %s;", compute_type(v->dtype), vars[i], expr);
+    }
+    int rc = 0;
+    for (int m = 0; m < n_members && rc == 0; m++) {
+        const fu_node *n = &g->nodes[members[m]];
+        const char *args[16];
+        int na = n->def->elementwise_operands < n->n_in ? n->def->elementwise_operands : n->n_in;
+        if (na > 16) {
+            rc = fu_node_fail(err, g, n, "too many elementwise operands");
+            break;
+        }
+        for (int k = 0; k < na; k++) {
+            int v = n->in[k], slot = -1;
+            for (int j = 0; j < m; j++)
+                if (v >= 0 && g->values[v].producer == members[j]) slot = n_ops + j;
+            if (slot < 0) slot = find_operand(ops, n_ops, v);
+            args[k] = slot >= 0 ? vars[slot] : "0";
+        }
+        rc = n->def->expr(g, n, args, expr, EXPR_MAX, err);
+        if (rc) break;
+        snprintf(vars[n_ops + m], 16, "y%d", m);
+        char comment[96];
+        fu_sanitize(n->name, comment, sizeof comment);
+        fu_emitf(e, "const %s %s = %s; /* %s %s */", compute_type(g->values[n->out[0]].dtype), vars[n_ops + m],
+                 expr, n->op, comment);
+    }
+    if (rc == 0) {
+        store_expr(out->dtype, vars[n_ops + n_members - 1], expr, EXPR_MAX);
+        fu_emitf(e, "po[i] = %s;", expr);
+    }
+    e->indent--;
+    fu_emitf(e, "}");
+    e->indent--;
+    fu_emitf(e, "}");
+    e->indent--;
+    free(arg_text), free(expr), free(vars);
+    return rc;
+}
+
+/* ---- the translation unit ------------------------------------------------- */
+
+static void emit_meta_bytes(fu_emit *e, const char *meta) {
+    size_t len = strlen(meta);
+    fu_sb_printf(&e->out, "const unsigned char fusec_model_meta[%zu] = {", len + 1);
+    for (size_t i = 0; i <= len; i++)
+        fu_sb_printf(&e->out, "%s0x%02x,", i % 20 == 0 ? "\n    " : "", (unsigned char)meta[i]);
+    fu_sb_printf(&e->out, "\n};\nconst unsigned long fusec_model_meta_len = %zu;\n\n", len);
+}
+
+int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
+    fu_emit *e = calloc(1, sizeof *e);
+    if (!e) return fu_fail(err, "out of memory emitting code");
+    e->g = g;
+    char name[128];
+    fu_sanitize(g->name ? g->name : "model", name, sizeof name);
+    fu_sb_printf(&e->out, "/* Generated by fusec for model %s. Do not edit. */\n\n", name);
+    fu_sb_printf(&e->out, "%s\n", fu_kernels_header);
+
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].storage == FU_STORE_EMBEDDED) emit_constant(e, &g->values[v]);
+
+    char *meta = build_meta(g, g->profile[0] ? g->profile : "bare");
+    emit_meta_bytes(e, meta);
+    free(meta);
+
+    fu_sb_printf(&e->out,
+                 "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                    void *arena, void **out)\n{\n");
+    e->indent = 1;
+    fu_emitf(e, "unsigned char *A = (unsigned char *)arena;");
+    for (int s = 0; s < g->n_syms; s++) {
+        char sym[64];
+        fu_sanitize(g->sym_names[s], sym, sizeof sym);
+        fu_emitf(e, "const int64_t S%d = sym[%d]; /* %s */", s, s, sym);
+    }
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A;");
+
+    /* Members of each loop group, in order; the group is emitted at its root. */
+    int *members = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
+    int rc = members ? 0 : fu_fail(err, "out of memory emitting code");
+    for (int i = 0; i < g->n_nodes && rc == 0; i++) {
+        const fu_node *n = &g->nodes[i];
+        if (n->dead) continue;
+        char comment[96];
+        fu_sanitize(n->name, comment, sizeof comment);
+        if (!n->def) {
+            rc = fu_node_fail(err, g, n, "node was not inferred before code generation");
+            break;
+        }
+        if (n->loop_group >= 0) {
+            int root = i;
+            for (int j = i + 1; j < g->n_nodes; j++)
+                if (g->nodes[j].loop_group == n->loop_group) root = j;
+            if (root != i) continue;
+            int count = 0;
+            for (int j = 0; j <= i; j++)
+                if (g->nodes[j].loop_group == n->loop_group) members[count++] = j;
+            fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", i, count,
+                     count > 1 ? "s" : "", n->op, comment);
+            rc = emit_loop_group(e, members, count, err);
+        } else if (n->def->is_view) {
+            fu_emitf(e, "/* node %d: %s %s (view, no code) */", i, n->op, comment);
+        } else if (n->def->emit) {
+            fu_emitf(e, "/* node %d: %s %s */", i, n->op, comment);
+            fu_emitf(e, "{");
+            e->indent++;
+            rc = n->def->emit(e, g, n, err);
+            e->indent--;
+            fu_emitf(e, "}");
+        } else {
+            rc = fu_node_fail(err, g, n, "op has no code generator");
+        }
+    }
+    free(members);
+    for (int i = 0; i < g->n_outputs && rc == 0; i++)
+        fu_emitf(e, "out[%d] = %s;", i, fu_emit_vptr(e, g->outputs[i]));
+    fu_emitf(e, "return 0;");
+    fu_sb_printf(&e->out, "}\n");
+    if (rc == 0 && e->out.oom) rc = fu_fail(err, "out of memory emitting code");
+    if (rc == 0) {
+        *out = e->out;
+    } else {
+        fu_sb_free(&e->out);
+    }
+    free(e);
+    return rc;
+}

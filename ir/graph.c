@@ -1,0 +1,705 @@
+/* The graph: value and node tables, dims, attributes, errors. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ir.h"
+#include "weights.h"
+
+/* ---- errors ---------------------------------------------------------- */
+
+int fu_fail(fu_err *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void fu_sanitize(const char *s, char *buf, size_t n) {
+    if (n == 0) return;
+    size_t j = 0;
+    for (; s && *s && j + 1 < n; s++) {
+        char c = *s;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == ':' || c == '/' || c == ' ' || c == '-';
+        buf[j++] = ok ? c : '?';
+    }
+    buf[j] = 0;
+}
+
+int fu_node_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *fmt, ...) {
+    if (!err) return -1;
+    char name[128], op[64], reason[FU_ERR_LEN];
+    fu_sanitize(n && n->name ? n->name : "?", name, sizeof name);
+    fu_sanitize(n && n->op ? n->op : "?", op, sizeof op);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return fu_fail(err, "%s: node '%s' (%s): %s", g && g->path ? g->path : "model", name, op,
+                   reason);
+}
+
+/* ---- dims ------------------------------------------------------------ */
+
+fu_dim fu_dim_const(int64_t c) {
+    fu_dim d;
+    memset(&d, 0, sizeof d);
+    d.coef = c;
+    return d;
+}
+
+fu_dim fu_dim_sym(int sym) {
+    fu_dim d = fu_dim_const(1);
+    if (sym >= 0 && sym < FU_MAX_SYMS) d.pow[sym] = 1;
+    return d;
+}
+
+int fu_dim_is_const(fu_dim d) {
+    for (int i = 0; i < FU_MAX_SYMS; i++)
+        if (d.pow[i]) return 0;
+    return 1;
+}
+
+int fu_dim_eq(fu_dim a, fu_dim b) {
+    if (a.coef != b.coef) return 0;
+    if (a.coef == 0) return 1;  /* 0 * anything is 0 */
+    return memcmp(a.pow, b.pow, sizeof a.pow) == 0;
+}
+
+fu_dim fu_dim_mul(fu_dim a, fu_dim b) {
+    fu_dim d;
+    if (__builtin_mul_overflow(a.coef, b.coef, &d.coef)) d.coef = INT64_MAX;
+    for (int i = 0; i < FU_MAX_SYMS; i++) {
+        unsigned p = (unsigned)a.pow[i] + b.pow[i];
+        d.pow[i] = (uint8_t)(p > 255 ? 255 : p);
+    }
+    if (d.coef == 0) memset(d.pow, 0, sizeof d.pow);
+    return d;
+}
+
+int fu_dim_div(fu_dim a, fu_dim b, fu_dim *out) {
+    if (b.coef == 0 || a.coef % b.coef != 0) return -1;
+    fu_dim d;
+    d.coef = a.coef / b.coef;
+    for (int i = 0; i < FU_MAX_SYMS; i++) {
+        if (a.pow[i] < b.pow[i] && a.coef != 0) return -1;
+        d.pow[i] = a.coef == 0 ? 0 : (uint8_t)(a.pow[i] - b.pow[i]);
+    }
+    *out = d;
+    return 0;
+}
+
+/* Saturates at INT64_MAX so absurd sizes stay detectable instead of wrapping. */
+int64_t fu_dim_eval(fu_dim d, const int64_t *sym_values) {
+    int64_t v = d.coef;
+    for (int i = 0; i < FU_MAX_SYMS; i++)
+        for (int p = 0; p < d.pow[i]; p++) {
+            int64_t s = sym_values ? sym_values[i] : 0;
+            if (__builtin_mul_overflow(v, s, &v)) return INT64_MAX;
+        }
+    return v;
+}
+
+void fu_dim_str(const fu_graph *g, fu_dim d, char *buf, size_t n) {
+    if (n == 0) return;
+    size_t len = 0;
+    buf[0] = 0;
+    int any_sym = !fu_dim_is_const(d);
+    if (!any_sym || d.coef != 1) len += (size_t)snprintf(buf, n, "%lld", (long long)d.coef);
+    for (int i = 0; i < FU_MAX_SYMS && d.coef != 0; i++) {
+        if (!d.pow[i] || len >= n) continue;
+        char sname[32];
+        if (g && i < g->n_syms && g->sym_names[i]) snprintf(sname, sizeof sname, "%s", g->sym_names[i]);
+        else snprintf(sname, sizeof sname, "s%d", i);
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? "*" : "", sname);
+        if (d.pow[i] > 1 && len < n) len += (size_t)snprintf(buf + len, n - len, "^%d", d.pow[i]);
+    }
+}
+
+/* ---- graph tables ---------------------------------------------------- */
+
+fu_graph *fu_graph_new(const char *name) {
+    fu_graph *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->name = strdup(name ? name : "model");
+    if (!g->name) {
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static void free_value(fu_value *v) {
+    free(v->name);
+    if (v->owns_data) free(v->data);
+    free(v->known);
+}
+
+static void free_node(fu_node *n) {
+    free(n->name);
+    free(n->op);
+    free(n->in);
+    free(n->out);
+    for (int i = 0; i < n->n_attrs; i++) fu_attr_free(&n->attrs[i]);
+    free(n->attrs);
+}
+
+void fu_graph_free(fu_graph *g) {
+    if (!g) return;
+    for (int i = 0; i < g->n_values; i++) free_value(&g->values[i]);
+    for (int i = 0; i < g->n_nodes; i++) free_node(&g->nodes[i]);
+    free(g->values);
+    free(g->nodes);
+    free(g->inputs);
+    free(g->outputs);
+    for (int i = 0; i < g->n_syms; i++) free(g->sym_names[i]);
+    if (g->weights) fu_weights_close(g->weights);  /* drops this graph's reference */
+    free(g->name);
+    free(g->path);
+    free(g->weights_path);
+    free(g);
+}
+
+int fu_graph_find_value(const fu_graph *g, const char *name) {
+    for (int i = 0; i < g->n_values; i++)
+        if (strcmp(g->values[i].name, name) == 0) return i;
+    return -1;
+}
+
+int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind) {
+    if (!name || fu_graph_find_value(g, name) >= 0) return -1;
+    if (g->n_values == g->cap_values) {
+        int cap = g->cap_values ? g->cap_values * 2 : 16;
+        fu_value *nv = realloc(g->values, (size_t)cap * sizeof *nv);
+        if (!nv) return -1;
+        g->values = nv;
+        g->cap_values = cap;
+    }
+    fu_value *v = &g->values[g->n_values];
+    memset(v, 0, sizeof *v);
+    v->name = strdup(name);
+    if (!v->name) return -1;
+    v->kind = kind;
+    v->rank = -1;
+    v->producer = -1;
+    v->decl_rank = -1;
+    v->alias_of = -1;
+    v->index = -1;
+    return g->n_values++;
+}
+
+char *fu_graph_unique_name(const fu_graph *g, const char *base) {
+    size_t n = strlen(base) + 24;
+    char *s = malloc(n);
+    if (!s) return NULL;
+    snprintf(s, n, "%s", base);
+    for (long k = 1; fu_graph_find_value(g, s) >= 0; k++) snprintf(s, n, "%s_%ld", base, k);
+    return s;
+}
+
+int fu_graph_add_node(fu_graph *g, const char *name, const char *op, int n_in, const int *in,
+                      int n_out, const int *out) {
+    if (g->n_nodes == g->cap_nodes) {
+        int cap = g->cap_nodes ? g->cap_nodes * 2 : 16;
+        fu_node *nn = realloc(g->nodes, (size_t)cap * sizeof *nn);
+        if (!nn) return -1;
+        g->nodes = nn;
+        g->cap_nodes = cap;
+    }
+    int idx = g->n_nodes;
+    fu_node *n = &g->nodes[idx];
+    memset(n, 0, sizeof *n);
+    char generated[32];
+    if (!name) snprintf(generated, sizeof generated, "node_%d", idx);
+    n->name = strdup(name ? name : generated);
+    n->op = strdup(op ? op : "");
+    n->in = malloc(sizeof(int) * (size_t)(n_in > 0 ? n_in : 1));
+    n->out = malloc(sizeof(int) * (size_t)(n_out > 0 ? n_out : 1));
+    if (!n->name || !n->op || !n->in || !n->out) {
+        free_node(n);
+        return -1;
+    }
+    n->n_in = n_in;
+    n->n_out = n_out;
+    if (n_in) memcpy(n->in, in, sizeof(int) * (size_t)n_in);
+    if (n_out) memcpy(n->out, out, sizeof(int) * (size_t)n_out);
+    n->loop_group = -1;
+    for (int i = 0; i < n_out; i++)
+        if (out[i] >= 0 && out[i] < g->n_values) g->values[out[i]].producer = idx;
+    g->n_nodes++;
+    return idx;
+}
+
+/* Producer of each value from the live nodes (the field may be stale after
+ * passes reorder or kill nodes). */
+static void recompute_producers(fu_graph *g) {
+    for (int i = 0; i < g->n_values; i++) g->values[i].producer = -1;
+    for (int k = 0; k < g->n_nodes; k++) {
+        if (g->nodes[k].dead) continue;
+        for (int o = 0; o < g->nodes[k].n_out; o++) {
+            int v = g->nodes[k].out[o];
+            if (v >= 0 && v < g->n_values) g->values[v].producer = k;
+        }
+    }
+}
+
+void fu_graph_compact(fu_graph *g) {
+    /* Drop dead nodes, keeping order. */
+    int kept = 0;
+    for (int k = 0; k < g->n_nodes; k++) {
+        if (g->nodes[k].dead) free_node(&g->nodes[k]);
+        else g->nodes[kept++] = g->nodes[k];
+    }
+    g->n_nodes = kept;
+
+    /* Mark values still referenced. */
+    char *used = calloc((size_t)g->n_values + 1, 1);
+    int *remap = malloc(sizeof(int) * ((size_t)g->n_values + 1));
+    if (!used || !remap) {  /* out of memory: leave values as they are */
+        free(used);
+        free(remap);
+        recompute_producers(g);
+        return;
+    }
+    for (int i = 0; i < g->n_inputs; i++) used[g->inputs[i]] = 1;
+    for (int i = 0; i < g->n_outputs; i++) used[g->outputs[i]] = 1;
+    for (int k = 0; k < g->n_nodes; k++) {
+        for (int i = 0; i < g->nodes[k].n_in; i++)
+            if (g->nodes[k].in[i] >= 0) used[g->nodes[k].in[i]] = 1;
+        for (int i = 0; i < g->nodes[k].n_out; i++)
+            if (g->nodes[k].out[i] >= 0) used[g->nodes[k].out[i]] = 1;
+    }
+    for (int i = 0; i < g->n_values; i++)  /* an alias keeps its target alive */
+        if (used[i] && g->values[i].alias_of >= 0) used[g->values[i].alias_of] = 1;
+
+    int nv = 0;
+    for (int i = 0; i < g->n_values; i++) {
+        if (used[i]) {
+            remap[i] = nv;
+            g->values[nv++] = g->values[i];
+        } else {
+            remap[i] = -1;
+            free_value(&g->values[i]);
+        }
+    }
+    g->n_values = nv;
+    for (int i = 0; i < nv; i++)
+        if (g->values[i].alias_of >= 0) g->values[i].alias_of = remap[g->values[i].alias_of];
+    for (int i = 0; i < g->n_inputs; i++) g->inputs[i] = remap[g->inputs[i]];
+    for (int i = 0; i < g->n_outputs; i++) g->outputs[i] = remap[g->outputs[i]];
+    for (int k = 0; k < g->n_nodes; k++) {
+        fu_node *n = &g->nodes[k];
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i] >= 0) n->in[i] = remap[n->in[i]];
+        for (int i = 0; i < n->n_out; i++)
+            if (n->out[i] >= 0) n->out[i] = remap[n->out[i]];
+    }
+    free(used);
+    free(remap);
+    recompute_producers(g);
+}
+
+/* Min-heap of node indices: Kahn's algorithm always takes the earliest ready
+ * node, so an already sorted graph keeps its order. */
+static void heap_push(int *h, int *n, int x) {
+    int i = (*n)++;
+    h[i] = x;
+    while (i > 0 && h[(i - 1) / 2] > h[i]) {
+        int p = (i - 1) / 2, t = h[p];
+        h[p] = h[i];
+        h[i] = t;
+        i = p;
+    }
+}
+
+static int heap_pop(int *h, int *n) {
+    int top = h[0];
+    h[0] = h[--(*n)];
+    for (int i = 0;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && h[l] < h[m]) m = l;
+        if (r < *n && h[r] < h[m]) m = r;
+        if (m == i) break;
+        int t = h[m];
+        h[m] = h[i];
+        h[i] = t;
+        i = m;
+    }
+    return top;
+}
+
+int fu_graph_toposort(fu_graph *g, fu_err *err) {
+    int nn = g->n_nodes;
+    if (nn == 0) return 0;
+    recompute_producers(g);
+    int *indeg = calloc((size_t)nn, sizeof(int));
+    int *heap = malloc(sizeof(int) * (size_t)nn);
+    int *order = malloc(sizeof(int) * (size_t)nn);
+    /* consumers as CSR: for each producing node, the consuming nodes */
+    int *cstart = calloc((size_t)nn + 1, sizeof(int));
+    int n_edges = 0;
+    for (int k = 0; k < nn; k++) n_edges += g->nodes[k].n_in;
+    int *cons = malloc(sizeof(int) * (size_t)(n_edges + 1));
+    int *fill = calloc((size_t)nn + 1, sizeof(int));
+    fu_node *sorted = malloc(sizeof(fu_node) * (size_t)nn);
+    int rc = -1;
+    if (!indeg || !heap || !order || !cstart || !cons || !fill || !sorted) {
+        fu_fail(err, "%s: out of memory sorting nodes", g->path ? g->path : "model");
+        goto done;
+    }
+    for (int k = 0; k < nn; k++) {
+        fu_node *n = &g->nodes[k];
+        if (n->dead) continue;
+        for (int i = 0; i < n->n_in; i++) {
+            int v = n->in[i];
+            if (v < 0 || v >= g->n_values || g->values[v].producer < 0) continue;
+            indeg[k]++;
+            cstart[g->values[v].producer + 1]++;
+        }
+    }
+    for (int k = 0; k < nn; k++) cstart[k + 1] += cstart[k];
+    for (int k = 0; k < nn; k++) {
+        fu_node *n = &g->nodes[k];
+        if (n->dead) continue;
+        for (int i = 0; i < n->n_in; i++) {
+            int v = n->in[i];
+            if (v < 0 || v >= g->n_values || g->values[v].producer < 0) continue;
+            int p = g->values[v].producer;
+            cons[cstart[p] + fill[p]++] = k;
+        }
+    }
+    int hn = 0, n_order = 0, n_live = 0;
+    for (int k = 0; k < nn; k++) {
+        if (g->nodes[k].dead) continue;
+        n_live++;
+        if (indeg[k] == 0) heap_push(heap, &hn, k);
+    }
+    while (hn > 0) {
+        int k = heap_pop(heap, &hn);
+        order[n_order++] = k;
+        for (int e = cstart[k]; e < cstart[k + 1]; e++)
+            if (--indeg[cons[e]] == 0) heap_push(heap, &hn, cons[e]);
+    }
+    if (n_order < n_live) {
+        /* Walk back along unsorted producers: after n_live steps we are on a cycle. */
+        int k = 0;
+        while (g->nodes[k].dead || indeg[k] == 0) k++;
+        for (int step = 0; step < n_live; step++) {
+            fu_node *n = &g->nodes[k];
+            for (int i = 0; i < n->n_in; i++) {
+                int v = n->in[i];
+                if (v < 0 || v >= g->n_values) continue;
+                int p = g->values[v].producer;
+                if (p >= 0 && indeg[p] > 0) {
+                    k = p;
+                    break;
+                }
+            }
+        }
+        fu_node_fail(err, g, &g->nodes[k], "cycle in graph");
+        goto done;
+    }
+    /* Dead nodes go last, in their old order, until compaction drops them. */
+    for (int k = 0; k < nn; k++)
+        if (g->nodes[k].dead) order[n_order++] = k;
+    for (int k = 0; k < nn; k++) sorted[k] = g->nodes[order[k]];
+    memcpy(g->nodes, sorted, sizeof(fu_node) * (size_t)nn);
+    recompute_producers(g);
+    rc = 0;
+done:
+    free(indeg);
+    free(heap);
+    free(order);
+    free(cstart);
+    free(cons);
+    free(fill);
+    free(sorted);
+    return rc;
+}
+
+static int copy_attr(fu_attr *dst, const fu_attr *src) {
+    *dst = *src;
+    dst->name = NULL;
+    dst->ints = NULL;
+    dst->floats = NULL;
+    dst->s = NULL;
+    dst->t_data = NULL;
+    dst->name = strdup(src->name);
+    if (!dst->name) return -1;
+    if (src->ints) {
+        dst->ints = malloc(sizeof(int64_t) * (size_t)(src->n ? src->n : 1));
+        if (!dst->ints) return -1;
+        memcpy(dst->ints, src->ints, sizeof(int64_t) * (size_t)src->n);
+    }
+    if (src->floats) {
+        dst->floats = malloc(sizeof(double) * (size_t)(src->n ? src->n : 1));
+        if (!dst->floats) return -1;
+        memcpy(dst->floats, src->floats, sizeof(double) * (size_t)src->n);
+    }
+    if (src->s && !(dst->s = strdup(src->s))) return -1;
+    if (src->t_data) {
+        size_t nb = fu_dtype_size(src->t_dtype);
+        for (int i = 0; i < src->t_rank; i++) nb *= (size_t)src->t_shape[i];
+        dst->t_data = malloc(nb ? nb : 1);
+        if (!dst->t_data) return -1;
+        memcpy(dst->t_data, src->t_data, nb);
+    }
+    return 0;
+}
+
+fu_graph *fu_graph_clone(const fu_graph *g) {
+    fu_graph *c = fu_graph_new(g->name);
+    if (!c) return NULL;
+    if (g->path && !(c->path = strdup(g->path))) goto fail;
+    if (g->weights_path && !(c->weights_path = strdup(g->weights_path))) goto fail;
+    for (int i = 0; i < g->n_syms; i++) {
+        if (!(c->sym_names[i] = strdup(g->sym_names[i]))) goto fail;
+        c->sym_max[i] = g->sym_max[i];
+        c->n_syms = i + 1;
+    }
+    c->values = calloc((size_t)g->n_values + 1, sizeof(fu_value));
+    c->nodes = calloc((size_t)g->n_nodes + 1, sizeof(fu_node));
+    c->inputs = malloc(sizeof(int) * ((size_t)g->n_inputs + 1));
+    c->outputs = malloc(sizeof(int) * ((size_t)g->n_outputs + 1));
+    if (!c->values || !c->nodes || !c->inputs || !c->outputs) goto fail;
+    c->cap_values = g->n_values + 1;
+    c->cap_nodes = g->n_nodes + 1;
+    for (int i = 0; i < g->n_values; i++) {
+        const fu_value *s = &g->values[i];
+        fu_value *d = &c->values[i];
+        *d = *s;
+        d->name = NULL;
+        d->known = NULL;
+        if (s->owns_data) d->data = NULL;
+        c->n_values = i + 1;  /* from here on, fu_graph_free cleans d up */
+        if (!(d->name = strdup(s->name))) goto fail;
+        if (s->owns_data && s->data) {
+            if (!(d->data = malloc(s->nbytes ? s->nbytes : 1))) goto fail;
+            memcpy(d->data, s->data, s->nbytes);
+        }
+        if (s->known && s->n_known > 0) {
+            if (!(d->known = malloc(sizeof(fu_dim) * (size_t)s->n_known))) goto fail;
+            memcpy(d->known, s->known, sizeof(fu_dim) * (size_t)s->n_known);
+        }
+    }
+    for (int k = 0; k < g->n_nodes; k++) {
+        const fu_node *s = &g->nodes[k];
+        fu_node *d = &c->nodes[k];
+        *d = *s;
+        d->name = d->op = NULL;
+        d->in = d->out = NULL;
+        d->attrs = NULL;
+        d->n_attrs = 0;
+        c->n_nodes = k + 1;
+        if (!(d->name = strdup(s->name)) || !(d->op = strdup(s->op))) goto fail;
+        d->in = malloc(sizeof(int) * (size_t)(s->n_in ? s->n_in : 1));
+        d->out = malloc(sizeof(int) * (size_t)(s->n_out ? s->n_out : 1));
+        if (!d->in || !d->out) goto fail;
+        memcpy(d->in, s->in, sizeof(int) * (size_t)s->n_in);
+        memcpy(d->out, s->out, sizeof(int) * (size_t)s->n_out);
+        if (s->n_attrs) {
+            if (!(d->attrs = calloc((size_t)s->n_attrs, sizeof(fu_attr)))) goto fail;
+            for (int a = 0; a < s->n_attrs; a++) {
+                d->n_attrs = a + 1;
+                if (copy_attr(&d->attrs[a], &s->attrs[a])) goto fail;
+            }
+        }
+    }
+    memcpy(c->inputs, g->inputs, sizeof(int) * (size_t)g->n_inputs);
+    memcpy(c->outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
+    c->n_inputs = g->n_inputs;
+    c->n_outputs = g->n_outputs;
+    memcpy(c->profile, g->profile, sizeof c->profile);
+    c->arena_bytes = g->arena_bytes;
+    c->n_loop_groups = g->n_loop_groups;
+    /* The mapping is shared; the reference count keeps it alive until the
+     * last graph using it is freed. */
+    if (g->weights) c->weights = fu_weights_retain(g->weights);
+    return c;
+fail:
+    fu_graph_free(c);
+    return NULL;
+}
+
+int *fu_graph_use_counts(const fu_graph *g) {
+    int *uses = calloc((size_t)g->n_values + 1, sizeof(int));
+    if (!uses) return NULL;
+    for (int k = 0; k < g->n_nodes; k++) {
+        const fu_node *n = &g->nodes[k];
+        if (n->dead) continue;
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i] >= 0 && n->in[i] < g->n_values) uses[n->in[i]]++;
+    }
+    for (int i = 0; i < g->n_outputs; i++) uses[g->outputs[i]]++;
+    return uses;
+}
+
+int64_t fu_value_numel_max(const fu_graph *g, const fu_value *v) {
+    if (v->rank < 0) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < v->rank; i++) {
+        int64_t d = fu_dim_eval(v->shape[i], g->sym_max);
+        if (d < 0 || __builtin_mul_overflow(n, d, &n)) return INT64_MAX;
+    }
+    return n;
+}
+
+int fu_value_numel_const(const fu_value *v, int64_t *out) {
+    if (v->rank < 0) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < v->rank; i++) {
+        if (!fu_dim_is_const(v->shape[i])) return -1;
+        if (__builtin_mul_overflow(n, v->shape[i].coef, &n)) return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* ---- attributes ------------------------------------------------------ */
+
+const fu_attr *fu_node_attr(const fu_node *n, const char *name) {
+    for (int i = 0; i < n->n_attrs; i++)
+        if (strcmp(n->attrs[i].name, name) == 0) return &n->attrs[i];
+    return NULL;
+}
+
+int64_t fu_attr_int(const fu_node *n, const char *name, int64_t dflt) {
+    const fu_attr *a = fu_node_attr(n, name);
+    if (!a) return dflt;
+    if (a->kind == FU_ATTR_INT) return a->i;
+    if (a->kind == FU_ATTR_FLOAT && isfinite(a->f) && fabs(a->f) < 9.2e18) return (int64_t)a->f;
+    return dflt;
+}
+
+double fu_attr_float(const fu_node *n, const char *name, double dflt) {
+    const fu_attr *a = fu_node_attr(n, name);
+    if (!a) return dflt;
+    if (a->kind == FU_ATTR_FLOAT) return a->f;
+    if (a->kind == FU_ATTR_INT) return (double)a->i;
+    return dflt;
+}
+
+const char *fu_attr_string(const fu_node *n, const char *name, const char *dflt) {
+    const fu_attr *a = fu_node_attr(n, name);
+    return a && a->kind == FU_ATTR_STRING && a->s ? a->s : dflt;
+}
+
+void fu_attr_free(fu_attr *a) {
+    if (!a) return;
+    free(a->name);
+    free(a->ints);
+    free(a->floats);
+    free(a->s);
+    free(a->t_data);
+    a->name = NULL;
+    a->ints = NULL;
+    a->floats = NULL;
+    a->s = NULL;
+    a->t_data = NULL;
+}
+
+/* Existing attribute of that name, emptied, or a fresh one appended. */
+static fu_attr *attr_slot(fu_node *n, const char *name) {
+    for (int i = 0; i < n->n_attrs; i++) {
+        if (strcmp(n->attrs[i].name, name) == 0) {
+            char *keep = n->attrs[i].name;
+            n->attrs[i].name = NULL;
+            fu_attr_free(&n->attrs[i]);
+            memset(&n->attrs[i], 0, sizeof n->attrs[i]);
+            n->attrs[i].name = keep;
+            return &n->attrs[i];
+        }
+    }
+    char *copy = strdup(name);
+    fu_attr *na = realloc(n->attrs, sizeof(fu_attr) * ((size_t)n->n_attrs + 1));
+    if (!copy || !na) {
+        free(copy);
+        if (na) n->attrs = na;
+        return NULL;
+    }
+    n->attrs = na;
+    fu_attr *a = &n->attrs[n->n_attrs++];
+    memset(a, 0, sizeof *a);
+    a->name = copy;
+    return a;
+}
+
+fu_attr *fu_node_set_attr_int(fu_node *n, const char *name, int64_t v) {
+    fu_attr *a = attr_slot(n, name);
+    if (!a) return NULL;
+    a->kind = FU_ATTR_INT;
+    a->i = v;
+    return a;
+}
+
+fu_attr *fu_node_set_attr_float(fu_node *n, const char *name, double v) {
+    fu_attr *a = attr_slot(n, name);
+    if (!a) return NULL;
+    a->kind = FU_ATTR_FLOAT;
+    a->f = v;
+    return a;
+}
+
+fu_attr *fu_node_set_attr_ints(fu_node *n, const char *name, int count, const int64_t *v) {
+    fu_attr *a = attr_slot(n, name);
+    if (!a) return NULL;
+    a->kind = FU_ATTR_INTS;
+    a->ints = malloc(sizeof(int64_t) * (size_t)(count > 0 ? count : 1));
+    if (!a->ints) return NULL;
+    a->n = count;
+    if (count > 0) memcpy(a->ints, v, sizeof(int64_t) * (size_t)count);
+    return a;
+}
+
+/* ---- constant data --------------------------------------------------- */
+
+int fu_value_set_data(fu_value *v, const void *bytes, size_t nbytes) {
+    void *copy = malloc(nbytes ? nbytes : 1);
+    if (!copy) return -1;
+    if (nbytes) memcpy(copy, bytes, nbytes);
+    if (v->owns_data) free(v->data);
+    v->data = copy;
+    v->nbytes = nbytes;
+    v->owns_data = 1;
+    v->external = 0;
+    return 0;
+}
+
+/* Bounds are checked so a bad index reads 0 instead of outside the buffer. */
+double fu_const_get_f(const fu_value *v, int64_t i) {
+    size_t es = fu_dtype_size(v->dtype);
+    if (!v->data || es == 0 || i < 0 || (uint64_t)(i + 1) * es > v->nbytes) return 0;
+    const unsigned char *p = (const unsigned char *)v->data + (size_t)i * es;
+    switch (v->dtype) {
+    case FU_F32: { float x; memcpy(&x, p, 4); return x; }
+    case FU_F16: { uint16_t h; memcpy(&h, p, 2); return fu_f16_to_f32(h); }
+    case FU_BF16: { uint16_t h; memcpy(&h, p, 2); return fu_bf16_to_f32(h); }
+    case FU_I64: { int64_t x; memcpy(&x, p, 8); return (double)x; }
+    case FU_I32: { int32_t x; memcpy(&x, p, 4); return x; }
+    case FU_BOOL: return p[0] != 0;
+    default: return 0;
+    }
+}
+
+int64_t fu_const_get_i(const fu_value *v, int64_t i) {
+    size_t es = fu_dtype_size(v->dtype);
+    if (!v->data || es == 0 || i < 0 || (uint64_t)(i + 1) * es > v->nbytes) return 0;
+    const unsigned char *p = (const unsigned char *)v->data + (size_t)i * es;
+    switch (v->dtype) {
+    case FU_I64: { int64_t x; memcpy(&x, p, 8); return x; }
+    case FU_I32: { int32_t x; memcpy(&x, p, 4); return x; }
+    case FU_BOOL: return p[0] != 0;
+    default: {
+        double d = fu_const_get_f(v, i);  /* float: truncate, saturating */
+        if (d != d) return 0;
+        if (d >= 9.2233720368547758e18) return INT64_MAX;
+        if (d <= -9.2233720368547758e18) return INT64_MIN;
+        return (int64_t)d;
+    }
+    }
+}

@@ -1,0 +1,237 @@
+/* The plan pass: decides where every value lives when the model runs.
+ *
+ * 1. Loop groups: chains of elementwise nodes become one loop. A node joins
+ *    its consumer's group when its only use is that consumer, it is not a
+ *    graph output and its shape equals the group's output shape, so one
+ *    index addresses every member. Non-root members are never stored.
+ * 2. Storage: inputs and weights stay where the caller / the mapping put
+ *    them, inline constants are embedded in the generated code, views
+ *    (Reshape & co.) alias their input, everything else gets an arena slot.
+ * 3. Memory plan: arena slots are reused by liveness (first fit over a free
+ *    list, sizes at the symbols' declared maxima), so the arena is the peak
+ *    of simultaneously live buffers rather than their sum. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "passes.h"
+#include "../ir/ops.h"
+
+#define ARENA_ALIGN 64
+
+static int is_elementwise(const fu_node *n) { return n->def && n->def->expr != NULL; }
+
+static int same_shape(const fu_value *a, const fu_value *b) {
+    if (a->rank != b->rank) return 0;
+    for (int k = 0; k < a->rank; k++)
+        if (!fu_dim_eq(a->shape[k], b->shape[k])) return 0;
+    return 1;
+}
+
+/* Walks consumers backwards from each group root, pulling in producers. */
+static void assign_loop_groups(fu_graph *g, const int *uses) {
+    int groups = 0;
+    for (int i = 0; i < g->n_nodes; i++) g->nodes[i].loop_group = -1;
+    int *root_of_group = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        fu_node *n = &g->nodes[i];
+        if (!is_elementwise(n)) continue;
+        if (n->loop_group < 0) {
+            root_of_group[groups] = i;
+            n->loop_group = groups++;
+        }
+        const fu_value *root_out = &g->values[g->nodes[root_of_group[n->loop_group]].out[0]];
+        for (int k = 0; k < n->def->elementwise_operands && k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0) continue;
+            const fu_value *val = &g->values[v];
+            if (val->producer < 0 || val->is_output || uses[v] != 1) continue;
+            fu_node *p = &g->nodes[val->producer];
+            if (!is_elementwise(p) || p->loop_group >= 0 || p->n_out != 1) continue;
+            if (!same_shape(val, root_out)) continue;
+            p->loop_group = n->loop_group;
+        }
+    }
+    g->n_loop_groups = groups;
+    free(root_of_group);
+}
+
+/* The value whose bytes v uses (follows view aliases). */
+static int storage_root(const fu_graph *g, int v) {
+    while (g->values[v].storage == FU_STORE_ALIAS) v = g->values[v].alias_of;
+    return v;
+}
+
+static void assign_storage(fu_graph *g) {
+    int weights = 0, embedded = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        fu_value *val = &g->values[v];
+        val->storage = FU_STORE_NONE;
+        val->index = -1;
+        val->offset = -1;
+        val->alias_of = -1;
+        if (val->kind == FU_VAL_CONST) {
+            val->storage = val->external ? FU_STORE_WEIGHT : FU_STORE_EMBEDDED;
+            val->index = val->external ? weights++ : embedded++;
+        }
+    }
+    for (int i = 0; i < g->n_inputs; i++) {
+        g->values[g->inputs[i]].storage = FU_STORE_INPUT;
+        g->values[g->inputs[i]].index = i;
+    }
+    /* Group roots' positions tell whether a member is a root. */
+    int *group_root = malloc(sizeof(int) * (size_t)(g->n_loop_groups + 1));
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].loop_group >= 0) group_root[g->nodes[i].loop_group] = i;
+    for (int i = 0; i < g->n_nodes; i++) {
+        fu_node *n = &g->nodes[i];
+        for (int o = 0; o < n->n_out; o++) {
+            fu_value *val = &g->values[n->out[o]];
+            if (n->def && n->def->is_view && n->in[0] >= 0) {
+                val->storage = FU_STORE_ALIAS;
+                val->alias_of = storage_root(g, n->in[0]);
+            } else if (n->loop_group >= 0 && group_root[n->loop_group] != i) {
+                val->storage = FU_STORE_NONE;
+            } else {
+                val->storage = FU_STORE_ARENA;
+            }
+        }
+    }
+    free(group_root);
+}
+
+/* Free list of arena byte ranges, kept sorted by offset and coalesced. */
+typedef struct {
+    int64_t off, size;
+} span;
+
+typedef struct {
+    span *free;
+    int n, cap;
+    int64_t top;
+} arena_alloc;
+
+static int64_t arena_take(arena_alloc *a, int64_t size) {
+    int best = -1;
+    for (int i = 0; i < a->n; i++)
+        if (a->free[i].size >= size && (best < 0 || a->free[i].size < a->free[best].size)) best = i;
+    if (best >= 0) {
+        int64_t off = a->free[best].off;
+        a->free[best].off += size;
+        a->free[best].size -= size;
+        if (a->free[best].size == 0) {
+            memmove(&a->free[best], &a->free[best + 1], sizeof(span) * (size_t)(a->n - best - 1));
+            a->n--;
+        }
+        return off;
+    }
+    /* Grow the arena, reusing a free span that ends at the top. */
+    if (a->n > 0 && a->free[a->n - 1].off + a->free[a->n - 1].size == a->top) {
+        int64_t off = a->free[a->n - 1].off;
+        a->n--;
+        a->top = off + size;
+        return off;
+    }
+    int64_t off = a->top;
+    a->top += size;
+    return off;
+}
+
+static int arena_give(arena_alloc *a, int64_t off, int64_t size) {
+    if (a->n == a->cap) {
+        int cap = a->cap ? a->cap * 2 : 64;
+        span *f = realloc(a->free, sizeof(span) * (size_t)cap);
+        if (!f) return -1;
+        a->free = f;
+        a->cap = cap;
+    }
+    int i = 0;
+    while (i < a->n && a->free[i].off < off) i++;
+    memmove(&a->free[i + 1], &a->free[i], sizeof(span) * (size_t)(a->n - i));
+    a->free[i] = (span){off, size};
+    a->n++;
+    /* Coalesce with the right and left neighbours. */
+    if (i + 1 < a->n && a->free[i].off + a->free[i].size == a->free[i + 1].off) {
+        a->free[i].size += a->free[i + 1].size;
+        memmove(&a->free[i + 1], &a->free[i + 2], sizeof(span) * (size_t)(a->n - i - 2));
+        a->n--;
+    }
+    if (i > 0 && a->free[i - 1].off + a->free[i - 1].size == a->free[i].off) {
+        a->free[i - 1].size += a->free[i].size;
+        memmove(&a->free[i], &a->free[i + 1], sizeof(span) * (size_t)(a->n - i - 1));
+        a->n--;
+    }
+    return 0;
+}
+
+static int64_t buffer_bytes(const fu_graph *g, const fu_value *v) {
+    int64_t bytes = fu_value_numel_max(g, v) * (int64_t)fu_dtype_size(v->dtype);
+    if (bytes < ARENA_ALIGN) bytes = ARENA_ALIGN;
+    return (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+}
+
+static int plan_arena(fu_graph *g, fu_err *err) {
+    int n = g->n_nodes;
+    /* Where each node's reads happen: a group member reads when its root runs. */
+    int *read_pos = malloc(sizeof(int) * (size_t)(n + 1));
+    int *last_use = malloc(sizeof(int) * (size_t)(g->n_values + 1));
+    int *group_root = malloc(sizeof(int) * (size_t)(g->n_loop_groups + 1));
+    if (!read_pos || !last_use || !group_root) {
+        free(read_pos), free(last_use), free(group_root);
+        return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
+    }
+    for (int i = 0; i < n; i++)
+        if (g->nodes[i].loop_group >= 0) group_root[g->nodes[i].loop_group] = i;
+    for (int i = 0; i < n; i++)
+        read_pos[i] = g->nodes[i].loop_group >= 0 ? group_root[g->nodes[i].loop_group] : i;
+    for (int v = 0; v < g->n_values; v++)
+        last_use[v] = g->values[v].producer >= 0 ? read_pos[g->values[v].producer] : -1;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++) {
+            int v = g->nodes[i].in[k];
+            if (v < 0) continue;
+            int r = storage_root(g, v);
+            if (last_use[r] < read_pos[i]) last_use[r] = read_pos[i];
+        }
+    for (int i = 0; i < g->n_outputs; i++) last_use[storage_root(g, g->outputs[i])] = n;
+
+    arena_alloc a = {0};
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        fu_node *node = &g->nodes[i];
+        for (int o = 0; o < node->n_out; o++) {
+            fu_value *val = &g->values[node->out[o]];
+            if (val->storage == FU_STORE_ARENA) val->offset = arena_take(&a, buffer_bytes(g, val));
+        }
+        /* Release every buffer whose last reader ran at this position. */
+        for (int v = 0; v < g->n_values && rc == 0; v++) {
+            fu_value *val = &g->values[v];
+            if (val->storage == FU_STORE_ARENA && last_use[v] == i && val->offset >= 0)
+                rc = arena_give(&a, val->offset, buffer_bytes(g, val));
+        }
+    }
+    g->arena_bytes = a.top;
+    free(a.free), free(read_pos), free(last_use), free(group_root);
+    if (rc) return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
+    return 0;
+}
+
+int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
+    int *uses = fu_graph_use_counts(g);
+    if (!uses) return fu_fail(err, "%s: out of memory", g->path ? g->path : "model");
+    assign_loop_groups(g, uses);
+    free(uses);
+    assign_storage(g);
+    if (plan_arena(g, err)) return -1;
+    if (o && o->verbose) {
+        int64_t naive = 0;
+        int buffers = 0;
+        for (int v = 0; v < g->n_values; v++)
+            if (g->values[v].storage == FU_STORE_ARENA) {
+                naive += buffer_bytes(g, &g->values[v]);
+                buffers++;
+            }
+        fprintf(stderr, "plan: %d loop groups, %d buffers, arena %lld bytes (%lld without reuse)\n",
+                g->n_loop_groups, buffers, (long long)g->arena_bytes, (long long)naive);
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+"""Minimal safetensors reader/writer on numpy (no torch, no safetensors package).
+
+Format: 8-byte little-endian header length N, N bytes of JSON header
+{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, ...,
+ "__metadata__": {...}}, then the raw little-endian C-order tensor bytes;
+offsets are relative to the end of the header. The header is padded with
+spaces to a multiple of 8 so the data area is aligned.
+
+bfloat16 has no numpy dtype: pass a uint16 array of raw bf16 bits wrapped in
+BF16(array); read() returns such tensors as BF16 too.
+"""
+import json
+import struct
+
+import numpy as np
+
+
+class BF16:
+    """Raw bfloat16 bits (uint16) tagged so the writer records dtype BF16."""
+
+    def __init__(self, bits):
+        self.bits = np.ascontiguousarray(bits, dtype=np.uint16)
+        self.shape = self.bits.shape
+
+
+def f32_to_bf16_bits(x):
+    """float32 -> bfloat16 bits, round to nearest even, NaN stays a quiet NaN."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    is_nan = (u & 0x7FFFFFFF) > 0x7F800000
+    quiet_nan = ((u >> 16) | 0x40).astype(np.uint16)
+    return np.where(is_nan, quiet_nan, rounded).astype(np.uint16)
+
+
+def bf16_bits_to_f32(bits):
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+_DTYPES = {
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float16): "F16",
+    np.dtype(np.float64): "F64",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.int16): "I16",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.uint8): "U8",
+    np.dtype(np.bool_): "BOOL",
+}
+_NP_FROM_NAME = {v: k for k, v in _DTYPES.items()}
+
+
+def write(path, tensors, metadata=None):
+    """Writes {name: ndarray or BF16} to path; names sorted for determinism."""
+    header = {}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if isinstance(t, BF16):
+            dtype, raw, shape = "BF16", t.bits.astype("<u2").tobytes(), list(t.shape)
+        else:
+            a = np.ascontiguousarray(t)
+            if a.dtype not in _DTYPES:
+                raise ValueError(f"{name}: unsupported dtype {a.dtype}")
+            dtype = _DTYPES[a.dtype]
+            raw, shape = a.astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape)
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    header["__metadata__"] = dict(metadata or {"format": "pt"})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+
+
+def read(path):
+    """Returns {name: ndarray or BF16} (checks offsets against the file size)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        if not 0 <= begin <= end <= len(body):
+            raise ValueError(f"{name}: offsets outside the file")
+        raw = body[begin:end]
+        if info["dtype"] == "BF16":
+            out[name] = BF16(np.frombuffer(raw, dtype="<u2").reshape(info["shape"]))
+        else:
+            dt = _NP_FROM_NAME[info["dtype"]].newbyteorder("<")
+            out[name] = np.frombuffer(raw, dtype=dt).reshape(info["shape"]).astype(dt.newbyteorder("="))
+    return out

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Tests of the fusec command line. Usage: tests/cli/test_cli.sh BUILD_DIR
+# Prints one line per check and exits non-zero if any check failed.
+set -u
+build=${1:-build}
+fusec="$(cd "$build" && pwd)/fusec"
+py=/usr/bin/python3
+tmp=$(mktemp -d /tmp/fusec_cli_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -s "$tmp/err" ] && sed 's/^/       /' "$tmp/err" | head -5; }
+# check NAME COMMAND...: passes when the command succeeds
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+# status WANT NAME COMMAND...: runs fusec COMMAND, wants exit status WANT
+status() {
+    local want=$1 name=$2; shift 2
+    "$fusec" "$@" >"$tmp/out" 2>"$tmp/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok "$name (exit $got)"; else bad "$name (exit $got, want $want)"; fi
+}
+
+# ---- models -------------------------------------------------------------------
+# y = Relu(x + b) @ W
+cat >"$tmp/small.json" <<'EOF'
+{"ir_version": 1, "name": "small",
+ "inputs": [{"name": "x", "dtype": "float32", "shape": [2, 3]}],
+ "outputs": [{"name": "y", "dtype": "float32", "shape": [2, 2]}],
+ "initializers": [
+   {"name": "b", "dtype": "float32", "shape": [3], "data": [0.5, -1, 0.25]},
+   {"name": "W", "dtype": "float32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]}],
+ "nodes": [
+   {"name": "add", "op": "Add", "inputs": ["x", "b"], "outputs": ["s"]},
+   {"name": "relu", "op": "Relu", "inputs": ["s"], "outputs": ["r"]},
+   {"name": "mm", "op": "MatMul", "inputs": ["r", "W"], "outputs": ["y"]}]}
+EOF
+x_json='[[1,2,3],[-4,0.5,1]]'
+y_line='y float32 [2, 2] 20.75 26.5 6.25 7.5'
+
+# Names that try to escape into the C code and out of the output directory.
+cat >"$tmp/evil.json" <<'EOF'
+{"ir_version": 1, "name": "evil */ int pwned; /*",
+ "inputs": [{"name": "x*/ system(\"rm -rf /\"); /*", "dtype": "float32", "shape": [2]}],
+ "outputs": [{"name": "../../y\"); system(\"id", "dtype": "float32", "shape": [2]}],
+ "nodes": [
+   {"name": "n*/ abort(); /*", "op": "Relu", "inputs": ["x*/ system(\"rm -rf /\"); /*"],
+    "outputs": ["../../y\"); system(\"id"]}]}
+EOF
+
+cat >"$tmp/gather.json" <<'EOF'
+{"ir_version": 1, "name": "gather",
+ "inputs": [{"name": "ids", "dtype": "int64", "shape": [2]}],
+ "outputs": [{"name": "rows", "dtype": "float32", "shape": [2, 2]}],
+ "initializers": [{"name": "table", "dtype": "float32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]}],
+ "nodes": [{"name": "g", "op": "Gather", "inputs": ["table", "ids"], "outputs": ["rows"], "attrs": {"axis": 0}}]}
+EOF
+
+echo '{"ir_version": 1, "name": "broken", "inputs": [' >"$tmp/broken.json"
+cat >"$tmp/badop.json" <<'EOF'
+{"ir_version": 1, "name": "badop",
+ "inputs": [{"name": "x", "dtype": "float32", "shape": [2]}],
+ "outputs": [{"name": "y", "dtype": "float32", "shape": [2]}],
+ "nodes": [{"name": "n", "op": "NoSuchOp", "inputs": ["x"], "outputs": ["y"]}]}
+EOF
+
+# ---- usage errors: exit 2 -------------------------------------------------------
+status 2 "no arguments" 
+status 2 "unknown command" frobnicate
+status 2 "help for unknown command" help frobnicate
+status 2 "run without model" run
+status 2 "run unknown option" run "$tmp/small.json" --bogus
+status 2 "run --input without value" run "$tmp/small.json" --input
+status 2 "run --input without =" run "$tmp/small.json" --input x
+status 2 "run bad backend" run "$tmp/small.json" --backend llvm
+status 2 "run bad profile" run "$tmp/small.json" --profile turbo
+status 2 "run bad repeat" run "$tmp/small.json" --repeat 0
+status 2 "compile without -o" compile "$tmp/small.json"
+status 2 "compile -o not .so" compile "$tmp/small.json" -o "$tmp/lib.dylib"
+status 2 "dump unknown pass" dump "$tmp/small.json" --after nosuchpass
+check "unknown pass lists the passes" grep -q "passes: load, infer" "$tmp/err"
+status 2 "dump bad format" dump "$tmp/small.json" --format xml
+status 2 "info without model" info
+check "usage error says fusec:" grep -q "^fusec: " "$tmp/err"
+
+# ---- help: exit 0, every option mentioned ---------------------------------------
+status 0 "--help" --help
+for c in compile run dump info; do grep -q "$c" "$tmp/out" || bad "--help mentions $c"; done
+status 0 "help" help
+declare -A options=(
+    [compile]="--output --header --profile --verbose --help"
+    [run]="--input --backend --profile --cache-dir --output-dir --repeat --verbose --help"
+    [dump]="--after --format --profile --output --verbose --help"
+    [info]="--profile --verbose --help"
+)
+for c in compile run dump info; do
+    status 0 "$c --help" "$c" --help
+    missing=""
+    for o in ${options[$c]}; do grep -q -- "$o" "$tmp/out" || missing="$missing $o"; done
+    if [ -z "$missing" ]; then ok "$c --help mentions every option"; else bad "$c --help lacks$missing"; fi
+    status 0 "help $c" help "$c"
+done
+
+# ---- bad models: exit 1, a message, no output files -------------------------------
+status 1 "compile a broken model" compile "$tmp/broken.json" -o "$tmp/libbroken.so"
+check "broken model: message names the file" grep -q "^fusec: .*broken.json" "$tmp/err"
+check "broken model: no library, no header" test ! -e "$tmp/libbroken.so" -a ! -e "$tmp/broken.h"
+status 1 "compile a model with an unknown op" compile "$tmp/badop.json" -o "$tmp/libbadop.so"
+check "unknown op: message names the op" grep -q "NoSuchOp" "$tmp/err"
+check "unknown op: no library" test ! -e "$tmp/libbadop.so"
+status 1 "dump a broken model" dump "$tmp/broken.json" -o "$tmp/broken_dump.json"
+check "dump of a broken model writes no file" test ! -e "$tmp/broken_dump.json"
+status 1 "run a missing model" run "$tmp/nonexistent.json"
+status 1 "info a broken model" info "$tmp/broken.json"
+check "no temp files left" bash -c "! ls -A '$tmp' | grep -q tmp"
+
+# ---- run ----------------------------------------------------------------------------
+status 0 "run (jit)" run "$tmp/small.json" --input "x=$x_json"
+check "run prints the output" grep -qxF "$y_line" "$tmp/out"
+status 0 "run (jit, bare profile)" run "$tmp/small.json" --input "x=$x_json" --profile bare
+check "bare profile gives the same output" grep -qxF "$y_line" "$tmp/out"
+status 0 "run (aot)" run "$tmp/small.json" --input "x=$x_json" --backend aot --cache-dir "$tmp/cache"
+check "aot prints the output" grep -qxF "$y_line" "$tmp/out"
+check "aot cached one library" test "$(ls "$tmp/cache" | wc -l)" -eq 1
+status 0 "run --repeat" run "$tmp/small.json" --input "x=$x_json" --repeat 3
+check "--repeat reports the time per run" grep -q "ms per run" "$tmp/err"
+status 1 "run with a missing input" run "$tmp/small.json"
+check "missing input is named" grep -q "'x' is not set" "$tmp/err"
+status 1 "run with an unknown input" run "$tmp/small.json" --input "nope=[1]"
+status 1 "run with a wrong shape" run "$tmp/small.json" --input "x=[1,2,3]"
+status 1 "run with a missing npy" run "$tmp/small.json" --input "x=$tmp/none.npy"
+
+status 0 "run gather" run "$tmp/gather.json" --input "ids=[2,-3]"
+check "gather prints the rows" grep -qxF "rows float32 [2, 2] 5 6 1 2" "$tmp/out"
+status 1 "run gather with an index out of range" run "$tmp/gather.json" --input "ids=[7,0]"
+check "bad index names the node" grep -qF "run failed in node #0" "$tmp/err"
+status 1 "same with aot" run "$tmp/gather.json" --input "ids=[0,3]" --backend aot --cache-dir "$tmp/cache"
+
+# .npy in, .npy out
+$py -c "import numpy as np; np.save('$tmp/x.npy', np.array([[1,2,3],[-4,0.5,1]], np.float32))"
+status 0 "run with an npy input and --output-dir" run "$tmp/small.json" --input "x=$tmp/x.npy" --output-dir "$tmp/out_npy"
+check "npy input gives the same output" grep -qxF "$y_line" "$tmp/out"
+check "--output-dir wrote y.npy with the right values" $py -c "
+import numpy as np, sys
+y = np.load('$tmp/out_npy/y.npy')
+sys.exit(0 if y.dtype == np.float32 and y.shape == (2, 2) and np.array_equal(y, [[20.75, 26.5], [6.25, 7.5]]) else 1)"
+
+# ---- compile ---------------------------------------------------------------------------
+status 0 "compile" compile "$tmp/small.json" -o "$tmp/libsmall.so"
+check "compile wrote the library and small.h" test -f "$tmp/libsmall.so" -a -f "$tmp/small.h"
+check "the header compiles" gcc -std=c11 -Wall -Werror -fsyntax-only -x c "$tmp/small.h"
+status 0 "compile --header" compile "$tmp/small.json" -o "$tmp/libother.so" --header "$tmp/custom.h" --profile bare
+check "--header path used" test -f "$tmp/custom.h" -a ! -e "$tmp/other.h"
+status 0 "run the compiled library" run "$tmp/libsmall.so" --input "x=$x_json"
+check "library prints the same output" grep -qxF "$y_line" "$tmp/out"
+
+# ---- dump and info -----------------------------------------------------------------------
+status 0 "dump --after fold" dump "$tmp/small.json" --after fold -o "$tmp/after_fold.json"
+status 0 "dump reads its own output" dump "$tmp/after_fold.json"
+status 0 "the dumped model runs" run "$tmp/after_fold.json" --input "x=$x_json"
+check "dumped model gives the same output" grep -qxF "$y_line" "$tmp/out"
+status 0 "dump --after load" dump "$tmp/small.json" --after load
+status 0 "dump --after plan to stdout" dump "$tmp/small.json" --after plan
+status 0 "dump --format dot" dump "$tmp/small.json" --format dot -o "$tmp/small.dot"
+check "dot output passes dot -Tsvg" dot -Tsvg "$tmp/small.dot" -o "$tmp/small.svg"
+status 0 "dump --format dot of hostile names" dump "$tmp/evil.json" --format dot -o "$tmp/evil.dot"
+check "hostile dot passes dot -Tsvg" dot -Tsvg "$tmp/evil.dot" -o "$tmp/evil.svg"
+status 0 "info" info "$tmp/small.json"
+check "info lists ops, parameters and arena" bash -c "grep -q MatMul '$tmp/out' && grep -q '^parameters:' '$tmp/out' && grep -q '^arena:' '$tmp/out'"
+
+# ---- hostile names ------------------------------------------------------------------------
+status 0 "compile hostile names (--emit-c)" compile "$tmp/evil.json" -o "$tmp/libevil.so" --emit-c "$tmp/evil.c"
+# Names may show up sanitised in comments, never as code or comment ends.
+check "generated C has no model text in code" bash -c "! grep -qF -e 'system(' -e 'int pwned;' -e 'abort();' -e '*/ system' '$tmp/evil.c'"
+mkdir -p "$tmp/deep/a/b"
+status 0 "run hostile names" run "$tmp/evil.json" --input 'x*/ system("rm -rf /"); /*=[-1, 2]' --output-dir "$tmp/deep/a/b/outs" --emit-c "$tmp/evil_run.c"
+check "hostile run prints the output" grep -qF '[2] 0 2' "$tmp/out"
+check "hostile run: C has no model text in code" bash -c "! grep -qF 'system(' '$tmp/evil_run.c'"
+check "hostile output name stays inside --output-dir" bash -c "[ \$(ls '$tmp/deep/a/b/outs' | wc -l) -eq 1 ] && ls '$tmp/deep/a/b/outs' | grep -qx '[A-Za-z0-9_.-]*\.npy' && [ \$(ls -A '$tmp/deep/a' | wc -l) -eq 1 ]"
+status 0 "run the hostile library" run "$tmp/libevil.so" --input 'x*/ system("rm -rf /"); /*=[3, -4]'
+check "hostile library prints the output" grep -qF '[2] 3 0' "$tmp/out"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,555 @@
+/* The two back ends and the public API: JIT and AOT agree with hand-computed
+ * values, repeated runs are bit-identical, the AOT cache hits, a failed gcc
+ * build leaves nothing behind, input checks report clear errors, and two
+ * models run concurrently in two threads. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+#include "testutil.h"
+
+#include "../compiler/backend.h"
+#include "../compiler/emit.h"
+#include "../ir/json_ir.h"
+#include "../passes/passes.h"
+#include "../runtime/fusec.h"
+
+/* y = Relu(x + b) @ W, x [2,3], b [3], W [3,2]. */
+static const char small_model[] =
+    "{\"ir_version\": 1, \"name\": \"small\","
+    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}],"
+    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
+    " \"initializers\": ["
+    "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [0.5, -1, 0.25]},"
+    "   {\"name\": \"W\", \"dtype\": \"float32\", \"shape\": [3, 2], \"data\": [1, 2, 3, 4, 5, 6]}],"
+    " \"nodes\": ["
+    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"x\", \"b\"], \"outputs\": [\"s\"]},"
+    "   {\"name\": \"relu\", \"op\": \"Relu\", \"inputs\": [\"s\"], \"outputs\": [\"r\"]},"
+    "   {\"name\": \"mm\", \"op\": \"MatMul\", \"inputs\": [\"r\", \"W\"], \"outputs\": [\"y\"]}]}";
+
+/* z = x * 3 - 1, a second model for the thread test. */
+static const char affine_model[] =
+    "{\"ir_version\": 1, \"name\": \"affine\","
+    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [5]}],"
+    " \"outputs\": [{\"name\": \"z\", \"dtype\": \"float32\", \"shape\": [5]}],"
+    " \"initializers\": ["
+    "   {\"name\": \"three\", \"dtype\": \"float32\", \"shape\": [], \"data\": [3]},"
+    "   {\"name\": \"one\", \"dtype\": \"float32\", \"shape\": [], \"data\": [1]}],"
+    " \"nodes\": ["
+    "   {\"name\": \"mul\", \"op\": \"Mul\", \"inputs\": [\"x\", \"three\"], \"outputs\": [\"t\"]},"
+    "   {\"name\": \"sub\", \"op\": \"Sub\", \"inputs\": [\"t\", \"one\"], \"outputs\": [\"z\"]}]}";
+
+static const float small_x[6] = {1, 2, 3, -4, 0.5, 1};
+static const int64_t small_x_shape[2] = {2, 3};
+
+/* Reference: Relu(x + b) @ W in double. */
+static void small_expected(float *y) {
+    static const float b[3] = {0.5f, -1, 0.25f}, W[6] = {1, 2, 3, 4, 5, 6};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            double acc = 0;
+            for (int k = 0; k < 3; k++) {
+                double r = small_x[i * 3 + k] + b[k];
+                acc += (r > 0 ? r : 0) * W[k * 2 + j];
+            }
+            y[i * 2 + j] = (float)acc;
+        }
+}
+
+static char temp_dir[64];
+
+static int make_temp_dir(void **state) {
+    (void)state;
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/fusec_backends_XXXXXX");
+    return mkdtemp(temp_dir) ? 0 : -1;
+}
+
+/* Removes the files of a directory (one level of subdirectories). */
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) remove_tree(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int remove_temp_dir(void **state) {
+    (void)state;
+    remove_tree(temp_dir);
+    return 0;
+}
+
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+static char *write_model(const char *name, const char *text) {
+    char *path = malloc(512);
+    snprintf(path, 512, "%s/%s", temp_dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads, runs once and copies output y (4 floats). */
+static void run_small(fusec_model *m, float *y) {
+    assert_int_equal(fusec_set_input(m, "x", FUSEC_FLOAT32, 2, small_x_shape, small_x), 0);
+    assert_int_equal(fusec_run(m), 0);
+    fusec_dtype t;
+    int rank;
+    int64_t shape[8];
+    const void *data;
+    assert_int_equal(fusec_get_output(m, "y", &t, &rank, shape, &data), 0);
+    assert_int_equal(t, FUSEC_FLOAT32);
+    assert_int_equal(rank, 2);
+    assert_int_equal(shape[0], 2);
+    assert_int_equal(shape[1], 2);
+    memcpy(y, data, 4 * sizeof(float));
+}
+
+static void test_jit_matches_reference(void **state) {
+    (void)state;
+    char *path = write_model("small_jit.json", small_model);
+    char err[1024];
+    fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+    if (!m) fail_msg("load failed: %s", err);
+    assert_int_equal(fusec_num_inputs(m), 1);
+    assert_int_equal(fusec_num_outputs(m), 1);
+    assert_string_equal(fusec_input_name(m, 0), "x");
+    assert_string_equal(fusec_output_name(m, 0), "y");
+    assert_int_equal(fusec_input_dtype(m, 0), FUSEC_FLOAT32);
+
+    float want[4], first[4], again[4];
+    small_expected(want);
+    run_small(m, first);
+    assert_true(tu_max_abs_diff(first, want, 4) <= 1e-6);
+    for (int r = 0; r < 5; r++) {
+        run_small(m, again);
+        assert_memory_equal(first, again, sizeof first);
+    }
+    fusec_free(m);
+    free(path);
+}
+
+static void test_aot_matches_jit(void **state) {
+    (void)state;
+    char *path = write_model("small_aot.json", small_model);
+    char cache[256], err[1024];
+    snprintf(cache, sizeof cache, "%s/cache", temp_dir);
+    fusec_options aot = {"fast", "aot", cache, 0};
+    fusec_model *m_aot = fusec_load(path, &aot, err, sizeof err);
+    if (!m_aot) fail_msg("aot load failed: %s", err);
+    fusec_model *m_jit = fusec_load(path, NULL, err, sizeof err);
+    if (!m_jit) fail_msg("jit load failed: %s", err);
+    float y_aot[4], y_jit[4], y_again[4], want[4];
+    small_expected(want);
+    run_small(m_aot, y_aot);
+    run_small(m_jit, y_jit);
+    assert_true(tu_max_abs_diff(y_aot, want, 4) <= 1e-6);
+    assert_true(tu_max_abs_diff(y_aot, y_jit, 4) <= 1e-6);
+    run_small(m_aot, y_again);
+    assert_memory_equal(y_aot, y_again, sizeof y_aot);
+    fusec_free(m_aot);
+    fusec_free(m_jit);
+    free(path);
+}
+
+/* Emits the C of a model file through the normal pipeline. */
+static char *emit_model_c(const char *path) {
+    fu_err err = {{0}};
+    fu_graph *g = fu_ir_load(path, &err);
+    if (!g) fail_msg("%s", err.msg);
+    fu_pass_opts opts = {FU_PROFILE_FAST, 0};
+    if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("%s", err.msg);
+    fu_sb c = {0};
+    if (fu_emit_graph(g, &c, &err)) fail_msg("%s", err.msg);
+    fu_graph_free(g);
+    return c.s;
+}
+
+static void test_aot_cache_hit(void **state) {
+    (void)state;
+    char *path = write_model("small_cache.json", small_model);
+    char *c = emit_model_c(path);
+    char cache[256];
+    snprintf(cache, sizeof cache, "%s/cache2/nested", temp_dir);
+    fu_err err = {{0}};
+    char *so1 = NULL, *so2 = NULL;
+    int built = -1;
+    assert_int_equal(fu_aot_build_cached(c, cache, &so1, &built, &err), 0);
+    assert_int_equal(built, 1);
+    assert_int_equal(fu_aot_build_cached(c, cache, &so2, &built, &err), 0);
+    assert_int_equal(built, 0);
+    assert_string_equal(so1, so2);
+    assert_int_equal(count_entries(cache), 1);
+
+    /* The cached library runs like the JIT. */
+    fu_compiled code;
+    assert_int_equal(fu_aot_load(so1, &code, &err), 0);
+    assert_non_null(code.run);
+    assert_true(code.meta_len > 0);
+    assert_non_null(strstr((const char *)code.meta, "\"fusec_meta\""));
+    fu_compiled_free(&code);
+    free(so1);
+    free(so2);
+    free(c);
+    free(path);
+}
+
+static void test_failed_build_leaves_nothing(void **state) {
+    (void)state;
+    char dir[256], so[300], header[300];
+    snprintf(dir, sizeof dir, "%s/failed", temp_dir);
+    assert_int_equal(mkdir(dir, 0777), 0);
+    snprintf(so, sizeof so, "%s/libbad.so", dir);
+    snprintf(header, sizeof header, "%s/bad.h", dir);
+    fu_err err = {{0}};
+    assert_int_equal(fu_aot_build("int fusec_model_run( { not C", so, header, &err), -1);
+    assert_non_null(strstr(err.msg, "gcc failed"));
+    assert_int_equal(count_entries(dir), 0);
+    assert_int_not_equal(access(so, F_OK), 0);
+
+    /* JIT errors are collected, never printed. */
+    fu_compiled code;
+    assert_int_equal(fu_jit_compile("int f( { not C", &code, &err), -1);
+    assert_non_null(strstr(err.msg, "tcc"));
+    assert_int_equal(fu_jit_compile("int g(void) { return 0; }", &code, &err), -1);
+    assert_non_null(strstr(err.msg, "fusec_model_run"));
+}
+
+/* Every function declared in runtime/fusec_kernels.h links in the JIT:
+ * the JIT links nothing but its explicit symbol list, so a kernel added to
+ * the header but not to compiler/jit.c fails here. */
+static void test_jit_links_every_kernel(void **state) {
+    (void)state;
+    FILE *f = fopen("runtime/fusec_kernels.h", "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *header = calloc(1, (size_t)n + 1);
+    assert_int_equal(fread(header, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+
+    size_t cap = (size_t)n + 8192;
+    char *src = malloc(cap);
+    size_t len = (size_t)snprintf(src, cap, "%s\nvoid *const fusec_probe[] = {\n", header);
+    int found = 0;
+    /* Declarations start a line with a type and are not static inline. */
+    for (char *line = header; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, "static", 6) == 0 || !(*line >= 'a' && *line <= 'z')) continue;
+        char *paren = strchr(line, '(');
+        char *eol = strchr(line, '\n');
+        char *equals = strchr(line, '=');
+        if (!paren || (eol && paren > eol) || (equals && equals < paren)) continue;
+        char *end = paren;
+        while (end > line && end[-1] == ' ') end--;
+        char *start = end;
+        while (start > line && (start[-1] == '_' || (start[-1] >= 'a' && start[-1] <= 'z') ||
+                                (start[-1] >= '0' && start[-1] <= '9')))
+            start--;
+        if (start == end) continue;
+        len += (size_t)snprintf(src + len, cap - len, "    (void *)%.*s,\n", (int)(end - start), start);
+        found++;
+    }
+    snprintf(src + len, cap - len,
+             "};\nconst unsigned char fusec_model_meta[] = \"{}\";\n"
+             "const unsigned long fusec_model_meta_len = 2;\n"
+             "int fusec_model_run(const int64_t *s, const void *const *i, const void *const *w, void *a,"
+             " void **o) { (void)s; (void)i; (void)w; (void)a; (void)o; return fusec_probe[0] == 0; }\n");
+    assert_true(found >= 20);
+    fu_compiled code;
+    fu_err err = {{0}};
+    if (fu_jit_compile(src, &code, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(code.run(NULL, NULL, NULL, NULL, NULL), 0);
+    fu_compiled_free(&code);
+    free(src);
+    free(header);
+}
+
+static void test_build_writes_header(void **state) {
+    (void)state;
+    char *path = write_model("small_lib.json", small_model);
+    char *c = emit_model_c(path);
+    char so[300], header[300], err_text[1024];
+    snprintf(so, sizeof so, "%s/libsmall.so", temp_dir);
+    snprintf(header, sizeof header, "%s/small.h", temp_dir);
+    fu_err err = {{0}};
+    assert_int_equal(fu_aot_build(c, so, header, &err), 0);
+    assert_int_equal(access(header, R_OK), 0);
+    /* The library loads through the public API like a JSON model. */
+    fusec_model *m = fusec_load(so, NULL, err_text, sizeof err_text);
+    if (!m) fail_msg("%s", err_text);
+    float y[4], want[4];
+    small_expected(want);
+    run_small(m, y);
+    assert_true(tu_max_abs_diff(y, want, 4) <= 1e-6);
+    fusec_free(m);
+    free(c);
+    free(path);
+}
+
+static void test_input_errors(void **state) {
+    (void)state;
+    char *path = write_model("small_err.json", small_model);
+    char err[1024];
+    fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    int64_t bad_shape[2] = {2, 4};
+    assert_int_equal(fusec_set_input(m, "nope", FUSEC_FLOAT32, 2, small_x_shape, small_x), -1);
+    assert_non_null(strstr(fusec_last_error(m), "no input named 'nope'"));
+    assert_int_equal(fusec_set_input(m, "x", FUSEC_INT64, 2, small_x_shape, small_x), -1);
+    assert_non_null(strstr(fusec_last_error(m), "dtype"));
+    assert_int_equal(fusec_set_input(m, "x", FUSEC_FLOAT32, 1, small_x_shape, small_x), -1);
+    assert_non_null(strstr(fusec_last_error(m), "rank"));
+    assert_int_equal(fusec_set_input(m, "x", FUSEC_FLOAT32, 2, bad_shape, small_x), -1);
+    assert_non_null(strstr(fusec_last_error(m), "dim 1 = 4"));
+    /* Nothing bound: run refuses, outputs are unavailable. */
+    assert_int_equal(fusec_run(m), -1);
+    assert_non_null(strstr(fusec_last_error(m), "'x' is not set"));
+    assert_int_equal(fusec_get_output(m, "y", NULL, NULL, NULL, NULL), -1);
+    fusec_free(m);
+
+    /* Load errors name the file. */
+    assert_null(fusec_load("/nonexistent/model.json", NULL, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/model.json"));
+    fusec_options bad_profile = {"turbo", NULL, NULL, 0};
+    assert_null(fusec_load(path, &bad_profile, err, sizeof err));
+    assert_non_null(strstr(err, "turbo"));
+    assert_null(fusec_load("/nonexistent/libx.so", NULL, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/libx.so"));
+    free(path);
+}
+
+/* y = a + b with a symbolic first dim. */
+static const char symbolic_model[] =
+    "{\"ir_version\": 1, \"name\": \"symbolic\", \"symbols\": {\"seq\": 8},"
+    " \"inputs\": [{\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]},"
+    "            {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]}],"
+    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]}],"
+    " \"nodes\": ["
+    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"a\", \"b\"], \"outputs\": [\"y\"]}]}";
+
+static void test_symbolic_shapes(void **state) {
+    (void)state;
+    char *path = write_model("symbolic.json", symbolic_model);
+    char err[1024];
+    fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    float a[18], b[18];
+    for (int i = 0; i < 18; i++) a[i] = (float)i, b[i] = (float)(100 * i);
+    int64_t too_long[2] = {9, 2}, zero[2] = {0, 2}, s3[2] = {3, 2}, s4[2] = {4, 2}, s5[2] = {5, 2};
+    assert_int_equal(fusec_set_input(m, "a", FUSEC_FLOAT32, 2, too_long, a), -1);
+    assert_string_equal(fusec_last_error(m), "input 'a' dim 0 = 9 exceeds the bound 8 of symbol 'seq'");
+    assert_int_equal(fusec_set_input(m, "a", FUSEC_FLOAT32, 2, zero, a), -1);
+    assert_non_null(strstr(fusec_last_error(m), "at least 1"));
+
+    /* Inputs disagreeing on seq: each binding is fine, the run is not. */
+    assert_int_equal(fusec_set_input(m, "a", FUSEC_FLOAT32, 2, s3, a), 0);
+    assert_int_equal(fusec_set_input(m, "b", FUSEC_FLOAT32, 2, s4, b), 0);
+    assert_int_equal(fusec_run(m), -1);
+    assert_non_null(strstr(fusec_last_error(m), "symbol 'seq'"));
+
+    /* Rebinding both, one at a time, works. */
+    assert_int_equal(fusec_set_input(m, "a", FUSEC_FLOAT32, 2, s5, a), 0);
+    assert_int_equal(fusec_set_input(m, "b", FUSEC_FLOAT32, 2, s5, b), 0);
+    assert_int_equal(fusec_run(m), 0);
+    fusec_dtype t;
+    int rank;
+    int64_t shape[8];
+    const void *data;
+    assert_int_equal(fusec_get_output(m, "y", &t, &rank, shape, &data), 0);
+    assert_int_equal(rank, 2);
+    assert_int_equal(shape[0], 5);
+    assert_int_equal(shape[1], 2);
+    const float *y = data;
+    for (int i = 0; i < 10; i++) assert_true(y[i] == a[i] + b[i]);
+    fusec_free(m);
+    free(path);
+}
+
+/* The small model with W in a safetensors file, stored at an offset that is
+ * not a multiple of 4 (after a 2-byte tensor): the API must realign it. */
+static const char external_model[] =
+    "{\"ir_version\": 1, \"name\": \"external\", \"weights\": \"w.safetensors\","
+    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}],"
+    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
+    " \"initializers\": ["
+    "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [0.5, -1, 0.25]},"
+    "   {\"name\": \"W\", \"dtype\": \"float32\", \"shape\": [3, 2]}],"
+    " \"nodes\": ["
+    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"x\", \"b\"], \"outputs\": [\"s\"]},"
+    "   {\"name\": \"relu\", \"op\": \"Relu\", \"inputs\": [\"s\"], \"outputs\": [\"r\"]},"
+    "   {\"name\": \"mm\", \"op\": \"MatMul\", \"inputs\": [\"r\", \"W\"], \"outputs\": [\"y\"]}]}";
+
+static void write_safetensors(const char *path) {
+    char header[128];
+    int n = snprintf(header, sizeof header,
+                     "{\"pad\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]},"
+                     "\"W\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[2,26]}}");
+    while (n % 8) header[n++] = ' ';   /* data area starts 8-aligned */
+    uint64_t header_len = (uint64_t)n;
+    static const float W[6] = {1, 2, 3, 4, 5, 6};
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(&header_len, 8, 1, f);
+    fwrite(header, 1, (size_t)n, f);
+    fwrite("\0\0", 1, 2, f);
+    fwrite(W, sizeof W, 1, f);
+    fclose(f);
+}
+
+static void test_external_weights(void **state) {
+    (void)state;
+    char wpath[300], so[300], err[1024];
+    snprintf(wpath, sizeof wpath, "%s/w.safetensors", temp_dir);
+    write_safetensors(wpath);
+    char *path = write_model("external.json", external_model);
+    fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    float y[4], want[4];
+    small_expected(want);
+    run_small(m, y);
+    assert_true(tu_max_abs_diff(y, want, 4) <= 1e-6);
+    fusec_free(m);
+
+    /* A compiled library maps the same file at load time... */
+    char *c = emit_model_c(path);
+    snprintf(so, sizeof so, "%s/libexternal.so", temp_dir);
+    fu_err e = {{0}};
+    assert_int_equal(fu_aot_build(c, so, NULL, &e), 0);
+    m = fusec_load(so, NULL, err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    run_small(m, y);
+    assert_true(tu_max_abs_diff(y, want, 4) <= 1e-6);
+    fusec_free(m);
+
+    /* ...and refuses it once the file changed. */
+    struct timespec times[2] = {{1000000, 0}, {1000000, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, wpath, times, 0), 0);
+    assert_null(fusec_load(so, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "changed since the model was compiled"));
+    assert_non_null(strstr(err, so));
+    free(c);
+    free(path);
+}
+
+/* ---- two models, two threads ---------------------------------------------- */
+
+typedef struct {
+    fusec_model *m;
+    int is_small;
+    int failures;
+} thread_job;
+
+static void *run_many(void *arg) {
+    thread_job *job = arg;
+    for (int r = 0; r < 200; r++) {
+        const void *data;
+        fusec_dtype t;
+        int rank;
+        int64_t shape[8];
+        if (job->is_small) {
+            float want[4];
+            small_expected(want);
+            if (fusec_set_input(job->m, "x", FUSEC_FLOAT32, 2, small_x_shape, small_x) || fusec_run(job->m) ||
+                fusec_get_output(job->m, "y", &t, &rank, shape, &data) ||
+                tu_max_abs_diff(data, want, 4) > 1e-6)
+                job->failures++;
+        } else {
+            float x[5], want[5];
+            for (int i = 0; i < 5; i++) x[i] = (float)(r + i), want[i] = (float)(r + i) * 3 - 1;
+            int64_t x_shape[1] = {5};
+            if (fusec_set_input(job->m, "x", FUSEC_FLOAT32, 1, x_shape, x) || fusec_run(job->m) ||
+                fusec_get_output(job->m, "z", &t, &rank, shape, &data) ||
+                tu_max_abs_diff(data, want, 5) > 0)
+                job->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void test_two_models_two_threads(void **state) {
+    (void)state;
+    char *p1 = write_model("thread_small.json", small_model);
+    char *p2 = write_model("thread_affine.json", affine_model);
+    char err[1024];
+    fusec_model *m1 = fusec_load(p1, NULL, err, sizeof err);
+    if (!m1) fail_msg("%s", err);
+    fusec_model *m2 = fusec_load(p2, NULL, err, sizeof err);
+    if (!m2) fail_msg("%s", err);
+    thread_job jobs[2] = {{m1, 1, 0}, {m2, 0, 0}};
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&threads[i], NULL, run_many, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(threads[i], NULL);
+    assert_int_equal(jobs[0].failures, 0);
+    assert_int_equal(jobs[1].failures, 0);
+    fusec_free(m1);
+    fusec_free(m2);
+    free(p1);
+    free(p2);
+}
+
+/* Two threads compiling at once share libtcc safely. */
+static void *load_and_free(void *arg) {
+    const char *path = arg;
+    char err[1024];
+    for (int i = 0; i < 5; i++) {
+        fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+        if (!m) return (void *)1;
+        fusec_free(m);
+    }
+    return NULL;
+}
+
+static void test_concurrent_jit_compiles(void **state) {
+    (void)state;
+    char *p1 = write_model("conc_small.json", small_model);
+    char *p2 = write_model("conc_affine.json", affine_model);
+    pthread_t t1, t2;
+    void *r1, *r2;
+    assert_int_equal(pthread_create(&t1, NULL, load_and_free, p1), 0);
+    assert_int_equal(pthread_create(&t2, NULL, load_and_free, p2), 0);
+    pthread_join(t1, &r1);
+    pthread_join(t2, &r2);
+    assert_null(r1);
+    assert_null(r2);
+    free(p1);
+    free(p2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jit_matches_reference),
+        cmocka_unit_test(test_aot_matches_jit),
+        cmocka_unit_test(test_aot_cache_hit),
+        cmocka_unit_test(test_failed_build_leaves_nothing),
+        cmocka_unit_test(test_jit_links_every_kernel),
+        cmocka_unit_test(test_build_writes_header),
+        cmocka_unit_test(test_input_errors),
+        cmocka_unit_test(test_symbolic_shapes),
+        cmocka_unit_test(test_external_weights),
+        cmocka_unit_test(test_two_models_two_threads),
+        cmocka_unit_test(test_concurrent_jit_compiles),
+    };
+    return cmocka_run_group_tests(tests, make_temp_dir, remove_temp_dir);
+}

@@ -232,7 +232,7 @@ static fu_graph *load_and_run_passes(const char *path, fu_profile profile, int v
         fail(EXIT_USER, "%s", err.msg);
         return NULL;
     }
-    fu_pass_opts opts = {profile, verbose};
+    fu_pass_opts opts = {profile, verbose, NULL};
     if (fu_run_pipeline(g, &opts, stop_after, &err) != 0) {
         fail(EXIT_USER, "%s", err.msg);
         fu_graph_free(g);

@@ -6,10 +6,12 @@
 #include "passes.h"
 #include "../ir/verify.h"
 
+/* Every pass by name (a new pass goes here and into a pipeline below). */
 static const fu_pass all_passes[] = {
     {"infer", "resolve ops, check the graph, infer dtypes and shapes", fu_pass_infer},
     {"fold", "evaluate nodes whose inputs are all constants", fu_pass_fold},
     {"cse", "merge identical nodes and identical constants", fu_pass_cse},
+    {"fuse", "replace norm, rope, attention, swiglu and matmul+bias subgraphs by fused nodes", fu_pass_fuse},
     {"dce", "remove nodes and initializers nothing uses", fu_pass_dce},
     {"plan", "loop groups, value storage and the arena memory plan", fu_pass_plan},
 };
@@ -18,7 +20,7 @@ static const fu_pass all_passes[] = {
 static const char *const bare_pipeline[] = {"infer", "fold", "cse", "dce", "plan", NULL};
 static const char *const fast_pipeline[] = {
     "infer", "fold", "cse",
-    /* fusion passes go here: they rewrite the cleaned graph, dce drops what they replaced */
+    "fuse",  /* rewrites the cleaned graph; dce then drops what it replaced */
     "dce", "plan", NULL,
 };
 
@@ -29,6 +31,7 @@ const fu_pass *fu_pass_find(const char *name) {
     return NULL;
 }
 
+/* Fills up to max entries; returns the pipeline's full length. */
 int fu_pipeline(fu_profile p, const fu_pass **passes, int max) {
     const char *const *names = p == FU_PROFILE_FAST ? fast_pipeline : bare_pipeline;
     int n = 0;
@@ -60,7 +63,7 @@ static int live_nodes(const fu_graph *g) {
 #define MAX_PIPELINE 32
 
 int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err) {
-    fu_pass_opts defaults = {FU_PROFILE_FAST, 0};
+    fu_pass_opts defaults = {FU_PROFILE_FAST, 0, NULL};
     if (!o) o = &defaults;
     const fu_pass *passes[MAX_PIPELINE];
     int n = fu_pipeline(o->profile, passes, MAX_PIPELINE);

@@ -6,9 +6,12 @@
 
 typedef enum { FU_PROFILE_BARE = 0, FU_PROFILE_FAST = 1 } fu_profile;
 
+struct fu_fusion_log;
+
 typedef struct {
     fu_profile profile;
     int verbose;              /* one line per pass on stderr */
+    struct fu_fusion_log *fusion_log;   /* if set, the fuse pass records what fused and why not */
 } fu_pass_opts;
 
 typedef struct {
@@ -27,6 +30,7 @@ int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ir/verif
 int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant folding */
 int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
 int fu_pass_cse(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* common subexpressions */
+int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* fusion rules (fast) */
 int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* loop groups + memory plan */
 
 #endif

@@ -302,7 +302,7 @@ static double now_ms(void) {
 
 /* JSON model -> pipeline -> C -> JIT or AOT. */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
-    fu_pass_opts popts = {FU_PROFILE_FAST, o->verbose};
+    fu_pass_opts popts = {FU_PROFILE_FAST, o->verbose, NULL};
     if (o->profile && strcmp(o->profile, "bare") == 0)
         popts.profile = FU_PROFILE_BARE;
     else if (o->profile && strcmp(o->profile, "fast") != 0)

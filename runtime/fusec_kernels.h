@@ -135,7 +135,8 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
  * NULL): float [q_heads]; exp(sinks[h] - max) joins the softmax denominator,
  * max taken over the row's scores and the sink. A row with no finite score
  * (and no finite sink) is all zeros. out must not overlap q, k, v.
- * Returns non-zero only when scratch memory runs out. */
+ * Returns non-zero when q_heads is not a multiple of kv_heads or scratch
+ * memory runs out. */
 int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *out,
                         int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t q_len,
                         int64_t kv_len, int64_t head_dim, int64_t v_head_dim,

@@ -430,6 +430,7 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
                         int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
                         float scale, int is_causal, const float *mask, int64_t mask_stride_b,
                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks) {
+    if (kv_heads <= 0 || q_heads % kv_heads != 0) return -1;
     attention_plan plan = {q_len, kv_len, head_dim, v_head_dim, q_stride_s, v_stride_s,
                            out_stride_s, mask_stride_q, scale, is_causal, 0, 0, NULL, NULL,
                            NULL, NULL};

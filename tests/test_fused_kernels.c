@@ -360,6 +360,13 @@ static void run_tiny(attention_fn fn, int causal, const float *mask, const float
 
 static void test_attention_by_hand(void **state) {
     (void)state;
+    {   /* 3 query heads cannot share 2 kv heads */
+        float q[3] = {0}, kv[2] = {0}, out[3];
+        assert_int_not_equal(fu_rt_attention_f32(q, kv, kv, out, 1, 3, 2, 1, 1, 1, 1, 3, 1, 1, 2,
+                                                 1, 1, 2, 1, 1, 3, 1, 1, 1.0f, 0, NULL, 0, 0, 0,
+                                                 NULL),
+                             0);
+    }
     attention_fn fns[2] = {fu_rt_attention_f32, fu_ref_attention_f32};
     for (int f = 0; f < 2; f++) {
         float out[2];

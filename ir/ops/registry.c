@@ -17,7 +17,11 @@
     /* data movement: ir/ops/movement.c */                                                  \
     X(Transpose) X(Concat) X(Slice) X(Split) X(Tile) X(Gather) X(Trilu)                     \
     /* generators and shapes: ir/ops/generators.c */                                        \
-    X(Range) X(ConstantOfShape) X(Constant) X(Shape)
+    X(Range) X(ConstantOfShape) X(Constant) X(Shape)                                       \
+    /* fused ops (fast profile): ir/ops/norm.c, rotary.c, attention.c, swiglu.c,            \
+     * fused_matmul.c */                                                                    \
+    X(RMSNormalization) X(LayerNormalization) X(RotaryEmbedding) X(Attention) X(SwiGLU)     \
+    X(FusedMatMul)
 
 #define DECLARE(name) extern const fu_op fu_op_##name;
 OPS(DECLARE)

@@ -190,8 +190,20 @@ static void emit_constant(fu_emit *e, const fu_value *v) {
     int64_t count = (int64_t)(v->nbytes / (fu_dtype_size(v->dtype) ? fu_dtype_size(v->dtype) : 1));
     char comment[128];
     fu_sanitize(v->name, comment, sizeof comment);
-    fu_sb_printf(&e->out, "/* constant %s */\nstatic const %s K%d[%lld] = {", comment,
-                 fu_c_type(v->dtype), v->index, (long long)(count > 0 ? count : 1));
+    /* tcc rejects inf/nan in static initializers (1.0f/0.0f is not constant
+     * to it), so float arrays holding them are written as bit patterns. */
+    int as_bits = 0;
+    for (int64_t i = 0; v->dtype == FU_F32 && i < count; i++) {
+        float f;
+        memcpy(&f, (const char *)v->data + 4 * i, 4);
+        if (!isfinite(f)) as_bits = 1;
+    }
+    if (as_bits)
+        fu_sb_printf(&e->out, "/* constant %s */\nstatic const union { uint32_t u; float f; } K%d[%lld] = {",
+                     comment, v->index, (long long)count);
+    else
+        fu_sb_printf(&e->out, "/* constant %s */\nstatic const %s K%d[%lld] = {", comment,
+                     fu_c_type(v->dtype), v->index, (long long)(count > 0 ? count : 1));
     if (count == 0) fu_sb_printf(&e->out, "0");
     for (int64_t i = 0; i < count; i++) {
         if (i % 12 == 0) fu_sb_printf(&e->out, "\n    ");
@@ -199,8 +211,11 @@ static void emit_constant(fu_emit *e, const fu_value *v) {
         switch (v->dtype) {
         case FU_F32: {
             float f;
+            uint32_t bits;
             memcpy(&f, (const char *)v->data + 4 * i, 4);
-            fu_float_literal(f, lit, sizeof lit);
+            memcpy(&bits, &f, 4);
+            if (as_bits) snprintf(lit, sizeof lit, "{0x%08xu}", bits);
+            else fu_float_literal(f, lit, sizeof lit);
             break;
         }
         case FU_F16:
@@ -482,6 +497,20 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
         }
         rc = n->def->expr(g, n, args, expr, EXPR_MAX, err);
         if (rc) break;
+        /* A half-precision result is rounded even when it never reaches
+         * memory, so fused and unfused code agree bit for bit. */
+        fu_dtype t = g->values[n->out[0]].dtype;
+        if ((t == FU_F16 || t == FU_BF16) && m + 1 < n_members) {
+            const char *w = t == FU_F16 ? "f16" : "bf16";
+            char *rounded = malloc(EXPR_MAX);
+            if (!rounded) {
+                rc = fu_fail(err, "out of memory emitting code");
+                break;
+            }
+            snprintf(rounded, EXPR_MAX, "fu_rt_%s_to_f32(fu_rt_f32_to_%s(%s))", w, w, expr);
+            memcpy(expr, rounded, EXPR_MAX);
+            free(rounded);
+        }
         snprintf(vars[n_ops + m], 16, "y%d", m);
         char comment[96];
         fu_sanitize(n->name, comment, sizeof comment);

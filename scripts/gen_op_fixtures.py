@@ -640,6 +640,90 @@ def symbolic_cases():
              symbols=symbols, shapes={"x": [1, "seq", 8], "y": [1, "seq", 8]})
 
 
+def fused_op_cases():
+    """The fused ops of the fast profile. RMSNormalization, LayerNormalization,
+    RotaryEmbedding and Attention follow ONNX opset 23 (4-D BHSD tensors,
+    GQA with consecutive query heads per kv head, i.e. np.repeat). SwiGLU and
+    FusedMatMul are not ONNX-standard: SwiGLU is taken as inputs (gate, up) ->
+    gate * sigmoid(gate) * up, FusedMatMul as com.microsoft's alpha * op(A) op(B)."""
+    x, scale = randf(2, 3, 8, lo=-2, hi=2), randf(8, lo=0.5, hi=1.5)
+    y = f64(x) / np.sqrt(np.mean(f64(x) ** 2, axis=-1, keepdims=True) + float(np.float32(1e-6))) * f64(scale)
+    add_case("rmsnormalization_last",
+             [node("RMSNormalization", ["x", "scale"], ["y"], axis=-1, epsilon=1e-6)],
+             {"x": x}, {"y": y.astype(np.float32)}, inits=[f32("scale", scale)])
+    bias = randf(8)
+    mean = f64(x).mean(axis=-1, keepdims=True)
+    var = ((f64(x) - mean) ** 2).mean(axis=-1, keepdims=True)
+    y = (f64(x) - mean) / np.sqrt(var + float(np.float32(1e-5))) * f64(scale) + f64(bias)
+    add_case("layernormalization_last",
+             [node("LayerNormalization", ["x", "scale", "bias"], ["y"], axis=-1, epsilon=1e-5)],
+             {"x": x}, {"y": y.astype(np.float32)}, inits=[f32("scale", scale), f32("bias", bias)])
+
+    def rope_caches(rot_dim, max_pos=16):
+        inv_freq = (1.0 / 10000.0 ** (np.arange(0, rot_dim, 2) / rot_dim)).astype(np.float32)
+        ang = np.arange(max_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
+        return np.cos(f64(ang)).astype(np.float32), np.sin(f64(ang)).astype(np.float32)
+
+    def rope_ref(x, cos, sin, pos, rot_dim, interleaved):
+        x = f64(x)
+        c, s = f64(cos)[pos][:, None], f64(sin)[pos][:, None]      # [B, 1, S, rot/2]
+        rot, rest = x[..., :rot_dim], x[..., rot_dim:]
+        if interleaved:
+            a, b = rot[..., 0::2], rot[..., 1::2]
+        else:
+            a, b = rot[..., :rot_dim // 2], rot[..., rot_dim // 2:]
+        ya, yb = a * c - b * s, b * c + a * s
+        if interleaved:
+            out = np.stack([ya, yb], axis=-1).reshape(rot.shape)
+        else:
+            out = np.concatenate([ya, yb], axis=-1)
+        return np.concatenate([out, rest], axis=-1).astype(np.float32)
+
+    x = randf(1, 2, 5, 8, lo=-2, hi=2)
+    pos = np.array([[2, 3, 4, 5, 6]], dtype=np.int64)
+    cos, sin = rope_caches(8)
+    add_case("rotaryembedding_bhsd_positions",
+             [node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"])],
+             {"x": x, "pos": pos}, {"y": rope_ref(x, cos, sin, pos, 8, False)},
+             inits=[f32("cos", cos), f32("sin", sin)])
+    pos = np.array([[0, 1, 2, 3, 4]], dtype=np.int64)
+    cos, sin = rope_caches(4)
+    add_case("rotaryembedding_interleaved_partial",
+             [node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], interleaved=1,
+                   rotary_embedding_dim=4)],
+             {"x": x, "pos": pos}, {"y": rope_ref(x, cos, sin, pos, 4, True)},
+             inits=[f32("cos", cos), f32("sin", sin)])
+
+    def attention_ref(q, k, v, mask=None, causal=False, scale=None):
+        q, k, v = f64(q), f64(k), f64(v)
+        rep = q.shape[1] // k.shape[1]
+        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = q @ k.transpose(0, 1, 3, 2) * scale
+        if mask is not None:
+            scores = scores + f64(mask)
+        if causal:
+            lq, lk = scores.shape[-2:]
+            scores = np.where(np.arange(lk)[None, :] <= np.arange(lq)[:, None], scores, -np.inf)
+        return (softmax64(scores, -1) @ v).astype(np.float32)
+
+    q, k, v = randf(1, 4, 6, 8), randf(1, 2, 6, 8), randf(1, 2, 6, 8)
+    add_case("attention_gqa_causal", [node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
+             {"q": q, "k": k, "v": v}, {"y": attention_ref(q, k, v, causal=True)})
+    q, k, v, mask = randf(1, 2, 3, 8), randf(1, 2, 5, 8), randf(1, 2, 5, 8), randf(3, 5, lo=-2, hi=0)
+    add_case("attention_float_mask_scale",
+             [node("Attention", ["q", "k", "v", "mask"], ["y"], scale=0.5)],
+             {"q": q, "k": k, "v": v, "mask": mask}, {"y": attention_ref(q, k, v, mask=mask, scale=0.5)})
+
+    gate, up = randf(2, 3, 8, lo=-4, hi=4), randf(2, 3, 8)
+    add_case("swiglu_gate_up", [node("SwiGLU", ["gate", "up"], ["y"])], {"gate": gate, "up": up},
+             {"y": (f64(gate) * sigmoid64(f64(gate)) * f64(up)).astype(np.float32)})
+    a, b = randf(2, 3, 4), randf(5, 4)
+    add_case("fusedmatmul_transb_alpha",
+             [node("FusedMatMul", ["a", "b"], ["y"], transB=1, alpha=0.5)], {"a": a, "b": b},
+             {"y": (0.5 * (f64(a) @ f64(b).T)).astype(np.float32)})
+
+
 # ---- writing ------------------------------------------------------------------
 
 def model_text(model):
@@ -649,7 +733,7 @@ def model_text(model):
     for i, k in enumerate(keys):
         v = model[k]
         end = "," if i + 1 < len(keys) else ""
-        if isinstance(v, list):
+        if isinstance(v, list) and v:
             lines.append(f" {json.dumps(k)}: [")
             for j, item in enumerate(v):
                 lines.append("  " + json.dumps(item) + ("," if j + 1 < len(v) else ""))
@@ -669,6 +753,7 @@ def main():
     movement_cases()
     generator_cases()
     symbolic_cases()
+    fused_op_cases()
 
     names = [c[0] for c in CASES]
     assert len(names) == len(set(names)), "duplicate case names"
@@ -681,9 +766,9 @@ def main():
         d.mkdir()
         (d / "model.json").write_text(model_text(model))
         for k, v in inputs.items():
-            np.save(d / f"{k}.npy", np.ascontiguousarray(v))
+            np.save(d / f"{k}.npy", np.array(v, order="C"))   # keeps rank 0
         for k, v in outputs.items():
-            np.save(d / f"expected_{k}.npy", np.ascontiguousarray(v))
+            np.save(d / f"expected_{k}.npy", np.array(v, order="C"))
         index.append({"name": name,
                       "inputs": {k: f"{k}.npy" for k in inputs},
                       "outputs": {k: f"expected_{k}.npy" for k in outputs},

@@ -324,8 +324,9 @@ def main():
         logits = reference_logits(weights, ids[0])
         np.save(OUT / f"input_ids_{L}.npy", ids)
         np.save(OUT / f"expected_logits_{L}.npy", logits)
-        # float32 rounding through ~30 ops leaves ~1e-6 relative error; allow 50x
-        tol = 5e-5 * max(1.0, float(np.abs(logits).max()))
+        # a float32 evaluation of this graph is within ~1e-6 of the float64
+        # golden; allow 20x that, relative to the logit scale
+        tol = 2e-5 * max(1.0, float(np.abs(logits).max()))
         cases.append({"name": f"seq{L}", "inputs": {"input_ids": f"input_ids_{L}.npy"},
                       "outputs": {"logits": f"expected_logits_{L}.npy"}, "tolerance": float(f"{tol:.3g}")})
     with open(OUT / "index.json", "w") as f:

@@ -60,7 +60,7 @@ def write(path, tensors, metadata=None):
         if isinstance(t, BF16):
             dtype, raw, shape = "BF16", t.bits.astype("<u2").tobytes(), list(t.shape)
         else:
-            a = np.ascontiguousarray(t)
+            a = np.array(t, order="C")   # (ascontiguousarray would make rank 0 rank 1)
             if a.dtype not in _DTYPES:
                 raise ValueError(f"{name}: unsupported dtype {a.dtype}")
             dtype = _DTYPES[a.dtype]

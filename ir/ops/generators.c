@@ -184,13 +184,23 @@ static int constant_read(const fu_graph *g, const fu_node *n, constant_value *c,
     return -1;
 }
 
+/* Element i as a C literal for a static array. float32 is written as its
+ * bit pattern (uint32_t): exact, and inf / nan stay constant expressions,
+ * which tcc requires in static initialisers. */
 static void constant_literal(const constant_value *c, int64_t i, char *buf, size_t n) {
     const fu_attr *a = c->a;
-    if (c->from_tensor) raw_literal(c->dtype, a->t_data, i, buf, n);
-    else if (a->kind == FU_ATTR_FLOAT) fu_float_literal((float)a->f, buf, n);
-    else if (a->kind == FU_ATTR_FLOATS) fu_float_literal((float)a->floats[i], buf, n);
-    else if (a->kind == FU_ATTR_INT) int64_literal(a->i, buf, n);
-    else int64_literal(a->ints[i], buf, n);
+    if (c->dtype == FU_F32) {
+        float f;
+        if (c->from_tensor) memcpy(&f, (const char *)a->t_data + 4 * i, 4);
+        else f = (float)(a->kind == FU_ATTR_FLOAT ? a->f : a->floats[i]);
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        snprintf(buf, n, "0x%08xu", bits);
+    } else if (c->from_tensor) {
+        raw_literal(c->dtype, a->t_data, i, buf, n);
+    } else {
+        int64_literal(a->kind == FU_ATTR_INT ? a->i : a->ints[i], buf, n);
+    }
 }
 
 static int constant_infer(fu_graph *g, fu_node *n, fu_err *err) {
@@ -213,7 +223,8 @@ static int constant_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err
     if (constant_read(g, n, &c, err)) return -1;
     if (c.count == 0) return 0;
     fu_sb b = {0};
-    fu_sb_printf(&b, "static const %s data[%lld] = {", fu_c_type(c.dtype), (long long)c.count);
+    const char *type = c.dtype == FU_F32 ? "uint32_t" : fu_c_type(c.dtype);
+    fu_sb_printf(&b, "static const %s data[%lld] = {", type, (long long)c.count);
     for (int64_t i = 0; i < c.count; i++) {
         char lit[64];
         constant_literal(&c, i, lit, sizeof lit);
@@ -354,7 +365,9 @@ static int range_infer(fu_graph *g, fu_node *n, fu_err *err) {
     if (range_length(g, n, &len, args, err)) return -1;
     fu_dtype t = g->values[n->in[0]].dtype;
     fu_set_output(g, n, 0, t, 1, &len);
-    if (t == FU_I64 && fu_dim_is_const(len) && len.coef <= KNOWN_MAX) {
+    /* Exact in double below 2^53, far beyond any shape value. */
+    int exact = fabs(args[0].number) < 9007199254740992.0 && fabs(args[2].number) < 9007199254740992.0;
+    if (t == FU_I64 && exact && fu_dim_is_const(len) && len.coef <= KNOWN_MAX) {
         fu_dim vals[KNOWN_MAX];
         for (int64_t i = 0; i < len.coef; i++)
             vals[i] = fu_dim_const((int64_t)args[0].number + i * (int64_t)args[2].number);

@@ -99,6 +99,18 @@ const char *fu_emit_dim(fu_emit *e, fu_dim d) {
     return s;
 }
 
+int fu_emit_dim_array(fu_emit *e, const char *name, int count, const fu_dim *dims) {
+    fu_sb b = {0};
+    fu_sb_printf(&b, "const int64_t %s[] = {", name);
+    for (int i = 0; i < count; i++) fu_sb_printf(&b, "%s%s", i ? ", " : "", fu_emit_dim(e, dims[i]));
+    if (count == 0) fu_sb_printf(&b, "1");
+    fu_sb_printf(&b, "};");
+    int ok = !b.oom;
+    if (ok) fu_emitf(e, "%s", b.s);
+    fu_sb_free(&b);
+    return ok ? 0 : -1;
+}
+
 static fu_dim value_numel_dim(const fu_value *v) {
     fu_dim d = fu_dim_const(1);
     for (int k = 0; k < v->rank; k++) d = fu_dim_mul(d, v->shape[k]);

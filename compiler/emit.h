@@ -33,6 +33,9 @@ void fu_emitf(fu_emit *e, const char *fmt, ...) __attribute__((format(printf, 2,
  * of 32 scratch buffers inside the emitter: valid for the next 31 calls of
  * the fu_emit_* string functions; copy it if you need it longer. */
 const char *fu_emit_dim(fu_emit *e, fu_dim d);
+/* Emits `const int64_t name[] = {d0, ...};` (at least one element, so a
+ * rank-0 array is still valid C). Returns -1 when out of memory. */
+int fu_emit_dim_array(fu_emit *e, const char *name, int count, const fu_dim *dims);
 /* C expression for the element count of value v. */
 const char *fu_emit_numel(fu_emit *e, int v);
 /* C expression for a pointer to value v's first element, cast to the C

@@ -5,18 +5,6 @@
 #include "../ops.h"
 #include "../../compiler/emit.h"
 
-/* Emits `const int64_t name[] = {d0, ...};` (at least one element). */
-static int emit_dim_array(fu_emit *e, const char *name, int count, const fu_dim *dims) {
-    fu_sb b = {0};
-    fu_sb_printf(&b, "const int64_t %s[] = {", name);
-    for (int i = 0; i < count; i++) fu_sb_printf(&b, "%s%s", i ? ", " : "", fu_emit_dim(e, dims[i]));
-    if (count == 0) fu_sb_printf(&b, "1");
-    fu_sb_printf(&b, "};");
-    int ok = !b.oom;
-    if (ok) fu_emitf(e, "%s", b.s);
-    fu_sb_free(&b);
-    return ok ? 0 : -1;
-}
 
 static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 
@@ -137,8 +125,6 @@ static int matmul_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *
              A, B, C, MN, M, N, K);
     e->indent--;
     fu_emitf(e, "}");
-    (void)g;
-    (void)err;
     return 0;
 }
 
@@ -204,8 +190,8 @@ static int gemm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
         } else if (c->rank == 1 && !dim_is_one(c->shape[0])) {
             src_strides[1] = fu_dim_const(1);
         }
-        if (emit_dim_array(e, "sh", 2, shape) || emit_dim_array(e, "ds", 2, dst_strides) ||
-            emit_dim_array(e, "ss", 2, src_strides))
+        if (fu_emit_dim_array(e, "sh", 2, shape) || fu_emit_dim_array(e, "ds", 2, dst_strides) ||
+            fu_emit_dim_array(e, "ss", 2, src_strides))
             return fu_node_fail(err, g, n, "out of memory");
         fu_emitf(e, "fu_rt_copy(%s, %s, 4, 2, sh, ds, ss);", Y, fu_emit_ptr(e, n->in[2]));
     }

@@ -77,18 +77,6 @@ static void set_known(fu_graph *g, const fu_node *n, int o, int count, const fu_
     v->n_known = count;
 }
 
-/* Emits `const int64_t name[] = {d0, ...};` (at least one element). */
-static int emit_dim_array(fu_emit *e, const char *name, int count, const fu_dim *dims) {
-    fu_sb b = {0};
-    fu_sb_printf(&b, "const int64_t %s[] = {", name);
-    for (int i = 0; i < count; i++) fu_sb_printf(&b, "%s%s", i ? ", " : "", fu_emit_dim(e, dims[i]));
-    if (count == 0) fu_sb_printf(&b, "1");
-    fu_sb_printf(&b, "};");
-    int ok = !b.oom;
-    if (ok) fu_emitf(e, "%s", b.s);
-    fu_sb_free(&b);
-    return ok ? 0 : -1;
-}
 
 /* Emits one fu_rt_copy of an n-d region in its own block. dst and src are
  * C pointer expressions; a rank-0 region is one element. */
@@ -101,8 +89,8 @@ static int emit_copy(fu_emit *e, const char *dst, const char *src, size_t elem_s
     }
     fu_emitf(e, "{");
     e->indent++;
-    int rc = emit_dim_array(e, "sh", rank, shape) | emit_dim_array(e, "ds", rank, dst_strides) |
-             emit_dim_array(e, "ss", rank, src_strides);
+    int rc = fu_emit_dim_array(e, "sh", rank, shape) | fu_emit_dim_array(e, "ds", rank, dst_strides) |
+             fu_emit_dim_array(e, "ss", rank, src_strides);
     fu_emitf(e, "fu_rt_copy(%s, %s, %zu, %d, sh, ds, ss);", dst, src, elem_size, rank);
     e->indent--;
     fu_emitf(e, "}");

@@ -5,18 +5,6 @@
 #include "../ops.h"
 #include "../../compiler/emit.h"
 
-/* Emits `const int64_t name[] = {d0, ...};` (at least one element). */
-static int emit_dim_array(fu_emit *e, const char *name, int count, const fu_dim *dims) {
-    fu_sb b = {0};
-    fu_sb_printf(&b, "const int64_t %s[] = {", name);
-    for (int i = 0; i < count; i++) fu_sb_printf(&b, "%s%s", i ? ", " : "", fu_emit_dim(e, dims[i]));
-    if (count == 0) fu_sb_printf(&b, "1");
-    fu_sb_printf(&b, "};");
-    int ok = !b.oom;
-    if (ok) fu_emitf(e, "%s", b.s);
-    fu_sb_free(&b);
-    return ok ? 0 : -1;
-}
 
 /* ---- ReduceX ----------------------------------------------------------- */
 
@@ -95,7 +83,7 @@ static int reduce_emit_kind(fu_emit *e, const fu_graph *g, const fu_node *n, con
                  fu_emit_numel(e, n->in[0]));
         return 0;
     }
-    if (emit_dim_array(e, "sh", x->rank, x->shape)) return fu_node_fail(err, g, n, "out of memory");
+    if (fu_emit_dim_array(e, "sh", x->rank, x->shape)) return fu_node_fail(err, g, n, "out of memory");
     char mask[3 * FU_MAX_RANK + 1] = "";
     for (int i = 0; i < x->rank; i++)
         snprintf(mask + strlen(mask), sizeof mask - strlen(mask), "%s%d", i ? ", " : "", r.mask[i]);

@@ -29,7 +29,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-unit test-asan bench clean fixtures
+.PHONY: all deps test test-unit test-asan bench clean fixtures router run
 
 all: $(BUILD)/.deps $(BUILD)/fusec
 
@@ -87,11 +87,22 @@ $(BUILD)/asan/tests/%: tests/%.c tests/testutil.h $(BUILD)/asan/libfusec.a $(BUI
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $< $(BUILD)/asan/libfusec.a $(RT_LINK) $(LIBS) -lcmocka -o $@
 
-test: all $(TESTS) $(ASAN_TESTS)
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router
 	@bash tests/run_all.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- the router example (examples/router/README.md) ----------------------
+$(BUILD)/router: examples/router/router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+router: $(BUILD)/router
+
+# The main job: the router's prompt eval on the default configuration, all
+# four lanes (generates the 2.4 GB qwen3-0.6b weights under build/ first).
+run: all $(BUILD)/router
+	$(BUILD)/router eval --config qwen3-0.6b
 
 # ---- kernel benchmark: fused kernels vs their composed references --------
 $(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so

@@ -21,6 +21,7 @@
 #include "../ir/json_ir.h"
 #include "../ir/npy.h"
 #include "../passes/passes.h"
+#include "../passes/fusion.h"
 #include "../runtime/fusec.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
@@ -93,6 +94,10 @@ static const char help_dump[] =
     "                          `load` means no pass at all\n"
     "  --format json|dot       JSON IR (default) or a Graphviz digraph\n"
     "  --profile bare|fast     pass pipeline (default fast)\n"
+    "  --explain-fusions       instead of the graph, report what the fusion rules did:\n"
+    "                          per rule the fused count, each fused anchor node and\n"
+    "                          what it became, each near miss and why it did not fuse\n"
+    "                          (runs the whole fast pipeline)\n"
     "  -o, --output FILE       write to FILE (atomically) instead of stdout\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
@@ -599,10 +604,56 @@ static int cmd_run(int argc, char **argv) {
 
 /* ---- fusec dump -------------------------------------------------------------- */
 
+/* The --explain-fusions report: rules in the order they first appear in the
+ * log, each with its counts, then every fused anchor and every near miss. */
+static void print_fusion_report(FILE *f, const char *model, const fu_fusion_log *log) {
+    fprintf(f, "fusion report for %s\n", model);
+    if (log->n == 0) {
+        fputs("no fusion rule matched anything (nothing fused, no near misses)\n", f);
+        return;
+    }
+    fputs("\nrule                 fused  near misses\n", f);
+    for (int i = 0; i < log->n; i++) {
+        int seen = 0;
+        for (int k = 0; k < i && !seen; k++) seen = strcmp(log->events[k].rule, log->events[i].rule) == 0;
+        if (seen) continue;
+        const char *rule = log->events[i].rule;
+        fprintf(f, "%-20s %5d  %11d\n", rule, fu_fusion_log_count(log, rule, 1), fu_fusion_log_count(log, rule, 0));
+    }
+    for (int fused = 1; fused >= 0; fused--) {
+        int count = fu_fusion_log_count(log, NULL, fused);
+        fprintf(f, "\n%s (%d):\n", fused ? "fused" : "near misses", count);
+        if (count == 0) fputs("  none\n", f);
+        for (int i = 0; i < log->n; i++) {
+            const fu_fusion_event *ev = &log->events[i];
+            if (ev->fused != fused) continue;
+            fprintf(f, "  %-20s node '%s'%s %s\n", ev->rule, ev->node, fused ? " ->" : ":", ev->reason);
+        }
+    }
+}
+
+/* Runs the fast pipeline with a fusion log and writes the report to f. */
+static int explain_fusions(const char *model, int verbose, FILE *f) {
+    fu_err err = {{0}};
+    fu_graph *g = fu_ir_load(model, &err);
+    if (!g) return fail(EXIT_USER, "%s", err.msg);
+    fu_fusion_log log = {0};
+    fu_pass_opts opts = {FU_PROFILE_FAST, verbose, &log};
+    int rc = fu_run_pipeline(g, &opts, NULL, &err);
+    fu_graph_free(g);
+    if (rc != 0) {
+        fu_fusion_log_free(&log);
+        return fail(EXIT_USER, "%s", err.msg);
+    }
+    print_fusion_report(f, model, &log);
+    fu_fusion_log_free(&log);
+    return EXIT_OK;
+}
+
 static int cmd_dump(int argc, char **argv) {
     const char *model = NULL, *after = NULL, *format = "json", *out_path = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
-    int verbose = 0;
+    int verbose = 0, explain = 0, profile_given = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -619,11 +670,14 @@ static int cmd_dump(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             if (parse_profile(value, &profile)) return usage("dump", "unknown profile '%s' (bare or fast)", value);
+            profile_given = 1;
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             out_path = value;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
+        } else if (strcmp(argv[i], "--explain-fusions") == 0) {
+            explain = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("dump", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -633,8 +687,27 @@ static int cmd_dump(int argc, char **argv) {
         }
     }
     if (!model) return usage("dump", "no model given");
+    if (explain && (after || (profile_given && profile != FU_PROFILE_FAST)))
+        return usage("dump", "--explain-fusions runs the whole fast pipeline (no --after, no --profile bare)");
     int no_passes = after && strcmp(after, "load") == 0;
     if (after && !no_passes && check_pass_name("dump", after, profile) != 0) return EXIT_USAGE;
+
+    if (explain) {
+        atomic_file a = {0};
+        FILE *f = stdout;
+        if (out_path) {
+            if (atomic_open(&a, out_path) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
+            f = a.f;
+        }
+        int status = explain_fusions(model, verbose, f);
+        if (out_path) {
+            if (status != EXIT_OK) atomic_abort(&a);
+            else if (atomic_commit(&a) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
+        } else if (status == EXIT_OK && fflush(stdout) != 0) {
+            return fail(EXIT_USER, "cannot write the output: %s", strerror(errno));
+        }
+        return status;
+    }
 
     fu_graph *g;
     if (no_passes) {

@@ -50,6 +50,14 @@ _DTYPES = {
 _NP_FROM_NAME = {v: k for k, v in _DTYPES.items()}
 
 
+def _write_header(f, header, metadata):
+    header["__metadata__"] = dict(metadata or {"format": "pt"})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    f.write(struct.pack("<Q", len(text)))
+    f.write(text)
+
+
 def write(path, tensors, metadata=None):
     """Writes {name: ndarray or BF16} to path; names sorted for determinism."""
     header = {}
@@ -69,14 +77,37 @@ def write(path, tensors, metadata=None):
                         "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
-    header["__metadata__"] = dict(metadata or {"format": "pt"})
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
+        _write_header(f, header, metadata)
         for raw in blobs:
             f.write(raw)
+
+
+_ITEM_SIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def write_streamed(path, specs, metadata=None):
+    """Writes tensors too large to hold at once. specs: {name: (dtype, shape,
+    chunks)} with dtype a safetensors name ("F32", "BF16", ...) and chunks()
+    yielding the tensor's little-endian bytes in order. Same layout as write()
+    (names sorted); fails if a tensor's chunks do not add up to its size."""
+    header = {}
+    offset = 0
+    for name in sorted(specs):
+        dtype, shape, _ = specs[name]
+        size = _ITEM_SIZE[dtype] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    with open(path, "wb") as f:
+        _write_header(f, header, metadata)
+        for name in sorted(specs):
+            begin, end = header[name]["data_offsets"]
+            written = 0
+            for raw in specs[name][2]():
+                f.write(raw)
+                written += len(raw)
+            if written != end - begin:
+                raise ValueError(f"{name}: wrote {written} bytes, expected {end - begin}")
 
 
 def read(path):
@@ -99,4 +130,31 @@ def read(path):
         else:
             dt = _NP_FROM_NAME[info["dtype"]].newbyteorder("<")
             out[name] = np.frombuffer(raw, dtype=dt).reshape(info["shape"]).astype(dt.newbyteorder("="))
+    return out
+
+
+def read_header(path):
+    """(header dict without __metadata__, byte offset of the data area)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def read_mapped(path):
+    """Like read(), but the arrays are read-only views of a memory map of the
+    file (nothing is loaded until used), for multi-gigabyte checkpoints."""
+    header, data_start = read_header(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        if not 0 <= begin <= end <= len(mapped) - data_start:
+            raise ValueError(f"{name}: offsets outside the file")
+        raw = mapped[data_start + begin:data_start + end]
+        if info["dtype"] == "BF16":
+            out[name] = BF16(raw.view("<u2").reshape(info["shape"]))
+        else:
+            out[name] = raw.view(_NP_FROM_NAME[info["dtype"]].newbyteorder("<")).reshape(info["shape"])
     return out

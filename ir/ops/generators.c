@@ -387,7 +387,6 @@ static int range_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
     fu_emitf(e, "const %s start = %s[0], delta = %s[0];", type, start, delta);
     fu_emitf(e, "for (int64_t i = 0; i < %s; i++) %s[i] = (%s)(start + (%s)i * delta);", fu_emit_dim(e, y->shape[0]),
              out, type, type);
-    (void)g;
     (void)err;
     return 0;
 }

@@ -180,5 +180,36 @@ check "hostile output name stays inside --output-dir" bash -c "[ \$(ls '$tmp/dee
 status 0 "run the hostile library" run "$tmp/libevil.so" --input 'x*/ system("rm -rf /"); /*=[3, -4]'
 check "hostile library prints the output" grep -qF '[2] 3 0' "$tmp/out"
 
+# ---- dump --explain-fusions ----------------------------------------------------------------
+# One RMSNorm with a scale (fuses) and one with x^3 instead of x^2 (a near miss).
+cat >"$tmp/norms.json" <<'EOF'
+{"ir_version": 1, "name": "norms",
+ "inputs": [{"name": "x", "dtype": "float32", "shape": [2, 4]}],
+ "outputs": [{"name": "y"}, {"name": "z"}],
+ "initializers": [
+   {"name": "two", "dtype": "float32", "shape": [], "data": [2.0]},
+   {"name": "three", "dtype": "float32", "shape": [], "data": [3.0]},
+   {"name": "eps", "dtype": "float32", "shape": [], "data": [1e-6]},
+   {"name": "w", "dtype": "float32", "shape": [4], "data": [1, 2, 3, 4]}],
+ "nodes": [
+   {"name": "sq", "op": "Pow", "inputs": ["x", "two"], "outputs": ["x2"]},
+   {"name": "ms", "op": "ReduceMean", "inputs": ["x2"], "outputs": ["m"], "attrs": {"axes": [-1], "keepdims": 1}},
+   {"name": "add", "op": "Add", "inputs": ["m", "eps"], "outputs": ["me"]},
+   {"name": "root", "op": "Sqrt", "inputs": ["me"], "outputs": ["r"]},
+   {"name": "div", "op": "Div", "inputs": ["x", "r"], "outputs": ["n"]},
+   {"name": "scale", "op": "Mul", "inputs": ["n", "w"], "outputs": ["y"]},
+   {"name": "cube", "op": "Pow", "inputs": ["x", "three"], "outputs": ["x3"]},
+   {"name": "ms3", "op": "ReduceMean", "inputs": ["x3"], "outputs": ["m3"], "attrs": {"axes": [-1], "keepdims": 1}},
+   {"name": "add3", "op": "Add", "inputs": ["eps", "m3"], "outputs": ["me3"]},
+   {"name": "root3", "op": "Sqrt", "inputs": ["me3"], "outputs": ["r3"]},
+   {"name": "div3", "op": "Div", "inputs": ["x", "r3"], "outputs": ["z"]}]}
+EOF
+status 0 "dump --explain-fusions" dump "$tmp/norms.json" --explain-fusions
+check "explain: rms_norm fused once, one near miss" grep -qE '^rms_norm +1 +1$' "$tmp/out"
+check "explain: the fused anchor and what it became" grep -qF "node 'scale' -> RMSNormalization" "$tmp/out"
+check "explain: the near miss and its reason" grep -qF "node 'div3': Pow exponent is 3, not 2" "$tmp/out"
+check "explain: no IR printed" bash -c "! grep -q ir_version '$tmp/out'"
+status 2 "dump --explain-fusions with --profile bare" dump "$tmp/norms.json" --explain-fusions --profile bare
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,180 @@
+/* FusedMatMul (onnxruntime contrib op name; fast profile):
+ *   Y = alpha * op(A) op(B) [+ bias]
+ * with MatMul's numpy batching. transA transposes a 2-D A, transB swaps the
+ * last two axes of B (so a [N, K] weight is used as is, without a run-time
+ * transpose). fusec adds an optional third input, a bias broadcast along
+ * the last axis: shape [N] (or [1, ..., 1, N], or a single element).
+ * transBatchA/transBatchB must be 0. float32, on fu_rt_matmul_f32. */
+#include <stdio.h>
+#include <string.h>
+#include "../ops.h"
+#include "../../compiler/emit.h"
+
+static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
+
+/* One product's shape, shared by infer and emit. 1-D operands are promoted
+ * (A [K] -> [1,K], B [K] -> [K,1]) and the promoted dim dropped from Y.
+ * Batch dims of A and B are left-padded with 1s to the broadcast rank. */
+typedef struct {
+    fu_dim m, n, k;
+    int trans_a, trans_b;
+    int batch_rank;
+    fu_dim batch[FU_MAX_RANK];
+    fu_dim a_batch[FU_MAX_RANK], b_batch[FU_MAX_RANK];
+    int out_rank;
+    fu_dim out[FU_MAX_RANK];
+    int has_bias;
+    int bias_is_row;   /* bias has N elements (else a single element) */
+} fmm_shape;
+
+static int check_bias(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *err) {
+    if (fu_require_input(g, n, 2, FU_MASK(FU_F32), err)) return -1;
+    const fu_value *c = &g->values[n->in[2]];
+    if (c->rank < 1 || c->rank > p->out_rank)
+        return fu_node_fail(err, g, n, "bias must have rank 1 to %d (got %d)", p->out_rank, c->rank);
+    for (int i = 0; i < c->rank - 1; i++)
+        if (!dim_is_one(c->shape[i]))
+            return fu_node_fail(err, g, n, "bias must broadcast along the last axis only ([N] or [1, ..., N])");
+    fu_dim last = c->shape[c->rank - 1];
+    if (!dim_is_one(last) && !fu_dim_eq(last, p->n)) {
+        char a[64], b[64];
+        fu_dim_str(g, last, a, sizeof a);
+        fu_dim_str(g, p->n, b, sizeof b);
+        return fu_node_fail(err, g, n, "bias last dim %s must be N = %s (or 1)", a, b);
+    }
+    p->has_bias = 1;
+    p->bias_is_row = !dim_is_one(last);
+    return 0;
+}
+
+static int fmm_plan(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *err) {
+    if (fu_require_input(g, n, 0, FU_MASK(FU_F32), err) || fu_require_input(g, n, 1, FU_MASK(FU_F32), err))
+        return -1;
+    const fu_value *a = &g->values[n->in[0]], *b = &g->values[n->in[1]];
+    memset(p, 0, sizeof *p);
+    p->trans_a = fu_attr_int(n, "transA", 0) != 0;
+    p->trans_b = fu_attr_int(n, "transB", 0) != 0;
+    if (fu_attr_int(n, "transBatchA", 0) || fu_attr_int(n, "transBatchB", 0))
+        return fu_node_fail(err, g, n, "transBatchA/transBatchB are not supported");
+    if (a->rank < 1 || b->rank < 1)
+        return fu_node_fail(err, g, n, "operands must have rank >= 1 (got %d and %d)", a->rank, b->rank);
+    if (p->trans_a && a->rank != 2) return fu_node_fail(err, g, n, "transA needs a 2-D A (got rank %d)", a->rank);
+    if (p->trans_b && b->rank < 2) return fu_node_fail(err, g, n, "transB needs B of rank >= 2");
+    int a_vec = a->rank == 1, b_vec = b->rank == 1;
+    if (a_vec) {
+        p->m = fu_dim_const(1);
+        p->k = a->shape[0];
+    } else {
+        p->m = a->shape[a->rank - (p->trans_a ? 1 : 2)];
+        p->k = a->shape[a->rank - (p->trans_a ? 2 : 1)];
+    }
+    fu_dim kb;
+    if (b_vec) {
+        kb = b->shape[0];
+        p->n = fu_dim_const(1);
+    } else {
+        kb = b->shape[b->rank - (p->trans_b ? 1 : 2)];
+        p->n = b->shape[b->rank - (p->trans_b ? 2 : 1)];
+    }
+    if (!fu_dim_eq(p->k, kb)) {
+        char ka[64], kbs[64];
+        fu_dim_str(g, p->k, ka, sizeof ka);
+        fu_dim_str(g, kb, kbs, sizeof kbs);
+        return fu_node_fail(err, g, n, "inner dims differ: A has K=%s, B has K=%s", ka, kbs);
+    }
+    int ra = a->rank > 2 ? a->rank - 2 : 0, rb = b->rank > 2 ? b->rank - 2 : 0;
+    if (fu_broadcast(g, n, ra, a->shape, rb, b->shape, &p->batch_rank, p->batch, err)) return -1;
+    for (int i = 0; i < p->batch_rank; i++) {
+        int ia = i - (p->batch_rank - ra), ib = i - (p->batch_rank - rb);
+        p->a_batch[i] = ia >= 0 ? a->shape[ia] : fu_dim_const(1);
+        p->b_batch[i] = ib >= 0 ? b->shape[ib] : fu_dim_const(1);
+    }
+    for (int i = 0; i < p->batch_rank; i++) p->out[p->out_rank++] = p->batch[i];
+    if (!a_vec) p->out[p->out_rank++] = p->m;
+    if (!b_vec) p->out[p->out_rank++] = p->n;
+    if (p->out_rank > FU_MAX_RANK) return fu_node_fail(err, g, n, "output rank too large");
+    if (n->n_in > 2 && n->in[2] >= 0 && check_bias(g, n, p, err)) return -1;
+    return 0;
+}
+
+static int fmm_infer(fu_graph *g, fu_node *n, fu_err *err) {
+    fmm_shape p;
+    if (fmm_plan(g, n, &p, err)) return -1;
+    fu_set_output(g, n, 0, FU_F32, p.out_rank, p.out);
+    return 0;
+}
+
+/* 0 = operand shared by every batch, 1 = one matrix per batch, 2 = partial
+ * broadcast (needs a loop). */
+static int batch_mode(const fmm_shape *p, const fu_dim *op_batch) {
+    int all_one = 1, all_full = 1;
+    for (int i = 0; i < p->batch_rank; i++) {
+        if (!dim_is_one(op_batch[i])) all_one = 0;
+        if (!fu_dim_eq(op_batch[i], p->batch[i])) all_full = 0;
+    }
+    return all_one ? 0 : all_full ? 1 : 2;
+}
+
+static int fmm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err) {
+    fmm_shape p;
+    if (fmm_plan(g, n, &p, err)) return -1;
+    char A[320], B[320], Y[320], M[64], N[64], K[64], MK[64], KN[64], MN[64], batch[64], rows[64];
+    char alpha[64], beta[16];
+    snprintf(A, sizeof A, "%s", fu_emit_ptr(e, n->in[0]));
+    snprintf(B, sizeof B, "%s", fu_emit_ptr(e, n->in[1]));
+    snprintf(Y, sizeof Y, "%s", fu_emit_ptr(e, n->out[0]));
+    snprintf(M, sizeof M, "%s", fu_emit_dim(e, p.m));
+    snprintf(N, sizeof N, "%s", fu_emit_dim(e, p.n));
+    snprintf(K, sizeof K, "%s", fu_emit_dim(e, p.k));
+    snprintf(MK, sizeof MK, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.k)));
+    snprintf(KN, sizeof KN, "%s", fu_emit_dim(e, fu_dim_mul(p.k, p.n)));
+    snprintf(MN, sizeof MN, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.n)));
+    fu_dim total = fu_dim_const(1);
+    for (int i = 0; i < p.batch_rank; i++) total = fu_dim_mul(total, p.batch[i]);
+    snprintf(batch, sizeof batch, "%s", fu_emit_dim(e, total));
+    snprintf(rows, sizeof rows, "%s", fu_emit_dim(e, fu_dim_mul(total, p.m)));
+    fu_float_literal((float)fu_attr_float(n, "alpha", 1.0), alpha, sizeof alpha);
+    snprintf(beta, sizeof beta, "%s", p.has_bias ? "1.0f" : "0.0f");
+
+    fu_emitf(e, "{");
+    e->indent++;
+    if (p.has_bias) {
+        /* Every row of Y starts as the bias; sgemm then accumulates (beta 1). */
+        fu_emitf(e, "const int64_t sh[] = {%s, %s}, ds[] = {%s, 1}, ss[] = {0, %d};", rows, N, N, p.bias_is_row);
+        fu_emitf(e, "fu_rt_copy(%s, %s, 4, 2, sh, ds, ss);", Y, fu_emit_ptr(e, n->in[2]));
+    }
+    int mode_a = batch_mode(&p, p.a_batch), mode_b = batch_mode(&p, p.b_batch);
+    if (mode_a != 2 && mode_b != 2) {
+        fu_emitf(e, "fu_rt_matmul_f32(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %d, %d, %s, %s);", A, B, Y, batch,
+                 M, N, K, mode_a ? MK : "0", mode_b ? KN : "0", MN, p.trans_a, p.trans_b, alpha, beta);
+    } else {
+        /* Partial broadcast: one sgemm per batch, locating each operand's
+         * matrix from the batch index digit by digit. */
+        fu_emitf(e, "for (int64_t bi = 0; bi < %s; bi++) {", batch);
+        e->indent++;
+        fu_emitf(e, "int64_t rest = bi, off_a = 0, off_b = 0, digit;");
+        fu_dim stride_a = fu_dim_mul(p.m, p.k), stride_b = fu_dim_mul(p.k, p.n);
+        for (int i = p.batch_rank - 1; i >= 0; i--) {
+            char sa[64], sb[64], d[64];
+            snprintf(sa, sizeof sa, "%s", dim_is_one(p.a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
+            snprintf(sb, sizeof sb, "%s", dim_is_one(p.b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
+            snprintf(d, sizeof d, "%s", fu_emit_dim(e, p.batch[i]));
+            fu_emitf(e, "digit = rest %% %s; rest /= %s; off_a += digit * %s; off_b += digit * %s;", d, d, sa, sb);
+            stride_a = fu_dim_mul(stride_a, p.a_batch[i]);
+            stride_b = fu_dim_mul(stride_b, p.b_batch[i]);
+        }
+        fu_emitf(e, "fu_rt_matmul_f32(%s + off_a, %s + off_b, %s + bi * %s, 1, %s, %s, %s, 0, 0, 0, %d, %d, %s, %s);",
+                 A, B, Y, MN, M, N, K, p.trans_a, p.trans_b, alpha, beta);
+        e->indent--;
+        fu_emitf(e, "}");
+    }
+    e->indent--;
+    fu_emitf(e, "}");
+    (void)err;
+    return 0;
+}
+
+const fu_op fu_op_FusedMatMul = {
+    .name = "FusedMatMul", .min_in = 2, .max_in = 3, .min_out = 1, .max_out = 1,
+    .infer = fmm_infer, .emit = fmm_emit,
+};

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Tests of the router eval (examples/router) on the tiny configuration.
+# Usage: tests/cli/test_router.sh BUILD_DIR. Prints one line per check and
+# exits non-zero if any check failed.
+set -u
+build=${1:-build}
+router="$(cd "$build" && pwd)/router"
+py=/usr/bin/python3
+tmp=$(mktemp -d /tmp/router_test_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; sed 's/^/       /' "$tmp/out" "$tmp/err" | tail -15; }
+# status WANT NAME ARGS...: runs `router eval ARGS`, wants exit status WANT
+status() {
+    local want=$1 name=$2; shift 2
+    "$router" eval "$@" >"$tmp/out" 2>"$tmp/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok "$name (exit $got)"; else bad "$name (exit $got, want $want)"; fi
+}
+# contains NAME TEXT: the last command's stdout has TEXT
+contains() { if grep -qF -- "$2" "$tmp/out"; then ok "$1"; else bad "$1: no '$2' in output"; fi; }
+
+# The main check: every case, all four lanes (generates the tiny model if missing).
+status 0 "tiny, four lanes" --config tiny
+for lane in bare/jit bare/aot fast/jit fast/aot; do
+    contains "$lane passes every case" "$lane: passed 37/37 · decisions vs reference 37/37"
+done
+contains "four lanes deterministic" "deterministic 37/37"
+contains "side-by-side table" "drift/bare"
+cp "$tmp/out" "$tmp/four_lanes.txt"
+
+# Failing cases must fail the run.
+status 1 "margin floor above every margin" --config tiny --profile fast --backend jit --min-agent-margin 1000
+contains "floor failure is named" "agent margin"
+$py - "$tmp/tampered.json" <<'EOF'
+import json, sys
+snap = json.load(open("fixtures/router/tiny/reference.json"))
+case = snap["cases"][0]
+case["agent_id"] = (case["agent_id"] + 1) % 7
+json.dump(snap, open(sys.argv[1], "w"))
+EOF
+status 1 "decision differing from the reference" --config tiny --profile bare --backend jit --snapshot "$tmp/tampered.json"
+contains "decision failure is named" "decision"
+
+# Case selection and listing.
+status 0 "one case, one lane" --config tiny --profile fast --backend jit --case empty_user --case math_direct \
+    --determinism-runs 3 --verbose
+contains "one-lane summary" "fast/jit: passed 2/2"
+contains "verbose logits" "logits"
+status 2 "unknown case" --config tiny --case no_such_case
+status 2 "bad profile" --config tiny --profile turbo
+status 2 "bad determinism runs" --config tiny --determinism-runs 0
+status 2 "missing snapshot" --config tiny --snapshot "$tmp/none.json"
+status 0 "list cases" --config tiny --list-cases
+if [ "$(wc -l <"$tmp/out")" -eq 37 ]; then ok "37 cases listed"; else bad "37 cases listed"; fi
+
+# Snapshots: C and Python must write the same route_hash bytes for the same logits.
+status 0 "snapshot out" --config tiny --profile fast --backend jit --snapshot-out "$tmp/fast.json"
+if (cd examples/router && $py - "$tmp/fast.json" >"$tmp/err" 2>&1 <<'EOF'
+import json, sys
+import numpy as np
+import reference
+snap = json.load(open(sys.argv[1]))
+for c in snap["cases"]:
+    r = reference.route(np.array(c["logits"], dtype=np.float32).astype(np.float64))
+    assert (r["agent_id"], r["role_id"], r["route_hash"]) == (c["agent_id"], c["role_id"], c["route_hash"]), c["id"]
+assert len(snap["cases"]) == 37
+EOF
+); then ok "route_hash bytes agree between C and Python"; else bad "route_hash bytes agree between C and Python"; fi
+status 0 "snapshot as reference" --config tiny --profile fast --backend jit --snapshot "$tmp/fast.json"
+contains "no drift against its own snapshot" "route_hash drift vs reference 0/37"
+
+echo "router: $pass passed, $fail failed"
+sed -n '/^lane  /,$p' "$tmp/four_lanes.txt"
+[ $fail -eq 0 ]

@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 
 BUILD   := build
-DEB_PKGS := gcc make libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
+DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy graphviz pkg-config
 PY      := /usr/bin/python3
 

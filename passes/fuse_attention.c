@@ -254,8 +254,11 @@ static int skip_mask_views(const fu_graph *g, int v) {
 static double attr_tensor_get(const fu_attr *a, int64_t i) {
     fu_value tmp;
     memset(&tmp, 0, sizeof tmp);
+    size_t numel = 1;
+    for (int k = 0; k < a->t_rank; k++) numel *= (size_t)a->t_shape[k];
     tmp.dtype = a->t_dtype;
     tmp.data = a->t_data;
+    tmp.nbytes = numel * fu_dtype_size(a->t_dtype);
     return fu_const_get_f(&tmp, i);
 }
 

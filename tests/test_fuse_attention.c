@@ -213,7 +213,7 @@ static char *build_attention(const attn_spec *s) {
             for (int j = 0; j < s->lk; j++) {
                 int hide = !strcmp(mask, "const_causal") ? j > i + off : !strcmp(mask, "const_shift") ? j >= i + off : 0;
                 seed = seed * 1664525u + 1013904223u;
-                double x = !strcmp(mask, "const_random") ? -((seed >> 9) % 2000) / 1000.0 : 0.0;
+                double x = !strcmp(mask, "const_random") ? -(double)((seed >> 9) % 2000) / 1000.0 : 0.0;
                 if (hide && isinf(blocked)) fu_sb_printf(&vals, "%s\"-inf\"", i + j ? ", " : "");
                 else fu_sb_printf(&vals, "%s%.9g", i + j ? ", " : "", hide ? blocked : x);
             }

@@ -211,5 +211,17 @@ check "explain: the near miss and its reason" grep -qF "node 'div3': Pow exponen
 check "explain: no IR printed" bash -c "! grep -q ir_version '$tmp/out'"
 status 2 "dump --explain-fusions with --profile bare" dump "$tmp/norms.json" --explain-fusions --profile bare
 
+# The fused IR is valid JSON IR and runs under the bare back end, matching
+# the unfused model (fused ops have their own reference kernels).
+q=fixtures/qwen3_small
+status 0 "dump --after fuse on the Qwen3-style decoder" dump $q/model.json --after fuse -o "$tmp/fused.json"
+check "fused IR holds fused nodes" grep -q '"RMSNormalization"' "$tmp/fused.json"
+status 0 "fused IR runs under the bare profile" run "$tmp/fused.json" --profile bare --input input_ids=$q/input_ids_5.npy --output-dir "$tmp/fused_out"
+status 0 "original runs under the bare profile" run $q/model.json --profile bare --input input_ids=$q/input_ids_5.npy --output-dir "$tmp/plain_out"
+check "fused IR agrees with the unfused model" /usr/bin/python3 -c "
+import numpy as np, sys
+a = np.load('$tmp/fused_out/logits.npy'); b = np.load('$tmp/plain_out/logits.npy')
+sys.exit(0 if abs(a - b).max() <= 1e-5 * abs(b).max() else 1)"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

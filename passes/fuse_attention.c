@@ -7,11 +7,11 @@
  *   - Kᵀ: Transpose(K, perm [0,1,3,2]), or Transpose(K_bshd, [0,2,3,1]).
  *   - GQA: K/V repeated per query head by Unsqueeze(axis 2) -> Expand or
  *     Tile -> Reshape (HF repeat_kv: consecutive query heads share a kv
- *     head), an Expand of a single kv head, or MatMul broadcasting of a
- *     single kv head: the fused node reads the un-repeated K/V and sets
- *     kv_num_heads. A Tile of the head axis itself (query head h -> kv head
- *     h mod Hkv) is not a grouping the kernel knows, so the repeated tensors
- *     are read as they are.
+ *     head), an Expand or Tile of a single kv head, or MatMul broadcasting
+ *     of a single kv head: the fused node reads the un-repeated K/V and sets
+ *     kv_num_heads. A Tile of the head axis of several kv heads (query head
+ *     h -> kv head h mod Hkv) is not a grouping the kernel knows, so the
+ *     repeated tensors are read as they are.
  *   - Q/K/V as Transpose([B, L, H, D], perm [0,2,1,3]): read in place with
  *     qkv_layout BSHD (the transposes die in dce).
  *   - mask: Add of an additive float mask. A causal mask is recognised and
@@ -29,6 +29,8 @@
  *     scores stays as the attn_mask input.
  *   - masked fill: Where(cond, scores, blocked) / Where(cond, blocked,
  *     scores) when cond is provably causal (as above).
+ *   - 3-D scores [B, Lq, Lk] (single head on [B, L, D] tensors): the 3-D
+ *     Attention form with one head.
  * Leading Unsqueeze/Expand/Reshape/Cast around a mask are looked through.
  * Near misses (logged once the Softmax·V and Q·Kᵀ MatMuls are found): softmax
  * not over the last axis, a score scale that is not a constant scalar, an
@@ -102,14 +104,17 @@ static int read_perm(const fu_graph *g, int t, int64_t *perm) {
     return rank;
 }
 
-static int is_transpose(const fu_graph *g, int v, const int64_t *want) {
+/* Input of v = Transpose(x, perm) when perm is `want` (of `rank` axes). */
+static int is_transpose_n(const fu_graph *g, int v, const int64_t *want, int rank) {
     int t = fu_m_producer(g, v, "Transpose");
     int64_t perm[FU_MAX_RANK];
-    if (t < 0 || read_perm(g, t, perm) != 4) return -1;
-    for (int i = 0; i < 4; i++)
+    if (t < 0 || read_perm(g, t, perm) != rank) return -1;
+    for (int i = 0; i < rank; i++)
         if (perm[i] != want[i]) return -1;
     return g->nodes[t].in[0];
 }
+
+static int is_transpose(const fu_graph *g, int v, const int64_t *want) { return is_transpose_n(g, v, want, 4); }
 
 static const int64_t PERM_BSHD_TO_BHSD[4] = {0, 2, 1, 3};
 static const int64_t PERM_SWAP_LAST[4] = {0, 1, 3, 2};
@@ -147,8 +152,10 @@ static int strip_scales(const fu_graph *g, int v, double *scale) {
 static int strip_repeat(const fu_graph *g, int v) {
     const fu_value *out = &g->values[v];
     if (out->rank != 4) return -1;
-    /* Expand of a single head: [B, 1, L, D] -> [B, H, L, D]. */
+    /* Expand or Tile of a single head: [B, 1, L, D] -> [B, H, L, D] (for
+     * one kv head, Tile's h mod 1 grouping is the kernel's too). */
     int e = fu_m_producer(g, v, "Expand");
+    if (e < 0) e = fu_m_producer(g, v, "Tile");
     if (e >= 0) {
         int src = g->nodes[e].in[0];
         const fu_value *s = src >= 0 ? &g->values[src] : NULL;
@@ -475,16 +482,23 @@ static int usable_mask(const fu_graph *g, int m, const fu_value *scores, char *r
         snprintf(reason, rn, "mask is %s, not float32", fu_dtype_name(mv->dtype));
         return 0;
     }
-    if (mv->rank < 1 || mv->rank > 4 || !fu_dim_eq(mv->shape[mv->rank - 1], scores->shape[3])) {
+    int r = scores->rank;
+    if (mv->rank < 1 || mv->rank > r || !fu_dim_eq(mv->shape[mv->rank - 1], scores->shape[r - 1])) {
         snprintf(reason, rn, "mask cannot be an attn_mask: its last axis must be the key length");
         return 0;
     }
     for (int i = 0; i < mv->rank; i++) {
-        fu_dim d = mv->shape[i], t = scores->shape[4 - mv->rank + i];
+        fu_dim d = mv->shape[i], t = scores->shape[r - mv->rank + i];
         if (!dim_is(d, 1) && !fu_dim_eq(d, t)) {
             snprintf(reason, rn, "mask cannot be an attn_mask: it does not broadcast to the scores");
             return 0;
         }
+    }
+    /* 3-D scores [B, Lq, Lk] become one head of [B, 1, Lq, Lk]: a batch
+     * axis in the mask would land on the head axis. */
+    if (r == 3 && mv->rank == 3 && !dim_is(mv->shape[0], 1)) {
+        snprintf(reason, rn, "mask cannot be an attn_mask: a per-batch mask of 3-D scores");
+        return 0;
     }
     return 1;
 }
@@ -571,14 +585,19 @@ static int trace_scores(fu_fuse_ctx *c, int s, int anchor, pattern *pat, scores_
     if (reason[0]) return 1;
 
     const fu_value *scores = &g->values[s];
-    if (scores->rank != 4) {
-        snprintf(reason, rn, "scores have rank %d, attention needs [B, H, Lq, Lk]", scores->rank);
+    int r = scores->rank;
+    if (r != 4 && r != 3) {
+        snprintf(reason, rn, "scores have rank %d, attention needs [B, H, Lq, Lk] or [B, Lq, Lk]", r);
         return 1;
     }
-    lens L = {scores->shape[2], scores->shape[3]};
+    lens L = {scores->shape[r - 2], scores->shape[r - 1]};
+    /* With Lq > Lk the first queries see no key: the kernel makes such rows
+     * 0 while the composed graph averages V (finite blocked values), so a
+     * mask then stays a mask. */
+    int short_keys = fu_dim_is_const(L.lq) && fu_dim_is_const(L.lk) && L.lq.coef > L.lk.coef;
     if (mask >= 0) {
-        char why[160] = "";
-        if (additive_is_causal(g, mask, L, why, sizeof why)) {
+        char why[160] = "Lq > Lk: some queries see no key";
+        if (!short_keys && additive_is_causal(g, mask, L, why, sizeof why)) {
             info->causal = 1;
             snprintf(info->mask_note, sizeof info->mask_note, "causal mask -> is_causal");
         } else if (usable_mask(g, mask, scores, reason, rn)) {
@@ -589,8 +608,8 @@ static int trace_scores(fu_fuse_ctx *c, int s, int anchor, pattern *pat, scores_
             snprintf(reason + len, rn - len, "; not causal either: %s", why);
         }
     } else if (fill >= 0) {
-        char why[160] = "";
-        if (cond_is_causal(g, fill, fill_blocked_when, L, why, sizeof why)) {
+        char why[160] = "Lq > Lk: some queries see no key";
+        if (!short_keys && cond_is_causal(g, fill, fill_blocked_when, L, why, sizeof why)) {
             info->causal = 1;
             snprintf(info->mask_note, sizeof info->mask_note, "causal masked fill -> is_causal");
         } else {
@@ -611,6 +630,49 @@ static int set_attr_string(fu_node *n, const char *name, const char *value) {
     a->kind = FU_ATTR_STRING;
     a->s = copy;
     return 0;
+}
+
+/* Single-head attention on [B, L, D] tensors (scores [B, Lq, Lk]): the
+ * Attention op's 3-D form with one head. Returns 1 fused, 0 near miss
+ * (reason written), -1 on error. */
+static int apply_3d(fu_fuse_ctx *c, int anchor, const pattern *pat, const scores_info *info, char *reason,
+                    size_t rn, fu_err *err) {
+    static const int64_t swap3[3] = {0, 2, 1};
+    fu_graph *g = c->g;
+    const fu_node *qk = &g->nodes[info->qk], *pv = &g->nodes[anchor];
+    double scale = info->scale;
+    int q = strip_scales(g, qk->in[0], &scale);
+    int k = is_transpose_n(g, strip_scales(g, qk->in[1], &scale), swap3, 3);
+    int v = pv->in[1], y = pv->out[0];
+    if (k < 0) {
+        snprintf(reason, rn, "K^T is not a Transpose of K swapping the last two axes");
+        return 0;
+    }
+    k = strip_scales(g, k, &scale);
+    const fu_value *qv = &g->values[q], *kv = &g->values[k], *vv = &g->values[v], *out = &g->values[y];
+    if (qv->rank != 3 || kv->rank != 3 || vv->rank != 3 || out->rank != 3 ||
+        !fu_dim_eq(qv->shape[0], out->shape[0]) || !fu_dim_eq(kv->shape[0], out->shape[0]) ||
+        !fu_dim_eq(vv->shape[0], out->shape[0]) || !fu_dim_eq(qv->shape[1], out->shape[1]) ||
+        !fu_dim_eq(kv->shape[1], vv->shape[1]) || !fu_dim_eq(qv->shape[2], kv->shape[2]) ||
+        !fu_dim_eq(vv->shape[2], out->shape[2])) {
+        snprintf(reason, rn, "Q, K, V shapes do not line up (batch broadcast or mismatched lengths)");
+        return 0;
+    }
+    if (qv->dtype != FU_F32 || kv->dtype != FU_F32 || vv->dtype != FU_F32) {
+        snprintf(reason, rn, "Q, K, V must be float32");
+        return 0;
+    }
+    int inputs[4] = {q, k, v, info->mask};
+    int idx = fu_fuse_replace(c, "Attention", inputs, info->mask >= 0 ? 4 : 3, y, pat->nodes + 1, pat->n_nodes - 1,
+                              err);
+    if (idx < 0) return -1;
+    fu_node *a = &g->nodes[idx];
+    if (!fu_node_set_attr_int(a, "is_causal", info->causal) || !fu_node_set_attr_float(a, "scale", scale) ||
+        !fu_node_set_attr_int(a, "q_num_heads", 1) || !fu_node_set_attr_int(a, "kv_num_heads", 1))
+        return fu_fail(err, "out of memory while fusing");
+    fu_fuse_accept(c, anchor, "Attention(3-D, one head, scale %g%s%s)", scale, info->mask_note[0] ? ", " : "",
+                   info->mask_note);
+    return 1;
 }
 
 static const char *layout_name(int l) { return l == BSHD ? "BSHD" : "BHSD"; }
@@ -644,6 +706,12 @@ static int apply(fu_fuse_ctx *c, int anchor, fu_err *err) {
     }
     if (!fu_m_interior_private(c, pat.nodes, pat.n_nodes, pat.interior, pat.n_interior, reason, sizeof reason))
         goto near_miss;
+
+    if (scores->rank == 3) {
+        int got = apply_3d(c, anchor, &pat, &info, reason, sizeof reason, err);
+        if (got != 0) return got;
+        goto near_miss;
+    }
 
     /* Q, Kᵀ, V of the two MatMuls, all [B, H, ., .]. */
     const fu_node *qk = &g->nodes[info.qk];

@@ -389,8 +389,7 @@ static void dump_log(const fu_fusion_log *log) {
                       log->events[i].node, log->events[i].reason);
 }
 
-static void check(const attn_spec *s, const expectation *want) {
-    char *json = build_attention(s);
+static void check_json(char *json, int hq, int repeated_kv, const expectation *want) {
     char *path = tu_write_temp(".json", json);
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
@@ -410,14 +409,14 @@ static void check(const attn_spec *s, const expectation *want) {
         const fu_node *a = find_op(g, "Attention");
         assert_int_equal(fu_attr_int(a, "is_causal", -1), want->is_causal);
         assert_int_equal(fu_attr_int(a, "kv_num_heads", -1), want->kv_heads);
-        assert_int_equal(fu_attr_int(a, "q_num_heads", -1), s->hq);
+        assert_int_equal(fu_attr_int(a, "q_num_heads", -1), hq);
         assert_int_equal(a->n_in > 3 && a->in[3] >= 0, want->has_mask);
         const char *layout = fu_attr_string(a, "qkv_layout", "BHSD");
         assert_string_equal(layout, want->layout ? want->layout : "BHSD");
         /* What the pattern computed is gone: no Softmax, no MatMul. */
         assert_int_equal(count_live(g, "Softmax"), 0);
         assert_int_equal(count_live(g, "MatMul"), 0);
-        if (want->kv_heads != s->hq || (s->bshd && s->repeat)) {
+        if (repeated_kv && want->kv_heads != hq) {
             /* K/V are read un-repeated / untransposed: the repeats died. */
             assert_int_equal(count_live(g, "Expand") + count_live(g, "Tile"), 0);
         }
@@ -452,6 +451,10 @@ static void check(const attn_spec *s, const expectation *want) {
     unlink(path);
     free(path);
     free(json);
+}
+
+static void check(const attn_spec *s, const expectation *want) {
+    check_json(build_attention(s), s->hq, s->repeat != NULL, want);
 }
 
 /* ---- fused variants ------------------------------------------------------------- */
@@ -541,6 +544,25 @@ static void test_tile_head_axis_reads_repeated(void **state) {
     check(&s, &e);
 }
 
+/* With one kv head, Tile of the head axis is the kernel's grouping too. */
+static void test_mqa_tile_head_axis(void **state) {
+    (void)state;
+    attn_spec s = {.b = 2, .hq = 4, .hkv = 1, .lq = 7, .lk = 7, .d = 64, .dv = 64, .repeat = "tile4",
+                   .mask = "const_causal"};
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 1};
+    check(&s, &e);
+}
+
+/* Lq 9 > Lk 5: the first queries see no key, so even an end-aligned causal
+ * mask (finite blocked value) stays a mask and matches the composed graph. */
+static void test_short_keys_mask_kept(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 9, .lk = 5, .d = 64, .dv = 64, .mask = "const_causal",
+                   .blocked = -1e9};
+    expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
+    check(&s, &e);
+}
+
 /* Non-causal masks stay as attn_mask: j >= i + (Lk - Lq) (diagonal hidden
  * too), a random additive constant, a padding mask input [B, 1, 1, Lk], and
  * an anti-causal Range mask. */
@@ -572,6 +594,28 @@ static void test_anti_causal_range_kept(void **state) {
     attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 9, .lk = 9, .d = 64, .dv = 64, .sym = 1, .mask = "range_anti"};
     expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
     check(&s, &e);
+}
+
+/* Single-head attention on 3-D [B, L, D] tensors with a constant causal
+ * mask [Lq, Lk] (Lq 3 < Lk 6): the Attention op's 3-D form, one head. */
+static void test_single_head_3d(void **state) {
+    (void)state;
+    const char *json =
+        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [2, 3, 64]},"
+        " {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [2, 6, 64]},"
+        " {\"name\": \"v\", \"dtype\": \"float32\", \"shape\": [2, 6, 64]}],"
+        " \"outputs\": [{\"name\": \"y\"}], \"initializers\": ["
+        " {\"name\": \"c\", \"dtype\": \"float32\", \"shape\": [], \"data\": [0.125]},"
+        " {\"name\": \"mask\", \"dtype\": \"float32\", \"shape\": [3, 6], \"data\": ["
+        "  0, 0, 0, 0, \"-inf\", \"-inf\",  0, 0, 0, 0, 0, \"-inf\",  0, 0, 0, 0, 0, 0]}],"
+        " \"nodes\": [{\"op\": \"Transpose\", \"inputs\": [\"k\"], \"outputs\": [\"kt\"], \"attrs\": {\"perm\": [0, 2, 1]}},"
+        " {\"op\": \"MatMul\", \"inputs\": [\"q\", \"kt\"], \"outputs\": [\"s0\"]},"
+        " {\"op\": \"Mul\", \"inputs\": [\"s0\", \"c\"], \"outputs\": [\"s1\"]},"
+        " {\"op\": \"Add\", \"inputs\": [\"s1\", \"mask\"], \"outputs\": [\"s2\"]},"
+        " {\"op\": \"Softmax\", \"inputs\": [\"s2\"], \"outputs\": [\"p\"], \"attrs\": {\"axis\": -1}},"
+        " {\"op\": \"MatMul\", \"inputs\": [\"p\", \"v\"], \"outputs\": [\"y\"]}]}";
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 1};
+    check_json(strdup(json), 1, 0, &e);
 }
 
 /* ---- near misses ---------------------------------------------------------------- */
@@ -674,10 +718,13 @@ int main(void) {
         cmocka_unit_test(test_sym_masked_fill_causal),
         cmocka_unit_test(test_mqa_expand_no_mask),
         cmocka_unit_test(test_tile_head_axis_reads_repeated),
+        cmocka_unit_test(test_mqa_tile_head_axis),
+        cmocka_unit_test(test_short_keys_mask_kept),
         cmocka_unit_test(test_shifted_mask_kept),
         cmocka_unit_test(test_random_mask_kept),
         cmocka_unit_test(test_padding_mask_input),
         cmocka_unit_test(test_anti_causal_range_kept),
+        cmocka_unit_test(test_single_head_3d),
         cmocka_unit_test(test_miss_softmax_axis),
         cmocka_unit_test(test_miss_scale_not_scalar),
         cmocka_unit_test(test_miss_probs_exported),

@@ -145,12 +145,13 @@ def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_se
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / "model.safetensors"
     model_path = out_dir / "model.json"
+    if weights:
+        dtype = checkpoint_dtype(weights, cfg)   # before anything is removed
     if model_path.exists():
         model_path.unlink()
     if weights_path.exists() or weights_path.is_symlink():
         weights_path.unlink()
     if weights:
-        dtype = checkpoint_dtype(weights, cfg)
         weights_path.symlink_to(Path(weights).resolve())
     else:
         partial = out_dir / "model.safetensors.partial"

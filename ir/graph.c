@@ -645,6 +645,18 @@ fu_attr *fu_node_set_attr_float(fu_node *n, const char *name, double v) {
     return a;
 }
 
+fu_attr *fu_node_set_attr_string(fu_node *n, const char *name, const char *v) {
+    char *copy = strdup(v);
+    fu_attr *a = copy ? attr_slot(n, name) : NULL;
+    if (!a) {
+        free(copy);
+        return NULL;
+    }
+    a->kind = FU_ATTR_STRING;
+    a->s = copy;
+    return a;
+}
+
 fu_attr *fu_node_set_attr_ints(fu_node *n, const char *name, int count, const int64_t *v) {
     fu_attr *a = attr_slot(n, name);
     if (!a) return NULL;

@@ -210,6 +210,7 @@ double fu_attr_float(const fu_node *n, const char *name, double dflt);
 const char *fu_attr_string(const fu_node *n, const char *name, const char *dflt);
 fu_attr *fu_node_set_attr_int(fu_node *n, const char *name, int64_t v);
 fu_attr *fu_node_set_attr_float(fu_node *n, const char *name, double v);
+fu_attr *fu_node_set_attr_string(fu_node *n, const char *name, const char *v);
 fu_attr *fu_node_set_attr_ints(fu_node *n, const char *name, int count, const int64_t *v);
 void fu_attr_free(fu_attr *a);
 

@@ -619,19 +619,6 @@ static int trace_scores(fu_fuse_ctx *c, int s, int anchor, pattern *pat, scores_
     return 1;
 }
 
-/* Sets a string attribute (ir.h has setters for numbers only). */
-static int set_attr_string(fu_node *n, const char *name, const char *value) {
-    char *copy = strdup(value);
-    fu_attr *a = copy ? fu_node_set_attr_int(n, name, 0) : NULL;
-    if (!a) {
-        free(copy);
-        return -1;
-    }
-    a->kind = FU_ATTR_STRING;
-    a->s = copy;
-    return 0;
-}
-
 /* Single-head attention on [B, L, D] tensors (scores [B, Lq, Lk]): the
  * Attention op's 3-D form with one head. Returns 1 fused, 0 near miss
  * (reason written), -1 on error. */
@@ -793,7 +780,7 @@ static int apply(fu_fuse_ctx *c, int anchor, fu_err *err) {
     int ok = fu_node_set_attr_int(a, "is_causal", info.causal) && fu_node_set_attr_float(a, "scale", scale);
     if (ok && fu_dim_is_const(hq) && fu_dim_is_const(hkv))
         ok = fu_node_set_attr_int(a, "q_num_heads", hq.coef) && fu_node_set_attr_int(a, "kv_num_heads", hkv.coef);
-    if (ok && strcmp(layout, "BHSD") != 0) ok = set_attr_string(a, "qkv_layout", layout) == 0;
+    if (ok && strcmp(layout, "BHSD") != 0) ok = fu_node_set_attr_string(a, "qkv_layout", layout) != NULL;
     if (!ok) return fu_fail(err, "out of memory while fusing");
     char hq_s[32], hkv_s[32];
     fu_dim_str(g, hq, hq_s, sizeof hq_s);

@@ -727,16 +727,7 @@ static int rewrite(fu_fuse_ctx *c, int anchor, rope_match *m, fu_err *err) {
         ok &= fu_node_set_attr_float(fused, "amplitude", a->amplitude) != NULL;
     if (a->pos.kind == POS_COUNTING && a->pos.offset != 0)
         ok &= fu_node_set_attr_int(fused, "pos_offset", a->pos.offset) != NULL;
-    if (m->bshd) {
-        /* No string setter in ir.h: take an attribute slot and make it a string. */
-        fu_attr *layout = fu_node_set_attr_int(fused, "layout", 0);
-        char *s = layout ? strdup("BSHD") : NULL;
-        if (s) {
-            layout->kind = FU_ATTR_STRING;
-            layout->s = s;
-        }
-        ok &= s != NULL;
-    }
+    if (m->bshd) ok &= fu_node_set_attr_string(fused, "layout", "BSHD") != NULL;
     if (!ok) return fu_fail(err, "out of memory while fusing");
     fu_fuse_accept(c, anchor, "RotaryEmbedding (%s, %s, head size %lld%s%s)",
                    a->form == ANGLES_COMPUTED ? "angles from inv_freq" : "cos/sin tables",

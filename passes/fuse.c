@@ -119,6 +119,32 @@ int fu_m_either(const fu_graph *g, const fu_node *n, int (*pred)(const fu_graph 
     return 0;
 }
 
+int fu_m_div_by_sqrt(const fu_graph *g, int node, int *x, int *inverse, int *sqrt_node) {
+    const fu_node *n = &g->nodes[node];
+    *inverse = *sqrt_node = -1;
+    if (n->n_in != 2 || n->in[0] < 0 || n->in[1] < 0) return 0;
+    if (strcmp(n->op, "Div") == 0) {
+        *sqrt_node = fu_m_producer(g, n->in[1], "Sqrt");
+        *x = n->in[0];
+    } else if (strcmp(n->op, "Mul") == 0) {
+        for (int i = 0; i < 2 && *sqrt_node < 0; i++) {
+            int recip = fu_m_producer(g, n->in[i], "Reciprocal");
+            int div = fu_m_producer(g, n->in[i], "Div");
+            double one;
+            if (recip >= 0) {
+                *inverse = recip;
+                *sqrt_node = fu_m_producer(g, g->nodes[recip].in[0], "Sqrt");
+            } else if (div >= 0 && g->nodes[div].n_in == 2 && fu_m_const_scalar(g, g->nodes[div].in[0], &one) &&
+                       one == 1.0) {
+                *inverse = div;
+                *sqrt_node = fu_m_producer(g, g->nodes[div].in[1], "Sqrt");
+            }
+            *x = n->in[1 - i];
+        }
+    }
+    return *sqrt_node >= 0;
+}
+
 int fu_m_reduce_axes(const fu_graph *g, const fu_node *n, int64_t *axes, int max, int *count) {
     int rank = n->in[0] >= 0 ? g->values[n->in[0]].rank : -1;
     if (rank < 0) return -1;

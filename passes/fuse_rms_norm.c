@@ -64,27 +64,7 @@ static int match_core(const fu_graph *g, int core, rms_match *m) {
     const fu_node *n = &g->nodes[core];
     if (n->n_in != 2 || n->in[0] < 0 || n->in[1] < 0) return 0;
     m->core = core;
-    m->inverse = m->sqrt_node = -1;
-    if (strcmp(n->op, "Div") == 0) {
-        m->sqrt_node = fu_m_producer(g, n->in[1], "Sqrt");
-        m->x = n->in[0];
-    } else if (strcmp(n->op, "Mul") == 0) {
-        for (int i = 0; i < 2 && m->sqrt_node < 0; i++) {
-            int recip = fu_m_producer(g, n->in[i], "Reciprocal");
-            int div = fu_m_producer(g, n->in[i], "Div");
-            double one;
-            if (recip >= 0) {
-                m->inverse = recip;
-                m->sqrt_node = fu_m_producer(g, g->nodes[recip].in[0], "Sqrt");
-            } else if (div >= 0 && g->nodes[div].n_in == 2 && fu_m_const_scalar(g, g->nodes[div].in[0], &one) &&
-                       one == 1.0) {
-                m->inverse = div;
-                m->sqrt_node = fu_m_producer(g, g->nodes[div].in[1], "Sqrt");
-            }
-            m->x = n->in[1 - i];
-        }
-    }
-    if (m->sqrt_node < 0) return 0;
+    if (!fu_m_div_by_sqrt(g, core, &m->x, &m->inverse, &m->sqrt_node)) return 0;
     /* Div(1, Sqrt(...)) alone normalises a constant: not a norm. */
     if (g->values[m->x].kind == FU_VAL_CONST) return 0;
     m->add = fu_m_producer(g, g->nodes[m->sqrt_node].in[0], "Add");

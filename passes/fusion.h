@@ -52,6 +52,11 @@ int fu_m_const_scalar(const fu_graph *g, int v, double *out);
  * pred into *which (0 or 1). Returns 1 if one does. */
 int fu_m_either(const fu_graph *g, const fu_node *n, int (*pred)(const fu_graph *, int, void *),
                 void *arg, int *which);
+/* Node `node` divides a value by a square root, spelled Div(x, Sqrt(r)),
+ * Mul(x, Reciprocal(Sqrt(r))) or Mul(x, Div(1, Sqrt(r))) in either operand
+ * order. Sets *x, *inverse (the Reciprocal/Div node, -1 for plain Div) and
+ * *sqrt_node; returns 1 on a match. */
+int fu_m_div_by_sqrt(const fu_graph *g, int node, int *x, int *inverse, int *sqrt_node);
 /* Reads the reduce axes of a ReduceX node (attr or input), normalised. */
 int fu_m_reduce_axes(const fu_graph *g, const fu_node *n, int64_t *axes, int max, int *count);
 

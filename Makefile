@@ -12,7 +12,7 @@ CC      := gcc
 WARN    := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 $(WARN) -O2 -g -D_GNU_SOURCE -fPIC -I.
 # Runtime kernels: vectorised for this machine.
-RT_CFLAGS := -std=c11 $(WARN) -O3 -march=native -g -D_GNU_SOURCE -fPIC -I.
+RT_CFLAGS := -std=c11 $(WARN) -O3 -march=native -fopenmp -g -D_GNU_SOURCE -fPIC -I.
 LIBS    := -ljson-c -ltcc -ldl -lcrypto -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
@@ -61,7 +61,7 @@ $(BUILD)/rtobj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	$(CC) $(RT_CFLAGS) -c $< -o $@
 
 $(BUILD)/libfusec_rt.so: $(RT_OBJ)
-	$(CC) -shared -o $@ $^ -lopenblas -lm
+	$(CC) -shared -fopenmp -o $@ $^ -lopenblas -lm
 
 $(BUILD)/libfusec.a: $(LIB_OBJ)
 	@rm -f $@
@@ -108,5 +108,11 @@ run: all $(BUILD)/router
 $(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(RT_LINK) -lopenblas -lm -o $@
 
-bench: $(BUILD)/bench_kernels
+# Router speed and memory (bench/bench_router.c, docs/performance.md);
+# generates the qwen3-0.6b float32 and bfloat16 models under build/ if missing.
+$(BUILD)/bench_router: bench/bench_router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+bench: $(BUILD)/bench_kernels $(BUILD)/bench_router
 	$(BUILD)/bench_kernels
+	$(BUILD)/bench_router

@@ -13,8 +13,10 @@
 #include "../ir/verify.h"
 
 /* One line per rule file. Order matters where patterns nest: attention
- * before the norms would not see its inputs' norms, so norms go first. */
-#define RULES(X) X(rms_norm) X(layer_norm) X(rotary_embedding) X(attention) X(swiglu) X(matmul_bias)
+ * before the norms would not see its inputs' norms, so norms go first.
+ * weight_cast rewrites the FusedMatMuls that matmul_bias makes. */
+#define RULES(X) X(rms_norm) X(layer_norm) X(rotary_embedding) X(attention) X(swiglu) X(matmul_bias) \
+    X(weight_cast)
 
 #define DECLARE(name) extern const fu_fusion_rule fu_rule_##name;
 RULES(DECLARE)

@@ -58,6 +58,17 @@ void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, i
                       int64_t N, int64_t K, int64_t stride_a, int64_t stride_b,
                       int64_t stride_c, int trans_a, int trans_b, float alpha, float beta);
 
+/* C = alpha * A * B^T + beta * C for row-major A [M, K], B [N, K] and
+ * C [M, N]: B in the [out, in] layout of a linear layer's weight, read in
+ * place (no transpose, no packing). Built for few rows (M up to a few
+ * hundred) against a large B: B is streamed once, A stays in cache; work is
+ * split across threads by rows of B. The bf16 variant reads B as bfloat16
+ * and computes in float32, with the same result as converting B first. */
+void fu_rt_gemm_nt_f32(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K,
+                       float alpha, float beta);
+void fu_rt_gemm_nt_bf16(const float *A, const uint16_t *B, float *C, int64_t M, int64_t N,
+                        int64_t K, float alpha, float beta);
+
 /* ---- reductions and normalisation -------------------------------------- */
 enum { FU_RT_REDUCE_SUM = 0, FU_RT_REDUCE_MEAN = 1, FU_RT_REDUCE_MAX = 2 };
 /* Reduces x of `shape` (rank dims) over the axes whose mask entry is 1,

@@ -93,6 +93,9 @@ static void matmul_naive(const float *A, const float *B, float *C, int64_t M, in
         }
 }
 
+/* Up to this many rows, fu_rt_gemm_nt_f32 beats repacking sgemm. */
+#define SKINNY_MAX_ROWS 256
+
 void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, int64_t M,
                       int64_t N, int64_t K, int64_t stride_a, int64_t stride_b,
                       int64_t stride_c, int trans_a, int trans_b, float alpha, float beta) {
@@ -107,6 +110,12 @@ void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, i
         batch * M <= INT_MAX) {
         M *= batch;
         batch = 1;
+    }
+    /* Few rows against a weight in [N, K] layout: read it in place rather
+     * than have sgemm repack it on every call (runtime/gemm.c). */
+    if (batch == 1 && trans_b && !trans_a && M <= SKINNY_MAX_ROWS) {
+        fu_rt_gemm_nt_f32(A, B, C, M, N, K, alpha, beta);
+        return;
     }
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX) {
         /* BLAS takes int sizes; such shapes only arise from very thin

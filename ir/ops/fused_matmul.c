@@ -4,7 +4,14 @@
  * last two axes of B (so a [N, K] weight is used as is, without a run-time
  * transpose). fusec adds an optional third input, a bias broadcast along
  * the last axis: shape [N] (or [1, ..., 1, N], or a single element).
- * transBatchA/transBatchB must be 0. float32, on fu_rt_matmul_f32. */
+ * transBatchA/transBatchB must be 0. A, the bias and Y are float32.
+ *
+ * Kernels: a 2-D B read as [N, K] (transB=1, transA=0: a linear layer's
+ * weight) goes to fu_rt_gemm_nt_f32, or fu_rt_gemm_nt_bf16 when B is
+ * bfloat16 (the weight read straight from the mapping, no float32 copy; the
+ * "weight_cast" rule removes the Cast in front of it). A's leading dims are
+ * folded into the rows, since B is shared by all of them. Every other
+ * shape goes to fu_rt_matmul_f32 (sgemm) and needs a float32 B. */
 #include <stdio.h>
 #include <string.h>
 #include "../ops.h"
@@ -48,7 +55,8 @@ static int check_bias(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err 
 }
 
 static int fmm_plan(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *err) {
-    if (fu_require_input(g, n, 0, FU_MASK(FU_F32), err) || fu_require_input(g, n, 1, FU_MASK(FU_F32), err))
+    if (fu_require_input(g, n, 0, FU_MASK(FU_F32), err) ||
+        fu_require_input(g, n, 1, FU_MASK(FU_F32) | FU_MASK(FU_BF16), err))
         return -1;
     const fu_value *a = &g->values[n->in[0]], *b = &g->values[n->in[1]];
     memset(p, 0, sizeof *p);
@@ -60,6 +68,8 @@ static int fmm_plan(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *e
         return fu_node_fail(err, g, n, "operands must have rank >= 1 (got %d and %d)", a->rank, b->rank);
     if (p->trans_a && a->rank != 2) return fu_node_fail(err, g, n, "transA needs a 2-D A (got rank %d)", a->rank);
     if (p->trans_b && b->rank < 2) return fu_node_fail(err, g, n, "transB needs B of rank >= 2");
+    if (b->dtype == FU_BF16 && (!p->trans_b || p->trans_a || b->rank != 2))
+        return fu_node_fail(err, g, n, "a bfloat16 B must be a 2-D [N, K] weight with transB=1 and transA=0");
     int a_vec = a->rank == 1, b_vec = b->rank == 1;
     if (a_vec) {
         p->m = fu_dim_const(1);
@@ -144,7 +154,12 @@ static int fmm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err
         fu_emitf(e, "fu_rt_copy(%s, %s, 4, 2, sh, ds, ss);", Y, fu_emit_ptr(e, n->in[2]));
     }
     int mode_a = batch_mode(&p, p.a_batch), mode_b = batch_mode(&p, p.b_batch);
-    if (mode_a != 2 && mode_b != 2) {
+    const fu_value *b = &g->values[n->in[1]];
+    if (p.trans_b && !p.trans_a && b->rank == 2) {
+        /* One weight for every row of A (all its leading dims x M). */
+        fu_emitf(e, "fu_rt_gemm_nt_%s(%s, %s, %s, %s, %s, %s, %s, %s);", b->dtype == FU_BF16 ? "bf16" : "f32", A,
+                 B, Y, rows, N, K, alpha, beta);
+    } else if (mode_a != 2 && mode_b != 2) {
         fu_emitf(e, "fu_rt_matmul_f32(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %d, %d, %s, %s);", A, B, Y, batch,
                  M, N, K, mode_a ? MK : "0", mode_b ? KN : "0", MN, p.trans_a, p.trans_b, alpha, beta);
     } else {

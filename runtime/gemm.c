@@ -1,0 +1,192 @@
+/* Skinny GEMM against a weight in [out, in] layout: C = alpha * A * B^T + beta * C.
+ *
+ * The router's matmuls multiply 15-65 activation rows by weights of
+ * 1-9 M parameters. General-purpose sgemm repacks B on every call (the
+ * weight is used once per forward), so at these shapes it spends as long
+ * copying as multiplying. Here B is read in place, as dot products: each
+ * tile of MR rows of A and NR rows of B keeps MR x NR vector accumulators
+ * over K, so every B row that enters the cache is used by every A row
+ * before it leaves. A (at most a few hundred KB) stays in L2.
+ *
+ * Work is split over rows of B (OpenMP), so each core streams its own part
+ * of the weight. The summation order is fixed by the tile shape, never by
+ * the thread count, so results are bit-identical from run to run. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fusec_kernels.h"
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+/* Tile: MR rows of A x NR rows of B = 24 vector accumulators, leaving
+ * registers for the NR B vectors and one A vector (32 zmm in all). */
+enum { MR = 6, NR = 4 };
+
+#ifdef __AVX512F__
+
+/* 16 bfloat16 -> 16 float32 (exact: bf16 is the top half of a float). */
+static inline __m512 load_bf16x16(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* One mr x nr tile (mr <= MR, nr <= NR; constants after inlining). A is
+ * packed as [K/16 blocks][MR rows][16] with zero padding (pack_a), so its
+ * loads are sequential; B rows are read in place, the last partial block of
+ * each row with a masked load. */
+#define DEFINE_TILE(NAME, BTYPE, LOADB, LOADB_MASKED)                                                 \
+    static inline __attribute__((always_inline)) void NAME(                                          \
+        int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K, int64_t N, float alpha, \
+        float beta) {                                                                                  \
+        __m512 acc[MR][NR];                                                                            \
+        for (int i = 0; i < mr; i++)                                                                   \
+            for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();                              \
+        int64_t k = 0;                                                                                 \
+        for (; k + 16 <= K; k += 16, Ap += MR * 16) {                                                  \
+            __m512 b[NR];                                                                              \
+            /* Keep every vector in a register: folded into each FMA as a     \
+             * memory operand it would be loaded again per use, and loads,    \
+             * not FMAs, would bound the loop. */                             \
+            for (int j = 0; j < nr; j++) {                                                             \
+                b[j] = LOADB(B + j * K + k);                                                           \
+                __asm__("" : "+v"(b[j]));                                                              \
+            }                                                                                          \
+            for (int i = 0; i < mr; i++) {                                                             \
+                __m512 a = _mm512_loadu_ps(Ap + i * 16);                                               \
+                __asm__("" : "+v"(a));                                                                 \
+                for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);          \
+            }                                                                                          \
+        }                                                                                              \
+        if (k < K) {                                                                                   \
+            __mmask16 m = (__mmask16)((1u << (K - k)) - 1);                                            \
+            __m512 b[NR];                                                                              \
+            for (int j = 0; j < nr; j++) b[j] = LOADB_MASKED(B + j * K + k, m);                        \
+            for (int i = 0; i < mr; i++) {                                                             \
+                __m512 a = _mm512_loadu_ps(Ap + i * 16);                                               \
+                for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);          \
+            }                                                                                          \
+        }                                                                                              \
+        for (int i = 0; i < mr; i++)                                                                   \
+            for (int j = 0; j < nr; j++) {                                                             \
+                float dot = alpha * _mm512_reduce_add_ps(acc[i][j]);                                   \
+                float *c = C + i * N + j;                                                              \
+                *c = beta == 0.0f ? dot : dot + beta * *c;                                             \
+            }                                                                                          \
+    }
+
+#define LOAD_F32(p) _mm512_loadu_ps(p)
+#define LOAD_F32_MASKED(p, m) _mm512_maskz_loadu_ps(m, p)
+DEFINE_TILE(tile_f32, float, LOAD_F32, LOAD_F32_MASKED)
+DEFINE_TILE(tile_bf16, uint16_t, load_bf16x16, load_bf16x16_masked)
+
+#else /* portable fallback: 16-lane partial sums that gcc vectorises */
+
+static inline float bf16_value(uint16_t h) { return fu_rt_bf16_to_f32(h); }
+static inline float f32_value(float f) { return f; }
+
+#define DEFINE_TILE(NAME, BTYPE, VALUE)                                                                \
+    static inline void NAME(int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K,       \
+                            int64_t N, float alpha, float beta) {                                      \
+        for (int i = 0; i < mr; i++)                                                                   \
+            for (int j = 0; j < nr; j++) {                                                             \
+                float lanes[16] = {0};                                                                 \
+                const float *a = Ap + i * 16;                                                          \
+                for (int64_t k = 0; k < K; k += 16, a += MR * 16)                                      \
+                    for (int l = 0; l < 16 && k + l < K; l++) lanes[l] += a[l] * VALUE(B[j * K + k + l]); \
+                float dot = 0;                                                                         \
+                for (int l = 0; l < 16; l++) dot += lanes[l];                                          \
+                float *c = C + i * N + j;                                                              \
+                *c = beta == 0.0f ? alpha * dot : alpha * dot + beta * *c;                             \
+            }                                                                                          \
+    }
+DEFINE_TILE(tile_f32, float, f32_value)
+DEFINE_TILE(tile_bf16, uint16_t, bf16_value)
+
+#endif
+
+/* Calls TILE with constant (mr, nr) so the accumulators stay in registers. */
+#define DISPATCH(TILE, mr, nr, ...)                                         \
+    switch ((mr) * 8 + (nr)) {                                              \
+    case 1 * 8 + 1: TILE(1, 1, __VA_ARGS__); break;                         \
+    case 1 * 8 + 2: TILE(1, 2, __VA_ARGS__); break;                         \
+    case 1 * 8 + 3: TILE(1, 3, __VA_ARGS__); break;                         \
+    case 1 * 8 + 4: TILE(1, 4, __VA_ARGS__); break;                         \
+    case 2 * 8 + 1: TILE(2, 1, __VA_ARGS__); break;                         \
+    case 2 * 8 + 2: TILE(2, 2, __VA_ARGS__); break;                         \
+    case 2 * 8 + 3: TILE(2, 3, __VA_ARGS__); break;                         \
+    case 2 * 8 + 4: TILE(2, 4, __VA_ARGS__); break;                         \
+    case 3 * 8 + 1: TILE(3, 1, __VA_ARGS__); break;                         \
+    case 3 * 8 + 2: TILE(3, 2, __VA_ARGS__); break;                         \
+    case 3 * 8 + 3: TILE(3, 3, __VA_ARGS__); break;                         \
+    case 3 * 8 + 4: TILE(3, 4, __VA_ARGS__); break;                         \
+    case 4 * 8 + 1: TILE(4, 1, __VA_ARGS__); break;                         \
+    case 4 * 8 + 2: TILE(4, 2, __VA_ARGS__); break;                         \
+    case 4 * 8 + 3: TILE(4, 3, __VA_ARGS__); break;                         \
+    case 4 * 8 + 4: TILE(4, 4, __VA_ARGS__); break;                         \
+    case 5 * 8 + 1: TILE(5, 1, __VA_ARGS__); break;                         \
+    case 5 * 8 + 2: TILE(5, 2, __VA_ARGS__); break;                         \
+    case 5 * 8 + 3: TILE(5, 3, __VA_ARGS__); break;                         \
+    case 5 * 8 + 4: TILE(5, 4, __VA_ARGS__); break;                         \
+    case 6 * 8 + 1: TILE(6, 1, __VA_ARGS__); break;                         \
+    case 6 * 8 + 2: TILE(6, 2, __VA_ARGS__); break;                         \
+    case 6 * 8 + 3: TILE(6, 3, __VA_ARGS__); break;                         \
+    default: TILE(6, 4, __VA_ARGS__); break;                                \
+    }
+
+/* Only worth waking a second core when there is enough work to share. */
+static int worth_threads(int64_t M, int64_t N, int64_t K) { return M * N * K >= (int64_t)1 << 20; }
+
+/* Packs A [M, K] as tiles of MR rows: [tile][K/16 blocks][MR][16], zero
+ * padded, so a tile's A loads walk one contiguous stream. Returns NULL when
+ * out of memory. */
+static float *pack_a(const float *A, int64_t M, int64_t K) {
+    int64_t tiles = (M + MR - 1) / MR, blocks = (K + 15) / 16;
+    float *p = calloc((size_t)(tiles * blocks * MR * 16), sizeof(float));
+    if (!p) return NULL;
+    for (int64_t m = 0; m < M; m++) {
+        float *tile = p + (m / MR) * blocks * MR * 16 + (m % MR) * 16;
+        for (int64_t k = 0; k < K; k++) tile[(k / 16) * MR * 16 + k % 16] = A[m * K + k];
+    }
+    return p;
+}
+
+#define DEFINE_GEMM(NAME, BTYPE, TILE)                                                                 \
+    void NAME(const float *A, const BTYPE *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,  \
+              float beta) {                                                                            \
+        if (M <= 0 || N <= 0) return;                                                                  \
+        int64_t n_blocks = (N + NR - 1) / NR, tile_floats = (K + 15) / 16 * MR * 16;                   \
+        float *Ap = pack_a(A, M, K);                                                                   \
+        if (!Ap) { /* no memory for the packed copy: compute from A directly */                        \
+            for (int64_t n = 0; n < N; n++)                                                            \
+                for (int64_t m = 0; m < M; m++) {                                                      \
+                    float dot = 0;                                                                     \
+                    for (int64_t k = 0; k < K; k++) dot += A[m * K + k] * (float)B_VALUE(B[n * K + k]); \
+                    C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];      \
+                }                                                                                      \
+            return;                                                                                    \
+        }                                                                                              \
+        _Pragma("omp parallel for schedule(dynamic, 8) if (worth_threads(M, N, K))")                       \
+        for (int64_t nb = 0; nb < n_blocks; nb++) {                                                    \
+            int64_t n0 = nb * NR;                                                                      \
+            int nr = (int)(N - n0 < NR ? N - n0 : NR);                                                 \
+            for (int64_t m0 = 0; m0 < M; m0 += MR) {                                                   \
+                int mr = (int)(M - m0 < MR ? M - m0 : MR);                                             \
+                DISPATCH(TILE, mr, nr, Ap + (m0 / MR) * tile_floats, B + n0 * K, C + m0 * N + n0, K, N, \
+                         alpha, beta)                                                                  \
+            }                                                                                          \
+        }                                                                                              \
+        free(Ap);                                                                                      \
+    }
+
+#define B_VALUE(x) (x)
+DEFINE_GEMM(fu_rt_gemm_nt_f32, float, tile_f32)
+#undef B_VALUE
+#define B_VALUE(x) fu_rt_bf16_to_f32(x)
+DEFINE_GEMM(fu_rt_gemm_nt_bf16, uint16_t, tile_bf16)
+#undef B_VALUE

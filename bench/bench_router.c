@@ -21,6 +21,7 @@
  *
  *   make bench   (or build/bench_router [--runs N] [--bare-runs N])
  *   build/bench_router --lane PROFILE/BACKEND --model MODEL.json [--runs N]   (one lane) */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
@@ -82,6 +83,7 @@ typedef struct {
     double jit_compile_ms, aot_cold_ms, aot_cached_ms, load_ms, first_forward_ms;
     double forward_ms[N_LENGTHS];
     int runs;
+    int cache_rebuilt;   /* aot: the cached load built again (the runtime library changed) */
     long peak_rss_kb;
     int agent[N_LENGTHS], role[N_LENGTHS];
 } lane_result;
@@ -151,6 +153,27 @@ static long peak_rss_kb(void) {
         if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
     fclose(f);
     return kb;
+}
+
+/* Shared libraries in an AOT cache directory: one per distinct build. */
+static int count_libraries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        n += len > 3 && strcmp(e->d_name + len - 3, ".so") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The system load average, to show whether other work shared the CPUs. */
+static void print_load_average(const char *when) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double one, five;
+    if (f && fscanf(f, "%lf %lf", &one, &five) == 2) printf("load average %s: %.2f (1 min), %.2f (5 min)\n", when, one, five);
+    if (f) fclose(f);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -237,6 +260,7 @@ static int lane_main(const char *root, const char *lane, const char *model_path,
         fusec_free(m);
         if (!(m = timed_load(model_path, &fo, &r.aot_cached_ms))) goto done;
         r.load_ms = r.aot_cached_ms;
+        r.cache_rebuilt = count_libraries(cache_dir) != 1;
     } else {
         if (!(m = timed_load(model_path, &fo, &r.jit_compile_ms))) goto done;
         r.load_ms = r.jit_compile_ms;
@@ -252,9 +276,9 @@ static int lane_main(const char *root, const char *lane, const char *model_path,
         r.forward_ms[len] = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
     }
     r.peak_rss_kb = peak_rss_kb();
-    printf("lane-result %.3f %.3f %.3f %.3f %.3f %.3f %.3f %d %ld %d %d %d %d\n", r.jit_compile_ms,
+    printf("lane-result %.3f %.3f %.3f %.3f %.3f %.3f %.3f %d %d %ld %d %d %d %d\n", r.jit_compile_ms,
            r.aot_cold_ms, r.aot_cached_ms, r.load_ms, r.first_forward_ms, r.forward_ms[0], r.forward_ms[1],
-           r.runs, r.peak_rss_kb, r.agent[0], r.role[0], r.agent[1], r.role[1]);
+           r.runs, r.cache_rebuilt, r.peak_rss_kb, r.agent[0], r.role[0], r.agent[1], r.role[1]);
     status = 0;
 done:
     fusec_free(m);
@@ -326,10 +350,10 @@ static void run_lane_child(const char *model_path, const char *lane, int runs, l
     char line[512];
     int found = 0;
     while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "lane-result %lf %lf %lf %lf %lf %lf %lf %d %ld %d %d %d %d", &r->jit_compile_ms,
+        if (sscanf(line, "lane-result %lf %lf %lf %lf %lf %lf %lf %d %d %ld %d %d %d %d", &r->jit_compile_ms,
                    &r->aot_cold_ms, &r->aot_cached_ms, &r->load_ms, &r->first_forward_ms, &r->forward_ms[0],
-                   &r->forward_ms[1], &r->runs, &r->peak_rss_kb, &r->agent[0], &r->role[0], &r->agent[1],
-                   &r->role[1]) == 13)
+                   &r->forward_ms[1], &r->runs, &r->cache_rebuilt, &r->peak_rss_kb, &r->agent[0], &r->role[0],
+                   &r->agent[1], &r->role[1]) == 14)
             found = 1;
     if (f) fclose(f); else close(out[0]);
     int status;
@@ -368,6 +392,7 @@ static void print_variant(const model_variant *v, double weights_bytes, const la
         print_ms(r->jit_compile_ms);
         print_ms(r->aot_cold_ms);
         print_ms(r->aot_cached_ms);
+        if (r->cache_rebuilt) printf("*");
         print_ms(r->load_ms);
         print_ms(r->first_forward_ms);
         print_ms(r->forward_ms[0]);
@@ -377,6 +402,11 @@ static void print_variant(const model_variant *v, double weights_bytes, const la
                rss_bytes / weights_bytes, r->agent[0], r->role[0], r->agent[1], r->role[1]);
     }
 
+    for (int l = 0; l < N_LANES; l++)
+        if (lanes[l].ok && lanes[l].cache_rebuilt) {
+            printf("* %s: the cached load built again: the runtime library changed during the run\n", lane_names[l]);
+            break;
+        }
     printf("ratios of median forward times (%s %d tokens, %s %d tokens):\n", cases[0].id,
            cases[0].token_count, cases[1].id, cases[1].token_count);
     static const struct { const char *name; int num, den; } ratios[] = {
@@ -495,6 +525,7 @@ int main(int argc, char **argv) {
     printf("each lane in its own process; forward = median of %d timed runs (fast) / %d (bare) after 1 warm-up\n",
            fast_runs, bare_runs);
 
+    print_load_average("at start");
     int n_fail = 0;
     double start = now_ms();
     for (int v = 0; v < N_VARIANTS; v++) {
@@ -522,6 +553,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     printf("\n%d check(s) failed; benchmark wall-clock %.0f s\n", n_fail, (now_ms() - start) / 1e3);
+    print_load_average("at end");
     for (int len = 0; len < N_LENGTHS; len++) free(cases[len].input_ids);
     return 0;
 }

@@ -15,9 +15,9 @@
  *
  * Every consumer of the Cast's output must be such a product (all are
  * rewritten at once; the Cast, left without users, goes in dce) and it must
- * not be a graph output: otherwise the Cast stays and the rule logs why. A bfloat16 weight used as [K, N] (no
- * transpose anywhere) and a float16 weight are near misses too: no kernel
- * reads those. Anchor: any MatMul / FusedMatMul whose B is such a Cast. */
+ * not be a graph output: otherwise the Cast stays and the rule logs why. A
+ * bfloat16 weight used as [K, N] (no transpose anywhere) and a float16
+ * weight are near misses too: no kernel reads those. Anchor: any MatMul / FusedMatMul whose B is such a Cast. */
 #include <stdio.h>
 #include <string.h>
 #include "fusion.h"

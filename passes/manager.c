@@ -11,7 +11,7 @@ static const fu_pass all_passes[] = {
     {"infer", "resolve ops, check the graph, infer dtypes and shapes", fu_pass_infer},
     {"fold", "evaluate nodes whose inputs are all constants", fu_pass_fold},
     {"cse", "merge identical nodes and identical constants", fu_pass_cse},
-    {"fuse", "replace norm, rope, attention, swiglu and matmul+bias subgraphs by fused nodes", fu_pass_fuse},
+    {"fuse", "replace norm, rope, attention, swiglu and matmul+bias subgraphs by fused nodes; read bf16 weights in place", fu_pass_fuse},
     {"dce", "remove nodes and initializers nothing uses", fu_pass_dce},
     {"plan", "loop groups, value storage and the arena memory plan", fu_pass_plan},
 };

@@ -424,6 +424,28 @@ static void test_f32_trans_b(void **state) {
     }
 }
 
+/* FusedMatMul reads a bfloat16 B only as a 2-D [N, K] weight. */
+static void test_bf16_op_errors(void **state) {
+    (void)state;
+    const char *attrs[] = {"{\"transB\": 0}", "{\"transB\": 1, \"transA\": 1}"};
+    const char *b_shape[] = {"[4, 6]", "[4, 6]"};
+    for (int i = 0; i < 2; i++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"ir_version\": 1, \"inputs\": [{\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [4, 4]},"
+                 " {\"name\": \"b\", \"dtype\": \"bfloat16\", \"shape\": %s}], \"outputs\": [{\"name\": \"y\"}],"
+                 " \"nodes\": [{\"op\": \"FusedMatMul\", \"inputs\": [\"a\", \"b\"], \"outputs\": [\"y\"],"
+                 " \"attrs\": %s}]}",
+                 b_shape[i], attrs[i]);
+        char *path = tu_write_temp(".json", json);
+        char err[FU_ERR_LEN] = "";
+        fusec_model *m = fusec_load(path, NULL, err, sizeof err);
+        if (m || !strstr(err, "bfloat16 B must be a 2-D [N, K] weight")) fail_msg("case %d: got '%s'", i, err);
+        unlink(path);
+        free(path);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cast_transpose_bias),
@@ -435,6 +457,7 @@ int main(void) {
         cmocka_unit_test(test_miss_kn_layout),
         cmocka_unit_test(test_miss_float16),
         cmocka_unit_test(test_f32_trans_b),
+        cmocka_unit_test(test_bf16_op_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@ CC      := gcc
 WARN    := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 $(WARN) -O2 -g -D_GNU_SOURCE -fPIC -I.
 # Runtime kernels: vectorised for this machine.
-RT_CFLAGS := -std=c11 $(WARN) -O3 -march=native -fopenmp -g -D_GNU_SOURCE -fPIC -I.
+RT_CFLAGS := -std=c11 $(WARN) -O3 -march=native -g -D_GNU_SOURCE -fPIC -I.
 LIBS    := -ljson-c -ltcc -ldl -lcrypto -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
@@ -61,7 +61,7 @@ $(BUILD)/rtobj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	$(CC) $(RT_CFLAGS) -c $< -o $@
 
 $(BUILD)/libfusec_rt.so: $(RT_OBJ)
-	$(CC) -shared -fopenmp -o $@ $^ -lopenblas -lm
+	$(CC) -shared -o $@ $^ -lopenblas -lm
 
 $(BUILD)/libfusec.a: $(LIB_OBJ)
 	@rm -f $@

@@ -8,13 +8,14 @@
  * over K, so every B row that enters the cache is used by every A row
  * before it leaves. A (at most a few hundred KB) stays in L2.
  *
- * Work is split over rows of B (OpenMP), so each core streams its own part
- * of the weight. The summation order is fixed by the tile shape, never by
+ * Work is split over rows of B (fu_rt_parallel_for), so each core streams
+ * its own part of the weight. The summation order is fixed by the tile shape, never by
  * the thread count, so results are bit-identical from run to run. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fusec_kernels.h"
+#include "parallel.h"
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -43,7 +44,7 @@ static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
 #define DEFINE_TILE(NAME, BTYPE, LOADB, LOADB_MASKED)                                                 \
     static inline __attribute__((always_inline)) void NAME(                                          \
         int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K, int64_t N, float alpha, \
-        float beta) {                                                                                  \
+        float beta, const BTYPE *prefetch) {                                                           \
         __m512 acc[MR][NR];                                                                            \
         for (int i = 0; i < mr; i++)                                                                   \
             for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();                              \
@@ -56,6 +57,7 @@ static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
             for (int j = 0; j < nr; j++) {                                                             \
                 b[j] = LOADB(B + j * K + k);                                                           \
                 __asm__("" : "+v"(b[j]));                                                              \
+                if (prefetch) _mm_prefetch((const char *)(prefetch + j * K + k), _MM_HINT_T0);         \
             }                                                                                          \
             for (int i = 0; i < mr; i++) {                                                             \
                 __m512 a = _mm512_loadu_ps(Ap + i * 16);                                               \
@@ -92,7 +94,8 @@ static inline float f32_value(float f) { return f; }
 
 #define DEFINE_TILE(NAME, BTYPE, VALUE)                                                                \
     static inline void NAME(int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K,       \
-                            int64_t N, float alpha, float beta) {                                      \
+                            int64_t N, float alpha, float beta, const BTYPE *prefetch) {               \
+        (void)prefetch;                                                                                \
         for (int i = 0; i < mr; i++)                                                                   \
             for (int j = 0; j < nr; j++) {                                                             \
                 float lanes[16] = {0};                                                                 \
@@ -156,11 +159,44 @@ static float *pack_a(const float *A, int64_t M, int64_t K) {
     return p;
 }
 
-#define DEFINE_GEMM(NAME, BTYPE, TILE)                                                                 \
+/* One call's operands, shared by the threads; a range is of B row blocks. */
+typedef struct {
+    const float *Ap;
+    const void *B;
+    float *C;
+    int64_t M, N, K, tile_floats;
+    float alpha, beta;
+} gemm_job;
+
+#define DEFINE_RANGE(RANGE, BTYPE, TILE)                                                               \
+    static void RANGE(void *arg, int64_t nb_begin, int64_t nb_end) {                                   \
+        const gemm_job *j = arg;                                                                       \
+        const BTYPE *B = j->B;                                                                         \
+        for (int64_t nb = nb_begin; nb < nb_end; nb++) {                                               \
+            int64_t n0 = nb * NR;                                                                      \
+            int nr = (int)(j->N - n0 < NR ? j->N - n0 : NR);                                           \
+            for (int64_t m0 = 0; m0 < j->M; m0 += MR) {                                                \
+                int mr = (int)(j->M - m0 < MR ? j->M - m0 : MR);                                       \
+                /* The first row tile pulls the next block of B towards the    \
+                 * cache while this one is computed: a few streams of plain     \
+                 * loads leave most of the memory bandwidth unused. */          \
+                const BTYPE *next = m0 == 0 && nb + 1 < nb_end ? B + (n0 + NR) * j->K : NULL;          \
+                DISPATCH(TILE, mr, nr, j->Ap + (m0 / MR) * j->tile_floats, B + n0 * j->K,              \
+                         j->C + m0 * j->N + n0, j->K, j->N, j->alpha, j->beta, next)                   \
+            }                                                                                          \
+        }                                                                                              \
+    }
+DEFINE_RANGE(range_f32, float, tile_f32)
+DEFINE_RANGE(range_bf16, uint16_t, tile_bf16)
+
+/* Blocks of B rows per claimed chunk: big enough to amortise the claim,
+ * small enough to balance two threads. */
+enum { BLOCKS_PER_CHUNK = 16 };
+
+#define DEFINE_GEMM(NAME, BTYPE, RANGE)                                                                \
     void NAME(const float *A, const BTYPE *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,  \
               float beta) {                                                                            \
         if (M <= 0 || N <= 0) return;                                                                  \
-        int64_t n_blocks = (N + NR - 1) / NR, tile_floats = (K + 15) / 16 * MR * 16;                   \
         float *Ap = pack_a(A, M, K);                                                                   \
         if (!Ap) { /* no memory for the packed copy: compute from A directly */                        \
             for (int64_t n = 0; n < N; n++)                                                            \
@@ -171,22 +207,16 @@ static float *pack_a(const float *A, int64_t M, int64_t K) {
                 }                                                                                      \
             return;                                                                                    \
         }                                                                                              \
-        _Pragma("omp parallel for schedule(dynamic, 8) if (worth_threads(M, N, K))")                       \
-        for (int64_t nb = 0; nb < n_blocks; nb++) {                                                    \
-            int64_t n0 = nb * NR;                                                                      \
-            int nr = (int)(N - n0 < NR ? N - n0 : NR);                                                 \
-            for (int64_t m0 = 0; m0 < M; m0 += MR) {                                                   \
-                int mr = (int)(M - m0 < MR ? M - m0 : MR);                                             \
-                DISPATCH(TILE, mr, nr, Ap + (m0 / MR) * tile_floats, B + n0 * K, C + m0 * N + n0, K, N, \
-                         alpha, beta)                                                                  \
-            }                                                                                          \
-        }                                                                                              \
+        gemm_job job = {Ap, B, C, M, N, K, (K + 15) / 16 * MR * 16, alpha, beta};                      \
+        int64_t n_blocks = (N + NR - 1) / NR;                                                          \
+        if (worth_threads(M, N, K)) fu_rt_parallel_for(n_blocks, BLOCKS_PER_CHUNK, RANGE, &job);       \
+        else RANGE(&job, 0, n_blocks);                                                                 \
         free(Ap);                                                                                      \
     }
 
 #define B_VALUE(x) (x)
-DEFINE_GEMM(fu_rt_gemm_nt_f32, float, tile_f32)
+DEFINE_GEMM(fu_rt_gemm_nt_f32, float, range_f32)
 #undef B_VALUE
 #define B_VALUE(x) fu_rt_bf16_to_f32(x)
-DEFINE_GEMM(fu_rt_gemm_nt_bf16, uint16_t, tile_bf16)
+DEFINE_GEMM(fu_rt_gemm_nt_bf16, uint16_t, range_bf16)
 #undef B_VALUE

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fusec_kernels.h"
+#include "parallel.h"
 
 /* Partial accumulators per reduction: two AVX-512 vectors (or four AVX2
  * ones), enough independent chains to hide the add latency. */
@@ -421,6 +422,74 @@ static void attention_rows_direct(const attention_plan *plan, const float *q_hea
 /* Below this many query rows K is used directly rather than transposed. */
 #define BLOCKED_MIN_ROWS 4
 
+/* Everything one (batch, kv head) group needs; groups run in parallel,
+ * each range with its own scratch. */
+typedef struct {
+    attention_plan plan;   /* shared shape facts; scratch pointers set per range */
+    const float *q, *k, *v, *mask, *sinks;
+    float *out;
+    int64_t kv_heads, group;
+    int64_t q_stride_b, q_stride_h, k_stride_b, k_stride_h, k_stride_s;
+    int64_t v_stride_b, v_stride_h, out_stride_b, out_stride_h, mask_stride_b, mask_stride_h;
+    int blocked, pad_v;
+    int64_t zeros, scratch_floats;
+    _Atomic int failed;
+} attention_job;
+
+static void attention_groups(void *arg, int64_t begin, int64_t end) {
+    attention_job *job = arg;
+    attention_plan plan = job->plan;
+    float *scratch = malloc((size_t)(job->scratch_floats > 0 ? job->scratch_floats : 1) * sizeof(float));
+    if (!scratch) {
+        job->failed = 1;
+        return;
+    }
+    if (job->blocked) {
+        plan.k_transposed = scratch;
+        plan.weights = plan.k_transposed + plan.head_dim * plan.keys_padded;
+        float *zero_row = plan.weights + CHUNK_ROWS * plan.keys_padded;
+        memset(zero_row, 0, (size_t)job->zeros * sizeof(float));
+        plan.zero_row = zero_row;
+        if (job->pad_v) plan.v_padded = zero_row + job->zeros;
+    }
+    int64_t head_dim = plan.head_dim, kv_len = plan.kv_len, v_head_dim = plan.v_head_dim;
+    for (int64_t g = begin; g < end; g++) {
+        int64_t b = g / job->kv_heads, kv = g % job->kv_heads;
+        const float *k_head = job->k + b * job->k_stride_b + kv * job->k_stride_h;
+        const float *v_head = job->v + b * job->v_stride_b + kv * job->v_stride_h;
+        if (job->blocked) {
+            /* transposed (and padded) once for all query heads of the group */
+            for (int64_t d = 0; d < head_dim; d++) {
+                float *kt_row = plan.k_transposed + d * plan.keys_padded;
+                for (int64_t j = 0; j < kv_len; j++) kt_row[j] = k_head[j * job->k_stride_s + d];
+                for (int64_t j = kv_len; j < plan.keys_padded; j++) kt_row[j] = 0.0f;
+            }
+            if (job->pad_v)
+                for (int64_t j = 0; j < kv_len; j++) {
+                    float *row = plan.v_padded + j * plan.v_dim_padded;
+                    memcpy(row, v_head + j * plan.v_stride_s, (size_t)v_head_dim * sizeof(float));
+                    memset(row + v_head_dim, 0, (size_t)(plan.v_dim_padded - v_head_dim) * sizeof(float));
+                }
+        }
+        for (int64_t h = kv * job->group; h < (kv + 1) * job->group; h++) {
+            const float *q_head = job->q + b * job->q_stride_b + h * job->q_stride_h;
+            float *out_head = job->out + b * job->out_stride_b + h * job->out_stride_h;
+            const float *mask_head = job->mask ? job->mask + b * job->mask_stride_b + h * job->mask_stride_h : NULL;
+            const float *sink = job->sinks ? job->sinks + h : NULL;
+            if (!job->blocked) {
+                attention_rows_direct(&plan, q_head, k_head, job->k_stride_s, v_head, out_head, mask_head, sink,
+                                      scratch);
+                continue;
+            }
+            for (int64_t i0 = 0; i0 < plan.q_len; i0 += CHUNK_ROWS) {
+                int64_t rows = plan.q_len - i0 < CHUNK_ROWS ? plan.q_len - i0 : CHUNK_ROWS;
+                attention_chunk(&plan, q_head, v_head, out_head, mask_head, sink, i0, rows);
+            }
+        }
+    }
+    free(scratch);
+}
+
 int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *out,
                         int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t q_len,
                         int64_t kv_len, int64_t head_dim, int64_t v_head_dim,
@@ -431,67 +500,31 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
                         float scale, int is_causal, const float *mask, int64_t mask_stride_b,
                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks) {
     if (kv_heads <= 0 || q_heads % kv_heads != 0) return -1;
-    attention_plan plan = {q_len, kv_len, head_dim, v_head_dim, q_stride_s, v_stride_s,
-                           out_stride_s, mask_stride_q, scale, is_causal, 0, 0, NULL, NULL,
-                           NULL, NULL};
-    plan.keys_padded = (kv_len + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
-    plan.v_dim_padded = (v_head_dim + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
-    int blocked = q_len >= BLOCKED_MIN_ROWS;
-    int pad_v = blocked && plan.v_dim_padded != v_head_dim;
-    int64_t zeros = head_dim > plan.keys_padded ? head_dim : plan.keys_padded;
-    int64_t scratch_floats = kv_len; /* direct path: one row of scores */
-    if (blocked)
-        scratch_floats = head_dim * plan.keys_padded + CHUNK_ROWS * plan.keys_padded + zeros +
-                         (pad_v ? kv_len * plan.v_dim_padded : 0);
-    float *scratch = malloc((size_t)(scratch_floats > 0 ? scratch_floats : 1) * sizeof(float));
-    if (!scratch) return -1;
-    if (blocked) {
-        plan.k_transposed = scratch;
-        plan.weights = plan.k_transposed + head_dim * plan.keys_padded;
-        float *zero_row = plan.weights + CHUNK_ROWS * plan.keys_padded;
-        memset(zero_row, 0, (size_t)zeros * sizeof(float));
-        plan.zero_row = zero_row;
-        if (pad_v) plan.v_padded = zero_row + zeros;
-    }
-
-    int64_t group = q_heads / kv_heads;
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t kv = 0; kv < kv_heads; kv++) {
-            const float *k_head = k + b * k_stride_b + kv * k_stride_h;
-            const float *v_head = v + b * v_stride_b + kv * v_stride_h;
-            if (blocked) {
-                /* transposed (and padded) once for all query heads of the group */
-                for (int64_t d = 0; d < head_dim; d++) {
-                    float *kt_row = plan.k_transposed + d * plan.keys_padded;
-                    for (int64_t j = 0; j < kv_len; j++) kt_row[j] = k_head[j * k_stride_s + d];
-                    for (int64_t j = kv_len; j < plan.keys_padded; j++) kt_row[j] = 0.0f;
-                }
-                if (pad_v)
-                    for (int64_t j = 0; j < kv_len; j++) {
-                        float *row = plan.v_padded + j * plan.v_dim_padded;
-                        memcpy(row, v_head + j * v_stride_s, (size_t)v_head_dim * sizeof(float));
-                        memset(row + v_head_dim, 0,
-                               (size_t)(plan.v_dim_padded - v_head_dim) * sizeof(float));
-                    }
-            }
-            for (int64_t h = kv * group; h < (kv + 1) * group; h++) {
-                const float *q_head = q + b * q_stride_b + h * q_stride_h;
-                float *out_head = out + b * out_stride_b + h * out_stride_h;
-                const float *mask_head = mask ? mask + b * mask_stride_b + h * mask_stride_h : NULL;
-                const float *sink = sinks ? sinks + h : NULL;
-                if (!blocked) {
-                    attention_rows_direct(&plan, q_head, k_head, k_stride_s, v_head, out_head,
-                                          mask_head, sink, scratch);
-                    continue;
-                }
-                for (int64_t i0 = 0; i0 < q_len; i0 += CHUNK_ROWS) {
-                    int64_t rows = q_len - i0 < CHUNK_ROWS ? q_len - i0 : CHUNK_ROWS;
-                    attention_chunk(&plan, q_head, v_head, out_head, mask_head, sink, i0, rows);
-                }
-            }
-        }
-    free(scratch);
-    return 0;
+    attention_job job = {
+        .plan = {q_len, kv_len, head_dim, v_head_dim, q_stride_s, v_stride_s, out_stride_s, mask_stride_q,
+                 scale, is_causal, 0, 0, NULL, NULL, NULL, NULL},
+        .q = q, .k = k, .v = v, .mask = mask, .sinks = sinks, .out = out,
+        .kv_heads = kv_heads, .group = q_heads / kv_heads,
+        .q_stride_b = q_stride_b, .q_stride_h = q_stride_h, .k_stride_b = k_stride_b,
+        .k_stride_h = k_stride_h, .k_stride_s = k_stride_s, .v_stride_b = v_stride_b,
+        .v_stride_h = v_stride_h, .out_stride_b = out_stride_b, .out_stride_h = out_stride_h,
+        .mask_stride_b = mask_stride_b, .mask_stride_h = mask_stride_h,
+    };
+    job.plan.keys_padded = (kv_len + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
+    job.plan.v_dim_padded = (v_head_dim + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
+    job.blocked = q_len >= BLOCKED_MIN_ROWS;
+    job.pad_v = job.blocked && job.plan.v_dim_padded != v_head_dim;
+    job.zeros = head_dim > job.plan.keys_padded ? head_dim : job.plan.keys_padded;
+    job.scratch_floats = kv_len; /* direct path: one row of scores */
+    if (job.blocked)
+        job.scratch_floats = head_dim * job.plan.keys_padded + CHUNK_ROWS * job.plan.keys_padded + job.zeros +
+                             (job.pad_v ? kv_len * job.plan.v_dim_padded : 0);
+    /* Each (batch, kv head) group is independent: share them out when the
+     * work is worth waking another core for. */
+    int64_t groups = batch * kv_heads;
+    if (q_len * kv_len * head_dim * q_heads >= ((int64_t)1 << 18)) fu_rt_parallel_for(groups, 1, attention_groups, &job);
+    else attention_groups(&job, 0, groups);
+    return job.failed ? -1 : 0;
 }
 
 /* ==== SwiGLU ============================================================== */

@@ -366,8 +366,29 @@ static void store_expr(fu_dtype t, const char *value, char *buf, size_t n) {
 
 #define EXPR_MAX 4096
 
+/* A lone Cast between float32 and a half type becomes one runtime call:
+ * in a bare graph these convert whole weights every forward, and the
+ * gcc-built kernel keeps the JIT (tcc) within reach of AOT. */
+static int emit_runtime_convert(fu_emit *e, const fu_node *n) {
+    const fu_graph *g = e->g;
+    const fu_value *in = &g->values[n->in[0]], *out = &g->values[n->out[0]];
+    const char *kind = NULL;
+    if (in->dtype == FU_BF16 && out->dtype == FU_F32) kind = "FU_RT_CONVERT_BF16_TO_F32";
+    if (in->dtype == FU_F16 && out->dtype == FU_F32) kind = "FU_RT_CONVERT_F16_TO_F32";
+    if (in->dtype == FU_F32 && out->dtype == FU_BF16) kind = "FU_RT_CONVERT_F32_TO_BF16";
+    if (in->dtype == FU_F32 && out->dtype == FU_F16) kind = "FU_RT_CONVERT_F32_TO_F16";
+    if (!kind || in->rank != out->rank) return 0;
+    for (int k = 0; k < in->rank; k++)
+        if (!fu_dim_eq(in->shape[k], out->shape[k])) return 0;
+    fu_emitf(e, "fu_rt_convert(%s, %s, %s, %s);", fu_emit_vptr(e, n->out[0]), fu_emit_vptr(e, n->in[0]),
+             fu_emit_numel(e, n->out[0]), kind);
+    return 1;
+}
+
 static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err *err) {
     const fu_graph *g = e->g;
+    if (n_members == 1 && strcmp(g->nodes[members[0]].op, "Cast") == 0 && emit_runtime_convert(e, &g->nodes[members[0]]))
+        return 0;
     const fu_node *root = &g->nodes[members[n_members - 1]];
     const fu_value *out = &g->values[root->out[0]];
     int r = out->rank;

@@ -49,6 +49,13 @@ static inline uint16_t fu_rt_f32_to_bf16(float f) {
 float fu_rt_f16_to_f32(uint16_t h);
 uint16_t fu_rt_f32_to_f16(float f);
 
+/* Converts n elements between float32 and a half type (f16 / bf16), both
+ * ways, with the rounding of fu_rt_f32_to_*: the Casts of whole weights
+ * that a bare-profile graph runs every forward, done by gcc-built code. */
+enum { FU_RT_CONVERT_BF16_TO_F32, FU_RT_CONVERT_F16_TO_F32, FU_RT_CONVERT_F32_TO_BF16,
+       FU_RT_CONVERT_F32_TO_F16 };
+void fu_rt_convert(void *dst, const void *src, int64_t n, int kind);
+
 /* ---- dense linear algebra ------------------------------------------------ */
 /* C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b] for b < batch, row-major,
  * op = transpose when trans_* is set. A[b] starts at A + b*stride_a (stride

@@ -93,6 +93,23 @@ static void matmul_naive(const float *A, const float *B, float *C, int64_t M, in
         }
 }
 
+void fu_rt_convert(void *dst, const void *src, int64_t n, int kind) {
+    switch (kind) {
+    case FU_RT_CONVERT_BF16_TO_F32:
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = fu_rt_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case FU_RT_CONVERT_F16_TO_F32:
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = fu_rt_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case FU_RT_CONVERT_F32_TO_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fu_rt_f32_to_bf16(((const float *)src)[i]);
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fu_rt_f32_to_f16(((const float *)src)[i]);
+        break;
+    }
+}
+
 /* Up to this many rows, fu_rt_gemm_nt_f32 beats repacking sgemm. */
 #define SKINNY_MAX_ROWS 256
 

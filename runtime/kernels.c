@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "fusec_kernels.h"
+#include "parallel.h"
 
 /* Largest rank a kernel walks. The IR caps ranks at FU_MAX_RANK (8). */
 #define RT_MAX_RANK 16
@@ -93,7 +94,27 @@ static void matmul_naive(const float *A, const float *B, float *C, int64_t M, in
         }
 }
 
+typedef struct {
+    void *dst;
+    const void *src;
+    int kind;
+} convert_job;
+
+static void convert_range(void *arg, int64_t begin, int64_t end);
+
 void fu_rt_convert(void *dst, const void *src, int64_t n, int kind) {
+    convert_job job = {dst, src, kind};
+    /* whole weights in bare graphs: memory bound, so both cores help */
+    if (n >= (1 << 20)) fu_rt_parallel_for(n, 1 << 16, convert_range, &job);
+    else convert_range(&job, 0, n);
+}
+
+static void convert_range(void *arg, int64_t begin, int64_t end) {
+    const convert_job *j = arg;
+    int64_t n = end - begin;
+    int kind = j->kind;
+    void *dst = (char *)j->dst + begin * (kind == FU_RT_CONVERT_BF16_TO_F32 || kind == FU_RT_CONVERT_F16_TO_F32 ? 4 : 2);
+    const void *src = (const char *)j->src + begin * (kind == FU_RT_CONVERT_BF16_TO_F32 || kind == FU_RT_CONVERT_F16_TO_F32 ? 2 : 4);
     switch (kind) {
     case FU_RT_CONVERT_BF16_TO_F32:
         for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = fu_rt_bf16_to_f32(((const uint16_t *)src)[i]);
@@ -523,6 +544,30 @@ static void transpose_tiles(void *dst, const void *src, int64_t elem_size, int64
         transpose_tiles_uint16_t(dst, src, rows, cols, dst_row, src_col);
 }
 
+static void copy_collapsed(void *dst, const void *src, int64_t elem_size, int r, const int64_t *dims,
+                           const int64_t *ds, const int64_t *ss);
+
+enum { PARALLEL_COPY_BYTES = 1 << 22 };
+
+typedef struct {
+    void *dst;
+    const void *src;
+    int64_t elem_size;
+    int r;
+    int64_t dims[RT_MAX_RANK], ds[RT_MAX_RANK], ss[RT_MAX_RANK];
+} copy_job;
+
+/* Rows [begin, end) of the outermost collapsed dim. */
+static void copy_range(void *arg, int64_t begin, int64_t end) {
+    const copy_job *j = arg;
+    int64_t dims[RT_MAX_RANK];
+    memcpy(dims, j->dims, sizeof dims);
+    dims[0] = end - begin;
+    copy_collapsed((char *)j->dst + begin * j->ds[0] * j->elem_size,
+                   (const char *)j->src + begin * j->ss[0] * j->elem_size, j->elem_size, j->r, dims, j->ds,
+                   j->ss);
+}
+
 void fu_rt_copy(void *dst, const void *src, int64_t elem_size, int rank, const int64_t *shape,
                 const int64_t *dst_strides, const int64_t *src_strides) {
     int64_t dims[RT_MAX_RANK], ds[RT_MAX_RANK], ss[RT_MAX_RANK];
@@ -548,6 +593,25 @@ void fu_rt_copy(void *dst, const void *src, int64_t elem_size, int rank, const i
         memcpy(dst, src, (size_t)elem_size);
         return;
     }
+    /* Large copies (a bare graph transposes whole weights every forward)
+     * are shared across cores along the outermost dim. */
+    int64_t total = elem_size;
+    for (int d = 0; d < r; d++) total *= dims[d];
+    if (total >= PARALLEL_COPY_BYTES && dims[0] >= 2) {
+        copy_job job = {dst, src, elem_size, r, {0}, {0}, {0}};
+        memcpy(job.dims, dims, sizeof(int64_t) * (size_t)r);
+        memcpy(job.ds, ds, sizeof(int64_t) * (size_t)r);
+        memcpy(job.ss, ss, sizeof(int64_t) * (size_t)r);
+        int64_t grain = dims[0] / 16 > 0 ? dims[0] / 16 : 1;
+        fu_rt_parallel_for(dims[0], grain, copy_range, &job);
+        return;
+    }
+    copy_collapsed(dst, src, elem_size, r, dims, ds, ss);
+}
+
+/* The copy itself, on dims already collapsed (no 1s, merged neighbours). */
+static void copy_collapsed(void *dst, const void *src, int64_t elem_size, int r, const int64_t *dims,
+                           const int64_t *ds, const int64_t *ss) {
     int64_t run = dims[r - 1];
     int contiguous_rows = ds[r - 1] == 1 && ss[r - 1] == 1;
     int64_t n_runs = 1;

@@ -1,7 +1,8 @@
-/* The skinny GEMM (runtime/gemm.c) against a double-precision reference:
- * row and column counts around the tile sizes, K not a multiple of the
- * vector width, alpha and beta, float32 and bfloat16 weights, and
- * bit-identical repeats. */
+/* The runtime kernels that share work across cores (runtime/parallel.c):
+ * the skinny GEMM (runtime/gemm.c) against a double-precision reference
+ * (row and column counts around the tile sizes, K not a multiple of the
+ * vector width, alpha and beta, float32 and bfloat16 weights, bit-identical
+ * repeats), and copies and conversions big enough to be split. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -78,12 +79,57 @@ static void test_router_shapes(void **state) {
     check_shape(65, 515, 3072, 1.0f, 1.0f);
 }
 
+/* A 1100 x 1024 float32 transpose (4.5 MB: split across cores) and a
+ * 3-D permutation, checked element by element. */
+static void test_large_copy(void **state) {
+    (void)state;
+    int64_t R = 1100, C = 1024;
+    float *src = malloc(sizeof(float) * (size_t)(R * C)), *dst = malloc(sizeof(float) * (size_t)(R * C));
+    for (int64_t i = 0; i < R * C; i++) src[i] = (float)i;
+    int64_t shape[2] = {C, R}, ds[2] = {R, 1}, ss[2] = {1, C};  /* dst[c][r] = src[r][c] */
+    fu_rt_copy(dst, src, 4, 2, shape, ds, ss);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++)
+            if (dst[c * R + r] != src[r * C + c]) fail_msg("transpose wrong at %lld,%lld", (long long)r, (long long)c);
+    /* [A, B, Cc] -> [B, A, Cc] with A=8, B=300, Cc=520 (5 MB) */
+    int64_t A = 8, B = 300, Cc = 520;
+    float *src3 = malloc(sizeof(float) * (size_t)(A * B * Cc)), *dst3 = malloc(sizeof(float) * (size_t)(A * B * Cc));
+    for (int64_t i = 0; i < A * B * Cc; i++) src3[i] = (float)i;
+    int64_t shape3[3] = {B, A, Cc}, ds3[3] = {A * Cc, Cc, 1}, ss3[3] = {Cc, B * Cc, 1};
+    fu_rt_copy(dst3, src3, 4, 3, shape3, ds3, ss3);
+    for (int64_t a = 0; a < A; a++)
+        for (int64_t b = 0; b < B; b++)
+            assert_memory_equal(dst3 + (b * A + a) * Cc, src3 + (a * B + b) * Cc, sizeof(float) * (size_t)Cc);
+    free(src), free(dst), free(src3), free(dst3);
+}
+
+/* Conversions of 3 M elements (split across cores) match the scalar rule. */
+static void test_large_convert(void **state) {
+    (void)state;
+    int64_t n = 3 * 1000 * 1000 + 7;
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n), *back = malloc(sizeof(uint16_t) * (size_t)n);
+    float *f = malloc(sizeof(float) * (size_t)n);
+    unsigned seed = 7;
+    for (int64_t i = 0; i < n; i++) h[i] = fu_rt_f32_to_bf16(frand(&seed) * 100.0f);
+    fu_rt_convert(f, h, n, FU_RT_CONVERT_BF16_TO_F32);
+    for (int64_t i = 0; i < n; i++)
+        if (f[i] != fu_rt_bf16_to_f32(h[i])) fail_msg("bf16 -> f32 wrong at %lld", (long long)i);
+    fu_rt_convert(back, f, n, FU_RT_CONVERT_F32_TO_BF16);
+    assert_memory_equal(back, h, sizeof(uint16_t) * (size_t)n);
+    fu_rt_convert(back, f, n, FU_RT_CONVERT_F32_TO_F16);
+    for (int64_t i = 0; i < n; i += 997)
+        if (back[i] != fu_rt_f32_to_f16(f[i])) fail_msg("f32 -> f16 wrong at %lld", (long long)i);
+    free(h), free(back), free(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tile_edges),
         cmocka_unit_test(test_k_not_multiple_of_16),
         cmocka_unit_test(test_alpha_beta),
         cmocka_unit_test(test_router_shapes),
+        cmocka_unit_test(test_large_copy),
+        cmocka_unit_test(test_large_convert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

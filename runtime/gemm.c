@@ -37,6 +37,19 @@ static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* The sums of four vectors as {sum a, sum b, sum c, sum d}: one shuffle
+ * tree for all four instead of four separate horizontal reductions. */
+static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d */
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    /* per 128-bit lane: [a, b, c, d] partial sums */
+    __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
+    __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
 /* One mr x nr tile (mr <= MR, nr <= NR; constants after inlining). A is
  * packed as [K/16 blocks][MR rows][16] with zero padding (pack_a), so its
  * loads are sequential; B rows are read in place, the last partial block of
@@ -74,12 +87,20 @@ static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
                 for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);          \
             }                                                                                          \
         }                                                                                              \
-        for (int i = 0; i < mr; i++)                                                                   \
+        for (int i = 0; i < mr; i++) {                                                                 \
+            if (nr == 4) { /* a full row of the tile: one combined reduction */                        \
+                __m128 dot = _mm_mul_ps(_mm_set1_ps(alpha),                                            \
+                                        reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));          \
+                if (beta != 0.0f) dot = _mm_fmadd_ps(_mm_set1_ps(beta), _mm_loadu_ps(C + i * N), dot);  \
+                _mm_storeu_ps(C + i * N, dot);                                                         \
+                continue;                                                                              \
+            }                                                                                          \
             for (int j = 0; j < nr; j++) {                                                             \
                 float dot = alpha * _mm512_reduce_add_ps(acc[i][j]);                                   \
                 float *c = C + i * N + j;                                                              \
                 *c = beta == 0.0f ? dot : dot + beta * *c;                                             \
             }                                                                                          \
+        }                                                                                              \
     }
 
 #define LOAD_F32(p) _mm512_loadu_ps(p)

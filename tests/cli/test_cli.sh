@@ -123,7 +123,7 @@ status 0 "run (aot)" run "$tmp/small.json" --input "x=$x_json" --backend aot --c
 check "aot prints the output" grep -qxF "$y_line" "$tmp/out"
 check "aot cached one library" test "$(ls "$tmp/cache" | wc -l)" -eq 1
 status 0 "run --repeat" run "$tmp/small.json" --input "x=$x_json" --repeat 3
-check "--repeat reports the time per run" grep -q "ms per run" "$tmp/err"
+check "--repeat reports the first run and the median" grep -qE "first run [0-9.]+ ms; median of the next [0-9]+ runs [0-9.]+ ms" "$tmp/err"
 status 1 "run with a missing input" run "$tmp/small.json"
 check "missing input is named" grep -q "'x' is not set" "$tmp/err"
 status 1 "run with an unknown input" run "$tmp/small.json" --input "nope=[1]"

@@ -71,7 +71,7 @@ $(BUILD)/fusec: compiler/main.c $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) compiler/main.c $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 # ---- tests --------------------------------------------------------------
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -lcmocka -o $@
 
@@ -83,7 +83,7 @@ $(BUILD)/asan/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 $(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o
 	@rm -f $@
 	ar rcs $@ $^
-$(BUILD)/asan/tests/%: tests/%.c tests/testutil.h $(BUILD)/asan/libfusec.a $(BUILD)/libfusec_rt.so
+$(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libfusec.a $(BUILD)/libfusec_rt.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $< $(BUILD)/asan/libfusec.a $(RT_LINK) $(LIBS) -lcmocka -o $@
 

@@ -19,6 +19,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
 #include "../runtime/fusec.h"
+#include "graphutil.h"
 
 /* ---- JSON builders ---------------------------------------------------------- */
 
@@ -313,18 +314,6 @@ static char *build_attention(const attn_spec *s) {
 
 /* ---- running ------------------------------------------------------------------ */
 
-static int count_live(const fu_graph *g, const char *op) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
-    return n;
-}
-
-static const fu_node *find_op(const fu_graph *g, const char *op) {
-    for (int i = 0; i < g->n_nodes; i++)
-        if (!g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0) return &g->nodes[i];
-    return NULL;
-}
-
 /* Compiles the model in a profile, binds deterministic random inputs (the
  * same for both profiles; symbols at their bounds) and runs it. */
 static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
@@ -359,21 +348,6 @@ static fusec_model *run_profile(const char *path, const fu_graph *g, const char 
     return m;
 }
 
-static float *output_f32(fusec_model *m, const char *name, long *count) {
-    fusec_dtype t;
-    int rank;
-    int64_t shape[8];
-    const void *data;
-    assert_int_equal(fusec_get_output(m, name, &t, &rank, shape, &data), 0);
-    assert_int_equal(t, FUSEC_FLOAT32);
-    long n = 1;
-    for (int i = 0; i < rank; i++) n *= (long)shape[i];
-    float *copy = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    memcpy(copy, data, sizeof(float) * (size_t)n);
-    *count = n;
-    return copy;
-}
-
 typedef struct {
     int fused;             /* 1: one Attention node expected */
     int is_causal;
@@ -398,7 +372,7 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
     fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
 
-    int fused = count_live(g, "Attention");
+    int fused = tu_count_op(g, "Attention");
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
     if (fused != want->fused || fu_fusion_log_count(&log, "attention", 1) != want->fused) {
         dump_log(&log);
@@ -406,7 +380,7 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
                  fu_fusion_log_count(&log, "attention", 1));
     }
     if (want->fused) {
-        const fu_node *a = find_op(g, "Attention");
+        const fu_node *a = tu_find_op(g, "Attention");
         assert_int_equal(fu_attr_int(a, "is_causal", -1), want->is_causal);
         assert_int_equal(fu_attr_int(a, "kv_num_heads", -1), want->kv_heads);
         assert_int_equal(fu_attr_int(a, "q_num_heads", -1), hq);
@@ -414,13 +388,13 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
         const char *layout = fu_attr_string(a, "qkv_layout", "BHSD");
         assert_string_equal(layout, want->layout ? want->layout : "BHSD");
         /* What the pattern computed is gone: no Softmax, no MatMul. */
-        assert_int_equal(count_live(g, "Softmax"), 0);
-        assert_int_equal(count_live(g, "MatMul"), 0);
+        assert_int_equal(tu_count_op(g, "Softmax"), 0);
+        assert_int_equal(tu_count_op(g, "MatMul"), 0);
         if (repeated_kv && want->kv_heads != hq) {
             /* K/V are read un-repeated / untransposed: the repeats died. */
-            assert_int_equal(count_live(g, "Expand") + count_live(g, "Tile"), 0);
+            assert_int_equal(tu_count_op(g, "Expand") + tu_count_op(g, "Tile"), 0);
         }
-        if (want->layout && !strchr(want->layout, ',')) assert_int_equal(count_live(g, "Transpose"), 0);
+        if (want->layout && !strchr(want->layout, ',')) assert_int_equal(tu_count_op(g, "Transpose"), 0);
     } else {
         int found = 0;
         for (int i = 0; i < log.n; i++)
@@ -437,7 +411,7 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
     if (want->fused) {
         fusec_model *bare = run_profile(path, g, "bare"), *fast = run_profile(path, g, "fast");
         long n_ref, n_got;
-        float *ref = output_f32(bare, "y", &n_ref), *got = output_f32(fast, "y", &n_got);
+        float *ref = tu_output_f32(bare, "y", &n_ref), *got = tu_output_f32(fast, "y", &n_got);
         assert_int_equal(n_ref, n_got);
         double scale = tu_max_abs(ref, n_ref), diff = tu_max_abs_diff(ref, got, n_ref);
         assert_true(scale > 0.1);

@@ -19,6 +19,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
 #include "../runtime/fusec.h"
+#include "graphutil.h"
 
 /* ---- model builders ------------------------------------------------------ */
 
@@ -210,12 +211,6 @@ static char *build_model(const norm_spec *s, int layer_norm) {
 
 /* ---- running --------------------------------------------------------------- */
 
-static int count_live(const fu_graph *g, const char *op) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
-    return n;
-}
-
 /* Symbol values used when binding inputs: a bit below each bound. */
 static void symbol_values(const fu_graph *g, int64_t *sym) {
     for (int i = 0; i < FU_MAX_SYMS; i++) sym[i] = 1;
@@ -254,21 +249,6 @@ static fusec_model *run_profile(const char *path, const fu_graph *g, const char 
     return m;
 }
 
-/* Output `name` of a run as float32 (converted from float16); malloc'd. */
-static float *output_f32(fusec_model *m, const char *name, long *numel) {
-    fusec_dtype t;
-    int rank;
-    int64_t shape[FU_MAX_RANK];
-    const void *data;
-    if (fusec_get_output(m, name, &t, &rank, shape, &data)) fail_msg("get_output: %s", fusec_last_error(m));
-    *numel = 1;
-    for (int d = 0; d < rank; d++) *numel *= shape[d];
-    float *out = malloc(sizeof(float) * (size_t)(*numel ? *numel : 1));
-    for (long i = 0; i < *numel; i++)
-        out[i] = t == FUSEC_FLOAT16 ? fu_f16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
-    return out;
-}
-
 typedef struct {
     const char *rule;       /* "rms_norm" or "layer_norm" */
     const char *op;         /* fused op */
@@ -288,7 +268,7 @@ static void check_model(const char *json, const expectation *want) {
     fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
 
-    int fused_nodes = count_live(g, want->op);
+    int fused_nodes = tu_count_op(g, want->op);
     if (fused_nodes != want->fused || fu_fusion_log_count(&log, want->rule, 1) != want->fused) {
         for (int i = 0; i < log.n; i++)
             print_message("  log: %s %s %s: %s\n", log.events[i].fused ? "fused" : "miss", log.events[i].rule,
@@ -298,12 +278,12 @@ static void check_model(const char *json, const expectation *want) {
     }
     /* A fused norm leaves none of its reductions behind. */
     if (want->fused) {
-        assert_int_equal(count_live(g, "ReduceMean"), 0);
-        assert_int_equal(count_live(g, "Sqrt"), 0);
+        assert_int_equal(tu_count_op(g, "ReduceMean"), 0);
+        assert_int_equal(tu_count_op(g, "Sqrt"), 0);
     }
     /* Neither norm may be mistaken for the other. */
     const char *other = strcmp(want->op, "RMSNormalization") == 0 ? "LayerNormalization" : "RMSNormalization";
-    assert_int_equal(count_live(g, other), 0);
+    assert_int_equal(tu_count_op(g, other), 0);
     if (want->n_inputs) {
         for (int i = 0; i < g->n_nodes; i++)
             if (strcmp(g->nodes[i].op, want->op) == 0) assert_int_equal(g->nodes[i].n_in, want->n_inputs);
@@ -327,7 +307,7 @@ static void check_model(const char *json, const expectation *want) {
         for (int o = 0; o < fusec_num_outputs(bare); o++) {
             const char *name = fusec_output_name(bare, o);
             long n_ref, n_got;
-            float *ref = output_f32(bare, name, &n_ref), *got = output_f32(fast, name, &n_got);
+            float *ref = tu_output_f32(bare, name, &n_ref), *got = tu_output_f32(fast, name, &n_got);
             assert_int_equal(n_ref, n_got);
             double scale = tu_max_abs(ref, n_ref);
             double tolerance = (want->tolerance ? want->tolerance : 1e-5) * scale;
@@ -608,7 +588,7 @@ static void test_ops_direct_layer_norm(void **state) {
     assert_int_equal(fusec_set_input(m, "x", FUSEC_FLOAT32, 2, shape, x), 0);
     assert_int_equal(fusec_run(m), 0);
     long n;
-    float *y = output_f32(m, "y", &n);
+    float *y = tu_output_f32(m, "y", &n);
     assert_int_equal(n, 12);
     /* row 1: mean 0, var 1 -> x + b */
     const float want_row1[4] = {0, 1, 4, 5};

@@ -13,15 +13,10 @@
 #include "../passes/fusion.h"
 #include "../passes/passes.h"
 #include "../runtime/fusec.h"
+#include "graphutil.h"
 
 #define MODEL "fixtures/qwen3_small/model.json"
 #define LAYERS 2
-
-static int count_op(const fu_graph *g, const char *op) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
-    return n;
-}
 
 static void test_fast_profile_fuses_every_pattern(void **state) {
     (void)state;
@@ -33,19 +28,19 @@ static void test_fast_profile_fuses_every_pattern(void **state) {
     if (fu_run_pipeline(g, &o, NULL, &err)) fail_msg("%s", err.msg);
     /* 2 per layer + q/k norms per layer + final norm */
     assert_int_equal(fu_fusion_log_count(&log, "rms_norm", 1), 4 * LAYERS + 1);
-    assert_int_equal(count_op(g, "RMSNormalization"), 4 * LAYERS + 1);
+    assert_int_equal(tu_count_op(g, "RMSNormalization"), 4 * LAYERS + 1);
     assert_int_equal(fu_fusion_log_count(&log, "rotary_embedding", 1), 2 * LAYERS);
-    assert_int_equal(count_op(g, "RotaryEmbedding"), 2 * LAYERS);
+    assert_int_equal(tu_count_op(g, "RotaryEmbedding"), 2 * LAYERS);
     assert_int_equal(fu_fusion_log_count(&log, "attention", 1), LAYERS);
-    assert_int_equal(count_op(g, "Attention"), LAYERS);
+    assert_int_equal(tu_count_op(g, "Attention"), LAYERS);
     assert_int_equal(fu_fusion_log_count(&log, "swiglu", 1), LAYERS);
-    assert_int_equal(count_op(g, "SwiGLU"), LAYERS);
+    assert_int_equal(tu_count_op(g, "SwiGLU"), LAYERS);
     assert_int_equal(fu_fusion_log_count(&log, NULL, 0), 0);
     /* What the patterns were built from is gone. */
-    assert_int_equal(count_op(g, "Softmax"), 0);
-    assert_int_equal(count_op(g, "ReduceMean"), 0);
-    assert_int_equal(count_op(g, "Sigmoid"), 0);
-    assert_int_equal(count_op(g, "Cos"), 0);
+    assert_int_equal(tu_count_op(g, "Softmax"), 0);
+    assert_int_equal(tu_count_op(g, "ReduceMean"), 0);
+    assert_int_equal(tu_count_op(g, "Sigmoid"), 0);
+    assert_int_equal(tu_count_op(g, "Cos"), 0);
     fu_fusion_log_free(&log);
     fu_graph_free(g);
 }

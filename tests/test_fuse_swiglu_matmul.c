@@ -18,6 +18,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
 #include "../runtime/fusec.h"
+#include "graphutil.h"
 
 /* ---- JSON builders ---------------------------------------------------------- */
 
@@ -66,18 +67,6 @@ static char *model(fu_sb *ins, fu_sb *inits, fu_sb *nodes, const char *outputs, 
 
 /* ---- running ------------------------------------------------------------------ */
 
-static int count_live(const fu_graph *g, const char *op) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
-    return n;
-}
-
-static const fu_node *find_op(const fu_graph *g, const char *op) {
-    for (int i = 0; i < g->n_nodes; i++)
-        if (!g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0) return &g->nodes[i];
-    return NULL;
-}
-
 static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
     char err[FU_ERR_LEN];
     fusec_options opts = {profile, "jit", NULL, 0};
@@ -104,21 +93,6 @@ static fusec_model *run_profile(const char *path, const fu_graph *g, const char 
     return m;
 }
 
-static float *output_f32(fusec_model *m, const char *name, long *count) {
-    fusec_dtype t;
-    int rank;
-    int64_t shape[8];
-    const void *data;
-    assert_int_equal(fusec_get_output(m, name, &t, &rank, shape, &data), 0);
-    assert_int_equal(t, FUSEC_FLOAT32);
-    long n = 1;
-    for (int i = 0; i < rank; i++) n *= (long)shape[i];
-    float *copy = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    memcpy(copy, data, sizeof(float) * (size_t)n);
-    *count = n;
-    return copy;
-}
-
 typedef struct {
     const char *rule, *op;
     int fused;             /* fused nodes of `op` expected */
@@ -143,18 +117,18 @@ static void check(char *json, const expectation *want) {
     fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
-    int fused = count_live(g, want->op);
+    int fused = tu_count_op(g, want->op);
     if (fused != want->fused || fu_fusion_log_count(&log, want->rule, 1) != want->fused) {
         dump_log(&log);
         fail_msg("expected %d %s, got %d in the graph and %d in the log", want->fused, want->op, fused,
                  fu_fusion_log_count(&log, want->rule, 1));
     }
     if (want->fused && !strcmp(want->op, "FusedMatMul")) {
-        const fu_node *n = find_op(g, "FusedMatMul");
+        const fu_node *n = tu_find_op(g, "FusedMatMul");
         assert_int_equal(fu_attr_int(n, "transB", 0), want->trans_b);
         assert_int_equal(n->n_in > 2 && n->in[2] >= 0, want->bias);
     }
-    if (want->gone) assert_int_equal(count_live(g, want->gone), 0);
+    if (want->gone) assert_int_equal(tu_count_op(g, want->gone), 0);
     if (!want->fused) {
         int found = 0;
         for (int i = 0; i < log.n; i++)
@@ -170,7 +144,7 @@ static void check(char *json, const expectation *want) {
     if (want->fused) {
         fusec_model *bare = run_profile(path, g, "bare"), *fast = run_profile(path, g, "fast");
         long n_ref, n_got;
-        float *ref = output_f32(bare, "y", &n_ref), *got = output_f32(fast, "y", &n_got);
+        float *ref = tu_output_f32(bare, "y", &n_ref), *got = tu_output_f32(fast, "y", &n_got);
         assert_int_equal(n_ref, n_got);
         double scale = tu_max_abs(ref, n_ref), diff = tu_max_abs_diff(ref, got, n_ref);
         assert_true(scale > 0.1);
@@ -391,7 +365,7 @@ static void test_ops_direct(void **state) {
         assert_int_equal(fusec_set_input(m, "c", FUSEC_FLOAT32, 1, sc, c), 0);
         assert_int_equal(fusec_run(m), 0);
         long n;
-        float *y = output_f32(m, "y", &n);
+        float *y = tu_output_f32(m, "y", &n);
         assert_int_equal(n, 12);
         memcpy(out[which], y, sizeof out[which]);
         free(y);

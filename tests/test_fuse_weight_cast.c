@@ -25,6 +25,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
 #include "../runtime/fusec.h"
+#include "graphutil.h"
 
 #define N_OUT 72
 #define K_IN 1000
@@ -109,12 +110,6 @@ static char *model(const char *weights, fu_sb *ins, fu_sb *inits, fu_sb *nodes, 
 
 /* ---- running ------------------------------------------------------------------ */
 
-static int count_live(const fu_graph *g, const char *op) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
-    return n;
-}
-
 static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
     char err[FU_ERR_LEN];
     fusec_options opts = {profile, "jit", NULL, 0};
@@ -139,21 +134,6 @@ static fusec_model *run_profile(const char *path, const fu_graph *g, const char 
     for (int k = 0; k < 8; k++) free(buffers[k]);
     if (rc) fail_msg("run (%s): %s", profile, fusec_last_error(m));
     return m;
-}
-
-static float *output_f32(fusec_model *m, const char *name, long *count) {
-    fusec_dtype t;
-    int rank;
-    int64_t shape[8];
-    const void *data;
-    assert_int_equal(fusec_get_output(m, name, &t, &rank, shape, &data), 0);
-    assert_int_equal(t, FUSEC_FLOAT32);
-    long n = 1;
-    for (int i = 0; i < rank; i++) n *= (long)shape[i];
-    float *copy = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    memcpy(copy, data, sizeof(float) * (size_t)n);
-    *count = n;
-    return copy;
 }
 
 typedef struct {
@@ -195,13 +175,13 @@ static void check(char *json, char *weights, const expectation *want) {
             all_trans_b &= fu_attr_int(n, "transB", 0) == 1;
         }
     }
-    if (count_live(g, "FusedMatMul") != want->matmuls || count_live(g, "Cast") != want->casts ||
-        count_live(g, "Transpose") != want->transposes || bf16 != want->bf16_weights || !all_trans_b ||
+    if (tu_count_op(g, "FusedMatMul") != want->matmuls || tu_count_op(g, "Cast") != want->casts ||
+        tu_count_op(g, "Transpose") != want->transposes || bf16 != want->bf16_weights || !all_trans_b ||
         fu_fusion_log_count(&log, want->rule, 1) != want->rule_fused) {
         dump_log(&log);
         fail_msg("expected %d FusedMatMul (%d on bf16), %d Cast, %d Transpose, %d %s fused; got %d (%d), %d, %d, %d",
                  want->matmuls, want->bf16_weights, want->casts, want->transposes, want->rule_fused, want->rule,
-                 count_live(g, "FusedMatMul"), bf16, count_live(g, "Cast"), count_live(g, "Transpose"),
+                 tu_count_op(g, "FusedMatMul"), bf16, tu_count_op(g, "Cast"), tu_count_op(g, "Transpose"),
                  fu_fusion_log_count(&log, want->rule, 1));
     }
     if (!want->reason && fu_fusion_log_count(&log, want->rule, 0) != 0) {
@@ -229,7 +209,7 @@ static void check(char *json, char *weights, const expectation *want) {
 
     fusec_model *bare = run_profile(path, g, "bare"), *fast = run_profile(path, g, "fast");
     long n_ref, n_got;
-    float *ref = output_f32(bare, "y", &n_ref), *got = output_f32(fast, "y", &n_got);
+    float *ref = tu_output_f32(bare, "y", &n_ref), *got = tu_output_f32(fast, "y", &n_got);
     assert_int_equal(n_ref, n_got);
     double scale = tu_max_abs(ref, n_ref), diff = tu_max_abs_diff(ref, got, n_ref);
     assert_true(scale > 0.1);

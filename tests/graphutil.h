@@ -1,0 +1,37 @@
+/* Helpers for tests that inspect a rewritten graph and read model outputs.
+ * Include after <cmocka.h>, testutil.h, ir/ir.h and runtime/fusec.h. */
+#ifndef FUSEC_GRAPHUTIL_H
+#define FUSEC_GRAPHUTIL_H
+
+/* Live nodes of op `op` in g. */
+static inline int tu_count_op(const fu_graph *g, const char *op) {
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0;
+    return n;
+}
+
+/* The first live node of op `op`, or NULL. */
+static inline const fu_node *tu_find_op(const fu_graph *g, const char *op) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].dead && strcmp(g->nodes[i].op, op) == 0) return &g->nodes[i];
+    return NULL;
+}
+
+/* Output `name` of the last run as float32 (float16 widened); malloc'd,
+ * element count in *numel. Fails the test when it cannot be read. */
+static inline float *tu_output_f32(fusec_model *m, const char *name, long *numel) {
+    fusec_dtype t;
+    int rank;
+    int64_t shape[FU_MAX_RANK];
+    const void *data;
+    if (fusec_get_output(m, name, &t, &rank, shape, &data)) fail_msg("get_output: %s", fusec_last_error(m));
+    if (t != FUSEC_FLOAT32 && t != FUSEC_FLOAT16) fail_msg("output %s is not float32 or float16", name);
+    *numel = 1;
+    for (int d = 0; d < rank; d++) *numel *= (long)shape[d];
+    float *out = malloc(sizeof(float) * (size_t)(*numel ? *numel : 1));
+    for (long i = 0; i < *numel; i++)
+        out[i] = t == FUSEC_FLOAT16 ? fu_f16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
+    return out;
+}
+
+#endif

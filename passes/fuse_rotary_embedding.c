@@ -8,6 +8,16 @@
  * the anchor is Concat(rope(x[..., :rot]), x[..., rot:]) and the fused node
  * gets rotary_embedding_dim = rot.
  *
+ * The interleaved (GPT-J) spelling rotates pairs (2i, 2i+1) and becomes the
+ * same node with interleaved = 1:
+ *
+ *     rotated = Reshape(Concat(Unsqueeze(-x_odd, -1), Unsqueeze(x_even, -1)), [.., d])
+ *
+ * x_even/x_odd taken from x viewed as [.., d/2, 2] (Gather or Slice of
+ * index 0/1 on the last axis) or as x[..., 0::2] / x[..., 1::2]; its cos/sin
+ * repeat each value twice in place (c[..., None] Expanded/Tiled/Concatenated
+ * to [.., d/2, 2] and Reshaped) instead of cat(c, c).
+ *
  * cos and sin are traced back to where their angles come from:
  *   - computed: Cos/Sin(Concat(freqs, freqs)) [* amplitude], freqs = positions
  *     (x) inv_freq (Mul, MatMul, or Transpose(MatMul) as HF writes it). The
@@ -28,7 +38,7 @@
 #include <string.h>
 #include "fusion.h"
 
-#define MAX_PATTERN 16
+#define MAX_PATTERN 24
 #define WHY_LEN 200
 
 static int op_is(const fu_graph *g, int node, const char *op) {
@@ -60,10 +70,11 @@ static int read_ints(const fu_graph *g, int v, int64_t *out, int max, int *count
 }
 
 /* Slice node cutting only axis `want_axis` (negative counts from the end)
- * with step 1 and a constant start: its source, start (normalised against
- * the static input dim) and the length of the result (-1 if symbolic).
- * Other listed axes must be left whole. */
-static int slice_on_axis(const fu_graph *g, int node, int want_axis, int *src, int64_t *start, int64_t *len) {
+ * with a positive constant step (*step) and a constant start: its source,
+ * start (normalised against the static input dim) and the length of the
+ * result (-1 if symbolic). Other listed axes must be left whole. */
+static int slice_on_axis_stepped(const fu_graph *g, int node, int want_axis, int *src, int64_t *start,
+                                 int64_t *len, int64_t *step) {
     if (!op_is(g, node, "Slice")) return 0;
     const fu_node *n = &g->nodes[node];
     if (n->n_in < 3 || n->in[0] < 0) return 0;
@@ -81,15 +92,16 @@ static int slice_on_axis(const fu_graph *g, int node, int want_axis, int *src, i
         n_axes = n_starts;
         for (int i = 0; i < n_axes; i++) axes[i] = i;
     }
+    *step = 1;
     if (n->n_in > 4 && n->in[4] >= 0) {
         if (!read_ints(g, n->in[4], steps, FU_MAX_RANK, &n_steps) || n_steps != n_starts) return 0;
-        for (int i = 0; i < n_steps; i++)
-            if (steps[i] != 1) return 0;
     }
     int found = 0;
     for (int i = 0; i < n_axes; i++) {
         int64_t a = axes[i] < 0 ? axes[i] + rank : axes[i];
+        if (n_steps && steps[i] != 1 && (a != axis || steps[i] < 1)) return 0;
         if (a == axis) {
+            if (n_steps) *step = steps[i];
             fu_dim d = x->shape[axis];
             if (!fu_dim_is_const(d)) return 0;
             int64_t s = starts[i] < 0 ? starts[i] + d.coef : starts[i];
@@ -103,6 +115,12 @@ static int slice_on_axis(const fu_graph *g, int node, int want_axis, int *src, i
     if (!found) return 0;
     *src = n->in[0];
     return 1;
+}
+
+/* slice_on_axis_stepped with step 1. */
+static int slice_on_axis(const fu_graph *g, int node, int want_axis, int *src, int64_t *start, int64_t *len) {
+    int64_t step;
+    return slice_on_axis_stepped(g, node, want_axis, src, start, len, &step) && step == 1;
 }
 
 /* Neg(v), or v * -1: the negated value, else -1. */
@@ -131,6 +149,49 @@ static int concat_last_axis(const fu_graph *g, int node) {
     int rank = g->values[n->out[0]].rank;
     int64_t axis = fu_attr_int(n, "axis", 0);
     return n->n_in == 2 && n->in[0] >= 0 && n->in[1] >= 0 && rank >= 1 && (axis == -1 || axis == rank - 1);
+}
+
+/* Unsqueeze adding a trailing axis of 1 (x[..., None]): its input, else -1. */
+static int unsqueezed_last(const fu_graph *g, int v) {
+    int node = fu_m_producer(g, v, "Unsqueeze");
+    if (node < 0) return -1;
+    int in = g->nodes[node].in[0];
+    const fu_value *a = &g->values[in], *b = &g->values[v];
+    if (b->rank != a->rank + 1 || !dim_is(b->shape[b->rank - 1], 1)) return -1;
+    for (int i = 0; i < a->rank; i++)
+        if (!fu_dim_eq(a->shape[i], b->shape[i])) return -1;
+    return in;
+}
+
+/* Reshape [.., h, 2] -> [.., 2h] of c repeated along a new last axis, each
+ * value twice in place (the interleaved layout c0 c0 c1 c1 ..): Expand or
+ * Tile of c[..., None], or Concat(c[..., None], c[..., None]). Returns c,
+ * else -1. */
+static int pairwise_duplicate(const fu_graph *g, int reshape_node) {
+    if (!op_is(g, reshape_node, "Reshape")) return -1;
+    int in = g->nodes[reshape_node].in[0], out = g->nodes[reshape_node].out[0];
+    const fu_value *a = &g->values[in], *b = &g->values[out];
+    if (a->rank < 2 || b->rank != a->rank - 1 || !dim_is(a->shape[a->rank - 1], 2) ||
+        !fu_dim_is_const(a->shape[a->rank - 2]) || !dim_is(b->shape[b->rank - 1], 2 * a->shape[a->rank - 2].coef))
+        return -1;
+    int p = fu_m_producer(g, in, NULL);
+    if (p < 0) return -1;
+    const fu_node *pn = &g->nodes[p];
+    if (op_is(g, p, "Expand")) return unsqueezed_last(g, pn->in[0]);
+    if (op_is(g, p, "Tile") && pn->n_in == 2) {
+        int64_t reps[FU_MAX_RANK + 1];
+        int n_reps;
+        if (!read_ints(g, pn->in[1], reps, FU_MAX_RANK + 1, &n_reps) || n_reps != a->rank) return -1;
+        for (int i = 0; i < n_reps; i++)
+            if (reps[i] != (i == n_reps - 1 ? 2 : 1)) return -1;
+        return unsqueezed_last(g, pn->in[0]);
+    }
+    if (concat_last_axis(g, p)) {
+        /* The two Unsqueezes may be one node or two of the same value. */
+        int c0 = unsqueezed_last(g, pn->in[0]), c1 = unsqueezed_last(g, pn->in[1]);
+        return c0 >= 0 && c0 == c1 ? c0 : -1;
+    }
+    return -1;
 }
 
 /* ---- positions ------------------------------------------------------------ */
@@ -221,11 +282,15 @@ static int same_positions(const positions *a, const positions *b) {
 
 enum { ANGLES_COMPUTED, ANGLES_TABLE };
 
+/* How cos/sin repeat each frequency over the rotated channels: cat(c, c)
+ * for rotate-half, c0 c0 c1 c1 .. for interleaved pairs. */
+enum { DUP_NONE, DUP_HALVES, DUP_PAIRS };
+
 /* Where one of cos / sin comes from. */
 typedef struct {
     int form;
     int trig;               /* ANGLES_COMPUTED: +1 Cos, -1 Sin */
-    int doubled;            /* a Concat(c, c) on the way */
+    int doubled;            /* a duplication on the way: DUP_HALVES or DUP_PAIRS */
     double amplitude;       /* scalar factors after Cos/Sin */
     double angle_scale;     /* scalar factors on the angle, before Cos/Sin */
     int inv_freq;           /* ANGLES_COMPUTED: constant, `half` values */
@@ -349,7 +414,15 @@ static int walk_angles(const fu_graph *g, int v, int64_t half, angle_source *a, 
         }
         const fu_node *nd = &g->nodes[node];
         double c;
-        if (is_view_or_cast(g, node)) {
+        int paired = pairwise_duplicate(g, node);
+        if (paired >= 0) {
+            if (a->doubled) {
+                snprintf(why, n, "cos/sin are duplicated twice along the last axis");
+                return 0;
+            }
+            a->doubled = DUP_PAIRS;
+            v = paired;
+        } else if (is_view_or_cast(g, node)) {
             int in = nd->in[0];
             if (g->values[in].rank < 1 || !fu_dim_eq(last_dim(g, in), last_dim(g, v))) {
                 snprintf(why, n, "a %s on the cos/sin path changes the last axis", nd->op);
@@ -366,14 +439,14 @@ static int walk_angles(const fu_graph *g, int v, int64_t half, angle_source *a, 
                 snprintf(why, n, "cos/sin are not cat(c, c) along the last axis");
                 return 0;
             }
-            a->doubled = 1;
+            a->doubled = DUP_HALVES;
             v = nd->in[0];
         } else if ((op_is(g, node, "Cos") || op_is(g, node, "Sin")) && !a->trig) {
             a->trig = op_is(g, node, "Cos") ? 1 : -1;
             v = nd->in[0];
         } else if (a->trig) {
             if (!a->doubled) {
-                snprintf(why, n, "the angles are not cat(freqs, freqs)");
+                snprintf(why, n, "the angles are not cat(freqs, freqs) nor freqs repeated pairwise");
                 return 0;
             }
             a->form = ANGLES_COMPUTED;
@@ -402,12 +475,15 @@ static int walk_angles(const fu_graph *g, int v, int64_t half, angle_source *a, 
     return 0;
 }
 
-/* Table columns [0, half) equal columns [half, 2*half): the cat(c, c) layout. */
-static int table_halves_equal(const fu_graph *g, int table, int64_t rows, int64_t half) {
+/* Every frequency's two columns are equal: columns i and half + i (the
+ * rotate-half cat(c, c) layout, DUP_HALVES) or 2i and 2i + 1 (DUP_PAIRS). */
+static int table_repeats(const fu_graph *g, int table, int64_t rows, int64_t half, int layout) {
     const fu_value *t = &g->values[table];
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < half; i++)
-            if (fu_const_get_f(t, r * 2 * half + i) != fu_const_get_f(t, r * 2 * half + half + i)) return 0;
+        for (int64_t i = 0; i < half; i++) {
+            int64_t a = layout == DUP_PAIRS ? 2 * i : i, b = layout == DUP_PAIRS ? 2 * i + 1 : half + i;
+            if (fu_const_get_f(t, r * 2 * half + a) != fu_const_get_f(t, r * 2 * half + b)) return 0;
+        }
     return 1;
 }
 
@@ -424,6 +500,7 @@ typedef struct {
     int x_full;                  /* the fused node's X */
     int64_t rot_dim, head_dim;
     int bshd;
+    int interleaved;             /* pairs (2i, 2i+1) instead of (i, i + half) */
     angle_source cos, sin;
     int nodes[MAX_PATTERN];
     int n_nodes;
@@ -431,6 +508,8 @@ typedef struct {
 } rope_match;
 
 static void add_node(rope_match *m, int node) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i] == node) return;   /* the pairs' shared Reshape */
     if (m->n_nodes < MAX_PATTERN) m->nodes[m->n_nodes++] = node;
 }
 
@@ -478,6 +557,122 @@ static int match_rotate_half(const fu_graph *g, int concat, rope_match *m, char 
     add_node(m, slice_node[0]);
     add_node(m, slice_node[1]);
     m->rot_dim = m->head_dim = d;
+    return 1;
+}
+
+/* Reshape of x to [.., d/2, 2] (the pairs view): x, else -1. */
+static int pairs_view_of(const fu_graph *g, int node) {
+    if (!op_is(g, node, "Reshape")) return -1;
+    int x = g->nodes[node].in[0];
+    const fu_value *v = &g->values[g->nodes[node].out[0]], *xv = &g->values[x];
+    if (v->rank < 2 || xv->rank != v->rank - 1 || !dim_is(v->shape[v->rank - 1], 2) ||
+        !fu_dim_is_const(v->shape[v->rank - 2]) || !dim_is(last_dim(g, x), 2 * v->shape[v->rank - 2].coef))
+        return -1;
+    return x;
+}
+
+/* One element of the interleaved pairs: x[..., k::2] (GPT-J's strided
+ * Slice), or x viewed as [.., d/2, 2] by a Reshape then Gather(k) or
+ * Slice([k, k+1)) (+ Squeeze) on the last axis. Sets *src = x, *index = k
+ * and adds its nodes to m. */
+static int pair_element(const fu_graph *g, int v, int *src, int64_t *index, rope_match *m) {
+    int node = fu_m_producer(g, v, NULL);
+    int squeeze = -1;
+    if (op_is(g, node, "Squeeze")) {
+        int in = g->nodes[node].in[0];
+        if (g->values[in].rank != g->values[v].rank + 1 || !dim_is(last_dim(g, in), 1)) return 0;
+        squeeze = node;
+        node = fu_m_producer(g, in, NULL);
+    }
+    int from, x;
+    int64_t start, len, step;
+    if (op_is(g, node, "Gather") && squeeze < 0) {
+        const fu_node *gn = &g->nodes[node];
+        int rank = g->values[gn->in[0]].rank;
+        int64_t axis = fu_attr_int(gn, "axis", 0);
+        double k;
+        if ((axis != -1 && axis != rank - 1) || g->values[gn->in[1]].rank != 0 || !fu_m_const_scalar(g, gn->in[1], &k))
+            return 0;
+        from = fu_m_producer(g, gn->in[0], NULL);
+        x = pairs_view_of(g, from);
+        if (x < 0 || (k != 0 && k != 1 && k != -1 && k != -2)) return 0;
+        *index = k < 0 ? (int64_t)k + 2 : (int64_t)k;
+    } else if (slice_on_axis_stepped(g, node, -1, &from, &start, &len, &step)) {
+        if (step == 2 && squeeze < 0) {
+            x = from;   /* x[..., k::2] */
+            if (!fu_dim_is_const(last_dim(g, x)) || len != last_dim(g, x).coef / 2) return 0;
+            from = -1;
+        } else {
+            x = pairs_view_of(g, fu_m_producer(g, from, NULL));
+            if (x < 0 || step != 1 || len != 1) return 0;
+            from = fu_m_producer(g, from, NULL);
+        }
+        if (start != 0 && start != 1) return 0;
+        *index = start;
+    } else {
+        return 0;
+    }
+    add_node(m, node);
+    if (squeeze >= 0) add_node(m, squeeze);
+    if (from >= 0) add_node(m, from);
+    *src = x;
+    return 1;
+}
+
+/* Reads the interleaved (GPT-J) rotation at value rv:
+ * Reshape(Concat(Unsqueeze(-x_odd, -1), Unsqueeze(x_even, -1)), [.., d])
+ * (torch.stack(..., -1).flatten(-2)), Neg before or after the Unsqueeze.
+ * Returns 0 silently when rv is not built that way, -1 with a reason for a
+ * near miss. */
+static int match_interleaved(const fu_graph *g, int rv, rope_match *m, char *why, size_t n) {
+    int back = fu_m_producer(g, rv, "Reshape");
+    if (back < 0) return 0;
+    int stacked = g->nodes[back].in[0];
+    const fu_value *sv = &g->values[stacked];
+    if (sv->rank < 2 || g->values[rv].rank != sv->rank - 1 || !dim_is(sv->shape[sv->rank - 1], 2)) return 0;
+    int concat = fu_m_producer(g, stacked, "Concat");
+    if (!concat_last_axis(g, concat)) return 0;
+    const fu_node *cn = &g->nodes[concat];
+    int src[2], neg[2] = {0, 0};
+    int64_t index[2];
+    rope_match found = *m;
+    for (int k = 0; k < 2; k++) {
+        int v = cn->in[k];
+        for (int steps = 0; steps < 3; steps++) {
+            int node = fu_m_producer(g, v, NULL), inner = unsqueezed_last(g, v);
+            if (inner < 0 && !neg[k] && (inner = negated(g, v, &node)) >= 0) neg[k] = 1;
+            if (inner < 0) break;
+            add_node(&found, node);
+            v = inner;
+        }
+        if (!pair_element(g, v, &src[k], &index[k], &found)) return 0;
+    }
+    if (src[0] != src[1]) {
+        snprintf(why, n, "interleaved rotation takes its pairs from two different tensors");
+        return -1;
+    }
+    const fu_value *x = &g->values[src[0]];
+    if (x->rank != 4 || !fu_dim_is_const(last_dim(g, src[0])) || x->dtype != FU_F32 || g->values[rv].rank != 4 ||
+        !fu_dim_eq(last_dim(g, rv), last_dim(g, src[0]))) {
+        snprintf(why, n, "rotated tensor is not a float32 4-D tensor with a static head size");
+        return -1;
+    }
+    if (!(index[0] == 1 && neg[0] && index[1] == 0 && !neg[1])) {
+        if (index[0] == 0 && !neg[0] && index[1] == 1 && neg[1])
+            snprintf(why, n, "pairs in the wrong order: the interleaved rotation stacks (-x_odd, x_even), "
+                             "this stacks (x_even, -x_odd)");
+        else if (!neg[0] && !neg[1])
+            snprintf(why, n, "interleaved rotation has no Neg on x_odd");
+        else
+            snprintf(why, n, "interleaved rotation does not stack (-x[..., 1::2], x[..., 0::2])");
+        return -1;
+    }
+    *m = found;
+    add_node(m, concat);
+    add_node(m, back);
+    m->x = src[0];
+    m->rot_dim = m->head_dim = last_dim(g, src[0]).coef;
+    m->interleaved = 1;
     return 1;
 }
 
@@ -551,6 +746,17 @@ static int compare_angles(const fu_graph *g, const rope_match *m, char *why, siz
         return 0;
     }
     if (c->pos.kind == POS_IDS && !check_ids(g, m, c->pos.ids, why, n)) return 0;
+    int want_dup = m->interleaved ? DUP_PAIRS : DUP_HALVES;
+    for (int k = 0; k < 2; k++) {
+        int dup = k ? s->doubled : c->doubled;
+        if (dup && dup != want_dup) {
+            snprintf(why, n, m->interleaved ? "layouts mismatched: cos/sin duplicated half-wise (cat(c, c)) "
+                                              "but the rotation is interleaved (pairs 2i, 2i+1)"
+                                            : "layouts mismatched: cos/sin duplicated pairwise (interleaved) "
+                                              "but the rotation is rotate-half");
+            return 0;
+        }
+    }
     if (c->form == ANGLES_COMPUTED) {
         if (c->trig == -1 && s->trig == 1) {
             snprintf(why, n, "cos and sin swapped: x is multiplied by the Sin and rotate_half(x) by the Cos");
@@ -568,15 +774,27 @@ static int compare_angles(const fu_graph *g, const rope_match *m, char *why, siz
             }
         return 1;
     }
-    /* Tables: [rows, 2*half] in the cat(c, c) layout, or [rows, half] when
-     * the Concat is in the graph after the lookup. */
+    /* Tables: [rows, 2*half] in the rotation's layout (cat(c, c) or each
+     * value twice), or [rows, half] when the duplication is in the graph
+     * after the lookup. */
     int64_t want = c->doubled ? half : 2 * half;
     if (c->doubled != s->doubled || c->width != want || s->width != want || c->rows != s->rows) {
-        snprintf(why, n, "cos/sin tables are not [positions, %lld] in the rotate-half layout", (long long)want);
+        snprintf(why, n, "cos/sin tables are not [positions, %lld] in the %s layout", (long long)want,
+                 m->interleaved ? "interleaved" : "rotate-half");
         return 0;
     }
-    if (!c->doubled && (!table_halves_equal(g, c->table, c->rows, half) || !table_halves_equal(g, s->table, s->rows, half))) {
-        snprintf(why, n, "cos/sin table halves differ (not the rotate-half cat(c, c) layout)");
+    if (!c->doubled && (!table_repeats(g, c->table, c->rows, half, want_dup) ||
+                        !table_repeats(g, s->table, s->rows, half, want_dup))) {
+        int other = m->interleaved ? DUP_HALVES : DUP_PAIRS;
+        if (table_repeats(g, c->table, c->rows, half, other) && table_repeats(g, s->table, s->rows, half, other))
+            snprintf(why, n, m->interleaved ? "layouts mismatched: cos/sin tables are cat(c, c) "
+                                              "but the rotation is interleaved (pairs 2i, 2i+1)"
+                                            : "layouts mismatched: cos/sin tables repeat each value pairwise "
+                                              "but the rotation is rotate-half");
+        else
+            snprintf(why, n, m->interleaved ? "cos/sin table pairs differ (not each value twice, as the "
+                                              "interleaved rotation needs)"
+                                            : "cos/sin table halves differ (not the rotate-half cat(c, c) layout)");
         return 0;
     }
     if (c->rows > 0 && row_is_zero(g, c->table, c->width) && !row_is_zero(g, s->table, s->width)) {
@@ -600,8 +818,8 @@ static int match_core(const fu_fuse_ctx *c, int add, rope_match *m, int *cos_out
         const fu_node *rm = &g->nodes[mul[r]];
         for (int k = 0; k < 2; k++) {
             int concat = fu_m_producer(g, rm->in[k], "Concat");
-            if (concat < 0 || !concat_last_axis(g, concat)) continue;
-            int got = match_rotate_half(g, concat, m, why, n);
+            int got = concat >= 0 && concat_last_axis(g, concat) ? match_rotate_half(g, concat, m, why, n)
+                                                                 : match_interleaved(g, rm->in[k], m, why, n);
             if (got == 0) continue;
             if (got < 0) return -1;
             int sin_v = rm->in[1 - k];
@@ -680,14 +898,15 @@ static int shared_const(fu_graph *g, const char *base, int rank, const int64_t *
     return fu_fuse_add_const(g, base, FU_F32, rank, shape, data, err);
 }
 
-/* First `half` columns of a [rows, width] table, scaled, as a constant. */
-static int half_table(fu_graph *g, int table, int64_t rows, int64_t width, int64_t half, double amplitude,
-                      const char *base, fu_err *err) {
+/* Columns 0, step, .., (half-1)*step of a [rows, width] table, scaled, as a
+ * constant: one value per frequency (step 2 for the interleaved layout). */
+static int half_table(fu_graph *g, int table, int64_t rows, int64_t width, int64_t half, int64_t step,
+                      double amplitude, const char *base, fu_err *err) {
     float *data = malloc(sizeof(float) * (size_t)(rows * half > 0 ? rows * half : 1));
     if (!data) return fu_fail(err, "out of memory while fusing");
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < half; i++)
-            data[r * half + i] = (float)(fu_const_get_f(&g->values[table], r * width + i) * amplitude);
+            data[r * half + i] = (float)(fu_const_get_f(&g->values[table], r * width + i * step) * amplitude);
     int64_t shape[2] = {rows, half};
     int v = shared_const(g, base, 2, shape, data, err);
     free(data);
@@ -712,9 +931,12 @@ static int rewrite(fu_fuse_ctx *c, int anchor, rope_match *m, fu_err *err) {
         if (inputs[4] < 0) return -1;
         n_inputs = 5;
     } else {
-        inputs[1] = half_table(g, m->cos.table, m->cos.rows, m->cos.width, half, m->cos.amplitude, "rope_cos", err);
+        int64_t step = m->interleaved && !m->cos.doubled ? 2 : 1;
+        inputs[1] = half_table(g, m->cos.table, m->cos.rows, m->cos.width, half, step, m->cos.amplitude,
+                               "rope_cos", err);
         if (inputs[1] < 0) return -1;
-        inputs[2] = half_table(g, m->sin.table, m->sin.rows, m->sin.width, half, m->sin.amplitude, "rope_sin", err);
+        inputs[2] = half_table(g, m->sin.table, m->sin.rows, m->sin.width, half, step, m->sin.amplitude,
+                               "rope_sin", err);
         if (inputs[2] < 0) return -1;
         n_inputs = inputs[3] >= 0 ? 4 : 3;
     }
@@ -723,14 +945,15 @@ static int rewrite(fu_fuse_ctx *c, int anchor, rope_match *m, fu_err *err) {
     fu_node *fused = &g->nodes[idx];
     int ok = 1;
     if (m->rot_dim != m->head_dim) ok &= fu_node_set_attr_int(fused, "rotary_embedding_dim", m->rot_dim) != NULL;
+    if (m->interleaved) ok &= fu_node_set_attr_int(fused, "interleaved", 1) != NULL;
     if (a->form == ANGLES_COMPUTED && a->amplitude != 1.0)
         ok &= fu_node_set_attr_float(fused, "amplitude", a->amplitude) != NULL;
     if (a->pos.kind == POS_COUNTING && a->pos.offset != 0)
         ok &= fu_node_set_attr_int(fused, "pos_offset", a->pos.offset) != NULL;
     if (m->bshd) ok &= fu_node_set_attr_string(fused, "layout", "BSHD") != NULL;
     if (!ok) return fu_fail(err, "out of memory while fusing");
-    fu_fuse_accept(c, anchor, "RotaryEmbedding (%s, %s, head size %lld%s%s)",
-                   a->form == ANGLES_COMPUTED ? "angles from inv_freq" : "cos/sin tables",
+    fu_fuse_accept(c, anchor, "RotaryEmbedding (%s%s, %s, head size %lld%s%s)",
+                   m->interleaved ? "interleaved, " : "", a->form == ANGLES_COMPUTED ? "angles from inv_freq" : "cos/sin tables",
                    a->pos.kind == POS_IDS ? "position_ids" : "positions offset + s", (long long)m->head_dim,
                    m->rot_dim != m->head_dim ? ", partial rotation" : "", m->bshd ? ", layout BSHD" : "");
     return 1;

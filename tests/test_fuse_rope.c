@@ -35,7 +35,15 @@ typedef struct {
     /* near misses */
     int slice_at;            /* rotate_half split point; 0 = rot/2 */
     int neg_wrong_half, swap_cos_sin, sin_offset, extra_use;
+    /* interleaved (GPT-J) spelling: pairs (2i, 2i+1) */
+    int interleaved;
+    int pair_dup;            /* cos/sin repeated pairwise: PAIRS_BEFORE_TRIG or PAIRS_AFTER_TRIG */
+    int gptj_slices;         /* x[..., 0::2] / x[..., 1::2] instead of Gathers on a [.., d/2, 2] view */
+    int pairs_wrong_order;   /* near miss: stack (x_even, -x_odd) */
 } rope_case;
+
+/* How range_angles repeats each frequency over the rotated channels. */
+enum { HALVES_CONCAT, PAIRS_BEFORE_TRIG, PAIRS_AFTER_TRIG };
 
 #define CACHE_ROWS 64
 
@@ -65,9 +73,32 @@ static void inv_freq_values(const rope_case *t, float *out) {
     for (int i = 0; i < half; i++) out[i] = (float)pow(t->theta, -2.0 * i / t->rot);
 }
 
+/* [S, half] -> [S, rot] with each value twice in place, as GPT-J exporters
+ * write it: Concat(v[..., None], v[..., None]) or Expand(v[..., None]), then
+ * Reshape. */
+static void repeat_pairwise(fu_sb *nodes, const char *in_name, const char *out_name, int expand) {
+    char in[160], out[160];
+    snprintf(in, sizeof in, "\"%s\", \"axis_last\"", in_name);
+    snprintf(out, sizeof out, "\"%s_u\"", out_name);
+    node(nodes, "Unsqueeze", in, out, NULL);
+    if (expand) {
+        snprintf(in, sizeof in, "\"%s_u\", \"pair_expand\"", out_name);
+        snprintf(out, sizeof out, "\"%s_p\"", out_name);
+        node(nodes, "Expand", in, out, NULL);
+    } else {
+        snprintf(in, sizeof in, "\"%s_u\", \"%s_u\"", out_name, out_name);
+        snprintf(out, sizeof out, "\"%s_p\"", out_name);
+        node(nodes, "Concat", in, out, "{\"axis\": -1}");
+    }
+    snprintf(in, sizeof in, "\"%s_p\", \"trig_flat\"", out_name);
+    snprintf(out, sizeof out, "\"%s\"", out_name);
+    node(nodes, "Reshape", in, out, NULL);
+}
+
 /* Cos and sin over positions Range(0, seq) + off, as [S, rot] in cat(f, f)
- * layout; writes nodes, returns names in cos_name / sin_name. */
-static void range_angles(fu_sb *nodes, int off, const char *tag, char *cos_name, char *sin_name) {
+ * layout (or pairwise, see pair_dup); writes nodes, returns names in
+ * cos_name / sin_name. */
+static void range_angles(fu_sb *nodes, int off, const char *tag, int pair_dup, char *cos_name, char *sin_name) {
     char buf[256], pos[64];
     snprintf(pos, sizeof pos, "pos%s", tag);
     snprintf(buf, sizeof buf, "\"%s\"", pos);
@@ -89,16 +120,31 @@ static void range_angles(fu_sb *nodes, int off, const char *tag, char *cos_name,
     snprintf(in, sizeof in, "\"posu%s\", \"inv_freq\"", tag);
     snprintf(out, sizeof out, "\"freqs%s\"", tag);
     node(nodes, "Mul", in, out, NULL);
-    snprintf(in, sizeof in, "\"freqs%s\", \"freqs%s\"", tag, tag);
-    snprintf(out, sizeof out, "\"emb%s\"", tag);
-    node(nodes, "Concat", in, out, "{\"axis\": -1}");
-    snprintf(in, sizeof in, "\"emb%s\"", tag);
-    snprintf(out, sizeof out, "\"cos_raw%s\"", tag);
+    char name[64], name2[64];
+    snprintf(name, sizeof name, "freqs%s", tag);
+    snprintf(name2, sizeof name2, "emb%s", tag);
+    if (pair_dup == PAIRS_BEFORE_TRIG) {
+        repeat_pairwise(nodes, name, name2, 0);
+    } else if (pair_dup == HALVES_CONCAT) {
+        snprintf(in, sizeof in, "\"freqs%s\", \"freqs%s\"", tag, tag);
+        snprintf(out, sizeof out, "\"emb%s\"", tag);
+        node(nodes, "Concat", in, out, "{\"axis\": -1}");
+    }
+    const char *arg = pair_dup == PAIRS_AFTER_TRIG ? "freqs" : "emb";
+    const char *res = pair_dup == PAIRS_AFTER_TRIG ? "_half" : "";
+    snprintf(in, sizeof in, "\"%s%s\"", arg, tag);
+    snprintf(out, sizeof out, "\"cos_raw%s%s\"", tag, res);
     node(nodes, "Cos", in, out, NULL);
-    snprintf(out, sizeof out, "\"sin_raw%s\"", tag);
+    snprintf(out, sizeof out, "\"sin_raw%s%s\"", tag, res);
     node(nodes, "Sin", in, out, NULL);
     snprintf(cos_name, 64, "cos_raw%s", tag);
     snprintf(sin_name, 64, "sin_raw%s", tag);
+    if (pair_dup == PAIRS_AFTER_TRIG) {
+        snprintf(name, sizeof name, "cos_raw%s_half", tag);
+        repeat_pairwise(nodes, name, cos_name, 1);
+        snprintf(name, sizeof name, "sin_raw%s_half", tag);
+        repeat_pairwise(nodes, name, sin_name, 1);
+    }
 }
 
 /* Multiplies by the amplitude (when not 1) and unsqueezes to broadcast over
@@ -144,6 +190,13 @@ static char *model_json(const rope_case *t) {
     init_ints(&inits, "split_at", 1, "1", 1, &split_at);
     init_ints(&inits, "rot", 1, "1", 1, &rot64);
     init_ints(&inits, "zero1", 1, "1", 1, &zero);
+    int64_t pairs_shape[5] = {0, 0, 0, half, 2}, flat_shape[4] = {0, 0, 0, t->rot}, trig_flat[2] = {0, t->rot};
+    int64_t pair_expand[3] = {1, 1, 2}, two = 2;
+    init_ints(&inits, "pairs_shape", 1, "5", 5, pairs_shape);
+    init_ints(&inits, "flat_shape", 1, "4", 4, flat_shape);
+    init_ints(&inits, "trig_flat", 1, "2", 2, trig_flat);
+    init_ints(&inits, "pair_expand", 1, "3", 3, pair_expand);
+    init_ints(&inits, "step2", 1, "1", 1, &two);
     float amplitude = (float)t->amplitude;
     init_floats(&inits, "amplitude", "", 1, &amplitude);
     float inv[512];
@@ -171,10 +224,10 @@ static char *model_json(const rope_case *t) {
         int64_t off = t->offset, off2 = t->offset + t->sin_offset;
         init_ints(&inits, "off", 0, "", 1, &off);
         init_ints(&inits, "off_s", 0, "", 1, &off2);
-        range_angles(&nodes, t->offset, "", cos_raw, sin_raw);
+        range_angles(&nodes, t->offset, "", t->pair_dup, cos_raw, sin_raw);
         if (t->sin_offset) {
             char c2[64], s2[64];
-            range_angles(&nodes, 1, "_s", c2, s2);
+            range_angles(&nodes, 1, "_s", t->pair_dup, c2, s2);
             snprintf(sin_raw, sizeof sin_raw, "%s", s2);
         }
         /* [S, rot] broadcasts over [B, H, S, rot]; BSHD needs [S, 1, rot]. */
@@ -212,18 +265,39 @@ static char *model_json(const rope_case *t) {
         finish_trig(&nodes, t, "sin_raw", "sin", bcast_axis);
     }
 
-    /* rotate_half(xr) = Concat(Neg(xr[..., h:]), xr[..., :h]) */
     char in[256];
-    snprintf(in, sizeof in, "\"%s\", \"zero1\", \"split_at\", \"axis_last\"", xr);
-    node(&nodes, "Slice", in, "\"x1\"", NULL);
-    snprintf(in, sizeof in, "\"%s\", \"split_at\", \"end\", \"axis_last\"", xr);
-    node(&nodes, "Slice", in, "\"x2\"", NULL);
-    if (t->neg_wrong_half) {
-        node(&nodes, "Neg", "\"x1\"", "\"neg\"", NULL);
-        node(&nodes, "Concat", "\"x2\", \"neg\"", "\"rh\"", "{\"axis\": -1}");
+    if (t->interleaved) {
+        /* GPT-J: stack((-x[..., 1::2], x[..., 0::2]), -1).flatten(-2) */
+        if (t->gptj_slices) {
+            snprintf(in, sizeof in, "\"%s\", \"zero1\", \"end\", \"axis_last\", \"step2\"", xr);
+            node(&nodes, "Slice", in, "\"x_even\"", NULL);
+            snprintf(in, sizeof in, "\"%s\", \"axes1\", \"end\", \"axis_last\", \"step2\"", xr);
+            node(&nodes, "Slice", in, "\"x_odd\"", NULL);
+        } else {
+            snprintf(in, sizeof in, "\"%s\", \"pairs_shape\"", xr);
+            node(&nodes, "Reshape", in, "\"x_pairs\"", NULL);
+            node(&nodes, "Gather", "\"x_pairs\", \"zero\"", "\"x_even\"", "{\"axis\": -1}");
+            node(&nodes, "Gather", "\"x_pairs\", \"one\"", "\"x_odd\"", "{\"axis\": -1}");
+        }
+        node(&nodes, "Neg", "\"x_odd\"", "\"neg\"", NULL);
+        node(&nodes, "Unsqueeze", "\"neg\", \"axis_last\"", "\"neg_u\"", NULL);
+        node(&nodes, "Unsqueeze", "\"x_even\", \"axis_last\"", "\"even_u\"", NULL);
+        node(&nodes, "Concat", t->pairs_wrong_order ? "\"even_u\", \"neg_u\"" : "\"neg_u\", \"even_u\"",
+             "\"stacked\"", "{\"axis\": -1}");
+        node(&nodes, "Reshape", "\"stacked\", \"flat_shape\"", "\"rh\"", NULL);
     } else {
-        node(&nodes, "Neg", "\"x2\"", "\"neg\"", NULL);
-        node(&nodes, "Concat", "\"neg\", \"x1\"", "\"rh\"", "{\"axis\": -1}");
+        /* rotate_half(xr) = Concat(Neg(xr[..., h:]), xr[..., :h]) */
+        snprintf(in, sizeof in, "\"%s\", \"zero1\", \"split_at\", \"axis_last\"", xr);
+        node(&nodes, "Slice", in, "\"x1\"", NULL);
+        snprintf(in, sizeof in, "\"%s\", \"split_at\", \"end\", \"axis_last\"", xr);
+        node(&nodes, "Slice", in, "\"x2\"", NULL);
+        if (t->neg_wrong_half) {
+            node(&nodes, "Neg", "\"x1\"", "\"neg\"", NULL);
+            node(&nodes, "Concat", "\"x2\", \"neg\"", "\"rh\"", "{\"axis\": -1}");
+        } else {
+            node(&nodes, "Neg", "\"x2\"", "\"neg\"", NULL);
+            node(&nodes, "Concat", "\"neg\", \"x1\"", "\"rh\"", "{\"axis\": -1}");
+        }
     }
     const char *c = t->swap_cos_sin ? "sin" : "cos", *s = t->swap_cos_sin ? "cos" : "sin";
     snprintf(in, sizeof in, "\"%s\", \"%s\"", c, xr);   /* cos first: either operand order */
@@ -338,10 +412,12 @@ static void expect_fused(const rope_case *t, int computed_angles) {
     fu_graph *g = fast_graph(path, &log);
     int ropes = count_op(g, "RotaryEmbedding"), fused = fu_fusion_log_count(&log, "rotary_embedding", 1);
     int trig = count_op(g, "Cos") + count_op(g, "Sin"), adds = count_op(g, "Add");
-    int has_inv_freq = 0;
+    int has_inv_freq = 0, interleaved = -1;
     for (int i = 0; i < g->n_nodes; i++)
-        if (!g->nodes[i].dead && strcmp(g->nodes[i].op, "RotaryEmbedding") == 0)
+        if (!g->nodes[i].dead && strcmp(g->nodes[i].op, "RotaryEmbedding") == 0) {
             has_inv_freq = g->nodes[i].n_in > 4 && g->nodes[i].in[4] >= 0;
+            interleaved = (int)fu_attr_int(&g->nodes[i], "interleaved", 0);
+        }
     for (int i = 0; ropes != 1 && i < log.n; i++)
         print_message("log: %s %s %s\n", log.events[i].rule, log.events[i].fused ? "fused" : "near miss",
                       log.events[i].reason);
@@ -350,6 +426,7 @@ static void expect_fused(const rope_case *t, int computed_angles) {
     assert_int_equal(ropes, 1);
     assert_int_equal(fused, 1);
     assert_int_equal(has_inv_freq, computed_angles);
+    assert_int_equal(interleaved, t->interleaved);
     assert_int_equal(trig, 0);   /* the cos/sin subgraph died (or was never there) */
     (void)adds;
     compare_bare_fast(path, t);
@@ -512,7 +589,83 @@ static void test_partial_rotation_cache(void **state) {
     expect_fused(&t, 0);
 }
 
+/* ---- interleaved (GPT-J) spelling ---------------------------------------------------- */
+
+/* x viewed as [.., d/2, 2], Gathers of index 0/1, freqs repeated pairwise
+ * before Cos/Sin; positions Range(0, S), S odd. */
+static void test_interleaved_range_bhsd_h4_d64(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = PAIRS_BEFORE_TRIG;
+    expect_fused(&t, 1);
+}
+
+/* x[..., 0::2] / x[..., 1::2], cos/sin Expanded pairwise after Cos/Sin,
+ * positions offset + s, x [B, S, H, D]. */
+static void test_interleaved_range_offset_bshd_h16_d128(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = PAIRS_AFTER_TRIG;
+    t.gptj_slices = 1;
+    t.heads = 16;
+    t.head_dim = t.rot = 128;
+    t.seq = 9;
+    t.bshd = 1;
+    t.offset = 5;
+    t.theta = 1e4;
+    expect_fused(&t, 1);
+}
+
+/* Static S: the angles fold into a constant table with each value twice. */
+static void test_interleaved_folded_table(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = PAIRS_AFTER_TRIG;
+    t.symbolic = 0;
+    t.offset = 3;
+    expect_fused(&t, 0);
+}
+
+static void test_interleaved_partial_rotation(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = PAIRS_BEFORE_TRIG;
+    t.rot = 32;
+    t.offset = 2;
+    expect_fused(&t, 1);
+}
+
 /* ---- near misses ------------------------------------------------------------------ */
+
+static void test_near_miss_interleaved_wrong_order(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = PAIRS_BEFORE_TRIG;
+    t.pairs_wrong_order = 1;
+    expect_near_miss(&t, "pairs in the wrong order");
+}
+
+/* Interleaved rotation with the rotate-half cat(c, c) cos/sin. */
+static void test_near_miss_interleaved_halves_dup(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.interleaved = 1;
+    t.pair_dup = HALVES_CONCAT;
+    expect_near_miss(&t, "layouts mismatched");
+}
+
+/* The reverse: rotate-half with cos/sin repeated pairwise. */
+static void test_near_miss_rotate_half_pairs_dup(void **state) {
+    (void)state;
+    rope_case t = base_case();
+    t.pair_dup = PAIRS_AFTER_TRIG;
+    expect_near_miss(&t, "layouts mismatched");
+}
 
 static void test_near_miss_slice_not_half(void **state) {
     (void)state;
@@ -683,6 +836,13 @@ int main(void) {
         cmocka_unit_test(test_partial_rotation_slices),
         cmocka_unit_test(test_partial_rotation_split_bshd),
         cmocka_unit_test(test_partial_rotation_cache),
+        cmocka_unit_test(test_interleaved_range_bhsd_h4_d64),
+        cmocka_unit_test(test_interleaved_range_offset_bshd_h16_d128),
+        cmocka_unit_test(test_interleaved_folded_table),
+        cmocka_unit_test(test_interleaved_partial_rotation),
+        cmocka_unit_test(test_near_miss_interleaved_wrong_order),
+        cmocka_unit_test(test_near_miss_interleaved_halves_dup),
+        cmocka_unit_test(test_near_miss_rotate_half_pairs_dup),
         cmocka_unit_test(test_near_miss_slice_not_half),
         cmocka_unit_test(test_near_miss_neg_wrong_half),
         cmocka_unit_test(test_near_miss_cos_sin_swapped),

@@ -147,6 +147,29 @@ int fu_m_div_by_sqrt(const fu_graph *g, int node, int *x, int *inverse, int *sqr
     return *sqrt_node >= 0;
 }
 
+int fu_m_square_of(const fu_graph *g, int node, int *base, char *reason, size_t n) {
+    if (node < 0 || g->nodes[node].n_in != 2) return -1;
+    const fu_node *sq = &g->nodes[node];
+    if (strcmp(sq->op, "Pow") == 0) {
+        double exponent;
+        if (!fu_m_const_scalar(g, sq->in[1], &exponent)) {
+            snprintf(reason, n, "Pow exponent is not a constant scalar");
+            return 0;
+        }
+        if (exponent != 2.0) {
+            snprintf(reason, n, "Pow exponent is %g, not 2", exponent);
+            return 0;
+        }
+        *base = sq->in[0];
+        return 1;
+    }
+    if (strcmp(sq->op, "Mul") == 0 && fu_m_skip_casts(g, sq->in[0]) == fu_m_skip_casts(g, sq->in[1])) {
+        *base = sq->in[0];
+        return 1;
+    }
+    return -1;
+}
+
 int fu_m_reduce_axes(const fu_graph *g, const fu_node *n, int64_t *axes, int max, int *count) {
     int rank = n->in[0] >= 0 ? g->values[n->in[0]].rank : -1;
     if (rank < 0) return -1;

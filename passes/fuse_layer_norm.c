@@ -159,21 +159,9 @@ static int check(const fu_fuse_ctx *c, ln_match *m, int anchor, int *nodes, int 
     /* The variance must be the mean of d squared. */
     m->square = fu_m_producer(g, g->nodes[m->var_mean].in[0], NULL);
     int base = -1;
-    if (is_op(g, m->square, "Pow") && g->nodes[m->square].n_in == 2) {
-        double exponent;
-        if (!fu_m_const_scalar(g, g->nodes[m->square].in[1], &exponent)) {
-            snprintf(reason, size, "Pow exponent is not a constant scalar");
-            return 0;
-        }
-        if (exponent != 2.0) {
-            snprintf(reason, size, "Pow exponent is %g, not 2", exponent);
-            return 0;
-        }
-        base = g->nodes[m->square].in[0];
-    } else if (is_op(g, m->square, "Mul") && g->nodes[m->square].n_in == 2 &&
-               fu_m_skip_casts(g, g->nodes[m->square].in[0]) == fu_m_skip_casts(g, g->nodes[m->square].in[1])) {
-        base = g->nodes[m->square].in[0];
-    } else {
+    int square = fu_m_square_of(g, m->square, &base, reason, size);
+    if (square == 0) return 0;
+    if (square < 0) {
         snprintf(reason, size, "the variance's ReduceMean is not over a square (Pow(d, 2) or Mul(d, d))");
         return 0;
     }

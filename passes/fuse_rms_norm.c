@@ -35,10 +35,6 @@ typedef struct {
     int scale_mul, scale;
 } rms_match;
 
-static int is_op(const fu_graph *g, int node, const char *op) {
-    return node >= 0 && strcmp(g->nodes[node].op, op) == 0 && g->nodes[node].n_in >= 1;
-}
-
 /* Follows Cast nodes that convert float32 to float32 (no rounding), adding
  * them to m->casts; returns the value they start from. */
 static int skip_identity_casts(const fu_graph *g, int v, rms_match *m) {
@@ -130,21 +126,9 @@ static int check(const fu_fuse_ctx *c, rms_match *m, int anchor, int *nodes, int
     int squared = g->nodes[m->mean].in[0];
     m->square = fu_m_producer(g, squared, NULL);
     int base = -1;
-    if (is_op(g, m->square, "Pow") && g->nodes[m->square].n_in == 2) {
-        double exponent;
-        if (!fu_m_const_scalar(g, g->nodes[m->square].in[1], &exponent)) {
-            snprintf(reason, size, "Pow exponent is not a constant scalar");
-            return 0;
-        }
-        if (exponent != 2.0) {
-            snprintf(reason, size, "Pow exponent is %g, not 2", exponent);
-            return 0;
-        }
-        base = g->nodes[m->square].in[0];
-    } else if (is_op(g, m->square, "Mul") && g->nodes[m->square].n_in == 2 &&
-               fu_m_skip_casts(g, g->nodes[m->square].in[0]) == fu_m_skip_casts(g, g->nodes[m->square].in[1])) {
-        base = g->nodes[m->square].in[0];
-    } else {
+    int square = fu_m_square_of(g, m->square, &base, reason, size);
+    if (square == 0) return 0;
+    if (square < 0) {
         snprintf(reason, size, "ReduceMean is not over a square (Pow(x, 2) or Mul(x, x))");
         return 0;
     }

@@ -57,6 +57,10 @@ int fu_m_either(const fu_graph *g, const fu_node *n, int (*pred)(const fu_graph 
  * order. Sets *x, *inverse (the Reciprocal/Div node, -1 for plain Div) and
  * *sqrt_node; returns 1 on a match. */
 int fu_m_div_by_sqrt(const fu_graph *g, int node, int *x, int *inverse, int *sqrt_node);
+/* Node `node` squares a value: Pow(x, 2) or Mul(x, x) (through Casts).
+ * Returns 1 and sets *base to x; 0 for a Pow whose exponent is not the
+ * constant 2 (reason written: a near miss); -1 when it is no square. */
+int fu_m_square_of(const fu_graph *g, int node, int *base, char *reason, size_t n);
 /* Reads the reduce axes of a ReduceX node (attr or input), normalised. */
 int fu_m_reduce_axes(const fu_graph *g, const fu_node *n, int64_t *axes, int max, int *count);
 

@@ -63,6 +63,22 @@ void fu_set_output(fu_graph *g, const fu_node *n, int o, fu_dtype t, int rank, c
  * (bit 1<<dtype); fails naming the node otherwise. */
 int fu_require_input(const fu_graph *g, const fu_node *n, int i, unsigned dtype_mask, fu_err *err);
 
+/* A batched product C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] as
+ * MatMul, Gemm-like and FusedMatMul nodes spell it (numpy batching).
+ * Shared by ir/ops/matmul.c and ir/ops/fused_matmul.c. */
+typedef struct {
+    int batch_rank;
+    fu_dim batch[FU_MAX_RANK];                  /* broadcast batch dims */
+    fu_dim a_batch[FU_MAX_RANK], b_batch[FU_MAX_RANK];  /* each operand's, 1-padded */
+    fu_dim m, n, k;
+    int trans_a, trans_b;
+} fu_batched_matmul;
+/* Emits the calls for p: one fu_rt_matmul_f32 with strides when each
+ * operand is either shared or per batch, else a loop over the batch. A, B
+ * and C are C pointer expressions; alpha and beta C float literals. */
+void fu_emit_batched_matmul(struct fu_emit *e, const fu_batched_matmul *p, const char *A, const char *B,
+                            const char *C, const char *alpha, const char *beta);
+
 #define FU_MASK(t) (1u << (t))
 #define FU_FLOATS (FU_MASK(FU_F32) | FU_MASK(FU_F16) | FU_MASK(FU_BF16))
 #define FU_INTS (FU_MASK(FU_I64) | FU_MASK(FU_I32))

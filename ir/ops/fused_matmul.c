@@ -114,78 +114,45 @@ static int fmm_infer(fu_graph *g, fu_node *n, fu_err *err) {
     return 0;
 }
 
-/* 0 = operand shared by every batch, 1 = one matrix per batch, 2 = partial
- * broadcast (needs a loop). */
-static int batch_mode(const fmm_shape *p, const fu_dim *op_batch) {
-    int all_one = 1, all_full = 1;
-    for (int i = 0; i < p->batch_rank; i++) {
-        if (!dim_is_one(op_batch[i])) all_one = 0;
-        if (!fu_dim_eq(op_batch[i], p->batch[i])) all_full = 0;
-    }
-    return all_one ? 0 : all_full ? 1 : 2;
-}
+
 
 static int fmm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err) {
     fmm_shape p;
     if (fmm_plan(g, n, &p, err)) return -1;
-    char A[320], B[320], Y[320], M[64], N[64], K[64], MK[64], KN[64], MN[64], batch[64], rows[64];
-    char alpha[64], beta[16];
+    char A[320], B[320], Y[320], N[64], K[64], rows[64], alpha[64];
+    const char *beta = p.has_bias ? "1.0f" : "0.0f";
     snprintf(A, sizeof A, "%s", fu_emit_ptr(e, n->in[0]));
     snprintf(B, sizeof B, "%s", fu_emit_ptr(e, n->in[1]));
     snprintf(Y, sizeof Y, "%s", fu_emit_ptr(e, n->out[0]));
-    snprintf(M, sizeof M, "%s", fu_emit_dim(e, p.m));
     snprintf(N, sizeof N, "%s", fu_emit_dim(e, p.n));
     snprintf(K, sizeof K, "%s", fu_emit_dim(e, p.k));
-    snprintf(MK, sizeof MK, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.k)));
-    snprintf(KN, sizeof KN, "%s", fu_emit_dim(e, fu_dim_mul(p.k, p.n)));
-    snprintf(MN, sizeof MN, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.n)));
     fu_dim total = fu_dim_const(1);
     for (int i = 0; i < p.batch_rank; i++) total = fu_dim_mul(total, p.batch[i]);
-    snprintf(batch, sizeof batch, "%s", fu_emit_dim(e, total));
     snprintf(rows, sizeof rows, "%s", fu_emit_dim(e, fu_dim_mul(total, p.m)));
     fu_float_literal((float)fu_attr_float(n, "alpha", 1.0), alpha, sizeof alpha);
-    snprintf(beta, sizeof beta, "%s", p.has_bias ? "1.0f" : "0.0f");
 
     fu_emitf(e, "{");
     e->indent++;
     if (p.has_bias) {
-        /* Every row of Y starts as the bias; sgemm then accumulates (beta 1). */
+        /* Every row of Y starts as the bias; the product then accumulates (beta 1). */
         fu_emitf(e, "const int64_t sh[] = {%s, %s}, ds[] = {%s, 1}, ss[] = {0, %d};", rows, N, N, p.bias_is_row);
         fu_emitf(e, "fu_rt_copy(%s, %s, 4, 2, sh, ds, ss);", Y, fu_emit_ptr(e, n->in[2]));
     }
-    int mode_a = batch_mode(&p, p.a_batch), mode_b = batch_mode(&p, p.b_batch);
     const fu_value *b = &g->values[n->in[1]];
     if (p.trans_b && !p.trans_a && b->rank == 2) {
         /* One weight for every row of A (all its leading dims x M). */
         fu_emitf(e, "fu_rt_gemm_nt_%s(%s, %s, %s, %s, %s, %s, %s, %s);", b->dtype == FU_BF16 ? "bf16" : "f32", A,
                  B, Y, rows, N, K, alpha, beta);
-    } else if (mode_a != 2 && mode_b != 2) {
-        fu_emitf(e, "fu_rt_matmul_f32(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %d, %d, %s, %s);", A, B, Y, batch,
-                 M, N, K, mode_a ? MK : "0", mode_b ? KN : "0", MN, p.trans_a, p.trans_b, alpha, beta);
     } else {
-        /* Partial broadcast: one sgemm per batch, locating each operand's
-         * matrix from the batch index digit by digit. */
-        fu_emitf(e, "for (int64_t bi = 0; bi < %s; bi++) {", batch);
-        e->indent++;
-        fu_emitf(e, "int64_t rest = bi, off_a = 0, off_b = 0, digit;");
-        fu_dim stride_a = fu_dim_mul(p.m, p.k), stride_b = fu_dim_mul(p.k, p.n);
-        for (int i = p.batch_rank - 1; i >= 0; i--) {
-            char sa[64], sb[64], d[64];
-            snprintf(sa, sizeof sa, "%s", dim_is_one(p.a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
-            snprintf(sb, sizeof sb, "%s", dim_is_one(p.b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
-            snprintf(d, sizeof d, "%s", fu_emit_dim(e, p.batch[i]));
-            fu_emitf(e, "digit = rest %% %s; rest /= %s; off_a += digit * %s; off_b += digit * %s;", d, d, sa, sb);
-            stride_a = fu_dim_mul(stride_a, p.a_batch[i]);
-            stride_b = fu_dim_mul(stride_b, p.b_batch[i]);
-        }
-        fu_emitf(e, "fu_rt_matmul_f32(%s + off_a, %s + off_b, %s + bi * %s, 1, %s, %s, %s, 0, 0, 0, %d, %d, %s, %s);",
-                 A, B, Y, MN, M, N, K, p.trans_a, p.trans_b, alpha, beta);
-        e->indent--;
-        fu_emitf(e, "}");
+        fu_batched_matmul bm = {.batch_rank = p.batch_rank, .m = p.m, .n = p.n, .k = p.k,
+                                .trans_a = p.trans_a, .trans_b = p.trans_b};
+        memcpy(bm.batch, p.batch, sizeof bm.batch);
+        memcpy(bm.a_batch, p.a_batch, sizeof bm.a_batch);
+        memcpy(bm.b_batch, p.b_batch, sizeof bm.b_batch);
+        fu_emit_batched_matmul(e, &bm, A, B, Y, alpha, beta);
     }
     e->indent--;
     fu_emitf(e, "}");
-    (void)err;
     return 0;
 }
 

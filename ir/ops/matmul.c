@@ -70,7 +70,7 @@ static int matmul_infer(fu_graph *g, fu_node *n, fu_err *err) {
 
 /* How one operand walks the batch: 0 = shared by every batch (stride 0),
  * 1 = one matrix per batch (contiguous), 2 = partial broadcast (loop). */
-static int batch_mode(const matmul_shape *p, const fu_dim *op_batch) {
+static int batch_mode(const fu_batched_matmul *p, const fu_dim *op_batch) {
     int all_one = 1, all_full = 1;
     for (int i = 0; i < p->batch_rank; i++) {
         if (!dim_is_one(op_batch[i])) all_one = 0;
@@ -81,50 +81,58 @@ static int batch_mode(const matmul_shape *p, const fu_dim *op_batch) {
     return 2;
 }
 
-static int matmul_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err) {
-    matmul_shape p;
-    if (matmul_plan(g, n, &p, err)) return -1;
-    char A[256], B[256], C[256], M[64], N[64], K[64], MK[64], KN[64], MN[64], batch[64];
-    snprintf(A, sizeof A, "%s", fu_emit_ptr(e, n->in[0]));
-    snprintf(B, sizeof B, "%s", fu_emit_ptr(e, n->in[1]));
-    snprintf(C, sizeof C, "%s", fu_emit_ptr(e, n->out[0]));
-    snprintf(M, sizeof M, "%s", fu_emit_dim(e, p.m));
-    snprintf(N, sizeof N, "%s", fu_emit_dim(e, p.n));
-    snprintf(K, sizeof K, "%s", fu_emit_dim(e, p.k));
-    snprintf(MK, sizeof MK, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.k)));
-    snprintf(KN, sizeof KN, "%s", fu_emit_dim(e, fu_dim_mul(p.k, p.n)));
-    snprintf(MN, sizeof MN, "%s", fu_emit_dim(e, fu_dim_mul(p.m, p.n)));
+void fu_emit_batched_matmul(fu_emit *e, const fu_batched_matmul *p, const char *A, const char *B, const char *C,
+                            const char *alpha, const char *beta) {
+    char M[64], N[64], K[64], MK[64], KN[64], MN[64], batch[64];
+    snprintf(M, sizeof M, "%s", fu_emit_dim(e, p->m));
+    snprintf(N, sizeof N, "%s", fu_emit_dim(e, p->n));
+    snprintf(K, sizeof K, "%s", fu_emit_dim(e, p->k));
+    snprintf(MK, sizeof MK, "%s", fu_emit_dim(e, fu_dim_mul(p->m, p->k)));
+    snprintf(KN, sizeof KN, "%s", fu_emit_dim(e, fu_dim_mul(p->k, p->n)));
+    snprintf(MN, sizeof MN, "%s", fu_emit_dim(e, fu_dim_mul(p->m, p->n)));
     fu_dim total = fu_dim_const(1);
-    for (int i = 0; i < p.batch_rank; i++) total = fu_dim_mul(total, p.batch[i]);
+    for (int i = 0; i < p->batch_rank; i++) total = fu_dim_mul(total, p->batch[i]);
     snprintf(batch, sizeof batch, "%s", fu_emit_dim(e, total));
 
-    int mode_a = batch_mode(&p, p.a_batch), mode_b = batch_mode(&p, p.b_batch);
+    int mode_a = batch_mode(p, p->a_batch), mode_b = batch_mode(p, p->b_batch);
     if (mode_a != 2 && mode_b != 2) {
-        fu_emitf(e, "fu_rt_matmul_f32(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 1.0f, 0.0f);", A, B,
-                 C, batch, M, N, K, mode_a ? MK : "0", mode_b ? KN : "0", MN);
-        return 0;
+        fu_emitf(e, "fu_rt_matmul_f32(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %d, %d, %s, %s);", A, B, C, batch, M,
+                 N, K, mode_a ? MK : "0", mode_b ? KN : "0", MN, p->trans_a, p->trans_b, alpha, beta);
+        return;
     }
     /* Partial broadcast (e.g. [2,1,M,K] x [1,3,K,N]): one sgemm per batch,
      * locating each operand's matrix from the batch index digit by digit. */
     fu_emitf(e, "for (int64_t bi = 0; bi < %s; bi++) {", batch);
     e->indent++;
     fu_emitf(e, "int64_t rest = bi, off_a = 0, off_b = 0, digit;");
-    fu_dim stride_a = fu_dim_mul(p.m, p.k), stride_b = fu_dim_mul(p.k, p.n);
-    for (int i = p.batch_rank - 1; i >= 0; i--) {
+    fu_dim stride_a = fu_dim_mul(p->m, p->k), stride_b = fu_dim_mul(p->k, p->n);
+    for (int i = p->batch_rank - 1; i >= 0; i--) {
         char sa[64], sb[64], d[64];
-        snprintf(sa, sizeof sa, "%s", dim_is_one(p.a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
-        snprintf(sb, sizeof sb, "%s", dim_is_one(p.b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
-        snprintf(d, sizeof d, "%s", fu_emit_dim(e, p.batch[i]));
-        fu_emitf(e, "digit = rest %% %s; rest /= %s; off_a += digit * %s; off_b += digit * %s;", d, d,
-                 sa, sb);
-        stride_a = fu_dim_mul(stride_a, p.a_batch[i]);
-        stride_b = fu_dim_mul(stride_b, p.b_batch[i]);
+        snprintf(sa, sizeof sa, "%s", dim_is_one(p->a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
+        snprintf(sb, sizeof sb, "%s", dim_is_one(p->b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
+        snprintf(d, sizeof d, "%s", fu_emit_dim(e, p->batch[i]));
+        fu_emitf(e, "digit = rest %% %s; rest /= %s; off_a += digit * %s; off_b += digit * %s;", d, d, sa, sb);
+        stride_a = fu_dim_mul(stride_a, p->a_batch[i]);
+        stride_b = fu_dim_mul(stride_b, p->b_batch[i]);
     }
-    fu_emitf(e, "fu_rt_matmul_f32(%s + off_a, %s + off_b, %s + bi * %s, 1, %s, %s, %s, 0, 0, 0, 0, 0, "
-                "1.0f, 0.0f);",
-             A, B, C, MN, M, N, K);
+    fu_emitf(e, "fu_rt_matmul_f32(%s + off_a, %s + off_b, %s + bi * %s, 1, %s, %s, %s, 0, 0, 0, %d, %d, %s, %s);", A,
+             B, C, MN, M, N, K, p->trans_a, p->trans_b, alpha, beta);
     e->indent--;
     fu_emitf(e, "}");
+}
+
+static int matmul_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err) {
+    matmul_shape p;
+    if (matmul_plan(g, n, &p, err)) return -1;
+    fu_batched_matmul bm = {.batch_rank = p.batch_rank, .m = p.m, .n = p.n, .k = p.k};
+    memcpy(bm.batch, p.batch, sizeof bm.batch);
+    memcpy(bm.a_batch, p.a_batch, sizeof bm.a_batch);
+    memcpy(bm.b_batch, p.b_batch, sizeof bm.b_batch);
+    char A[256], B[256], C[256];
+    snprintf(A, sizeof A, "%s", fu_emit_ptr(e, n->in[0]));
+    snprintf(B, sizeof B, "%s", fu_emit_ptr(e, n->in[1]));
+    snprintf(C, sizeof C, "%s", fu_emit_ptr(e, n->out[0]));
+    fu_emit_batched_matmul(e, &bm, A, B, C, "1.0f", "0.0f");
     return 0;
 }
 

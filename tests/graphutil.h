@@ -34,4 +34,33 @@ static inline float *tu_output_f32(fusec_model *m, const char *name, long *numel
     return out;
 }
 
+/* Fills input k (value v, `numel` elements of v's dtype, shape `shape`). */
+typedef void (*tu_fill_fn)(const fu_value *v, int k, const int64_t *shape, int64_t numel, void *data);
+
+/* Compiles the model at `path` in `profile` with the JIT, binds every input
+ * of g (dims at the symbol values `sym`, or the bounds when NULL) filled by
+ * `fill`, and runs it. The same fill gives both profiles the same inputs. */
+static inline fusec_model *tu_run_profile(const char *path, const fu_graph *g, const char *profile,
+                                          const int64_t *sym, tu_fill_fn fill) {
+    char err[FU_ERR_LEN];
+    fusec_options opts = {profile, "jit", NULL, 0};
+    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
+    if (!m) fail_msg("fusec_load (%s): %s", profile, err);
+    void *buffers[8] = {0};
+    assert_true(g->n_inputs <= 8);
+    for (int k = 0; k < g->n_inputs; k++) {
+        const fu_value *v = &g->values[g->inputs[k]];
+        int64_t shape[FU_MAX_RANK], numel = 1;
+        for (int d = 0; d < v->rank; d++) numel *= shape[d] = fu_dim_eval(v->shape[d], sym ? sym : g->sym_max);
+        buffers[k] = malloc((size_t)(numel ? numel : 1) * fu_dtype_size(v->dtype));
+        fill(v, k, shape, numel, buffers[k]);
+        if (fusec_set_input(m, v->name, (fusec_dtype)v->dtype, v->rank, shape, buffers[k]))
+            fail_msg("set_input %s: %s", v->name, fusec_last_error(m));
+    }
+    int rc = fusec_run(m);
+    for (int k = 0; k < 8; k++) free(buffers[k]);
+    if (rc) fail_msg("run (%s): %s", profile, fusec_last_error(m));
+    return m;
+}
+
 #endif

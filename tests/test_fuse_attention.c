@@ -314,38 +314,25 @@ static char *build_attention(const attn_spec *s) {
 
 /* ---- running ------------------------------------------------------------------ */
 
+/* Deterministic inputs, the same for both profiles: floats in [-2, 2];
+ * bool masks random but keeping the diagonal so no row is empty. */
+static void fill_attention(const fu_value *v, int k, const int64_t *shape, int64_t numel, void *data) {
+    unsigned seed = 4321u + 101u * (unsigned)k;
+    for (int64_t i = 0; i < numel; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        if (v->dtype == FU_BOOL) {
+            int64_t cols = shape[v->rank - 1], r = (i / cols) % shape[v->rank - 2], col = i % cols;
+            ((uint8_t *)data)[i] = col == r || ((seed >> 12) & 1);
+        } else {
+            ((float *)data)[i] = (float)((seed >> 9) % 4001) / 1000.0f - 2.0f;
+        }
+    }
+}
+
 /* Compiles the model in a profile, binds deterministic random inputs (the
  * same for both profiles; symbols at their bounds) and runs it. */
 static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
-    char err[FU_ERR_LEN];
-    fusec_options opts = {profile, "jit", NULL, 0};
-    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
-    if (!m) fail_msg("fusec_load (%s): %s", profile, err);
-    void *buffers[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (int k = 0; k < g->n_inputs; k++) {
-        const fu_value *v = &g->values[g->inputs[k]];
-        int64_t shape[FU_MAX_RANK], numel = 1;
-        for (int d = 0; d < v->rank; d++) numel *= shape[d] = fu_dim_eval(v->shape[d], g->sym_max);
-        unsigned seed = 4321u + 101u * (unsigned)k;
-        buffers[k] = malloc((size_t)(numel ? numel : 1) * 4);
-        for (int64_t i = 0; i < numel; i++) {
-            seed = seed * 1664525u + 1013904223u;
-            if (v->dtype == FU_BOOL) {
-                /* keep the diagonal so no row is empty */
-                int64_t cols = shape[v->rank - 1], r = (i / cols) % shape[v->rank - 2], col = i % cols;
-                ((uint8_t *)buffers[k])[i] = col == r || ((seed >> 12) & 1);
-            } else {
-                ((float *)buffers[k])[i] = (float)((seed >> 9) % 4001) / 1000.0f - 2.0f;
-            }
-        }
-        if (fusec_set_input(m, v->name, (fusec_dtype)v->dtype, v->rank, shape, buffers[k]))
-            fail_msg("set_input %s: %s", v->name, fusec_last_error(m));
-    }
-    int rc = fusec_run(m);
-    for (int k = 0; k < 8; k++) free(buffers[k]);
-    if (rc) fail_msg("run (%s): %s", profile, fusec_last_error(m));
-    return m;
+    return tu_run_profile(path, g, profile, NULL, fill_attention);
 }
 
 typedef struct {

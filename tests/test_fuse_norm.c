@@ -219,34 +219,22 @@ static void symbol_values(const fu_graph *g, int64_t *sym) {
 
 /* Compiles the model in a profile, binds deterministic random inputs (the
  * same for both profiles) and runs it. Returns the model (caller frees). */
+/* Deterministic inputs with a non-zero mean, the same for both profiles. */
+static void fill_norm(const fu_value *v, int k, const int64_t *shape, int64_t numel, void *data) {
+    (void)shape;
+    unsigned seed = 1234u + 77u * (unsigned)k;
+    for (int64_t i = 0; i < numel; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        float value = (float)((seed >> 9) % 4001) / 1000.0f - 1.7f;  /* mean not zero */
+        if (v->dtype == FU_F16) ((uint16_t *)data)[i] = fu_f32_to_f16(value);
+        else ((float *)data)[i] = value;
+    }
+}
+
 static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
-    char err[FU_ERR_LEN];
-    fusec_options opts = {profile, "jit", NULL, 0};
-    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
-    if (!m) fail_msg("fusec_load (%s): %s", profile, err);
     int64_t sym[FU_MAX_SYMS];
     symbol_values(g, sym);
-    void *buffers[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (int k = 0; k < g->n_inputs; k++) {
-        const fu_value *v = &g->values[g->inputs[k]];
-        int64_t shape[FU_MAX_RANK], numel = 1;
-        for (int d = 0; d < v->rank; d++) numel *= shape[d] = fu_dim_eval(v->shape[d], sym);
-        unsigned seed = 1234u + 77u * (unsigned)k;
-        buffers[k] = malloc((size_t)(numel ? numel : 1) * 4);
-        for (int64_t i = 0; i < numel; i++) {
-            seed = seed * 1664525u + 1013904223u;
-            float value = (float)((seed >> 9) % 4001) / 1000.0f - 1.7f;  /* mean not zero */
-            if (v->dtype == FU_F16) ((uint16_t *)buffers[k])[i] = fu_f32_to_f16(value);
-            else ((float *)buffers[k])[i] = value;
-        }
-        if (fusec_set_input(m, v->name, (fusec_dtype)v->dtype, v->rank, shape, buffers[k]))
-            fail_msg("set_input %s: %s", v->name, fusec_last_error(m));
-    }
-    int rc = fusec_run(m);
-    for (int k = 0; k < 8; k++) free(buffers[k]);
-    if (rc) fail_msg("run (%s): %s", profile, fusec_last_error(m));
-    return m;
+    return tu_run_profile(path, g, profile, sym, fill_norm);
 }
 
 typedef struct {

@@ -67,30 +67,18 @@ static char *model(fu_sb *ins, fu_sb *inits, fu_sb *nodes, const char *outputs, 
 
 /* ---- running ------------------------------------------------------------------ */
 
-static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
-    char err[FU_ERR_LEN];
-    fusec_options opts = {profile, "jit", NULL, 0};
-    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
-    if (!m) fail_msg("fusec_load (%s): %s", profile, err);
-    void *buffers[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (int k = 0; k < g->n_inputs; k++) {
-        const fu_value *v = &g->values[g->inputs[k]];
-        int64_t shape[FU_MAX_RANK], numel = 1;
-        for (int d = 0; d < v->rank; d++) numel *= shape[d] = fu_dim_eval(v->shape[d], g->sym_max);
-        unsigned seed = 777u + 31u * (unsigned)k;
-        buffers[k] = malloc((size_t)(numel ? numel : 1) * 4);
-        for (int64_t i = 0; i < numel; i++) {
-            seed = seed * 1664525u + 1013904223u;
-            ((float *)buffers[k])[i] = (float)((seed >> 9) % 6001) / 1000.0f - 3.0f;
-        }
-        if (fusec_set_input(m, v->name, FUSEC_FLOAT32, v->rank, shape, buffers[k]))
-            fail_msg("set_input %s: %s", v->name, fusec_last_error(m));
+/* Deterministic inputs in [-3, 3], the same for both profiles. */
+static void fill_uniform(const fu_value *v, int k, const int64_t *shape, int64_t numel, void *data) {
+    (void)v, (void)shape;
+    unsigned seed = 777u + 31u * (unsigned)k;
+    for (int64_t i = 0; i < numel; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ((float *)data)[i] = (float)((seed >> 9) % 6001) / 1000.0f - 3.0f;
     }
-    int rc = fusec_run(m);
-    for (int k = 0; k < 8; k++) free(buffers[k]);
-    if (rc) fail_msg("run (%s): %s", profile, fusec_last_error(m));
-    return m;
+}
+
+static fusec_model *run_profile(const char *path, const fu_graph *g, const char *profile) {
+    return tu_run_profile(path, g, profile, NULL, fill_uniform);
 }
 
 typedef struct {

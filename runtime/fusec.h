@@ -29,6 +29,8 @@ typedef struct {
     const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
     const char *cache_dir;  /* AOT build cache; default "build/cache" */
     int verbose;            /* print compile steps to stderr */
+    const char *precision;  /* matmul precision: "f32" (default) or "bf16" (activations rounded to
+                               bfloat16 and weights packed as bfloat16; AVX512-BF16 dot products) */
 } fusec_options;
 
 typedef struct fusec_model fusec_model;

@@ -5,25 +5,33 @@ SHELL := /bin/bash
 
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
-            python3-numpy graphviz pkg-config
+            python3-numpy graphviz pkg-config libxxhash-dev
 PY      := /usr/bin/python3
 
 CC      := gcc
 WARN    := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 $(WARN) -O2 -g -D_GNU_SOURCE -fPIC -I.
-# Runtime kernels: vectorised for this machine.
-RT_CFLAGS := -std=c11 $(WARN) -O3 -march=native -g -D_GNU_SOURCE -fPIC -I.
-LIBS    := -ljson-c -ltcc -ldl -lcrypto -lm -lpthread
+# Runtime kernels: built for any x86-64; the GEMM micro-kernels
+# (runtime/gemm_kernels.c) are compiled once per instruction set below and
+# chosen at run time from the CPU (runtime/gemm.c).
+RT_CFLAGS := -std=c11 $(WARN) -O3 -march=x86-64 -mtune=generic -g -D_GNU_SOURCE -fPIC -I.
+GEMM_VARIANTS := avx512bf16 avx512 avx2 portable
+GEMM_FLAGS_avx512bf16 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mavx512bf16
+GEMM_FLAGS_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
+GEMM_FLAGS_avx2 := -mavx2 -mfma
+GEMM_FLAGS_portable :=
+LIBS    := -ljson-c -ltcc -ldl -lcrypto -lxxhash -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
 
-LIB_SRC := $(wildcard ir/*.c ir/ops/*.c passes/*.c compiler/*.c) runtime/api.c
+LIB_SRC := $(wildcard ir/*.c ir/ops/*.c passes/*.c compiler/*.c) runtime/api.c runtime/packed_weights.c
 LIB_SRC := $(filter-out compiler/main.c,$(LIB_SRC))
-RT_SRC  := $(filter-out runtime/api.c,$(wildcard runtime/*.c))
+RT_SRC  := $(filter-out runtime/api.c runtime/packed_weights.c runtime/gemm_kernels.c,$(wildcard runtime/*.c))
 HDRS    := $(wildcard ir/*.h passes/*.h compiler/*.h runtime/*.h)
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o
-RT_OBJ  := $(patsubst %.c,$(BUILD)/rtobj/%.o,$(RT_SRC))
+RT_OBJ  := $(patsubst %.c,$(BUILD)/rtobj/%.o,$(RT_SRC)) \
+           $(foreach v,$(GEMM_VARIANTS),$(BUILD)/rtobj/runtime/gemm_kernels.$(v).o)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -59,6 +67,10 @@ $(BUILD)/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 $(BUILD)/rtobj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(RT_CFLAGS) -c $< -o $@
+
+$(BUILD)/rtobj/runtime/gemm_kernels.%.o: runtime/gemm_kernels.c runtime/gemm_kernels.h | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CFLAGS) $(GEMM_FLAGS_$*) -c $< -o $@
 
 $(BUILD)/libfusec_rt.so: $(RT_OBJ)
 	$(CC) -shared -o $@ $^ -lopenblas -lm

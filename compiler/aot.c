@@ -56,8 +56,7 @@ static char *dir_of(const char *path) {
     return strndup(path, (size_t)(slash - path));
 }
 
-/* mkdir -p */
-static int make_dirs(const char *dir, fu_err *err) {
+int fu_make_dirs(const char *dir, fu_err *err) {
     char *p = strdup(dir);
     if (!p) return fu_fail(err, "aot: out of memory");
     for (char *s = p + 1;; s++) {
@@ -364,7 +363,7 @@ int fu_aot_build_cached(const char *c_source, const char *cache_dir, char **so_p
     err->msg[0] = 0;
     char hex[2 * EVP_MAX_MD_SIZE + 1];
     if (cache_key(c_source, hex, err) != 0) return -1;
-    if (make_dirs(cache_dir, err) != 0) return -1;
+    if (fu_make_dirs(cache_dir, err) != 0) return -1;
     size_t n = strlen(cache_dir) + strlen(hex) + 8;
     char *path = malloc(n);
     if (!path) return fu_fail(err, "aot: out of memory");

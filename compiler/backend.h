@@ -53,6 +53,9 @@ int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err);
 
 void fu_compiled_free(fu_compiled *c);
 
+/* mkdir -p: creates dir and its parents; fails unless dir ends up a directory. */
+int fu_make_dirs(const char *dir, fu_err *err);
+
 /* Directory holding libfusec_rt.so and fusec_kernels.h, for gcc. */
 const char *fu_runtime_dir(void);
 

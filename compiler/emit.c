@@ -189,6 +189,19 @@ const char *fu_emit_ptr(fu_emit *e, int v) {
     return s;
 }
 
+const char *fu_emit_packed_ptr(fu_emit *e, int v, int bf16, int transposed) {
+    const fu_graph *g = e->g;
+    for (int i = 0; i < g->n_packed; i++) {
+        const struct fu_packed_slot *p = &g->packed[i];
+        if (p->value == v && p->bf16 == bf16 && p->transposed == transposed) {
+            char *s = ring_next(e);
+            snprintf(s, sizeof e->ring[0], "((const %s *)w[%d])", bf16 ? "uint16_t" : "float", g->n_raw_weights + i);
+            return s;
+        }
+    }
+    return NULL;
+}
+
 const char *fu_emit_vptr(fu_emit *e, int v) {
     const char *addr = raw_address(e, v);
     char *s = ring_next(e);
@@ -283,6 +296,7 @@ static char *build_meta(const fu_graph *g, const char *profile) {
     json_object_object_add(m, "fusec_meta", json_object_new_int(1));
     json_object_object_add(m, "name", json_object_new_string(g->name ? g->name : "model"));
     json_object_object_add(m, "profile", json_object_new_string(profile));
+    json_object_object_add(m, "precision", json_object_new_string(g->precision[0] ? g->precision : "f32"));
     json_object *syms = json_object_new_array();
     for (int s = 0; s < g->n_syms; s++) {
         json_object *o = json_object_new_object();
@@ -301,6 +315,18 @@ static char *build_meta(const fu_graph *g, const char *profile) {
     for (int v = 0; v < g->n_values; v++)
         if (g->values[v].storage == FU_STORE_WEIGHT) json_object_array_add(ws, tensor_json(g, &g->values[v]));
     json_object_object_add(m, "weights", ws);
+    /* Packed copies, in slot order after the weights (w[n_weights + i]). */
+    json_object *packed = json_object_new_array();
+    for (int i = 0; i < g->n_packed; i++) {
+        const struct fu_packed_slot *p = &g->packed[i];
+        const fu_value *w = &g->values[p->value];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "weight", json_object_new_string(w->name));
+        json_object_object_add(o, "layout", json_object_new_string(p->bf16 ? "bf16" : "f32"));
+        json_object_object_add(o, "transposed", json_object_new_boolean(p->transposed));
+        json_object_array_add(packed, o);
+    }
+    json_object_object_add(m, "packed", packed);
     json_object_object_add(m, "weights_file", g->weights_path ? json_object_new_string(g->weights_path) : NULL);
     json_object_object_add(m, "weights_identity",
                            json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));

@@ -41,6 +41,9 @@ const char *fu_emit_numel(fu_emit *e, int v);
 /* C expression for a pointer to value v's first element, cast to the C
  * element type of its dtype ("((float*)(A+4096))", "((const int64_t*)W[2])"). */
 const char *fu_emit_ptr(fu_emit *e, int v);
+/* The packed copy of weight v in the given layout (a plan slot), as a
+ * typed pointer; NULL when the plan gave it no slot. */
+const char *fu_emit_packed_ptr(fu_emit *e, int v, int bf16, int transposed);
 /* Same, as `void *` / `const void *`. */
 const char *fu_emit_vptr(fu_emit *e, int v);
 /* C element type for a dtype: float, uint16_t, int64_t, int32_t, uint8_t. */

@@ -51,6 +51,8 @@ static const runtime_symbol runtime_symbols[] = {
     {"fu_rt_f16_to_f32", (const void *)fu_rt_f16_to_f32},
     {"fu_rt_f32_to_f16", (const void *)fu_rt_f32_to_f16},
     {"fu_rt_matmul_f32", (const void *)fu_rt_matmul_f32},
+    {"fu_rt_gemm_packed_f32", (const void *)fu_rt_gemm_packed_f32},
+    {"fu_rt_gemm_packed_bf16", (const void *)fu_rt_gemm_packed_bf16},
     {"fu_rt_gemm_nt_f32", (const void *)fu_rt_gemm_nt_f32},
     {"fu_rt_convert", (const void *)fu_rt_convert},
     {"fu_rt_gemm_nt_bf16", (const void *)fu_rt_gemm_nt_bf16},

@@ -61,6 +61,8 @@ static const char help_compile[] =
     "  --header FILE.h         also write a C header declaring the entry point\n"
     "                          (default: NAME.h next to libNAME.so)\n"
     "  --profile bare|fast     pass pipeline (default fast)\n"
+    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
+    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
 
@@ -77,7 +79,10 @@ static const char help_run[] =
     "                              (converted to the input's dtype)\n"
     "  --backend jit|aot           libtcc in memory (default) or gcc into a cached library\n"
     "  --profile bare|fast         pass pipeline (default fast)\n"
-    "  --cache-dir DIR             where aot libraries are cached (default build/cache)\n"
+    "  --precision f32|bf16        matmul precision (default f32); bf16 rounds activations\n"
+    "                              to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "  --cache-dir DIR             where aot libraries and packed weights are cached\n"
+    "                              (default build/cache)\n"
     "  --output-dir DIR            also write each output to DIR/<name>.npy\n"
     "  --repeat N                  run N times; print the first run's time and the median of the rest\n"
     "  -v, --verbose               compile steps on stderr\n"
@@ -94,6 +99,8 @@ static const char help_dump[] =
     "                          `load` means no pass at all\n"
     "  --format json|dot       JSON IR (default) or a Graphviz digraph\n"
     "  --profile bare|fast     pass pipeline (default fast)\n"
+    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
+    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
     "  --explain-fusions       instead of the graph, report what the fusion rules did:\n"
     "                          per rule the fused count, each fused anchor node and\n"
     "                          what it became, each near miss and why it did not fuse\n"
@@ -110,6 +117,8 @@ static const char help_info[] =
     "\n"
     "options:\n"
     "  --profile bare|fast     pass pipeline (default fast)\n"
+    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
+    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
 
@@ -230,14 +239,15 @@ static int write_text_atomic(const char *path, const char *text) {
 /* ---- shared steps ---------------------------------------------------------- */
 
 /* Loads a JSON model and runs the pipeline (up to stop_after). */
-static fu_graph *load_and_run_passes(const char *path, fu_profile profile, int verbose, const char *stop_after) {
+static fu_graph *load_and_run_passes(const char *path, fu_profile profile, fu_precision precision, int verbose,
+                                     const char *stop_after) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) {
         fail(EXIT_USER, "%s", err.msg);
         return NULL;
     }
-    fu_pass_opts opts = {profile, verbose, NULL};
+    fu_pass_opts opts = {.profile = profile, .verbose = verbose, .precision = precision};
     if (fu_run_pipeline(g, &opts, stop_after, &err) != 0) {
         fail(EXIT_USER, "%s", err.msg);
         fu_graph_free(g);
@@ -247,8 +257,9 @@ static fu_graph *load_and_run_passes(const char *path, fu_profile profile, int v
 }
 
 /* JSON model -> C source (malloc'd in *c_source) */
-static int generate_c(const char *path, fu_profile profile, int verbose, fu_graph **graph_out, fu_sb *c_source) {
-    fu_graph *g = load_and_run_passes(path, profile, verbose, NULL);
+static int generate_c(const char *path, fu_profile profile, fu_precision precision, int verbose, fu_graph **graph_out,
+                      fu_sb *c_source) {
+    fu_graph *g = load_and_run_passes(path, profile, precision, verbose, NULL);
     if (!g) return -1;
     fu_err err = {{0}};
     if (fu_emit_graph(g, c_source, &err) != 0) {
@@ -304,6 +315,7 @@ static char *default_header_path(const char *so_path) {
 static int cmd_compile(int argc, char **argv) {
     const char *model = NULL, *so_path = NULL, *header = NULL, *emit_c = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
+    fu_precision precision = FU_PRECISION_F32;
     int verbose = 0;
     for (int i = 0; i < argc; i++) {
         int r;
@@ -319,6 +331,9 @@ static int cmd_compile(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             if (parse_profile(value, &profile)) return usage("compile", "unknown profile '%s' (bare or fast)", value);
+        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
+            if (r < 0) return usage("compile", "%s needs a value", argv[i]);
+            if (fu_precision_parse(value, &precision)) return usage("compile", "unknown precision '%s' (f32 or bf16)", value);
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
             /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
@@ -344,7 +359,7 @@ static int cmd_compile(int argc, char **argv) {
     fu_graph *g = NULL;
     fu_sb c_source = {0};
     int status = EXIT_USER;
-    if (generate_c(model, profile, verbose, &g, &c_source) != 0) goto done;
+    if (generate_c(model, profile, precision, verbose, &g, &c_source) != 0) goto done;
     if (emit_c && write_text_atomic(emit_c, c_source.s) != 0) {
         fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
         goto done;
@@ -511,6 +526,7 @@ static int cmd_run(int argc, char **argv) {
     int n_inputs = 0, repeat = 1;
     fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
     fu_profile profile = FU_PROFILE_FAST;
+    fu_precision precision = FU_PRECISION_F32;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -529,6 +545,10 @@ static int cmd_run(int argc, char **argv) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             if (parse_profile(value, &profile)) return usage("run", "unknown profile '%s' (bare or fast)", value);
             opts.profile = value;
+        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
+            if (r < 0) return usage("run", "%s needs a value", argv[i]);
+            if (fu_precision_parse(value, &precision)) return usage("run", "unknown precision '%s' (f32 or bf16)", value);
+            opts.precision = value;
         } else if ((r = option_value(argc, argv, &i, "--cache-dir", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             opts.cache_dir = value;
@@ -568,7 +588,7 @@ static int cmd_run(int argc, char **argv) {
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
         fu_graph *g = NULL;
         fu_sb c_source = {0};
-        if (generate_c(model, profile, opts.verbose, &g, &c_source) != 0) return EXIT_USER;
+        if (generate_c(model, profile, precision, opts.verbose, &g, &c_source) != 0) return EXIT_USER;
         int bad = write_text_atomic(emit_c, c_source.s);
         fu_sb_free(&c_source);
         fu_graph_free(g);
@@ -652,7 +672,7 @@ static int explain_fusions(const char *model, int verbose, FILE *f) {
     fu_graph *g = fu_ir_load(model, &err);
     if (!g) return fail(EXIT_USER, "%s", err.msg);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {FU_PROFILE_FAST, verbose, &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = verbose, .fusion_log = &log};
     int rc = fu_run_pipeline(g, &opts, NULL, &err);
     fu_graph_free(g);
     if (rc != 0) {
@@ -667,6 +687,7 @@ static int explain_fusions(const char *model, int verbose, FILE *f) {
 static int cmd_dump(int argc, char **argv) {
     const char *model = NULL, *after = NULL, *format = "json", *out_path = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
+    fu_precision precision = FU_PRECISION_F32;
     int verbose = 0, explain = 0, profile_given = 0;
     for (int i = 0; i < argc; i++) {
         int r;
@@ -685,6 +706,9 @@ static int cmd_dump(int argc, char **argv) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             if (parse_profile(value, &profile)) return usage("dump", "unknown profile '%s' (bare or fast)", value);
             profile_given = 1;
+        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
+            if (r < 0) return usage("dump", "%s needs a value", argv[i]);
+            if (fu_precision_parse(value, &precision)) return usage("dump", "unknown precision '%s' (f32 or bf16)", value);
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             out_path = value;
@@ -727,7 +751,7 @@ static int cmd_dump(int argc, char **argv) {
     if (no_passes) {
         fu_err err = {{0}};
         if (!(g = fu_ir_load(model, &err))) return fail(EXIT_USER, "%s", err.msg);
-    } else if (!(g = load_and_run_passes(model, profile, verbose, after))) {
+    } else if (!(g = load_and_run_passes(model, profile, precision, verbose, after))) {
         return EXIT_USER;
     }
     atomic_file a = {0};
@@ -777,6 +801,7 @@ static void print_tensors(const fu_graph *g, const char *title, int n, const int
 static int cmd_info(int argc, char **argv) {
     const char *model = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
+    fu_precision precision = FU_PRECISION_F32;
     int verbose = 0;
     for (int i = 0; i < argc; i++) {
         int r;
@@ -786,6 +811,9 @@ static int cmd_info(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("info", "%s needs a value", argv[i]);
             if (parse_profile(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
+        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
+            if (r < 0) return usage("info", "%s needs a value", argv[i]);
+            if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -797,7 +825,7 @@ static int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
-    fu_graph *g = load_and_run_passes(model, profile, verbose, NULL);
+    fu_graph *g = load_and_run_passes(model, profile, precision, verbose, NULL);
     if (!g) return EXIT_USER;
 
     op_count *counts = calloc((size_t)g->n_nodes + 1, sizeof *counts);

@@ -162,6 +162,7 @@ void fu_graph_free(fu_graph *g) {
     free(g->name);
     free(g->path);
     free(g->weights_path);
+    free(g->packed);
     free(g);
 }
 
@@ -515,6 +516,7 @@ fu_graph *fu_graph_clone(const fu_graph *g) {
     c->n_inputs = g->n_inputs;
     c->n_outputs = g->n_outputs;
     memcpy(c->profile, g->profile, sizeof c->profile);
+    memcpy(c->precision, g->precision, sizeof c->precision);
     c->arena_bytes = g->arena_bytes;
     c->n_loop_groups = g->n_loop_groups;
     /* The mapping is shared; the reference count keeps it alive until the

@@ -175,8 +175,19 @@ typedef struct fu_graph {
 
     struct fu_weights *weights;  /* mapped safetensors, or NULL */
     char profile[8];             /* "bare" or "fast": set by the pass manager */
+    char precision[8];           /* matmul precision "f32" or "bf16": set by the pass manager */
     int64_t arena_bytes;         /* filled by the memory plan */
     int n_loop_groups;
+    /* Packed weights (plan): the weights that matmuls read in a packed
+     * layout (attribute packed_weight), one slot per (weight, layout), in
+     * w[] after the raw weights: slot i is w[n_raw_weights + i]. */
+    int n_raw_weights;
+    int n_packed;
+    struct fu_packed_slot {
+        int value;          /* the weight */
+        int bf16;           /* layout: bfloat16 pairs (else float32) */
+        int transposed;     /* the weight is stored [K, N] (else [N, K]) */
+    } *packed;
 } fu_graph;
 
 fu_graph *fu_graph_new(const char *name);

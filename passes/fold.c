@@ -270,7 +270,7 @@ fail:
 /* Compiles and runs the fold graph; results[i] receives a malloc'd copy of
  * output i's bytes. */
 static int evaluate_fold_graph(fu_graph *fg, const fu_pass_opts *o, void **results, fu_err *err) {
-    fu_pass_opts quiet = {o ? o->profile : FU_PROFILE_BARE, 0, NULL};
+    fu_pass_opts quiet = {.profile = o ? o->profile : FU_PROFILE_BARE};
     if (fu_infer(fg, err) || fu_pass_plan(fg, &quiet, err)) return -1;
 
     fu_sb source = {0};

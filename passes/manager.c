@@ -12,6 +12,7 @@ static const fu_pass all_passes[] = {
     {"fold", "evaluate nodes whose inputs are all constants", fu_pass_fold},
     {"cse", "merge identical nodes and identical constants", fu_pass_cse},
     {"fuse", "replace norm, rope, attention, swiglu and matmul+bias subgraphs by fused nodes; read bf16 weights in place", fu_pass_fuse},
+    {"pack", "choose the packed weight layout of each matmul against a weight (bf16 with --precision bf16)", fu_pass_pack},
     {"dce", "remove nodes and initializers nothing uses", fu_pass_dce},
     {"plan", "loop groups, value storage and the arena memory plan", fu_pass_plan},
 };
@@ -21,6 +22,7 @@ static const char *const bare_pipeline[] = {"infer", "fold", "cse", "dce", "plan
 static const char *const fast_pipeline[] = {
     "infer", "fold", "cse",
     "fuse",  /* rewrites the cleaned graph; dce then drops what it replaced */
+    "pack",  /* after fusion: the weight_cast rule decides which weights matmuls read */
     "dce", "plan", NULL,
 };
 
@@ -44,6 +46,13 @@ int fu_pipeline(fu_profile p, const fu_pass **passes, int max) {
     return n;
 }
 
+int fu_precision_parse(const char *s, fu_precision *out) {
+    if (s && strcmp(s, "f32") == 0) *out = FU_PRECISION_F32;
+    else if (s && strcmp(s, "bf16") == 0) *out = FU_PRECISION_BF16;
+    else return -1;
+    return 0;
+}
+
 int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     (void)o;
     return fu_infer(g, err);
@@ -63,8 +72,10 @@ static int live_nodes(const fu_graph *g) {
 #define MAX_PIPELINE 32
 
 int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err) {
-    fu_pass_opts defaults = {FU_PROFILE_FAST, 0, NULL};
+    fu_pass_opts defaults = {FU_PROFILE_FAST, 0, NULL, FU_PRECISION_F32};
     if (!o) o = &defaults;
+    if (o->precision == FU_PRECISION_BF16 && o->profile != FU_PROFILE_FAST)
+        return fu_fail(err, "precision bf16 needs the fast profile (the bare profile runs the graph as exported)");
     const fu_pass *passes[MAX_PIPELINE];
     int n = fu_pipeline(o->profile, passes, MAX_PIPELINE);
     if (n > MAX_PIPELINE) n = MAX_PIPELINE;
@@ -86,6 +97,7 @@ int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, 
 
     /* The emitter records the profile in the model's metadata. */
     snprintf(g->profile, sizeof g->profile, "%s", o->profile == FU_PROFILE_FAST ? "fast" : "bare");
+    snprintf(g->precision, sizeof g->precision, "%s", o->precision == FU_PRECISION_BF16 ? "bf16" : "f32");
     for (int i = 0; i < n; i++) {
         int before = live_nodes(g);
         if (passes[i]->run(g, o, err)) return -1;

@@ -5,6 +5,9 @@
 #include "../ir/ir.h"
 
 typedef enum { FU_PROFILE_BARE = 0, FU_PROFILE_FAST = 1 } fu_profile;
+/* Matmul precision: float32 throughout, or activations rounded to
+ * bfloat16 against bfloat16-packed weights (fast profile only). */
+typedef enum { FU_PRECISION_F32 = 0, FU_PRECISION_BF16 = 1 } fu_precision;
 
 struct fu_fusion_log;
 
@@ -12,6 +15,7 @@ typedef struct {
     fu_profile profile;
     int verbose;              /* one line per pass on stderr */
     struct fu_fusion_log *fusion_log;   /* if set, the fuse pass records what fused and why not */
+    fu_precision precision;
 } fu_pass_opts;
 
 typedef struct {
@@ -31,6 +35,9 @@ int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant
 int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
 int fu_pass_cse(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* common subexpressions */
 int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* fusion rules (fast) */
+int fu_pass_pack(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* packed weight layouts (fast) */
 int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* loop groups + memory plan */
+/* Parses "f32" / "bf16"; -1 for anything else. */
+int fu_precision_parse(const char *s, fu_precision *out);
 
 #endif

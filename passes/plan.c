@@ -7,6 +7,9 @@
  * 2. Storage: inputs and weights stay where the caller / the mapping put
  *    them, inline constants are embedded in the generated code, views
  *    (Reshape & co.) alias their input, everything else gets an arena slot.
+ *    A weight that matmuls read packed (attribute packed_weight, set by the
+ *    pack pass) gets a packed slot per layout, after the raw weights in
+ *    w[]; it keeps a raw slot only if something else reads it.
  * 3. Memory plan: arena slots are reused by liveness (first fit over a free
  *    list, sizes at the symbols' declared maxima), so the arena is the peak
  *    of simultaneously live buffers rather than their sum. */
@@ -61,19 +64,73 @@ static int storage_root(const fu_graph *g, int v) {
     return v;
 }
 
-static void assign_storage(fu_graph *g) {
+/* Node n reads input k as a packed weight: the layout (1 f32, 2 bf16), else 0. */
+static int packed_read(const fu_node *n, int k) {
+    if (k != 1 || !n->def || strcmp(n->op, "FusedMatMul") != 0) return 0;
+    const char *layout = fu_attr_string(n, "packed_weight", NULL);
+    if (!layout) return 0;
+    return strcmp(layout, "bf16") == 0 ? 2 : 1;
+}
+
+/* One packed slot per (weight, layout, orientation) that some matmul reads. */
+static int assign_packed_slots(fu_graph *g, int *raw_use, fu_err *err) {
+    free(g->packed);
+    g->packed = NULL;
+    g->n_packed = 0;
+    int cap = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const fu_node *n = &g->nodes[i];
+        if (n->dead) continue;
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0) continue;
+            int layout = packed_read(n, k);
+            if (!layout) {
+                raw_use[v] = 1;
+                continue;
+            }
+            struct fu_packed_slot want = {v, layout == 2, !fu_attr_int(n, "transB", 0)};
+            int found = 0;
+            for (int s = 0; s < g->n_packed && !found; s++)
+                found = g->packed[s].value == v && g->packed[s].bf16 == want.bf16 &&
+                        g->packed[s].transposed == want.transposed;
+            if (found) continue;
+            if (g->n_packed == cap) {
+                cap = cap ? 2 * cap : 64;
+                struct fu_packed_slot *p = realloc(g->packed, sizeof *p * (size_t)cap);
+                if (!p) return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
+                g->packed = p;
+            }
+            g->packed[g->n_packed++] = want;
+        }
+    }
+    for (int i = 0; i < g->n_outputs; i++) raw_use[g->outputs[i]] = 1;
+    return 0;
+}
+
+static int assign_storage(fu_graph *g, fu_err *err) {
     int weights = 0, embedded = 0;
+    int *raw_use = calloc((size_t)g->n_values + 1, sizeof *raw_use);
+    if (!raw_use || assign_packed_slots(g, raw_use, err)) {
+        free(raw_use);
+        return raw_use ? -1 : fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
+    }
     for (int v = 0; v < g->n_values; v++) {
         fu_value *val = &g->values[v];
         val->storage = FU_STORE_NONE;
         val->index = -1;
         val->offset = -1;
         val->alias_of = -1;
-        if (val->kind == FU_VAL_CONST) {
-            val->storage = val->external ? FU_STORE_WEIGHT : FU_STORE_EMBEDDED;
-            val->index = val->external ? weights++ : embedded++;
+        if (val->kind == FU_VAL_CONST && !val->external) {
+            val->storage = FU_STORE_EMBEDDED;
+            val->index = embedded++;
+        } else if (val->kind == FU_VAL_CONST && raw_use[v]) {
+            val->storage = FU_STORE_WEIGHT;
+            val->index = weights++;
         }
     }
+    g->n_raw_weights = weights;
+    free(raw_use);
     for (int i = 0; i < g->n_inputs; i++) {
         g->values[g->inputs[i]].storage = FU_STORE_INPUT;
         g->values[g->inputs[i]].index = i;
@@ -97,6 +154,7 @@ static void assign_storage(fu_graph *g) {
         }
     }
     free(group_root);
+    return 0;
 }
 
 /* Free list of arena byte ranges, kept sorted by offset and coalesced. */
@@ -220,8 +278,7 @@ int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     if (!uses) return fu_fail(err, "%s: out of memory", g->path ? g->path : "model");
     assign_loop_groups(g, uses);
     free(uses);
-    assign_storage(g);
-    if (plan_arena(g, err)) return -1;
+    if (assign_storage(g, err) || plan_arena(g, err)) return -1;
     if (o && o->verbose) {
         int64_t naive = 0;
         int buffers = 0;

@@ -18,6 +18,7 @@
 #include "../ir/json_ir.h"
 #include "../ir/weights.h"
 #include "../passes/passes.h"
+#include "packed_weights.h"
 
 typedef struct {
     char *name;
@@ -38,8 +39,13 @@ struct fusec_model {
     io_tensor *inputs, *outputs;
 
     fu_weights *weights_file;
-    const void **weight_ptrs;   /* w[] for the entry point */
+    const void **weight_ptrs;   /* w[] for the entry point: raw weights, then packed copies */
     void **weight_copies;       /* aligned copies of misaligned weights, else NULL */
+    int n_packed;
+    fu_packed_weights *packed;  /* the packed copies' mapping */
+    fu_packed_info packed_info;
+    char *cache_dir;            /* build cache: AOT libraries and packed weights */
+    int verbose;
 
     int64_t arena_bytes;
     void *arena;
@@ -179,24 +185,61 @@ static int parse_symbols(fusec_model *m, json_object *meta, fu_err *err) {
     return 0;
 }
 
-/* Maps the weights file and fills w[] in metadata order. */
+/* The packed copies the code reads (metadata "packed", after the weights
+ * in w[]), mapped from the build cache or packed now. */
+static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
+    fu_packed_request *req = calloc((size_t)m->n_packed + 1, sizeof *req);
+    if (!req) return fu_fail(err, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < m->n_packed && rc == 0; i++) {
+        json_object *o = json_object_array_get_idx(list, (size_t)i);
+        json_object *name = get_field(o, "weight", json_type_string);
+        json_object *layout = get_field(o, "layout", json_type_string);
+        json_object *transposed = get_field(o, "transposed", json_type_boolean);
+        if (!name || !layout || !transposed ||
+            (strcmp(json_object_get_string(layout), "f32") != 0 && strcmp(json_object_get_string(layout), "bf16") != 0))
+            rc = fu_fail(err, "packed[%d] in metadata is malformed", i);
+        else
+            req[i] = (fu_packed_request){json_object_get_string(name),
+                                         strcmp(json_object_get_string(layout), "bf16") == 0,
+                                         json_object_get_boolean(transposed)};
+    }
+    if (rc == 0) {
+        const char *cache = m->cache_dir ? m->cache_dir : "build/cache";
+        m->packed = fu_packed_weights_open(m->weights_file, cache, req, m->n_packed, m->weight_ptrs + m->n_weights,
+                                           &m->packed_info, err);
+        if (!m->packed) rc = -1;
+        else if (m->verbose)
+            fprintf(stderr, "fusec: %s: %d packed weights (%.1f MB) %s in %.1f ms%s%s\n", m->path, m->n_packed,
+                    m->packed_info.bytes / 1e6, m->packed_info.built ? "packed" : "mapped and checked",
+                    m->packed_info.ms, m->packed_info.in_memory ? " (in memory: the cache is not writable)" : "",
+                    m->packed_info.path[0] ? m->packed_info.path : "");
+    }
+    free(req);
+    return rc;
+}
+
+/* Maps the weights file and fills w[] in metadata order: the raw weights,
+ * then the packed copies. */
 static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
     io_tensor *ws = NULL;
     int rc = -1;
     if (parse_tensor_list(m, meta, "weights", &ws, &m->n_weights, err)) goto done;
-    m->weight_ptrs = calloc((size_t)m->n_weights + 1, sizeof *m->weight_ptrs);
+    json_object *packed = get_field(meta, "packed", json_type_array);
+    m->n_packed = packed ? (int)json_object_array_length(packed) : 0;
+    m->weight_ptrs = calloc((size_t)(m->n_weights + m->n_packed) + 1, sizeof *m->weight_ptrs);
     m->weight_copies = calloc((size_t)m->n_weights + 1, sizeof *m->weight_copies);
     if (!m->weight_ptrs || !m->weight_copies) {
         fu_fail(err, "out of memory");
         goto done;
     }
-    if (m->n_weights == 0) {
+    if (m->n_weights + m->n_packed == 0) {
         rc = 0;
         goto done;
     }
     json_object *file = get_field(meta, "weights_file", json_type_string);
     if (!file) {
-        fu_fail(err, "the model needs %d weights but names no weights file", m->n_weights);
+        fu_fail(err, "the model needs %d weights but names no weights file", m->n_weights + m->n_packed);
         goto done;
     }
     const char *wpath = json_object_get_string(file);
@@ -242,6 +285,7 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         }
         m->weight_ptrs[i] = data;
     }
+    if (m->n_packed > 0 && bind_packed(m, packed, err)) goto done;
     rc = 0;
 done:
     for (int i = 0; ws && i < m->n_weights; i++) free(ws[i].name);
@@ -250,7 +294,7 @@ done:
 }
 
 /* Builds the model's tables from the compiled code's metadata. */
-static int instantiate(fusec_model *m, fu_err *err) {
+static int instantiate(fusec_model *m, const fusec_options *o, fu_err *err) {
     json_tokener *tok = json_tokener_new();
     if (!tok) return fu_fail(err, "out of memory");
     json_object *meta = json_tokener_parse_ex(tok, (const char *)m->code.meta, (int)m->code.meta_len);
@@ -261,6 +305,13 @@ static int instantiate(fusec_model *m, fu_err *err) {
     json_object *arena = ok ? get_field(meta, "arena_bytes", json_type_int) : NULL;
     if (!ok || !version || json_object_get_int(version) != 1 || !arena) {
         fu_fail(err, "the compiled code carries no valid fusec metadata (version 1)");
+        goto done;
+    }
+    /* A library's precision is fixed when it is built. */
+    json_object *precision = get_field(meta, "precision", json_type_string);
+    const char *built = precision ? json_object_get_string(precision) : "f32";
+    if (o->precision && strcmp(o->precision, built) != 0) {
+        fu_fail(err, "the compiled code has precision %s, not %s", built, o->precision);
         goto done;
     }
     if (parse_symbols(m, meta, err) || parse_tensor_list(m, meta, "inputs", &m->inputs, &m->n_inputs, err) ||
@@ -302,7 +353,9 @@ static double now_ms(void) {
 
 /* JSON model -> pipeline -> C -> JIT or AOT. */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
-    fu_pass_opts popts = {FU_PROFILE_FAST, o->verbose, NULL};
+    fu_pass_opts popts = {.profile = FU_PROFILE_FAST, .verbose = o->verbose, .fusion_log = NULL};
+    if (o->precision && fu_precision_parse(o->precision, &popts.precision) != 0)
+        return fu_fail(err, "unknown precision '%s' (expected f32 or bf16)", o->precision);
     if (o->profile && strcmp(o->profile, "bare") == 0)
         popts.profile = FU_PROFILE_BARE;
     else if (o->profile && strcmp(o->profile, "fast") != 0)
@@ -356,12 +409,18 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
         load_error(err, errlen, path, "out of memory");
         return NULL;
     }
+    m->verbose = o->verbose;
+    if (o->cache_dir && !(m->cache_dir = strdup(o->cache_dir))) {
+        fusec_free(m);
+        load_error(err, errlen, path, "out of memory");
+        return NULL;
+    }
     int rc;
     if (ends_with(path, ".so"))
         rc = fu_aot_load(path, &m->code, &e);
     else
         rc = compile_json_model(m, o, &e);
-    if (rc == 0) rc = instantiate(m, &e);
+    if (rc == 0) rc = instantiate(m, o, &e);
     if (rc != 0) {
         load_error(err, errlen, path, e.msg[0] ? e.msg : "failed to load");
         fusec_free(m);
@@ -381,7 +440,9 @@ void fusec_free(fusec_model *m) {
     for (int i = 0; m->weight_copies && i < m->n_weights; i++) free(m->weight_copies[i]);
     free(m->weight_copies);
     free(m->weight_ptrs);
+    fu_packed_weights_close(m->packed);
     if (m->weights_file) fu_weights_close(m->weights_file);
+    free(m->cache_dir);
     free(m->arena);
     free(m->input_data);
     free(m->input_shape);

@@ -66,11 +66,24 @@ void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, i
                       int64_t stride_c, int trans_a, int trans_b, float alpha, float beta);
 
 /* C = alpha * A * B^T + beta * C for row-major A [M, K], B [N, K] and
- * C [M, N]: B in the [out, in] layout of a linear layer's weight, read in
- * place (no transpose, no packing). Built for few rows (M up to a few
- * hundred) against a large B: B is streamed once, A stays in cache; work is
- * split across threads by rows of B. The bf16 variant reads B as bfloat16
- * and computes in float32, with the same result as converting B first. */
+ * C [M, N] (beta 0: C is not read): B in the [out, in] layout of a linear
+ * layer's weight. Built for few rows (M up to a few hundred) against a
+ * large B; work is split across cores by columns of C, with results
+ * bit-identical for any thread count (runtime/gemm.c).
+ *
+ * The packed forms read B as the compiler packed it at load
+ * (fu_rt_pack_weight in runtime/gemm.h): panels of 32 output columns,
+ * float32 (FU_RT_PACK_F32) or bfloat16 pairs (FU_RT_PACK_BF16). The bf16
+ * form computes float32-exact products (the result of converting the
+ * weights to float32 first) unless round_activations is set: then A is
+ * rounded to bfloat16 too (--precision bf16) and the AVX512-BF16 dot
+ * product runs at full rate. The _nt forms take B as it is ([N, K],
+ * float32 or bfloat16 bits) and pack it on every call. */
+enum { FU_RT_PACK_F32 = 1, FU_RT_PACK_BF16 = 2 };
+void fu_rt_gemm_packed_f32(const float *A, const float *Bp, float *C, int64_t M, int64_t N, int64_t K,
+                           float alpha, float beta);
+void fu_rt_gemm_packed_bf16(const float *A, const uint16_t *Bp, float *C, int64_t M, int64_t N, int64_t K,
+                            float alpha, float beta, int round_activations);
 void fu_rt_gemm_nt_f32(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K,
                        float alpha, float beta);
 void fu_rt_gemm_nt_bf16(const float *A, const uint16_t *B, float *C, int64_t M, int64_t N,

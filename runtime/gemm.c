@@ -1,253 +1,442 @@
-/* Skinny GEMM against a weight in [out, in] layout: C = alpha * A * B^T + beta * C.
+/* GEMM against a weight: C = alpha * A * B^T + beta * C, with A [M, K]
+ * activations (a few to a few hundred rows), B [N, K] a linear layer's
+ * weight and C [M, N], all row-major.
  *
- * The router's matmuls multiply 15-65 activation rows by weights of
- * 1-9 M parameters. General-purpose sgemm repacks B on every call (the
- * weight is used once per forward), so at these shapes it spends as long
- * copying as multiplying. Here B is read in place, as dot products: each
- * tile of MR rows of A and NR rows of B keeps MR x NR vector accumulators
- * over K, so every B row that enters the cache is used by every A row
- * before it leaves. A (at most a few hundred KB) stays in L2.
+ * The weight is packed once (at model load, fu_rt_pack_weight) into panels
+ * of FU_GEMM_PANEL output columns, K-major inside a panel, so the
+ * micro-kernels (runtime/gemm_kernels.c) stream it with aligned vector
+ * loads and accumulate an MR x 32 tile of C in registers: an outer
+ * product per k, with no horizontal reductions. A is packed per call into
+ * tiles of MR rows, k-major, so a tile's broadcasts read one stream.
  *
- * Work is split over rows of B (fu_rt_parallel_for), so each core streams
- * its own part of the weight. The summation order is fixed by the tile shape, never by
- * the thread count, so results are bit-identical from run to run. */
-#include <stdint.h>
+ * Work is shared across cores by panels (fu_rt_parallel_for): each core
+ * streams its own columns of the weight. Tiles are fixed by M and the
+ * kernel alone and each C element is one kernel's sum over k in order, so
+ * results are bit-identical for any thread count.
+ *
+ * The kernel variant is chosen at run time from the CPU (avx512bf16,
+ * avx512, avx2, portable), or forced with FUSEC_GEMM=<variant>. */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "fusec_kernels.h"
+#include "gemm.h"
+#include "gemm_kernels.h"
 #include "parallel.h"
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#define PANEL FU_GEMM_PANEL
 
-/* Tile: MR rows of A x NR rows of B = 24 vector accumulators, leaving
- * registers for the NR B vectors and one A vector (32 zmm in all). */
-enum { MR = 6, NR = 4 };
+/* ---- variants ------------------------------------------------------------ */
 
-#ifdef __AVX512F__
+typedef struct {
+    const fu_gemm_kernels *kernels;
+    int (*supported)(void);
+} variant;
 
-/* 16 bfloat16 -> 16 float32 (exact: bf16 is the top half of a float). */
-static inline __m512 load_bf16x16(const uint16_t *p) {
-    __m256i h = _mm256_loadu_si256((const __m256i *)p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+static int has_avx512bf16(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bf16");
 }
-static inline __m512 load_bf16x16_masked(const uint16_t *p, __mmask16 m) {
-    __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+static int has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+static int always(void) { return 1; }
+
+static const variant variants[] = {
+    {&fu_gemm_kernels_avx512bf16, has_avx512bf16},
+    {&fu_gemm_kernels_avx512, has_avx512},
+    {&fu_gemm_kernels_avx2, has_avx2},
+    {&fu_gemm_kernels_portable, always},
+};
+#define N_VARIANTS (int)(sizeof variants / sizeof variants[0])
+
+static const fu_gemm_kernels *active;
+static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
+
+static const variant *find_variant(const char *name) {
+    for (int i = 0; name && i < N_VARIANTS; i++)
+        if (strcmp(variants[i].kernels->name, name) == 0) return &variants[i];
+    return NULL;
 }
 
-/* The sums of four vectors as {sum a, sum b, sum c, sum d}: one shuffle
- * tree for all four instead of four separate horizontal reductions. */
-static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d */
-    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    /* per 128-bit lane: [a, b, c, d] partial sums */
-    __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
-                                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
-    __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+static void choose_variant(void) {
+    __builtin_cpu_init();
+    const char *forced = getenv("FUSEC_GEMM");
+    const variant *v = find_variant(forced);
+    if (forced && *forced && (!v || !v->supported()))
+        fprintf(stderr, "fusec: FUSEC_GEMM=%.32s is not a variant this CPU runs; choosing by CPU\n", forced);
+    if (v && v->supported()) {
+        active = v->kernels;
+        return;
+    }
+    for (int i = 0; i < N_VARIANTS; i++)
+        if (variants[i].supported()) {
+            active = variants[i].kernels;
+            return;
+        }
 }
 
-/* One mr x nr tile (mr <= MR, nr <= NR; constants after inlining). A is
- * packed as [K/16 blocks][MR rows][16] with zero padding (pack_a), so its
- * loads are sequential; B rows are read in place, the last partial block of
- * each row with a masked load. */
-#define DEFINE_TILE(NAME, BTYPE, LOADB, LOADB_MASKED)                                                 \
-    static inline __attribute__((always_inline)) void NAME(                                          \
-        int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K, int64_t N, float alpha, \
-        float beta, const BTYPE *prefetch) {                                                           \
-        __m512 acc[MR][NR];                                                                            \
-        for (int i = 0; i < mr; i++)                                                                   \
-            for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();                              \
-        int64_t k = 0;                                                                                 \
-        for (; k + 16 <= K; k += 16, Ap += MR * 16) {                                                  \
-            __m512 b[NR];                                                                              \
-            /* Keep every vector in a register: folded into each FMA as a     \
-             * memory operand it would be loaded again per use, and loads,    \
-             * not FMAs, would bound the loop. */                             \
-            for (int j = 0; j < nr; j++) {                                                             \
-                b[j] = LOADB(B + j * K + k);                                                           \
-                __asm__("" : "+v"(b[j]));                                                              \
-                if (prefetch) _mm_prefetch((const char *)(prefetch + j * K + k), _MM_HINT_T0);         \
-            }                                                                                          \
-            for (int i = 0; i < mr; i++) {                                                             \
-                __m512 a = _mm512_loadu_ps(Ap + i * 16);                                               \
-                __asm__("" : "+v"(a));                                                                 \
-                for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);          \
-            }                                                                                          \
-        }                                                                                              \
-        if (k < K) {                                                                                   \
-            __mmask16 m = (__mmask16)((1u << (K - k)) - 1);                                            \
-            __m512 b[NR];                                                                              \
-            for (int j = 0; j < nr; j++) b[j] = LOADB_MASKED(B + j * K + k, m);                        \
-            for (int i = 0; i < mr; i++) {                                                             \
-                __m512 a = _mm512_loadu_ps(Ap + i * 16);                                               \
-                for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);          \
-            }                                                                                          \
-        }                                                                                              \
-        for (int i = 0; i < mr; i++) {                                                                 \
-            if (nr == 4) { /* a full row of the tile: one combined reduction */                        \
-                __m128 dot = _mm_mul_ps(_mm_set1_ps(alpha),                                            \
-                                        reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));          \
-                if (beta != 0.0f) dot = _mm_fmadd_ps(_mm_set1_ps(beta), _mm_loadu_ps(C + i * N), dot);  \
-                _mm_storeu_ps(C + i * N, dot);                                                         \
-                continue;                                                                              \
-            }                                                                                          \
-            for (int j = 0; j < nr; j++) {                                                             \
-                float dot = alpha * _mm512_reduce_add_ps(acc[i][j]);                                   \
-                float *c = C + i * N + j;                                                              \
-                *c = beta == 0.0f ? dot : dot + beta * *c;                                             \
-            }                                                                                          \
-        }                                                                                              \
+static const fu_gemm_kernels *kernels(void) {
+    pthread_once(&choose_once, choose_variant);
+    return active;
+}
+
+const char *fu_rt_gemm_variant(void) { return kernels()->name; }
+
+const char *fu_rt_gemm_variant_at(int i) { return i >= 0 && i < N_VARIANTS ? variants[i].kernels->name : NULL; }
+
+int fu_rt_gemm_variant_supported(const char *name) {
+    __builtin_cpu_init();
+    const variant *v = find_variant(name);
+    return v && v->supported();
+}
+
+int fu_rt_gemm_use_variant(const char *name) {
+    kernels();
+    const variant *v = find_variant(name);
+    if (!v || !v->supported()) return -1;
+    active = v->kernels;
+    return 0;
+}
+
+/* ---- per-thread scratch ---------------------------------------------------- */
+
+/* Grows a thread's scratch buffer (kept between calls: a fresh allocation
+ * of this size would be page-faulted in on every call). NULL when out of memory. */
+static void *scratch(void **buf, size_t *cap, size_t bytes) {
+    if (bytes > *cap) {
+        size_t want = (bytes + 4095) / 4096 * 4096;
+        void *p = aligned_alloc(64, want);
+        if (!p) return NULL;
+        free(*buf);
+        *buf = p;
+        *cap = want;
     }
+    return *buf;
+}
 
-#define LOAD_F32(p) _mm512_loadu_ps(p)
-#define LOAD_F32_MASKED(p, m) _mm512_maskz_loadu_ps(m, p)
-DEFINE_TILE(tile_f32, float, LOAD_F32, LOAD_F32_MASKED)
-DEFINE_TILE(tile_bf16, uint16_t, load_bf16x16, load_bf16x16_masked)
+static _Thread_local void *a_buf, *b_buf;
+static _Thread_local size_t a_cap, b_cap;
 
-#else /* portable fallback: 16-lane partial sums that gcc vectorises */
+/* ---- packing B --------------------------------------------------------------- */
 
-static inline float bf16_value(uint16_t h) { return fu_rt_bf16_to_f32(h); }
-static inline float f32_value(float f) { return f; }
+static int64_t even(int64_t k) { return (k + 1) / 2 * 2; }
+static int64_t panels_of(int64_t N) { return (N + PANEL - 1) / PANEL; }
 
-#define DEFINE_TILE(NAME, BTYPE, VALUE)                                                                \
-    static inline void NAME(int mr, int nr, const float *Ap, const BTYPE *B, float *C, int64_t K,       \
-                            int64_t N, float alpha, float beta, const BTYPE *prefetch) {               \
-        (void)prefetch;                                                                                \
-        for (int i = 0; i < mr; i++)                                                                   \
-            for (int j = 0; j < nr; j++) {                                                             \
-                float lanes[16] = {0};                                                                 \
-                const float *a = Ap + i * 16;                                                          \
-                for (int64_t k = 0; k < K; k += 16, a += MR * 16)                                      \
-                    for (int l = 0; l < 16 && k + l < K; l++) lanes[l] += a[l] * VALUE(B[j * K + k + l]); \
-                float dot = 0;                                                                         \
-                for (int l = 0; l < 16; l++) dot += lanes[l];                                          \
-                float *c = C + i * N + j;                                                              \
-                *c = beta == 0.0f ? alpha * dot : alpha * dot + beta * *c;                             \
-            }                                                                                          \
+/* Elements of one packed panel. */
+static int64_t panel_elems(int layout, int64_t K) { return layout == FU_RT_PACK_F32 ? K * PANEL : even(K) * PANEL; }
+
+int64_t fu_rt_packed_bytes(int layout, int64_t N, int64_t K) {
+    if ((layout != FU_RT_PACK_F32 && layout != FU_RT_PACK_BF16) || N <= 0 || K <= 0) return -1;
+    int64_t elem = layout == FU_RT_PACK_F32 ? 4 : 2;
+    return (panels_of(N) * panel_elems(layout, K) * elem + 63) / 64 * 64;
+}
+
+typedef struct {
+    void *dst;
+    const unsigned char *src;
+    int src_is_bf16, src_transposed, layout;
+    int64_t N, K;
+} pack_b_job;
+
+/* B[n][k] as float32 (0 in the padding), read bytewise: safetensors
+ * offsets need not be aligned. */
+static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
+    if (n >= j->N || k >= j->K) return 0.0f;
+    int64_t i = j->src_transposed ? k * j->N + n : n * j->K + k;
+    if (j->src_is_bf16) {
+        uint16_t h;
+        memcpy(&h, j->src + 2 * i, 2);
+        return fu_rt_bf16_to_f32(h);
     }
-DEFINE_TILE(tile_f32, float, f32_value)
-DEFINE_TILE(tile_bf16, uint16_t, bf16_value)
+    float f;
+    memcpy(&f, j->src + 4 * i, 4);
+    return f;
+}
 
-#endif
-
-/* Calls TILE with constant (mr, nr) so the accumulators stay in registers. */
-#define DISPATCH(TILE, mr, nr, ...)                                         \
-    switch ((mr) * 8 + (nr)) {                                              \
-    case 1 * 8 + 1: TILE(1, 1, __VA_ARGS__); break;                         \
-    case 1 * 8 + 2: TILE(1, 2, __VA_ARGS__); break;                         \
-    case 1 * 8 + 3: TILE(1, 3, __VA_ARGS__); break;                         \
-    case 1 * 8 + 4: TILE(1, 4, __VA_ARGS__); break;                         \
-    case 2 * 8 + 1: TILE(2, 1, __VA_ARGS__); break;                         \
-    case 2 * 8 + 2: TILE(2, 2, __VA_ARGS__); break;                         \
-    case 2 * 8 + 3: TILE(2, 3, __VA_ARGS__); break;                         \
-    case 2 * 8 + 4: TILE(2, 4, __VA_ARGS__); break;                         \
-    case 3 * 8 + 1: TILE(3, 1, __VA_ARGS__); break;                         \
-    case 3 * 8 + 2: TILE(3, 2, __VA_ARGS__); break;                         \
-    case 3 * 8 + 3: TILE(3, 3, __VA_ARGS__); break;                         \
-    case 3 * 8 + 4: TILE(3, 4, __VA_ARGS__); break;                         \
-    case 4 * 8 + 1: TILE(4, 1, __VA_ARGS__); break;                         \
-    case 4 * 8 + 2: TILE(4, 2, __VA_ARGS__); break;                         \
-    case 4 * 8 + 3: TILE(4, 3, __VA_ARGS__); break;                         \
-    case 4 * 8 + 4: TILE(4, 4, __VA_ARGS__); break;                         \
-    case 5 * 8 + 1: TILE(5, 1, __VA_ARGS__); break;                         \
-    case 5 * 8 + 2: TILE(5, 2, __VA_ARGS__); break;                         \
-    case 5 * 8 + 3: TILE(5, 3, __VA_ARGS__); break;                         \
-    case 5 * 8 + 4: TILE(5, 4, __VA_ARGS__); break;                         \
-    case 6 * 8 + 1: TILE(6, 1, __VA_ARGS__); break;                         \
-    case 6 * 8 + 2: TILE(6, 2, __VA_ARGS__); break;                         \
-    case 6 * 8 + 3: TILE(6, 3, __VA_ARGS__); break;                         \
-    default: TILE(6, 4, __VA_ARGS__); break;                                \
+static void pack_b_panels(void *arg, int64_t begin, int64_t end) {
+    const pack_b_job *j = arg;
+    int64_t elems = panel_elems(j->layout, j->K);
+    for (int64_t p = begin; p < end; p++) {
+        int64_t n0 = p * PANEL;
+        if (j->layout == FU_RT_PACK_F32) {
+            float *out = (float *)j->dst + p * elems;
+            for (int64_t k = 0; k < j->K; k++)
+                for (int64_t c = 0; c < PANEL; c++) out[k * PANEL + c] = b_value(j, n0 + c, k);
+        } else {
+            /* bfloat16 values pass through unchanged; float32 rounds */
+            uint16_t *out = (uint16_t *)j->dst + p * elems;
+            for (int64_t k = 0; k < even(j->K); k++)
+                for (int64_t c = 0; c < PANEL; c++)
+                    out[(k / 2) * 2 * PANEL + 2 * c + k % 2] = fu_rt_f32_to_bf16(b_value(j, n0 + c, k));
+        }
     }
+}
+
+int fu_rt_pack_weight(void *dst, const void *src, int src_is_bf16, int src_transposed, int layout, int64_t N,
+                      int64_t K) {
+    int64_t bytes = fu_rt_packed_bytes(layout, N, K);
+    if (bytes < 0) return -1;
+    pack_b_job job = {dst, src, src_is_bf16, src_transposed, layout, N, K};
+    int64_t panels = panels_of(N);
+    /* the tail past the last panel (alignment padding) is zero too */
+    int64_t used = panels * panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
+    memset((char *)dst + used, 0, (size_t)(bytes - used));
+    fu_rt_parallel_for(panels, 4, pack_b_panels, &job);
+    return 0;
+}
+
+/* ---- packing A ----------------------------------------------------------------- */
+
+/* Tiles of A: n_tiles tiles of `base` or base + 1 rows (the first `extra`
+ * have one more), as even as the kernel's largest tile allows. */
+typedef struct {
+    int64_t n_tiles, base, extra;
+} tiling;
+
+static tiling tile_rows(int64_t M, int mr_max) {
+    tiling t;
+    t.n_tiles = (M + mr_max - 1) / mr_max;
+    t.base = M / t.n_tiles;
+    t.extra = M % t.n_tiles;
+    return t;
+}
+static int64_t tile_first_row(const tiling *t, int64_t i) { return i * t->base + (i < t->extra ? i : t->extra); }
+static int tile_mr(const tiling *t, int64_t i) { return (int)(t->base + (i < t->extra)); }
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* x as bfloat16 parts: 1 part = x rounded to nearest even; 3 parts =
+ * truncations hi, mid, lo with hi + mid + lo == x exactly (each takes the
+ * top 8 significant bits of what is left; a float32 has 24). */
+static void bf16_parts(float x, int parts, uint16_t out[3]) {
+    if (parts == 1) {
+        out[0] = fu_rt_f32_to_bf16(x);
+        return;
+    }
+    uint32_t hi = f32_bits(x) & 0xffff0000u;
+    out[0] = (uint16_t)(hi >> 16);
+    if ((f32_bits(x) & 0x7f800000u) == 0x7f800000u) {   /* inf / nan: the high part carries it */
+        out[1] = out[2] = 0;
+        return;
+    }
+    float rest = x - bits_f32(hi);
+    uint32_t mid = f32_bits(rest) & 0xffff0000u;
+    out[1] = (uint16_t)(mid >> 16);
+    out[2] = (uint16_t)(f32_bits(rest - bits_f32(mid)) >> 16);
+}
+
+typedef struct {
+    const float *A;
+    void *out;
+    int64_t K, K2;
+    tiling t;
+    fu_gemm_a_format format;
+    int64_t row_bytes;   /* packed bytes per row of A */
+} pack_a_job;
+
+static void pack_a_tiles(void *arg, int64_t begin, int64_t end) {
+    const pack_a_job *j = arg;
+    for (int64_t ti = begin; ti < end; ti++) {
+        int64_t r0 = tile_first_row(&j->t, ti);
+        int mr = tile_mr(&j->t, ti);
+        char *tile = (char *)j->out + r0 * j->row_bytes;
+        if (j->format == FU_GEMM_A_F32 || j->format == FU_GEMM_A_F32_ROUNDED) {
+            float *o = (float *)tile;
+            for (int i = 0; i < mr; i++) {
+                const float *row = j->A + (r0 + i) * j->K;
+                for (int64_t k = 0; k < j->K2; k++) {
+                    float x = k < j->K ? row[k] : 0.0f;
+                    if (j->format == FU_GEMM_A_F32_ROUNDED) x = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(x));
+                    o[k * mr + i] = x;
+                }
+            }
+        } else {
+            int parts = j->format == FU_GEMM_A_BF16X3 ? 3 : 1;
+            uint32_t *o = (uint32_t *)tile;
+            for (int i = 0; i < mr; i++) {
+                const float *row = j->A + (r0 + i) * j->K;
+                for (int64_t kp = 0; kp < j->K2 / 2; kp++) {
+                    uint16_t even_k[3], odd_k[3] = {0, 0, 0};
+                    bf16_parts(row[2 * kp], parts, even_k);
+                    if (2 * kp + 1 < j->K) bf16_parts(row[2 * kp + 1], parts, odd_k);
+                    for (int p = 0; p < parts; p++)
+                        o[(kp * parts + p) * mr + i] = (uint32_t)odd_k[p] << 16 | even_k[p];
+                }
+            }
+        }
+    }
+}
+
+/* ---- the product ---------------------------------------------------------------- */
+
+typedef struct {
+    const void *a;          /* packed A */
+    int64_t a_row_bytes;
+    tiling t;
+    fu_gemm_tile_f32_fn tile_f32;    /* exactly one of these two */
+    fu_gemm_tile_bf16_fn tile_bf16;
+    const void *b;          /* packed B */
+    int64_t panel_bytes;
+    float *C;
+    int64_t N, K;
+    float alpha, beta;
+} product_job;
+
+/* Panels [begin, end): each against every tile of A, so a panel is read
+ * from memory once and from cache by the other tiles. */
+static void product_panels(void *arg, int64_t begin, int64_t end) {
+    const product_job *j = arg;
+    for (int64_t p = begin; p < end; p++) {
+        const char *panel = (const char *)j->b + p * j->panel_bytes;
+        int nc = (int)(j->N - p * PANEL < PANEL ? j->N - p * PANEL : PANEL);
+        for (int64_t ti = 0; ti < j->t.n_tiles; ti++) {
+            int64_t r0 = tile_first_row(&j->t, ti);
+            const void *a = (const char *)j->a + r0 * j->a_row_bytes;
+            float *c = j->C + r0 * j->N + p * PANEL;
+            /* the last tile of a panel fetches the next one */
+            const char *next = ti + 1 == j->t.n_tiles && p + 1 < end ? panel + j->panel_bytes : NULL;
+            if (j->tile_f32)
+                j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->N, j->alpha, j->beta, next);
+            else
+                j->tile_bf16(tile_mr(&j->t, ti), nc, j->K, a, (const uint16_t *)panel, c, j->N, j->alpha, j->beta,
+                             next);
+        }
+    }
+}
 
 /* Only worth waking a second core when there is enough work to share. */
 static int worth_threads(int64_t M, int64_t N, int64_t K) { return M * N * K >= (int64_t)1 << 20; }
 
-/* Packs A [M, K] as tiles of MR rows: [tile][K/16 blocks][MR][16], zero
- * padded, so a tile's A loads walk one contiguous stream. Returns NULL when
- * out of memory. */
-static float *pack_a(const float *A, int64_t M, int64_t K) {
-    int64_t tiles = (M + MR - 1) / MR, blocks = (K + 15) / 16;
-    float *p = calloc((size_t)(tiles * blocks * MR * 16), sizeof(float));
-    if (!p) return NULL;
-    for (int64_t m = 0; m < M; m++) {
-        float *tile = p + (m / MR) * blocks * MR * 16 + (m % MR) * 16;
-        for (int64_t k = 0; k < K; k++) tile[(k / 16) * MR * 16 + k % 16] = A[m * K + k];
+/* Packs A for the kernel, then runs the panels. Returns -1 when scratch
+ * memory runs out (C is then untouched). */
+static int product(const float *A, const void *Bp, int layout, float *C, int64_t M, int64_t N, int64_t K,
+                   float alpha, float beta, int round_a) {
+    if (M <= 0 || N <= 0) return 0;
+    const fu_gemm_kernels *kern = kernels();
+    product_job job = {0};
+    pack_a_job pa = {0};
+    pa.A = A;
+    pa.K = K;
+    if (layout == FU_RT_PACK_F32) {
+        pa.format = round_a ? FU_GEMM_A_F32_ROUNDED : FU_GEMM_A_F32;
+        pa.K2 = K;
+        pa.t = tile_rows(M, kern->mr_f32);
+        job.tile_f32 = kern->f32;
+    } else {
+        pa.format = round_a ? kern->a_rounded : kern->a_exact;
+        pa.K2 = even(K);
+        pa.t = tile_rows(M, round_a ? kern->mr_bf16_rounded : kern->mr_bf16);
+        job.tile_bf16 = round_a ? kern->bf16_rounded : kern->bf16_exact;
     }
-    return p;
+    switch (pa.format) {
+    case FU_GEMM_A_F32:
+    case FU_GEMM_A_F32_ROUNDED: pa.row_bytes = pa.K2 * 4; break;
+    case FU_GEMM_A_BF16X1: pa.row_bytes = pa.K2 / 2 * 4; break;
+    case FU_GEMM_A_BF16X3: pa.row_bytes = pa.K2 / 2 * 3 * 4; break;
+    }
+    if (!(pa.out = scratch(&a_buf, &a_cap, (size_t)(M * pa.row_bytes)))) return -1;
+    int threads = worth_threads(M, N, K);
+    if (threads) fu_rt_parallel_for(pa.t.n_tiles, 1, pack_a_tiles, &pa);
+    else pack_a_tiles(&pa, 0, pa.t.n_tiles);
+
+    job.a = pa.out;
+    job.a_row_bytes = pa.row_bytes;
+    job.t = pa.t;
+    job.b = Bp;
+    job.panel_bytes = panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
+    job.C = C;
+    job.N = N;
+    job.K = K;
+    job.alpha = alpha;
+    job.beta = beta;
+    int64_t panels = panels_of(N);
+    if (threads) fu_rt_parallel_for(panels, 8, product_panels, &job);
+    else product_panels(&job, 0, panels);
+    return 0;
 }
 
-/* One call's operands, shared by the threads; a range is of B row blocks. */
-typedef struct {
-    const float *Ap;
-    const void *B;
-    float *C;
-    int64_t M, N, K, tile_floats;
-    float alpha, beta;
-} gemm_job;
+/* Without scratch memory: the same sum per element, one at a time. */
+static void product_unpacked(const float *A, const void *B, int b_is_bf16, float *C, int64_t M, int64_t N,
+                             int64_t K, float alpha, float beta, int round_a) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float dot = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = A[m * K + k];
+                if (round_a) a = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(a));
+                float b = b_is_bf16 ? fu_rt_bf16_to_f32(((const uint16_t *)B)[n * K + k]) : ((const float *)B)[n * K + k];
+                dot += a * b;
+            }
+            C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
+        }
+}
 
-/* Blocks of B rows computed against one A row tile before moving to the
- * next tile: the A tile then stays in L1 while the group's B rows (at most
- * a few hundred KB) are re-read from L2, instead of both streaming through
- * L1 for every block. */
-enum { BLOCK_GROUP = 8 };
-
-#define DEFINE_RANGE(RANGE, BTYPE, TILE)                                                               \
-    static void RANGE(void *arg, int64_t nb_begin, int64_t nb_end) {                                   \
-        const gemm_job *j = arg;                                                                       \
-        const BTYPE *B = j->B;                                                                         \
-        for (int64_t g0 = nb_begin; g0 < nb_end; g0 += BLOCK_GROUP) {                                  \
-            int64_t g1 = g0 + BLOCK_GROUP < nb_end ? g0 + BLOCK_GROUP : nb_end;                         \
-            for (int64_t m0 = 0; m0 < j->M; m0 += MR) {                                                \
-                int mr = (int)(j->M - m0 < MR ? j->M - m0 : MR);                                         \
-                for (int64_t nb = g0; nb < g1; nb++) {                                                 \
-                    int64_t n0 = nb * NR;                                                              \
-                    int nr = (int)(j->N - n0 < NR ? j->N - n0 : NR);                                   \
-                    /* The first row tile pulls the next block of B towards \
-                     * the cache while this one is computed: a few streams  \
-                     * of plain loads leave most of the memory bandwidth     \
-                     * unused. */                                            \
-                    const BTYPE *next = m0 == 0 && nb + 1 < nb_end ? B + (n0 + NR) * j->K : NULL;      \
-                    DISPATCH(TILE, mr, nr, j->Ap + (m0 / MR) * j->tile_floats, B + n0 * j->K,     \
-                             j->C + m0 * j->N + n0, j->K, j->N, j->alpha, j->beta, next)               \
-                }                                                                                      \
-            }                                                                                          \
-        }                                                                                              \
+void fu_rt_gemm_packed_f32(const float *A, const float *Bp, float *C, int64_t M, int64_t N, int64_t K,
+                           float alpha, float beta) {
+    if (product(A, Bp, FU_RT_PACK_F32, C, M, N, K, alpha, beta, 0) != 0) {
+        /* unpack-free fallback: read the panels element by element */
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                const float *panel = Bp + (n / PANEL) * panel_elems(FU_RT_PACK_F32, K);
+                float dot = 0;
+                for (int64_t k = 0; k < K; k++) dot += A[m * K + k] * panel[k * PANEL + n % PANEL];
+                C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
+            }
     }
-DEFINE_RANGE(range_f32, float, tile_f32)
-DEFINE_RANGE(range_bf16, uint16_t, tile_bf16)
+}
 
-/* Blocks of B rows per claimed chunk: big enough to amortise the claim,
- * small enough to balance two threads. */
-enum { BLOCKS_PER_CHUNK = 16 };
-
-#define DEFINE_GEMM(NAME, BTYPE, RANGE)                                                                \
-    void NAME(const float *A, const BTYPE *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,  \
-              float beta) {                                                                            \
-        if (M <= 0 || N <= 0) return;                                                                  \
-        float *Ap = pack_a(A, M, K);                                                                   \
-        if (!Ap) { /* no memory for the packed copy: compute from A directly */                        \
-            for (int64_t n = 0; n < N; n++)                                                            \
-                for (int64_t m = 0; m < M; m++) {                                                      \
-                    float dot = 0;                                                                     \
-                    for (int64_t k = 0; k < K; k++) dot += A[m * K + k] * (float)B_VALUE(B[n * K + k]); \
-                    C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];      \
-                }                                                                                      \
-            return;                                                                                    \
-        }                                                                                              \
-        gemm_job job = {Ap, B, C, M, N, K, (K + 15) / 16 * MR * 16, alpha, beta};                      \
-        int64_t n_blocks = (N + NR - 1) / NR;                                                          \
-        if (worth_threads(M, N, K)) fu_rt_parallel_for(n_blocks, BLOCKS_PER_CHUNK, RANGE, &job);       \
-        else RANGE(&job, 0, n_blocks);                                                                 \
-        free(Ap);                                                                                      \
+void fu_rt_gemm_packed_bf16(const float *A, const uint16_t *Bp, float *C, int64_t M, int64_t N, int64_t K,
+                            float alpha, float beta, int round_activations) {
+    if (product(A, Bp, FU_RT_PACK_BF16, C, M, N, K, alpha, beta, round_activations) != 0) {
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                const uint16_t *panel = Bp + (n / PANEL) * panel_elems(FU_RT_PACK_BF16, K);
+                float dot = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    float a = A[m * K + k];
+                    if (round_activations) a = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(a));
+                    dot += a * fu_rt_bf16_to_f32(panel[(k / 2) * 2 * PANEL + 2 * (n % PANEL) + k % 2]);
+                }
+                C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
+            }
     }
+}
 
-#define B_VALUE(x) (x)
-DEFINE_GEMM(fu_rt_gemm_nt_f32, float, range_f32)
-#undef B_VALUE
-#define B_VALUE(x) fu_rt_bf16_to_f32(x)
-DEFINE_GEMM(fu_rt_gemm_nt_bf16, uint16_t, range_bf16)
-#undef B_VALUE
+/* ---- weights not packed ahead of time --------------------------------------------- */
+
+/* B packed now into the thread's scratch, then the packed product. For
+ * weights the compiler could not pack (computed at run time, or inline in
+ * the model). */
+static void gemm_nt(const float *A, const void *B, int b_is_bf16, float *C, int64_t M, int64_t N, int64_t K,
+                    float alpha, float beta) {
+    if (M <= 0 || N <= 0) return;
+    int layout = b_is_bf16 ? FU_RT_PACK_BF16 : FU_RT_PACK_F32;
+    int64_t bytes = fu_rt_packed_bytes(layout, N, K);
+    void *packed = bytes > 0 ? scratch(&b_buf, &b_cap, (size_t)bytes) : NULL;
+    if (!packed || fu_rt_pack_weight(packed, B, b_is_bf16, 0, layout, N, K) != 0 ||
+        product(A, packed, layout, C, M, N, K, alpha, beta, 0) != 0)
+        product_unpacked(A, B, b_is_bf16, C, M, N, K, alpha, beta, 0);
+}
+
+void fu_rt_gemm_nt_f32(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,
+                       float beta) {
+    gemm_nt(A, B, 0, C, M, N, K, alpha, beta);
+}
+
+void fu_rt_gemm_nt_bf16(const float *A, const uint16_t *B, float *C, int64_t M, int64_t N, int64_t K,
+                        float alpha, float beta) {
+    gemm_nt(A, B, 1, C, M, N, K, alpha, beta);
+}

@@ -356,7 +356,7 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
 
     int fused = tu_count_op(g, "Attention");

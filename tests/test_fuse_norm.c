@@ -253,7 +253,7 @@ static void check_model(const char *json, const expectation *want) {
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
 
     int fused_nodes = tu_count_op(g, want->op);
@@ -522,7 +522,7 @@ static void expect_infer_error(const char *json, const char *substring) {
     fu_err err = {{0}};
     fu_graph *g = load_text(json, &err);
     if (g) {
-        fu_pass_opts opts = {FU_PROFILE_BARE, 0, NULL};
+        fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL};
         int rc = fu_run_pipeline(g, &opts, "infer", &err);
         fu_graph_free(g);
         assert_int_equal(rc, -1);

@@ -150,7 +150,7 @@ static void check(char *json, char *weights, const expectation *want) {
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {FU_PROFILE_FAST, 0, &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
 

@@ -11,7 +11,14 @@
  * bfloat16 (the weight read straight from the mapping, no float32 copy; the
  * "weight_cast" rule removes the Cast in front of it). A's leading dims are
  * folded into the rows, since B is shared by all of them. Every other
- * shape goes to fu_rt_matmul_f32 (sgemm) and needs a float32 B. */
+ * shape goes to fu_rt_matmul_f32 (sgemm) and needs a float32 B.
+ *
+ * Packed weights (attributes set by the pack pass, passes/pack.c):
+ * packed_weight = "f32" | "bf16" says B is a 2-D weight from the weights
+ * file ([N, K] with transB=1, [K, N] with transB=0) that the runtime packs
+ * at load into the micro-kernels' panels (float32, or bfloat16 pairs); the
+ * product reads the packed copy (fu_rt_gemm_packed_*). activations = "bf16"
+ * (only with packed_weight "bf16") rounds A to bfloat16 as well. */
 #include <stdio.h>
 #include <string.h>
 #include "../ops.h"
@@ -32,7 +39,32 @@ typedef struct {
     fu_dim out[FU_MAX_RANK];
     int has_bias;
     int bias_is_row;   /* bias has N elements (else a single element) */
+    int packed;        /* B read packed: 0 no, else FU_RT_PACK_F32 / FU_RT_PACK_BF16 (1 / 2) */
+    int round_activations;
 } fmm_shape;
+
+/* The packed_weight / activations attributes, checked against B. */
+static int check_packing(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *err) {
+    const char *layout = fu_attr_string(n, "packed_weight", NULL);
+    const char *act = fu_attr_string(n, "activations", "f32");
+    if (!layout) {
+        if (strcmp(act, "f32") != 0)
+            return fu_node_fail(err, g, n, "activations = \"bf16\" needs packed_weight = \"bf16\"");
+        return 0;
+    }
+    if (strcmp(layout, "f32") == 0) p->packed = 1;
+    else if (strcmp(layout, "bf16") == 0) p->packed = 2;
+    else return fu_node_fail(err, g, n, "packed_weight must be \"f32\" or \"bf16\"");
+    if (strcmp(act, "bf16") == 0) p->round_activations = 1;
+    else if (strcmp(act, "f32") != 0) return fu_node_fail(err, g, n, "activations must be \"f32\" or \"bf16\"");
+    if (p->round_activations && p->packed != 2)
+        return fu_node_fail(err, g, n, "activations = \"bf16\" needs packed_weight = \"bf16\"");
+    const fu_value *b = &g->values[n->in[1]];
+    if (b->kind != FU_VAL_CONST || !b->external || b->rank != 2)
+        return fu_node_fail(err, g, n, "packed_weight needs B to be a 2-D weight from the weights file");
+    if (p->trans_a) return fu_node_fail(err, g, n, "packed_weight needs transA = 0");
+    return 0;
+}
 
 static int check_bias(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *err) {
     if (fu_require_input(g, n, 2, FU_MASK(FU_F32), err)) return -1;
@@ -68,7 +100,8 @@ static int fmm_plan(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err *e
         return fu_node_fail(err, g, n, "operands must have rank >= 1 (got %d and %d)", a->rank, b->rank);
     if (p->trans_a && a->rank != 2) return fu_node_fail(err, g, n, "transA needs a 2-D A (got rank %d)", a->rank);
     if (p->trans_b && b->rank < 2) return fu_node_fail(err, g, n, "transB needs B of rank >= 2");
-    if (b->dtype == FU_BF16 && (!p->trans_b || p->trans_a || b->rank != 2))
+    if (check_packing(g, n, p, err)) return -1;
+    if (b->dtype == FU_BF16 && !p->packed && (!p->trans_b || p->trans_a || b->rank != 2))
         return fu_node_fail(err, g, n, "a bfloat16 B must be a 2-D [N, K] weight with transB=1 and transA=0");
     int a_vec = a->rank == 1, b_vec = b->rank == 1;
     if (a_vec) {
@@ -139,7 +172,15 @@ static int fmm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err
         fu_emitf(e, "fu_rt_copy(%s, %s, 4, 2, sh, ds, ss);", Y, fu_emit_ptr(e, n->in[2]));
     }
     const fu_value *b = &g->values[n->in[1]];
-    if (p.trans_b && !p.trans_a && b->rank == 2) {
+    if (p.packed) {
+        const char *packed = fu_emit_packed_ptr(e, n->in[1], p.packed == 2, !p.trans_b);
+        if (!packed) return fu_node_fail(err, g, n, "the plan gave the packed weight no slot");
+        if (p.packed == 1)
+            fu_emitf(e, "fu_rt_gemm_packed_f32(%s, %s, %s, %s, %s, %s, %s, %s);", A, packed, Y, rows, N, K, alpha, beta);
+        else
+            fu_emitf(e, "fu_rt_gemm_packed_bf16(%s, %s, %s, %s, %s, %s, %s, %s, %d);", A, packed, Y, rows, N, K, alpha,
+                     beta, p.round_activations);
+    } else if (p.trans_b && !p.trans_a && b->rank == 2) {
         /* One weight for every row of A (all its leading dims x M). */
         fu_emitf(e, "fu_rt_gemm_nt_%s(%s, %s, %s, %s, %s, %s, %s, %s);", b->dtype == FU_BF16 ? "bf16" : "f32", A,
                  B, Y, rows, N, K, alpha, beta);

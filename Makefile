@@ -29,7 +29,7 @@ LIB_SRC := $(filter-out compiler/main.c,$(LIB_SRC))
 RT_SRC  := $(filter-out runtime/api.c runtime/packed_weights.c runtime/gemm_kernels.c,$(wildcard runtime/*.c))
 HDRS    := $(wildcard ir/*.h passes/*.h compiler/*.h runtime/*.h)
 
-LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o $(BUILD)/obj/build_id.o
 RT_OBJ  := $(patsubst %.c,$(BUILD)/rtobj/%.o,$(RT_SRC)) \
            $(foreach v,$(GEMM_VARIANTS),$(BUILD)/rtobj/runtime/gemm_kernels.$(v).o)
 
@@ -58,6 +58,15 @@ $(BUILD)/kernels_header.c: runtime/fusec_kernels.h | $(BUILD)/.deps
 	   echo 'const char fu_kernels_header[] = {'; xxd -i < $<; echo ', 0x00};'; } > $@
 
 $(BUILD)/obj/kernels_header.o: $(BUILD)/kernels_header.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# fusec's build identity: a hash of every source that decides generated
+# code, part of the AOT cache key (compiler/aot.c).
+$(BUILD)/build_id.c: $(LIB_SRC) $(RT_SRC) runtime/gemm_kernels.c $(HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	@echo "const char fu_build_id[] = \"$$(cat $^ | sha256sum | cut -c1-32)\";" > $@
+
+$(BUILD)/obj/build_id.o: $(BUILD)/build_id.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
@@ -92,7 +101,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 $(BUILD)/asan/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
-$(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o
+$(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o $(BUILD)/obj/build_id.o
 	@rm -f $@
 	ar rcs $@ $^
 $(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libfusec.a $(BUILD)/libfusec_rt.so

@@ -324,8 +324,12 @@ static void hex_encode(const unsigned char *bytes, unsigned n, char *out) {
     out[2 * n] = 0;
 }
 
-/* sha256 over everything that decides the library's bytes. */
-static int cache_key(const char *c_source, char *hex, fu_err *err) {
+extern const char fu_build_id[];   /* hash of fusec's own sources (Makefile: build/build_id.c) */
+
+/* sha256 over everything that decides the library's bytes: the caller's
+ * parts (what the model is), fusec's build, gcc and its flags, and the
+ * runtime library the code links against. */
+static int cache_key(const char *const *parts, int n_parts, char *hex, fu_err *err) {
     pthread_once(&gcc_version_once, read_gcc_version);
     if (!gcc_version_ok) return fu_fail(err, "aot: cannot run `gcc --version`; is gcc installed?");
 
@@ -343,7 +347,8 @@ static int cache_key(const char *c_source, char *hex, fu_err *err) {
     unsigned digest_len = 0;
     /* Each part is followed by a NUL so that parts cannot run together. */
     int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
-    ok = ok && EVP_DigestUpdate(ctx, c_source, strlen(c_source) + 1) == 1;
+    for (int i = 0; ok && i < n_parts; i++) ok = EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1) == 1;
+    ok = ok && EVP_DigestUpdate(ctx, fu_build_id, strlen(fu_build_id) + 1) == 1;
     ok = ok && EVP_DigestUpdate(ctx, gcc_version, strlen(gcc_version) + 1) == 1;
     for (size_t i = 0; ok && i < N_GCC_FLAGS; i++)
         ok = EVP_DigestUpdate(ctx, gcc_flags[i], strlen(gcc_flags[i]) + 1) == 1;
@@ -356,26 +361,20 @@ static int cache_key(const char *c_source, char *hex, fu_err *err) {
     return 0;
 }
 
-int fu_aot_build_cached(const char *c_source, const char *cache_dir, char **so_path_out,
-                        int *was_built, fu_err *err) {
+int fu_aot_cache_path(const char *cache_dir, const char *const *key_parts, int n_parts, char **so_path_out,
+                      int *exists, fu_err *err) {
     *so_path_out = NULL;
-    *was_built = 0;
+    *exists = 0;
     err->msg[0] = 0;
     char hex[2 * EVP_MAX_MD_SIZE + 1];
-    if (cache_key(c_source, hex, err) != 0) return -1;
+    if (cache_key(key_parts, n_parts, hex, err) != 0) return -1;
     if (fu_make_dirs(cache_dir, err) != 0) return -1;
     size_t n = strlen(cache_dir) + strlen(hex) + 8;
     char *path = malloc(n);
     if (!path) return fu_fail(err, "aot: out of memory");
     snprintf(path, n, "%s/%s.so", cache_dir, hex);
     /* Libraries only ever appear complete (rename), so existing is enough. */
-    if (access(path, R_OK) != 0) {
-        if (fu_aot_build(c_source, path, NULL, err) != 0) {
-            free(path);
-            return -1;
-        }
-        *was_built = 1;
-    }
+    *exists = access(path, R_OK) == 0;
     *so_path_out = path;
     return 0;
 }

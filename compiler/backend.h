@@ -43,11 +43,14 @@ int fu_jit_compile(const char *c_source, fu_compiled *out, fu_err *err);
  * gcc -O3 -march=native -fPIC -shared, atomically. */
 int fu_aot_build(const char *c_source, const char *so_path, const char *header_path,
                  fu_err *err);
-/* AOT with a content-addressed cache: returns the cached library path for
- * this source + compiler + flags in *so_path_out (malloc'd) and whether it
- * was built now. */
-int fu_aot_build_cached(const char *c_source, const char *cache_dir, char **so_path_out,
-                        int *was_built, fu_err *err);
+/* AOT cache: the library path in cache_dir for a model described by
+ * key_parts (strings that together decide the generated code: the model
+ * file's hash, the weights' identity, the options); the key also covers
+ * fusec's build, gcc, its flags and the runtime library, so a cached
+ * library is found without running the passes. *exists says whether it is
+ * built already. *so_path_out is malloc'd. */
+int fu_aot_cache_path(const char *cache_dir, const char *const *key_parts, int n_parts, char **so_path_out,
+                      int *exists, fu_err *err);
 /* Loads a library built by fu_aot_build. */
 int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err);
 

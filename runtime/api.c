@@ -5,7 +5,9 @@
  * metadata JSON the generated code carries. It names the symbols, the
  * inputs and outputs with their symbolic shapes, the weights to look up in
  * the weights file, and the arena size. */
+#include <errno.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include "../ir/weights.h"
 #include "../passes/passes.h"
 #include "packed_weights.h"
+#include "gemm.h"
 
 typedef struct {
     char *name;
@@ -46,6 +49,7 @@ struct fusec_model {
     fu_packed_info packed_info;
     char *cache_dir;            /* build cache: AOT libraries and packed weights */
     int verbose;
+    double code_ms, weights_ms; /* load time: the code, then the weights (fusec_get_load_info) */
 
     int64_t arena_bytes;
     void *arena;
@@ -351,7 +355,37 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* JSON model -> pipeline -> C -> JIT or AOT. */
+/* Hex sha256 of a file's bytes. */
+static int file_sha256(const char *path, char hex[65], fu_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return fu_fail(err, "%s: cannot read: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    char buf[65536];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(ctx, buf, n) == 1;
+    ok = ok && !ferror(f);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= 32;
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    if (!ok) return fu_fail(err, "%s: cannot hash the model file", path);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* Passes and C emission for a loaded graph (consumed). */
+static int emit_c(fu_graph *g, const fu_pass_opts *popts, fu_sb *c_source, fu_err *err) {
+    int rc = fu_run_pipeline(g, popts, NULL, err);
+    if (rc == 0) rc = fu_emit_graph(g, c_source, err);
+    fu_graph_free(g);
+    return rc;
+}
+
+/* JSON model -> pipeline -> C -> JIT or AOT. An AOT library is cached
+ * under a key of the model's inputs (the model file, the weights, the
+ * options), so a cache hit skips the passes and the emission. */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
     fu_pass_opts popts = {.profile = FU_PROFILE_FAST, .verbose = o->verbose, .fusion_log = NULL};
     if (o->precision && fu_precision_parse(o->precision, &popts.precision) != 0)
@@ -370,23 +404,31 @@ static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *er
     fu_graph *g = fu_ir_load(m->path, err);
     if (!g) return -1;
     fu_sb c_source = {0};
-    int rc = fu_run_pipeline(g, &popts, NULL, err);
-    if (rc == 0) rc = fu_emit_graph(g, &c_source, err);
-    fu_graph_free(g);
-    if (rc != 0) return -1;
-    double t1 = now_ms();
-    if (o->verbose) fprintf(stderr, "fusec: %s: passes and emission %.1f ms, %zu bytes of C\n", m->path, t1 - t0, c_source.len);
-
+    int rc = 0;
     if (!use_aot) {
-        rc = fu_jit_compile(c_source.s, &m->code, err);
+        rc = emit_c(g, &popts, &c_source, err);
+        double t1 = now_ms();
+        if (rc == 0 && o->verbose) fprintf(stderr, "fusec: %s: passes and emission %.1f ms, %zu bytes of C\n", m->path, t1 - t0, c_source.len);
+        if (rc == 0) rc = fu_jit_compile(c_source.s, &m->code, err);
         if (rc == 0 && o->verbose) fprintf(stderr, "fusec: %s: tcc compile %.1f ms\n", m->path, now_ms() - t1);
     } else {
+        char model_hash[65];
+        const char *key[4] = {model_hash, g->weights ? fu_weights_identity(g->weights) : "no weights",
+                              popts.profile == FU_PROFILE_FAST ? "fast" : "bare",
+                              popts.precision == FU_PRECISION_BF16 ? "bf16" : "f32"};
         char *so_path = NULL;
-        int was_built = 0;
-        rc = fu_aot_build_cached(c_source.s, o->cache_dir ? o->cache_dir : "build/cache", &so_path, &was_built, err);
+        int cached = 0;
+        rc = file_sha256(m->path, model_hash, err);
+        if (rc == 0) rc = fu_aot_cache_path(o->cache_dir ? o->cache_dir : "build/cache", key, 4, &so_path, &cached, err);
+        if (rc == 0 && !cached) {
+            rc = emit_c(g, &popts, &c_source, err);
+            g = NULL;
+            if (rc == 0) rc = fu_aot_build(c_source.s, so_path, NULL, err);
+        }
+        fu_graph_free(g);
         if (rc == 0 && o->verbose)
-            fprintf(stderr, "fusec: %s: %s %s (%.1f ms)\n", m->path, was_built ? "built" : "cache hit", so_path,
-                    now_ms() - t1);
+            fprintf(stderr, "fusec: %s: %s %s (%.1f ms)\n", m->path, cached ? "cache hit" : "built", so_path,
+                    now_ms() - t0);
         if (rc == 0) rc = fu_aot_load(so_path, &m->code, err);
         free(so_path);
     }
@@ -416,11 +458,15 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
         return NULL;
     }
     int rc;
+    double t0 = now_ms();
     if (ends_with(path, ".so"))
         rc = fu_aot_load(path, &m->code, &e);
     else
         rc = compile_json_model(m, o, &e);
+    double t1 = now_ms();
     if (rc == 0) rc = instantiate(m, o, &e);
+    m->code_ms = t1 - t0;
+    m->weights_ms = now_ms() - t1;
     if (rc != 0) {
         load_error(err, errlen, path, e.msg[0] ? e.msg : "failed to load");
         fusec_free(m);
@@ -472,6 +518,20 @@ fusec_dtype fusec_input_dtype(const fusec_model *m, int i) {
 const char *fusec_last_error(const fusec_model *m) { return m ? m->err : "no model"; }
 
 int64_t fusec_arena_bytes(const fusec_model *m) { return m ? m->arena_bytes : 0; }
+
+int fusec_get_load_info(const fusec_model *m, fusec_load_info *info) {
+    if (!m || !info) return -1;
+    memset(info, 0, sizeof *info);
+    info->code_ms = m->code_ms;
+    info->weights_ms = m->weights_ms;
+    info->packed_weights = m->n_packed;
+    info->packed_bytes = m->packed_info.bytes;
+    info->packed_built = m->packed_info.built;
+    info->packed_in_memory = m->packed_info.in_memory;
+    info->packed_path = m->packed_info.path;
+    info->gemm_variant = fu_rt_gemm_variant();
+    return 0;
+}
 
 /* ---- binding and shapes ------------------------------------------------------ */
 

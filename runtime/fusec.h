@@ -61,6 +61,20 @@ const char *fusec_last_error(const fusec_model *m);
 /* Bytes of the model's activation arena. */
 int64_t fusec_arena_bytes(const fusec_model *m);
 
+/* How a model was loaded. */
+typedef struct {
+    double code_ms;           /* compiling (IR, passes, C, tcc or gcc) or finding and loading the library */
+    double weights_ms;        /* mapping the weights file and the packed copies (packing them when built now) */
+    int packed_weights;       /* matmul weights read in a packed layout */
+    int64_t packed_bytes;     /* their size */
+    int packed_built;         /* packed during this load (else mapped from the cache and checked) */
+    int packed_in_memory;     /* the cache could not be written: packed into memory */
+    const char *packed_path;  /* the packed-weights file in the cache ("" if none) */
+    const char *gemm_variant; /* the GEMM micro-kernels in use: avx512bf16, avx512, avx2 or portable */
+} fusec_load_info;
+/* Fills info (pointers valid until fusec_free). Returns 0 or -1. */
+int fusec_get_load_info(const fusec_model *m, fusec_load_info *info);
+
 #ifdef __cplusplus
 }
 #endif

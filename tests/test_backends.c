@@ -193,14 +193,22 @@ static void test_aot_cache_hit(void **state) {
     char cache[256];
     snprintf(cache, sizeof cache, "%s/cache2/nested", temp_dir);
     fu_err err = {{0}};
-    char *so1 = NULL, *so2 = NULL;
-    int built = -1;
-    assert_int_equal(fu_aot_build_cached(c, cache, &so1, &built, &err), 0);
-    assert_int_equal(built, 1);
-    assert_int_equal(fu_aot_build_cached(c, cache, &so2, &built, &err), 0);
-    assert_int_equal(built, 0);
+    char *so1 = NULL, *so2 = NULL, *so3 = NULL;
+    int exists = -1;
+    const char *key[2] = {"model hash", "fast"};
+    assert_int_equal(fu_aot_cache_path(cache, key, 2, &so1, &exists, &err), 0);
+    assert_int_equal(exists, 0);
+    assert_int_equal(fu_aot_build(c, so1, NULL, &err), 0);
+    assert_int_equal(fu_aot_cache_path(cache, key, 2, &so2, &exists, &err), 0);
+    assert_int_equal(exists, 1);
     assert_string_equal(so1, so2);
     assert_int_equal(count_entries(cache), 1);
+    /* Another key part, another library; parts cannot run together. */
+    const char *other[2] = {"model hashf", "ast"};
+    assert_int_equal(fu_aot_cache_path(cache, other, 2, &so3, &exists, &err), 0);
+    assert_int_equal(exists, 0);
+    assert_string_not_equal(so1, so3);
+    free(so3);
 
     /* The cached library runs like the JIT. */
     fu_compiled code;

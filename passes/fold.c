@@ -14,7 +14,10 @@
  *
  * Weights from the mapped file are read in place (borrowed pointers). A
  * value computed from them is folded only when it is small, and a view of
- * a weight is never folded: the mapping must not be copied into the model. */
+ * a weight is never folded: the mapping must not be copied into the model.
+ * In the fast profile a Transpose or Cast of a weight that only feeds
+ * matmuls is not folded either, whatever its size: the fusion rules read
+ * the weight through it and the pack pass packs the weight itself. */
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
@@ -85,6 +88,7 @@ static int fold_known_values(fu_graph *g, int *folded, fu_err *err) {
 /* ---- 2. compiled folding -------------------------------------------------- */
 
 typedef struct {
+    int fast;               /* fast profile: leave weight layouts to the fusion rules */
     char *foldable_node;    /* per node */
     char *foldable_value;   /* per value: constant, or output of a foldable node */
     char *from_weights;     /* per value: computed from the weights file */
@@ -102,6 +106,28 @@ static int output_fits(const fu_value *v, int64_t max_numel) {
     return fu_value_numel_const(v, &numel) == 0 && numel <= max_numel;
 }
 
+/* n is a Transpose or Cast of a weight (directly or through another one)
+ * and everything that reads it is a matmul's B or another such node. */
+static int weight_layout_for_matmul(const fu_graph *g, const fu_node *n, int depth) {
+    if (depth > 3 || n->n_in < 1 || n->in[0] < 0 || n->n_out != 1 || n->out[0] < 0) return 0;
+    if (strcmp(n->op, "Transpose") != 0 && strcmp(n->op, "Cast") != 0) return 0;
+    const fu_value *in = &g->values[n->in[0]];
+    if (!in->external && (in->producer < 0 || depth > 0)) return 0;
+    int out = n->out[0], readers = 0;
+    if (g->values[out].is_output) return 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const fu_node *c = &g->nodes[i];
+        if (c->dead) continue;
+        for (int k = 0; k < c->n_in; k++) {
+            if (c->in[k] != out) continue;
+            readers++;
+            int matmul_b = k == 1 && (!strcmp(c->op, "MatMul") || !strcmp(c->op, "FusedMatMul"));
+            if (!matmul_b && !weight_layout_for_matmul(g, c, depth + 1)) return 0;
+        }
+    }
+    return readers > 0;
+}
+
 static int node_is_foldable(const fu_graph *g, const fu_node *n, const fold_set *s) {
     if (n->dead || !n->def || n->n_out == 0) return 0;
     int reads_weights = 0;
@@ -113,6 +139,7 @@ static int node_is_foldable(const fu_graph *g, const fu_node *n, const fold_set 
     }
     /* A view of the mapping is free; folding it would copy the weight. */
     if (n->def->is_view && n->n_in > 0 && n->in[0] >= 0 && g->values[n->in[0]].external) return 0;
+    if (s->fast && weight_layout_for_matmul(g, n, 0)) return 0;
     int64_t limit = reads_weights ? FOLD_MAX_NUMEL_FROM_WEIGHTS : FOLD_MAX_NUMEL;
     for (int k = 0; k < n->n_out; k++)
         if (n->out[k] < 0 || !output_fits(&g->values[n->out[k]], limit)) return 0;
@@ -326,6 +353,7 @@ done:
 
 static int fold_by_compiling(fu_graph *g, const fu_pass_opts *o, int *folded, fu_err *err) {
     fold_set s = {0};
+    s.fast = o && o->profile == FU_PROFILE_FAST;
     if (find_foldable(g, &s)) {
         fold_set_free(&s);
         return fu_fail(err, "%s: out of memory folding constants", graph_path(g));

@@ -39,7 +39,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_SETUP = 2 };
 #define N_AGENTS 7
 #define N_ROLES 3
 #define N_LOGITS (N_AGENTS + N_ROLES)
-#define MAX_LANES 4
+#define MAX_LANES 6
 #define PYTHON "/usr/bin/python3"
 #define DEFAULT_CONFIG "qwen3-0.6b"
 #define FLOOR_FRACTION 0.8   /* default margin floors: this much of the reference's worst */
@@ -51,7 +51,8 @@ static const char help_text[] =
     "\n"
     "Compiles the router with fusec and routes every eval case (fixtures/router/cases.json),\n"
     "comparing each route with a reference snapshot from an independent numpy forward pass.\n"
-    "Without --profile/--backend it runs all four lanes (bare/fast x jit/aot) side by side.\n"
+    "Without --profile/--backend/--precision it runs six lanes side by side: bare/fast x\n"
+    "jit/aot in float32, and fast x jit/aot with --precision bf16 (fast/jit/bf16, fast/aot/bf16).\n"
     "\n"
     "options:\n"
     "  --config NAME            qwen3-0.6b (default) or tiny; the model is generated under\n"
@@ -59,11 +60,14 @@ static const char help_text[] =
     "  --model MODEL.json       route with this router IR instead (e.g. a real checkpoint)\n"
     "  --profile bare|fast      run only this profile\n"
     "  --backend jit|aot        run only this backend\n"
+    "  --precision f32|bf16     run only this matmul precision (bf16: activations rounded to\n"
+    "                           bfloat16 against bfloat16-packed weights; fast profile only)\n"
     "  --case ID                route only this case (repeatable)\n"
     "  --list-cases             print the cases and exit\n"
     "  --determinism-runs N     runs per case; all must give one route_hash (default 2)\n"
-    "  --min-agent-margin X     agent margin floor (default 80% of the reference's worst)\n"
-    "  --min-role-margin X      role margin floor (default 80% of the reference's worst)\n"
+    "  --min-agent-margin X     agent margin floor (default 80% of the reference's worst;\n"
+    "                           bf16 lanes: none unless given, their margin drift is reported)\n"
+    "  --min-role-margin X      role margin floor (default 80% of the reference's worst; as above)\n"
     "  --snapshot FILE          reference snapshot (default fixtures/router/NAME/reference.json)\n"
     "  --snapshot-out PATH      write this run's snapshot: a file for one lane; for several,\n"
     "                           a directory getting PROFILE.json (or PROFILE-BACKEND.json)\n"
@@ -78,6 +82,7 @@ typedef struct {
     const char *model;
     const char *profile;   /* NULL: both */
     const char *backend;   /* NULL: both */
+    const char *precision; /* NULL: both */
     const char **case_ids;
     int n_case_ids;
     int list_cases;
@@ -104,7 +109,8 @@ typedef struct {
 } route;
 
 typedef struct {
-    const char *profile, *backend;
+    const char *profile, *backend, *precision;
+    char name[32];          /* "fast/aot", or "fast/aot/bf16" */
     int loaded;
     route *routes;          /* per selected case (first run) */
     char **failure;         /* per selected case: NULL or why it failed */
@@ -190,6 +196,7 @@ static int parse_options(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--model")) o->model = value;
         else if (!strcmp(a, "--profile")) o->profile = value;
         else if (!strcmp(a, "--backend")) o->backend = value;
+        else if (!strcmp(a, "--precision")) o->precision = value;
         else if (!strcmp(a, "--case")) o->case_ids[o->n_case_ids++] = value;
         else if (!strcmp(a, "--snapshot")) o->snapshot = value;
         else if (!strcmp(a, "--snapshot-out")) o->snapshot_out = value;
@@ -215,6 +222,14 @@ static int parse_options(int argc, char **argv, options *o) {
     }
     if (o->profile && strcmp(o->profile, "bare") && strcmp(o->profile, "fast")) {
         fprintf(stderr, "router: --profile wants bare or fast, got '%s'\n", o->profile);
+        return -1;
+    }
+    if (o->precision && strcmp(o->precision, "f32") && strcmp(o->precision, "bf16")) {
+        fprintf(stderr, "router: --precision wants f32 or bf16, got '%s'\n", o->precision);
+        return -1;
+    }
+    if (o->precision && o->profile && !strcmp(o->precision, "bf16") && !strcmp(o->profile, "bare")) {
+        fprintf(stderr, "router: --precision bf16 needs the fast profile\n");
         return -1;
     }
     if (o->backend && strcmp(o->backend, "jit") && strcmp(o->backend, "aot")) {
@@ -463,11 +478,11 @@ static void run_lane(const eval_setup *s, lane *L) {
     L->failure = xcalloc((size_t)n, sizeof *L->failure);
     L->ran = xcalloc((size_t)n, sizeof *L->ran);
     L->deterministic = xcalloc((size_t)n, sizeof *L->deterministic);
-    printf("lane %s/%s: ", L->profile, L->backend);
+    printf("lane %s: ", L->name);
     fflush(stdout);
 
     fusec_options fo = {.profile = L->profile, .backend = L->backend, .cache_dir = s->cache_dir,
-                        .verbose = s->opts->verbose};
+                        .verbose = s->opts->verbose, .precision = L->precision};
     char err[4096] = "";
     fusec_model *m = fusec_load(s->model_path, &fo, err, sizeof err);
     L->load_seconds = now_seconds() - start;
@@ -480,6 +495,12 @@ static void run_lane(const eval_setup *s, lane *L) {
     }
     L->loaded = 1;
     printf("compiled and loaded in %.2fs\n", L->load_seconds);
+    /* bf16 precision moves every logit by design: its lanes must keep the
+     * reference's decisions, and report how far the margins drift, but the
+     * default floors (fractions of the float64 margins) do not apply. */
+    int bf16 = !strcmp(L->precision, "bf16");
+    double agent_floor = bf16 && isnan(s->opts->min_agent_margin) ? 0.0 : s->agent_floor;
+    double role_floor = bf16 && isnan(s->opts->min_role_margin) ? 0.0 : s->role_floor;
 
     for (int k = 0; k < n; k++) {
         const eval_case *c = s->cases[k];
@@ -506,10 +527,10 @@ static void run_lane(const eval_setup *s, lane *L) {
             else if (r->agent_id != ref->agent_id || r->role_id != ref->role_id)
                 why = xasprintf("decision %d/%d, reference %d/%d", r->agent_id, r->role_id, ref->agent_id,
                                 ref->role_id);
-            else if (r->agent_margin < s->agent_floor)
-                why = xasprintf("agent margin %.4f below floor %.4f", r->agent_margin, s->agent_floor);
-            else if (r->role_margin < s->role_floor)
-                why = xasprintf("role margin %.4f below floor %.4f", r->role_margin, s->role_floor);
+            else if (r->agent_margin < agent_floor)
+                why = xasprintf("agent margin %.4f below floor %.4f", r->agent_margin, agent_floor);
+            else if (r->role_margin < role_floor)
+                why = xasprintf("role margin %.4f below floor %.4f", r->role_margin, role_floor);
             else if (!deterministic)
                 why = xasprintf("route_hash differs between runs");
         }
@@ -526,6 +547,7 @@ typedef struct {
     int passed, decisions, drift, deterministic;
     double worst_agent, worst_role;
     double max_logit_error;   /* largest |logit - reference logit| */
+    double agent_margin_drift, role_margin_drift;   /* largest |margin - reference margin| */
 } lane_stats;
 
 static lane_stats stats_of(const eval_setup *s, const lane *L) {
@@ -543,6 +565,8 @@ static lane_stats stats_of(const eval_setup *s, const lane *L) {
         if (r->agent_margin < st.worst_agent) st.worst_agent = r->agent_margin;
         if (r->role_margin < st.worst_role) st.worst_role = r->role_margin;
         for (int i = 0; i < N_LOGITS; i++) st.max_logit_error = fmax(st.max_logit_error, fabs(r->logits[i] - ref->logits[i]));
+        st.agent_margin_drift = fmax(st.agent_margin_drift, fabs(r->agent_margin - ref->agent_margin));
+        st.role_margin_drift = fmax(st.role_margin_drift, fabs(r->role_margin - ref->role_margin));
     }
     return st;
 }
@@ -550,10 +574,11 @@ static lane_stats stats_of(const eval_setup *s, const lane *L) {
 static void print_summary(const eval_setup *s, const lane *L) {
     lane_stats st = stats_of(s, L);
     int n = s->n_cases;
-    printf("%s/%s: passed %d/%d · decisions vs reference %d/%d · route_hash drift vs reference %d/%d · "
-           "deterministic %d/%d · worst margins %.3f/%.3f · max |logit - reference| %.2g · wall-clock %.2fs\n",
-           L->profile, L->backend, st.passed, n, st.decisions, n, st.drift, n, st.deterministic, n,
-           st.worst_agent, st.worst_role, st.max_logit_error, L->wall_seconds);
+    printf("%s: passed %d/%d · decisions vs reference %d/%d · route_hash drift vs reference %d/%d · "
+           "deterministic %d/%d · worst margins %.3f/%.3f · margin drift %.2g/%.2g · max |logit - reference| %.2g · "
+           "wall-clock %.2fs\n",
+           L->name, st.passed, n, st.decisions, n, st.drift, n, st.deterministic, n, st.worst_agent, st.worst_role,
+           st.agent_margin_drift, st.role_margin_drift, st.max_logit_error, L->wall_seconds);
 }
 
 /* Cases whose route_hash differs between a fast lane and the bare lane of
@@ -573,13 +598,13 @@ static int drift_vs_bare(const eval_setup *s, const lane *lanes, int n_lanes, co
 
 static void print_table(const eval_setup *s, const lane *lanes, int n_lanes) {
     int n = s->n_cases;
-    printf("\n%-9s %-7s %-9s %-9s %-10s %-13s %-15s %-9s %7s %9s %8s\n", "lane", "passed", "decisions",
-           "drift/ref", "drift/bare", "deterministic", "worst a/r", "max|dlog|", "load", "fwd/case", "wall");
+    printf("\n%-14s %-7s %-9s %-9s %-10s %-13s %-13s %-15s %-9s %7s %9s %8s\n", "lane", "passed", "decisions",
+           "drift/ref", "drift/bare", "deterministic", "worst a/r", "margin drift", "max|dlog|", "load", "fwd/case",
+           "wall");
     for (int i = 0; i < n_lanes; i++) {
         const lane *L = &lanes[i];
         lane_stats st = stats_of(s, L);
-        char lane_name[32], passed[32], decisions[32], drift[32], bare[32], det[32], worst[64];
-        snprintf(lane_name, sizeof lane_name, "%s/%s", L->profile, L->backend);
+        char passed[32], decisions[32], drift[32], bare[32], det[32], worst[64], margin_drift[64];
         snprintf(passed, sizeof passed, "%d/%d", st.passed, n);
         snprintf(decisions, sizeof decisions, "%d/%d", st.decisions, n);
         snprintf(drift, sizeof drift, "%d/%d", st.drift, n);
@@ -588,9 +613,11 @@ static void print_table(const eval_setup *s, const lane *lanes, int n_lanes) {
         else snprintf(bare, sizeof bare, "%d/%d", vs_bare, n);
         snprintf(det, sizeof det, "%d/%d", st.deterministic, n);
         snprintf(worst, sizeof worst, "%.3f/%.3f", st.worst_agent, st.worst_role);
+        snprintf(margin_drift, sizeof margin_drift, "%.2g/%.2g", st.agent_margin_drift, st.role_margin_drift);
         double per_case_ms = L->forward_runs ? 1e3 * L->forward_seconds / L->forward_runs : 0.0;
-        printf("%-9s %-7s %-9s %-9s %-10s %-13s %-15s %-9.2g %6.2fs %7.1fms %7.2fs\n", lane_name, passed, decisions,
-               drift, bare, det, worst, st.max_logit_error, L->load_seconds, per_case_ms, L->wall_seconds);
+        printf("%-14s %-7s %-9s %-9s %-10s %-13s %-13s %-15s %-9.2g %6.2fs %7.1fms %7.2fs\n", L->name, passed,
+               decisions, drift, bare, det, worst, margin_drift, st.max_logit_error, L->load_seconds, per_case_ms,
+               L->wall_seconds);
     }
 }
 
@@ -621,7 +648,8 @@ static int write_snapshot(const char *path, const char *config, const eval_setup
         if (r->agent_margin < worst_agent) worst_agent = r->agent_margin;
         if (r->role_margin < worst_role) worst_role = r->role_margin;
     }
-    char *source = xasprintf("router eval (fusec, profile %s, backend %s)", L->profile, L->backend);
+    char *source = xasprintf("router eval (fusec, profile %s, backend %s, precision %s)", L->profile, L->backend,
+                             L->precision);
     json_object_object_add(root, "schema_version", json_object_new_int(1));
     json_object_object_add(root, "config", json_object_new_string(config));
     json_object_object_add(root, "source", json_object_new_string(source));
@@ -724,13 +752,20 @@ static int eval_main(int argc, char **argv) {
     }
     if (!o.model && access(model_path, R_OK) != 0 && generate_model(root, o.config, model_dir)) goto done;
 
-    static const char *const profiles[] = {"bare", "fast"}, *const backends[] = {"jit", "aot"};
-    for (int p = 0; p < 2; p++)
-        for (int b = 0; b < 2; b++)
-            if ((!o.profile || !strcmp(o.profile, profiles[p])) && (!o.backend || !strcmp(o.backend, backends[b]))) {
-                lanes[n_lanes].profile = profiles[p];
-                lanes[n_lanes].backend = backends[b];
-                n_lanes++;
+    static const char *const profiles[] = {"bare", "fast"}, *const backends[] = {"jit", "aot"},
+                             *const precisions[] = {"f32", "bf16"};
+    for (int x = 0; x < 2; x++)
+        for (int p = 0; p < 2; p++)
+            for (int b = 0; b < 2; b++) {
+                if ((o.profile && strcmp(o.profile, profiles[p])) || (o.backend && strcmp(o.backend, backends[b])) ||
+                    (o.precision && strcmp(o.precision, precisions[x])))
+                    continue;
+                if (x == 1 && p == 0) continue;   /* bf16 precision is a fast-profile option */
+                lane *L = &lanes[n_lanes++];
+                L->profile = profiles[p];
+                L->backend = backends[b];
+                L->precision = precisions[x];
+                snprintf(L->name, sizeof L->name, "%s/%s%s", L->profile, L->backend, x ? "/bf16" : "");
             }
 
     eval_setup setup = {
@@ -764,14 +799,15 @@ static int eval_main(int argc, char **argv) {
             int complete = lanes[i].loaded;
             for (int k = 0; k < n_selected; k++) complete &= lanes[i].ran[k];
             if (!complete) {
-                printf("no snapshot for %s/%s: some cases did not run\n", lanes[i].profile, lanes[i].backend);
+                printf("no snapshot for %s: some cases did not run\n", lanes[i].name);
                 failed = 1;
                 continue;
             }
+            const char *suffix = strcmp(lanes[i].precision, "f32") ? "-bf16" : "";
             char *path = n_lanes == 1 ? xstrdup(o.snapshot_out)
-                         : same_backend ? xasprintf("%s/%s.json", o.snapshot_out, lanes[i].profile)
-                                        : xasprintf("%s/%s-%s.json", o.snapshot_out, lanes[i].profile,
-                                                    lanes[i].backend);
+                         : same_backend ? xasprintf("%s/%s%s.json", o.snapshot_out, lanes[i].profile, suffix)
+                                        : xasprintf("%s/%s-%s%s.json", o.snapshot_out, lanes[i].profile,
+                                                    lanes[i].backend, suffix);
             if (write_snapshot(path, o.config, &setup, &lanes[i])) failed = 1;
             free(path);
         }

@@ -22,17 +22,22 @@ status() {
 # contains NAME TEXT: the last command's stdout has TEXT
 contains() { if grep -qF -- "$2" "$tmp/out"; then ok "$1"; else bad "$1: no '$2' in output"; fi; }
 
-# The main check: every case, all four lanes (generates the tiny model if missing).
-status 0 "tiny, four lanes" --config tiny
-for lane in bare/jit bare/aot fast/jit fast/aot; do
+# The main check: every case, all six lanes (generates the tiny model if missing).
+status 0 "tiny, six lanes" --config tiny
+for lane in bare/jit bare/aot fast/jit fast/aot fast/jit/bf16 fast/aot/bf16; do
     contains "$lane passes every case" "$lane: passed 37/37 · decisions vs reference 37/37"
 done
-contains "four lanes deterministic" "deterministic 37/37"
+contains "six lanes deterministic" "deterministic 37/37"
 contains "side-by-side table" "drift/bare"
-cp "$tmp/out" "$tmp/four_lanes.txt"
+# bf16 moves the logits (so its margins drift, and are reported) but not the decisions
+if grep -E "^fast/jit/bf16: .*margin drift 0\.[0-9]" "$tmp/out" >/dev/null; then ok "bf16 margin drift reported"; else bad "bf16 margin drift reported"; fi
+status 1 "bf16 lane under an explicit floor" --config tiny --precision bf16 --backend jit --min-agent-margin 0.25
+status 2 "bf16 with the bare profile" --config tiny --profile bare --precision bf16
+status 2 "bad precision" --config tiny --precision fp8
+cp "$tmp/out" "$tmp/lanes.txt"
 
 # Failing cases must fail the run.
-status 1 "margin floor above every margin" --config tiny --profile fast --backend jit --min-agent-margin 1000
+status 1 "margin floor above every margin" --config tiny --profile fast --backend jit --precision f32 --min-agent-margin 1000
 contains "floor failure is named" "agent margin"
 $py - "$tmp/tampered.json" <<'EOF'
 import json, sys
@@ -45,7 +50,7 @@ status 1 "decision differing from the reference" --config tiny --profile bare --
 contains "decision failure is named" "decision"
 
 # Case selection and listing.
-status 0 "one case, one lane" --config tiny --profile fast --backend jit --case empty_user --case math_direct \
+status 0 "one case, one lane" --config tiny --profile fast --backend jit --precision f32 --case empty_user --case math_direct \
     --determinism-runs 3 --verbose
 contains "one-lane summary" "fast/jit: passed 2/2"
 contains "verbose logits" "logits"
@@ -57,7 +62,7 @@ status 0 "list cases" --config tiny --list-cases
 if [ "$(wc -l <"$tmp/out")" -eq 37 ]; then ok "37 cases listed"; else bad "37 cases listed"; fi
 
 # Snapshots: C and Python must write the same route_hash bytes for the same logits.
-status 0 "snapshot out" --config tiny --profile fast --backend jit --snapshot-out "$tmp/fast.json"
+status 0 "snapshot out" --config tiny --profile fast --backend jit --precision f32 --snapshot-out "$tmp/fast.json"
 if (cd examples/router && $py - "$tmp/fast.json" >"$tmp/err" 2>&1 <<'EOF'
 import json, sys
 import numpy as np
@@ -69,9 +74,9 @@ for c in snap["cases"]:
 assert len(snap["cases"]) == 37
 EOF
 ); then ok "route_hash bytes agree between C and Python"; else bad "route_hash bytes agree between C and Python"; fi
-status 0 "snapshot as reference" --config tiny --profile fast --backend jit --snapshot "$tmp/fast.json"
+status 0 "snapshot as reference" --config tiny --profile fast --backend jit --precision f32 --snapshot "$tmp/fast.json"
 contains "no drift against its own snapshot" "route_hash drift vs reference 0/37"
 
 echo "router: $pass passed, $fail failed"
-sed -n '/^lane  /,$p' "$tmp/four_lanes.txt"
+sed -n '/^lane  /,$p' "$tmp/lanes.txt"
 [ $fail -eq 0 ]

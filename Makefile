@@ -121,15 +121,16 @@ $(BUILD)/roofline: bench/roofline.c | $(BUILD)/.deps
 # ONNX Runtime for the side-by-side lanes of `make bench` only (tests never
 # need it): onnxruntime-node from the npm registry under build/ort, installed
 # once (the stamp). Its package ships the CPU binaries, so no install scripts.
+# A failed install does not stop the benchmark: its ORT lane prints n/a.
 ORT_VERSION := 1.30.0
 ORT_STAMP   := $(BUILD)/ort/.installed-onnxruntime-node-$(ORT_VERSION)
 $(ORT_STAMP): | $(BUILD)/.deps
 	@command -v npm >/dev/null || { echo "installing: nodejs npm"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >$(BUILD)/apt.log 2>&1 \
-	  || { cat $(BUILD)/apt.log; exit 1; }; }
+	  || cat $(BUILD)/apt.log; }
 	@mkdir -p $(BUILD)/ort
-	npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION)
-	@touch $@
+	@if npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION); \
+	then touch $@; else echo "make bench: installing onnxruntime-node failed: no ONNX Runtime lane"; fi
 
 bench: $(BUILD)/bench_kernels $(BUILD)/bench_router $(BUILD)/roofline $(ORT_STAMP)
 	$(BUILD)/bench_kernels

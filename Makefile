@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
-            python3-numpy graphviz pkg-config libxxhash-dev
+            python3-numpy python3-onnx graphviz pkg-config libxxhash-dev
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -134,6 +134,25 @@ $(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_
 $(BUILD)/bench_router: bench/bench_router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_router
+# The machine's roofline (FMA and BF16-dot peaks, read bandwidth) that
+# bench_router runs and prints; -march=native: it only measures this machine.
+$(BUILD)/roofline: bench/roofline.c | $(BUILD)/.deps
+	$(CC) -std=c11 $(WARN) -O2 -march=native -D_GNU_SOURCE $< -lpthread -o $@
+
+# ONNX Runtime for the side-by-side lanes of `make bench` only (tests never
+# need it): onnxruntime-node from the npm registry under build/ort, installed
+# once (the stamp). Its package ships the CPU binaries, so no install scripts.
+# A failed install does not stop the benchmark: its ORT lane prints n/a.
+ORT_VERSION := 1.30.0
+ORT_STAMP   := $(BUILD)/ort/.installed-onnxruntime-node-$(ORT_VERSION)
+$(ORT_STAMP): | $(BUILD)/.deps
+	@command -v npm >/dev/null || { echo "installing: nodejs npm"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >$(BUILD)/apt.log 2>&1 \
+	  || cat $(BUILD)/apt.log; }
+	@mkdir -p $(BUILD)/ort
+	@if npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION); \
+	then touch $@; else echo "make bench: installing onnxruntime-node failed: no ONNX Runtime lane"; fi
+
+bench: $(BUILD)/bench_kernels $(BUILD)/bench_router $(BUILD)/roofline $(ORT_STAMP)
 	$(BUILD)/bench_kernels
 	$(BUILD)/bench_router

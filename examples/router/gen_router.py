@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Writes the router model: fusec JSON IR (model.json) and its weights
-(model.safetensors) under build/router-models/<config>/ (build/router is
-the eval program).
+"""Writes the router model: fusec JSON IR (model.json), its weights
+(model.safetensors) and the same graph as ONNX (model.onnx, its weights as
+external data in model.safetensors: scripts/ir_to_onnx.py) under
+build/router-models/<config>/ (build/router is the eval program).
 
 The router is a Qwen3 decoder (scripts/qwen3_model.py builds it in the
 composed form an ONNX exporter produces) read out at one token: the final
@@ -31,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+import ir_to_onnx  # noqa: E402
 import qwen3_model as qm  # noqa: E402
 import safetensors_np  # noqa: E402
 
@@ -138,17 +140,20 @@ def build_graph(config_name, cfg, dtype, max_seq):
 
 
 def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_seq=MAX_SEQ):
-    """Writes out_dir/model.safetensors then out_dir/model.json (last, so a
-    present model.json means a complete model). Returns the dtype used."""
+    """Writes out_dir/model.safetensors, then out_dir/model.json, then
+    out_dir/model.onnx (last, so a present model.onnx means a complete model
+    and a present model.json a complete fusec model). Returns the dtype used."""
     cfg = CONFIGS[config_name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / "model.safetensors"
     model_path = out_dir / "model.json"
+    onnx_path = out_dir / "model.onnx"
     if weights:
         dtype = checkpoint_dtype(weights, cfg)   # before anything is removed
-    if model_path.exists():
-        model_path.unlink()
+    for stale in (onnx_path, model_path):
+        if stale.exists():
+            stale.unlink()
     if weights_path.exists() or weights_path.is_symlink():
         weights_path.unlink()
     if weights:
@@ -160,6 +165,7 @@ def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_se
     partial = out_dir / "model.json.partial"
     qm.write_model_json(partial, build_graph(config_name, cfg, dtype, max_seq))
     os.replace(partial, model_path)
+    ir_to_onnx.convert(model_path, onnx_path)   # atomic too: a partial file, then a rename
     return dtype
 
 
@@ -178,7 +184,7 @@ def main():
     dtype = generate(args.config, out_dir, args.dtype, args.seed, args.weights, args.max_seq)
     size = (out_dir / "model.safetensors").stat().st_size
     source = f"from {args.weights}" if args.weights else f"seed {args.seed}"
-    print(f"wrote {out_dir}/model.json and model.safetensors ({args.config}, {dtype}, {source}, "
+    print(f"wrote {out_dir}/model.json, model.onnx and model.safetensors ({args.config}, {dtype}, {source}, "
           f"{size / 1e6:.1f} MB) in {time.monotonic() - start:.1f}s")
 
 

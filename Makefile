@@ -153,6 +153,11 @@ $(ORT_STAMP): | $(BUILD)/.deps
 	@if npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION); \
 	then touch $@; else echo "make bench: installing onnxruntime-node failed: no ONNX Runtime lane"; fi
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_router $(BUILD)/roofline $(ORT_STAMP)
+# The packed GEMM against the roofline (bench/bench_gemm.c).
+$(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(RT_LINK) -lm -o $@
+
+bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_router $(BUILD)/roofline $(ORT_STAMP)
 	$(BUILD)/bench_kernels
+	$(BUILD)/bench_gemm
 	$(BUILD)/bench_router

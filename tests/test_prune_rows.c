@@ -34,7 +34,7 @@ static fu_graph *run_fast_pipeline(const char *path, fu_fusion_log *log, const c
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load %s: %s", path, err.msg);
-    fu_pass_opts opts = {FU_PROFILE_FAST, 0, log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log};
     if (fu_run_pipeline(g, &opts, stop_after, &err)) fail_msg("pipeline: %s", err.msg);
     return g;
 }
@@ -71,7 +71,7 @@ static int logged_stop(const fu_fusion_log *log, const char *text) {
 
 static fusec_model *load_model(const char *path, const char *profile) {
     char err[FU_ERR_LEN];
-    fusec_options opts = {profile, "jit", NULL, 0, NULL};
+    fusec_options opts = {.profile = profile, .backend = "jit"};
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
     if (!m) fail_msg("fusec_load %s (%s): %s", path, profile, err);
     return m;

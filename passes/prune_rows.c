@@ -22,8 +22,13 @@
  * Attention (the query side is row-wise: a query row reads its own q row
  * and all of K and V) gets input 7 q_positions, so its causal limit stays
  * where it was; RotaryEmbedding gets position_ids. Positions are the
- * selection applied to Range(0, length) (+ the op's offset), so negative
- * Gather indices and clamped Slice bounds mean what they meant before.
+ * selection applied to Range(0, row count) (+ the op's offset), so negative
+ * Gather indices and clamped Slice bounds mean what they meant before. The
+ * row count comes from a graph input with that dim (or is a constant): the
+ * pruned tensors no longer carry it.
+ *
+ * The pass first removes dead code: nodes a fusion replaced still read
+ * their inputs until dce runs and would pin every row.
  *
  * Moves are logged as "prune_rows" events in the fusion log, and every
  * selection that stops below a producer as a near miss with the reason

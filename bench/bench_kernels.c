@@ -117,7 +117,7 @@ typedef struct {
        KV_HEADS * (c)->seq * HEAD_DIM, (c)->seq * HEAD_DIM, HEAD_DIM,                           \
        KV_HEADS * (c)->seq * HEAD_DIM, (c)->seq * HEAD_DIM, HEAD_DIM,                           \
        Q_HEADS * (c)->seq * HEAD_DIM, (c)->seq * HEAD_DIM, HEAD_DIM,                            \
-       1.0f / sqrtf((float)HEAD_DIM), 1, NULL, 0, 0, 0, NULL)
+       1.0f / sqrtf((float)HEAD_DIM), 1, NULL, 0, 0, 0, NULL, NULL)
 static void attention_fast(void *p) { ATTENTION_ARGS(fu_rt_attention_f32, (attention_ctx *)p); }
 static void attention_ref(void *p) { ATTENTION_ARGS(fu_ref_attention_f32, (attention_ctx *)p); }
 

@@ -12,6 +12,7 @@ static const fu_pass all_passes[] = {
     {"fold", "evaluate nodes whose inputs are all constants", fu_pass_fold},
     {"cse", "merge identical nodes and identical constants", fu_pass_cse},
     {"fuse", "replace norm, rope, attention, swiglu and matmul+bias subgraphs by fused nodes; read bf16 weights in place", fu_pass_fuse},
+    {"prune_rows", "move row selections (Gather/Slice of one axis) above row-wise ops, so they compute only the rows that are read", fu_pass_prune_rows},
     {"pack", "choose the packed weight layout of each matmul against a weight (bf16 with --precision bf16)", fu_pass_pack},
     {"dce", "remove nodes and initializers nothing uses", fu_pass_dce},
     {"plan", "loop groups, value storage and the arena memory plan", fu_pass_plan},
@@ -21,8 +22,9 @@ static const fu_pass all_passes[] = {
 static const char *const bare_pipeline[] = {"infer", "fold", "cse", "dce", "plan", NULL};
 static const char *const fast_pipeline[] = {
     "infer", "fold", "cse",
-    "fuse",  /* rewrites the cleaned graph; dce then drops what it replaced */
-    "pack",  /* after fusion: the weight_cast rule decides which weights matmuls read */
+    "fuse",        /* rewrites the cleaned graph; dce then drops what it replaced */
+    "prune_rows",  /* after fuse: moves selections through fused ops (attention, rope, norms) */
+    "pack",        /* after fusion: the weight_cast rule decides which weights matmuls read */
     "dce", "plan", NULL,
 };
 

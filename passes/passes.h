@@ -14,7 +14,7 @@ struct fu_fusion_log;
 typedef struct {
     fu_profile profile;
     int verbose;              /* one line per pass on stderr */
-    struct fu_fusion_log *fusion_log;   /* if set, the fuse pass records what fused and why not */
+    struct fu_fusion_log *fusion_log;   /* if set, fuse and prune_rows record what they did and why not */
     fu_precision precision;
 } fu_pass_opts;
 
@@ -35,6 +35,7 @@ int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant
 int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
 int fu_pass_cse(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* common subexpressions */
 int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* fusion rules (fast) */
+int fu_pass_prune_rows(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* compute selected rows only (fast) */
 int fu_pass_pack(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* packed weight layouts (fast) */
 int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* loop groups + memory plan */
 /* Parses "f32" / "bf16"; -1 for anything else. */

@@ -160,9 +160,12 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
  * v_head_dim], each at base + b*stride_b + h*stride_h + s*stride_s with the
  * last axis contiguous (so BHSD and BSHD both work). Query head h reads kv
  * head h / (q_heads / kv_heads). is_causal: query i sees key j only when
- * j <= i + kv_len - q_len (aligned to the end). mask (or NULL): additive
- * float [q_len, kv_len] per (b, h) at mask + b*mask_stride_b +
- * h*mask_stride_h + i*mask_stride_q + j (stride 0 broadcasts). sinks (or
+ * j <= i + kv_len - q_len (aligned to the end), or, when q_positions (int64
+ * [q_len], ignored without is_causal) is non-NULL, when j <= q_positions[i]:
+ * queries at given positions, e.g. rows selected from a longer sequence.
+ * mask (or NULL): additive float [q_len, kv_len] per (b, h) at mask +
+ * b*mask_stride_b + h*mask_stride_h + i*mask_stride_q + j (stride 0
+ * broadcasts). sinks (or
  * NULL): float [q_heads]; exp(sinks[h] - max) joins the softmax denominator,
  * max taken over the row's scores and the sink. A row with no finite score
  * (and no finite sink) is all zeros. out must not overlap q, k, v.
@@ -176,7 +179,8 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
                         int64_t v_stride_b, int64_t v_stride_h, int64_t v_stride_s,
                         int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
                         float scale, int is_causal, const float *mask, int64_t mask_stride_b,
-                        int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks);
+                        int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks,
+                        const int64_t *q_positions);
 
 /* SwiGLU on [rows, n] views: out = gate * sigmoid(gate) * up, row r of each
  * at base + r*stride (so gate and up may be two halves of one tensor). */

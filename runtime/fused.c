@@ -323,6 +323,7 @@ typedef struct {
     int64_t q_stride_s, v_stride_s, out_stride_s, mask_stride_q;
     float scale;
     int is_causal;
+    const int64_t *q_positions; /* [q_len] or NULL: causal limit per query row */
     int64_t keys_padded;   /* kv_len rounded up to BLOCK_COLS */
     int64_t v_dim_padded;  /* v_head_dim rounded up to BLOCK_COLS */
     float *k_transposed;   /* [head_dim, keys_padded], zero past kv_len */
@@ -331,11 +332,23 @@ typedef struct {
     const float *zero_row; /* [max(head_dim, keys_padded)] zeros, stands in for missing rows */
 } attention_plan;
 
-/* Number of keys query row i sees. */
+/* Number of keys query row i sees: those up to its position, which is
+ * given (q_positions) or aligned to the end. */
 static int64_t visible_keys(const attention_plan *plan, int64_t i) {
     if (!plan->is_causal) return plan->kv_len;
-    int64_t last = i + plan->kv_len - plan->q_len; /* last key this query sees */
-    return last < 0 ? 0 : (last + 1 < plan->kv_len ? last + 1 : plan->kv_len);
+    int64_t last = plan->q_positions ? plan->q_positions[i] : i + plan->kv_len - plan->q_len;
+    return last < 0 ? 0 : (last < plan->kv_len - 1 ? last + 1 : plan->kv_len);
+}
+
+/* Most keys any of rows [i0, i0 + rows) sees. Given positions need not
+ * grow with the row, so every row is asked. */
+static int64_t most_visible_keys(const attention_plan *plan, int64_t i0, int64_t rows) {
+    int64_t most = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t visible = visible_keys(plan, i0 + r);
+        most = visible > most ? visible : most;
+    }
+    return most;
 }
 
 /* Query rows [i0, i0 + rows) of one head, rows <= CHUNK_ROWS. */
@@ -344,14 +357,14 @@ static void attention_chunk(const attention_plan *plan, const float *q_head, con
                             int64_t i0, int64_t rows) {
     float block[BLOCK_ROWS][BLOCK_COLS];
     const float *a_rows[BLOCK_ROWS];
-    /* keys the chunk's last row sees: no row of the chunk needs more */
-    int64_t chunk_visible = visible_keys(plan, i0 + rows - 1);
+    /* no row of the chunk needs more keys than this */
+    int64_t chunk_visible = most_visible_keys(plan, i0, rows);
 
     /* scores, one 32-key slice of K^T at a time */
     for (int64_t j0 = 0; j0 < chunk_visible; j0 += BLOCK_COLS)
         for (int64_t r0 = 0; r0 < rows; r0 += BLOCK_ROWS) {
             int64_t block_rows = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
-            if (visible_keys(plan, i0 + r0 + block_rows - 1) <= j0) continue; /* causal: unseen */
+            if (most_visible_keys(plan, i0 + r0, block_rows) <= j0) continue; /* causal: unseen */
             for (int64_t r = 0; r < BLOCK_ROWS; r++)
                 a_rows[r] = r < block_rows ? q_head + (i0 + r0 + r) * plan->q_stride_s
                                            : plan->zero_row;
@@ -388,7 +401,7 @@ static void attention_chunk(const attention_plan *plan, const float *q_head, con
             for (int64_t r = 0; r < BLOCK_ROWS; r++)
                 a_rows[r] = r < block_rows ? plan->weights + (r0 + r) * plan->keys_padded
                                            : plan->zero_row;
-            int64_t depth = visible_keys(plan, i0 + r0 + block_rows - 1);
+            int64_t depth = most_visible_keys(plan, i0 + r0, block_rows);
             block_product(a_rows, v_source + d0, v_stride, depth, block);
             for (int64_t r = 0; r < block_rows; r++)
                 memcpy(out_head + (i0 + r0 + r) * plan->out_stride_s + d0, block[r],
@@ -498,11 +511,12 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
                         int64_t v_stride_b, int64_t v_stride_h, int64_t v_stride_s,
                         int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
                         float scale, int is_causal, const float *mask, int64_t mask_stride_b,
-                        int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks) {
+                        int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks,
+                        const int64_t *q_positions) {
     if (kv_heads <= 0 || q_heads % kv_heads != 0) return -1;
     attention_job job = {
         .plan = {q_len, kv_len, head_dim, v_head_dim, q_stride_s, v_stride_s, out_stride_s, mask_stride_q,
-                 scale, is_causal, 0, 0, NULL, NULL, NULL, NULL},
+                 scale, is_causal, q_positions, 0, 0, NULL, NULL, NULL, NULL},
         .q = q, .k = k, .v = v, .mask = mask, .sinks = sinks, .out = out,
         .kv_heads = kv_heads, .group = q_heads / kv_heads,
         .q_stride_b = q_stride_b, .q_stride_h = q_stride_h, .k_stride_b = k_stride_b,

@@ -209,7 +209,8 @@ int fu_ref_attention_f32(const float *q, const float *k, const float *v, float *
                          int64_t v_stride_b, int64_t v_stride_h, int64_t v_stride_s,
                          int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
                          float scale, int is_causal, const float *mask, int64_t mask_stride_b,
-                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks) {
+                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks,
+                         const int64_t *q_positions) {
     int64_t heads = batch * q_heads, group = q_heads / kv_heads;
     int64_t columns = kv_len + 1; /* scores plus the sink column */
     float *k_rep = alloc_floats(heads * kv_len * head_dim);
@@ -248,9 +249,11 @@ int fu_ref_attention_f32(const float *q, const float *k, const float *v, float *
         for (int64_t j = 0; j < kv_len; j++) scores[r * columns + j] *= scale;
     if (is_causal)
         for (int64_t bh = 0; bh < heads; bh++)
-            for (int64_t i = 0; i < q_len; i++)
+            for (int64_t i = 0; i < q_len; i++) {
+                int64_t last = q_positions ? q_positions[i] : i + kv_len - q_len; /* last key seen */
                 for (int64_t j = 0; j < kv_len; j++)
-                    if (j > i + kv_len - q_len) scores[(bh * q_len + i) * columns + j] += -INFINITY;
+                    if (j > last) scores[(bh * q_len + i) * columns + j] += -INFINITY;
+            }
     if (mask)
         for (int64_t b = 0; b < batch; b++)
             for (int64_t h = 0; h < q_heads; h++)

@@ -31,7 +31,8 @@ int fu_ref_attention_f32(const float *q, const float *k, const float *v, float *
                          int64_t v_stride_b, int64_t v_stride_h, int64_t v_stride_s,
                          int64_t out_stride_b, int64_t out_stride_h, int64_t out_stride_s,
                          float scale, int is_causal, const float *mask, int64_t mask_stride_b,
-                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks);
+                         int64_t mask_stride_h, int64_t mask_stride_q, const float *sinks,
+                         const int64_t *q_positions);
 int fu_ref_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
                       int64_t gate_stride, int64_t up_stride, int64_t out_stride);
 

@@ -649,6 +649,19 @@ static void test_op_errors(void **state) {
         {", {\"name\": \"m\", \"dtype\": \"bool\", \"shape\": [5, 7]}", "\"q\", \"k\", \"v\", \"m\"",
          "\"q_num_heads\": 4, \"kv_num_heads\": 2", "boolean attn_mask"},
         {"", "\"q\", \"k\", \"v\"", "\"q_num_heads\": 4, \"kv_num_heads\": 3", "not a multiple"},
+        /* q_positions (input 7): int64 [Lq], only with is_causal */
+        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [5]}",
+         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
+         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", NULL},
+        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [5]}",
+         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"", "\"q_num_heads\": 4, \"kv_num_heads\": 2",
+         "q_positions needs is_causal"},
+        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [7]}",
+         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
+         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", "q_positions must be int64 [q_len]"},
+        {", {\"name\": \"p\", \"dtype\": \"int32\", \"shape\": [5]}",
+         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
+         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", "int32"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char json[2048];

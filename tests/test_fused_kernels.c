@@ -274,10 +274,17 @@ static void test_rope_position_out_of_range(void **state) {
 
 enum { MASK_NONE, MASK_PER_HEAD, MASK_BROADCAST_HEADS, MASK_BROADCAST_ALL };
 
+typedef int (*attention_fn)(const float *, const float *, const float *, float *, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, float, int, const float *,
+                            int64_t, int64_t, int64_t, const float *, const int64_t *);
+
 typedef struct {
     int64_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim;
     int causal, mask_kind, sinks, bshd;
     int masked_rows; /* set whole mask rows to -inf */
+    int positions;   /* given query positions, random in [-2, kv_len] (some past either end) */
 } attention_case;
 
 static void check_attention(const attention_case *c) {
@@ -303,58 +310,130 @@ static void check_attention(const attention_case *c) {
     strides3 os = layout_strides(c->bshd, c->q_heads, c->q_len, c->v_head_dim);
     const float *m = c->mask_kind == MASK_NONE ? NULL : mask;
     const float *sk = c->sinks ? sinks : NULL;
+    int64_t *positions = malloc((size_t)c->q_len * sizeof(int64_t));
+    assert_non_null(positions);
+    for (int64_t i = 0; i < c->q_len; i++) positions[i] = (int64_t)floorf(uniform(-2.0f, (float)c->kv_len + 1.0f));
+    const int64_t *pos = c->positions ? positions : NULL;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     assert_int_equal(fu_rt_attention_f32(q, k, v, fast, c->batch, c->q_heads, c->kv_heads,
                                          c->q_len, c->kv_len, c->head_dim, c->v_head_dim, qs.b,
                                          qs.h, qs.s, ks.b, ks.h, ks.s, vs.b, vs.h, vs.s, os.b,
-                                         os.h, os.s, scale, c->causal, m, msb, msh, msq, sk),
+                                         os.h, os.s, scale, c->causal, m, msb, msh, msq, sk, pos),
                      0);
     assert_int_equal(fu_ref_attention_f32(q, k, v, ref, c->batch, c->q_heads, c->kv_heads,
                                           c->q_len, c->kv_len, c->head_dim, c->v_head_dim, qs.b,
                                           qs.h, qs.s, ks.b, ks.h, ks.s, vs.b, vs.h, vs.s, os.b,
-                                          os.h, os.s, scale, c->causal, m, msb, msh, msq, sk),
+                                          os.h, os.s, scale, c->causal, m, msb, msh, msq, sk, pos),
                      0);
     assert_close("attention", fast, ref, out_count);
-    free(q), free(k), free(v), free(fast), free(ref), free(sinks), free(mask);
+    free(q), free(k), free(v), free(fast), free(ref), free(sinks), free(mask), free(positions);
 }
 
 static void test_attention_matches_reference(void **state) {
     (void)state;
     const attention_case cases[] = {
-        /* B Hq Hkv Lq Lk  D   Dv  causal mask                sinks bshd masked_rows */
-        {1, 16, 8, 15, 15, 128, 128, 1, MASK_NONE, 0, 0, 0},           /* router prefill */
-        {1, 16, 8, 65, 65, 128, 128, 1, MASK_NONE, 0, 1, 0},
-        {1, 16, 8, 65, 65, 128, 128, 0, MASK_BROADCAST_HEADS, 0, 0, 0},
-        {2, 4, 2, 7, 7, 64, 64, 0, MASK_PER_HEAD, 0, 1, 0},            /* GQA 2:1 */
-        {2, 8, 2, 5, 17, 64, 64, 1, MASK_NONE, 0, 0, 0},               /* GQA 4:1, Lq < Lk */
-        {2, 8, 2, 5, 17, 64, 64, 1, MASK_BROADCAST_HEADS, 1, 1, 0},
-        {2, 4, 4, 1, 1, 128, 128, 1, MASK_NONE, 0, 0, 0},
-        {1, 4, 1, 1, 65, 128, 128, 1, MASK_NONE, 1, 1, 0},             /* decode step */
-        {2, 6, 3, 7, 7, 64, 32, 0, MASK_BROADCAST_ALL, 1, 0, 0},       /* Dv != D */
-        {2, 4, 2, 7, 9, 64, 64, 0, MASK_PER_HEAD, 0, 0, 1},            /* fully masked rows */
-        {2, 4, 2, 7, 9, 64, 64, 1, MASK_BROADCAST_HEADS, 1, 1, 1},
-        {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 0, 0, 0},                /* Lq > Lk: early rows see nothing */
-        {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 1, 1, 0},
-        {1, 4, 2, 9, 11, 24, 40, 1, MASK_PER_HEAD, 1, 1, 0},           /* dims off the 16/32 grid */
-        {1, 4, 2, 2, 11, 24, 40, 0, MASK_PER_HEAD, 1, 0, 1},
-        {1, 2, 1, 130, 130, 64, 64, 1, MASK_BROADCAST_ALL, 0, 0, 0},   /* several row chunks */
-        {1, 2, 1, 70, 200, 64, 64, 1, MASK_NONE, 1, 1, 0},
+        /* B Hq Hkv Lq Lk  D   Dv  causal mask                sinks bshd masked_rows positions */
+        {1, 16, 8, 15, 15, 128, 128, 1, MASK_NONE, 0, 0, 0, 0},           /* router prefill */
+        {1, 16, 8, 65, 65, 128, 128, 1, MASK_NONE, 0, 1, 0, 0},
+        {1, 16, 8, 65, 65, 128, 128, 0, MASK_BROADCAST_HEADS, 0, 0, 0, 0},
+        {2, 4, 2, 7, 7, 64, 64, 0, MASK_PER_HEAD, 0, 1, 0, 0},            /* GQA 2:1 */
+        {2, 8, 2, 5, 17, 64, 64, 1, MASK_NONE, 0, 0, 0, 0},               /* GQA 4:1, Lq < Lk */
+        {2, 8, 2, 5, 17, 64, 64, 1, MASK_BROADCAST_HEADS, 1, 1, 0, 0},
+        {2, 4, 4, 1, 1, 128, 128, 1, MASK_NONE, 0, 0, 0, 0},
+        {1, 4, 1, 1, 65, 128, 128, 1, MASK_NONE, 1, 1, 0, 0},             /* decode step */
+        {2, 6, 3, 7, 7, 64, 32, 0, MASK_BROADCAST_ALL, 1, 0, 0, 0},       /* Dv != D */
+        {2, 4, 2, 7, 9, 64, 64, 0, MASK_PER_HEAD, 0, 0, 1, 0},            /* fully masked rows */
+        {2, 4, 2, 7, 9, 64, 64, 1, MASK_BROADCAST_HEADS, 1, 1, 1, 0},
+        {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 0, 0, 0, 0},                /* Lq > Lk: early rows see nothing */
+        {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 1, 1, 0, 0},
+        {1, 4, 2, 9, 11, 24, 40, 1, MASK_PER_HEAD, 1, 1, 0, 0},           /* dims off the 16/32 grid */
+        {1, 4, 2, 2, 11, 24, 40, 0, MASK_PER_HEAD, 1, 0, 1, 0},
+        {1, 2, 1, 130, 130, 64, 64, 1, MASK_BROADCAST_ALL, 0, 0, 0, 0},   /* several row chunks */
+        {1, 2, 1, 70, 200, 64, 64, 1, MASK_NONE, 1, 1, 0, 0},
+        /* given query positions (unsorted, some before key 0 or past the last key) */
+        {1, 16, 8, 1, 65, 128, 128, 1, MASK_NONE, 0, 0, 0, 1},         /* one router row */
+        {2, 8, 2, 3, 17, 64, 64, 1, MASK_NONE, 0, 1, 0, 1},            /* GQA 4:1, direct path */
+        {2, 4, 2, 9, 33, 64, 64, 1, MASK_BROADCAST_HEADS, 1, 0, 0, 1}, /* blocked path */
+        {1, 6, 3, 70, 100, 24, 40, 1, MASK_PER_HEAD, 1, 1, 1, 1},      /* several row chunks */
+        {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 0, 0, 0, 1},             /* Lq > Lk */
+        {1, 4, 4, 5, 7, 64, 64, 0, MASK_NONE, 0, 0, 0, 1},             /* ignored without is_causal */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_attention(&cases[i]);
 }
 
-typedef int (*attention_fn)(const float *, const float *, const float *, float *, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, float, int, const float *,
-                            int64_t, int64_t, int64_t, const float *);
+/* Rows selected from a causal attention and run at their real positions
+ * give exactly those rows of the full output: each query row only reads its
+ * own q row, K and V. Checked for the kernel and the reference, in both
+ * layouts, with GQA, Lq < Lk (end-aligned queries start at Lk - Lq) and
+ * selections that repeat or reorder rows. */
+typedef struct {
+    int64_t batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+    int bshd;
+    int n_rows;
+    int64_t rows[6];
+} selection_case;
+
+static void check_selected_rows(const selection_case *c, int use_reference) {
+    int64_t d = c->head_dim, n = c->n_rows;
+    float *q = random_floats(c->batch * c->q_heads * c->q_len * d, -1, 1);
+    float *k = random_floats(c->batch * c->kv_heads * c->kv_len * d, -1, 1);
+    float *v = random_floats(c->batch * c->kv_heads * c->kv_len * d, -1, 1);
+    float *full = filled_floats(c->batch * c->q_heads * c->q_len * d, NAN);
+    float *q_sel = filled_floats(c->batch * c->q_heads * n * d, NAN);
+    float *out_sel = filled_floats(c->batch * c->q_heads * n * d, NAN);
+    float *want = filled_floats(c->batch * c->q_heads * n * d, NAN);
+    int64_t positions[6];
+    strides3 qs = layout_strides(c->bshd, c->q_heads, c->q_len, d);
+    strides3 ks = layout_strides(c->bshd, c->kv_heads, c->kv_len, d);
+    strides3 ss = layout_strides(c->bshd, c->q_heads, n, d);
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < c->q_heads; h++)
+            for (int64_t r = 0; r < n; r++)
+                memcpy(q_sel + b * ss.b + h * ss.h + r * ss.s, q + b * qs.b + h * qs.h + c->rows[r] * qs.s,
+                       (size_t)d * sizeof(float));
+    for (int64_t r = 0; r < n; r++) positions[r] = c->rows[r] + c->kv_len - c->q_len;
+    attention_fn fn = use_reference ? fu_ref_attention_f32 : fu_rt_attention_f32;
+    float scale = 1.0f / sqrtf((float)d);
+    assert_int_equal(fn(q, k, v, full, c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, d, d, qs.b, qs.h,
+                        qs.s, ks.b, ks.h, ks.s, ks.b, ks.h, ks.s, qs.b, qs.h, qs.s, scale, 1, NULL, 0, 0, 0, NULL,
+                        NULL),
+                     0);
+    assert_int_equal(fn(q_sel, k, v, out_sel, c->batch, c->q_heads, c->kv_heads, n, c->kv_len, d, d, ss.b, ss.h,
+                        ss.s, ks.b, ks.h, ks.s, ks.b, ks.h, ks.s, ss.b, ss.h, ss.s, scale, 1, NULL, 0, 0, 0, NULL,
+                        positions),
+                     0);
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < c->q_heads; h++)
+            for (int64_t r = 0; r < n; r++)
+                memcpy(want + b * ss.b + h * ss.h + r * ss.s, full + b * qs.b + h * qs.h + c->rows[r] * qs.s,
+                       (size_t)d * sizeof(float));
+    assert_close(use_reference ? "selected rows (reference)" : "selected rows", out_sel, want,
+                 c->batch * c->q_heads * n * d);
+    free(q), free(k), free(v), free(full), free(q_sel), free(out_sel), free(want);
+}
+
+static void test_attention_selected_rows(void **state) {
+    (void)state;
+    const selection_case cases[] = {
+        /* B Hq Hkv Lq  Lk  D   bshd rows */
+        {1, 16, 8, 15, 15, 128, 0, 1, {13}},                  /* the router: row T - 2 */
+        {1, 16, 8, 65, 65, 128, 1, 1, {0}},
+        {2, 8, 2, 17, 17, 64, 0, 3, {16, 0, 8}},              /* GQA 4:1, reordered */
+        {2, 4, 2, 7, 19, 32, 1, 2, {6, 2}},                   /* Lq < Lk: offset 12 */
+        {1, 4, 1, 70, 70, 64, 0, 6, {69, 3, 3, 40, 0, 68}},   /* blocked path, repeats */
+        {1, 4, 2, 9, 40, 24, 1, 5, {8, 1, 4, 0, 7}},          /* blocked path, offset 31 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        for (int use_reference = 0; use_reference < 2; use_reference++)
+            check_selected_rows(&cases[i], use_reference);
+}
 
 /* Lq 2, Lk 3, head dim 1, q = 0 so every visible key scores equally. */
 static void run_tiny(attention_fn fn, int causal, const float *mask, const float *sinks,
-                     float out[2]) {
+                     const int64_t *positions, float out[2]) {
     const float q[2] = {0, 0}, k[3] = {1, 2, 3}, v[3] = {1, 2, 6};
     assert_int_equal(fn(q, k, v, out, 1, 1, 1, 2, 3, 1, 1, 2, 2, 1, 3, 3, 1, 3, 3, 1, 2, 2, 1,
-                        1.0f, causal, mask, 0, 0, 3, sinks),
+                        1.0f, causal, mask, 0, 0, 3, sinks, positions),
                      0);
 }
 
@@ -364,31 +443,44 @@ static void test_attention_by_hand(void **state) {
         float q[3] = {0}, kv[2] = {0}, out[3];
         assert_int_not_equal(fu_rt_attention_f32(q, kv, kv, out, 1, 3, 2, 1, 1, 1, 1, 3, 1, 1, 2,
                                                  1, 1, 2, 1, 1, 3, 1, 1, 1.0f, 0, NULL, 0, 0, 0,
-                                                 NULL),
+                                                 NULL, NULL),
                              0);
     }
     attention_fn fns[2] = {fu_rt_attention_f32, fu_ref_attention_f32};
     for (int f = 0; f < 2; f++) {
         float out[2];
         /* causal, aligned to the end: query 0 sees keys 0, 1; query 1 all */
-        run_tiny(fns[f], 1, NULL, NULL, out);
+        run_tiny(fns[f], 1, NULL, NULL, NULL, out);
         assert_float_equal(out[0], 1.5, 1e-6);
         assert_float_equal(out[1], 3.0, 1e-6);
-        run_tiny(fns[f], 0, NULL, NULL, out);
+        run_tiny(fns[f], 0, NULL, NULL, NULL, out);
         assert_float_equal(out[0], 3.0, 1e-6);
         assert_float_equal(out[1], 3.0, 1e-6);
         /* sink 0 adds exp(0) = 1 to each denominator */
         const float sink[1] = {0};
-        run_tiny(fns[f], 1, NULL, sink, out);
+        run_tiny(fns[f], 1, NULL, sink, NULL, out);
         assert_float_equal(out[0], 3.0 / 3, 1e-6);
         assert_float_equal(out[1], 9.0 / 4, 1e-6);
         /* mask: row 0 hides key 0 (-inf) and halves key 2's weight; row 1
          * fully masked gives zeros, also with a -inf sink */
         const float mask[6] = {-INFINITY, 0, logf(0.5f), -INFINITY, -INFINITY, -INFINITY};
         const float no_sink[1] = {-INFINITY};
-        run_tiny(fns[f], 0, mask, no_sink, out);
+        run_tiny(fns[f], 0, mask, no_sink, NULL, out);
         assert_float_equal(out[0], (2 + 0.5 * 6) / 1.5, 1e-5);
         assert_float_equal(out[1], 0.0, 0);
+        /* given positions: query 0 at 0 sees key 0, query 1 at -1 sees nothing */
+        const int64_t positions[2] = {0, -1};
+        run_tiny(fns[f], 1, NULL, NULL, positions, out);
+        assert_float_equal(out[0], 1.0, 1e-6);
+        assert_float_equal(out[1], 0.0, 0);
+        /* positions past the last key see every key; ignored without is_causal */
+        const int64_t far[2] = {1, 7};
+        run_tiny(fns[f], 1, NULL, NULL, far, out);
+        assert_float_equal(out[0], 1.5, 1e-6);
+        assert_float_equal(out[1], 3.0, 1e-6);
+        run_tiny(fns[f], 0, NULL, NULL, positions, out);
+        assert_float_equal(out[0], 3.0, 1e-6);
+        assert_float_equal(out[1], 3.0, 1e-6);
     }
 }
 
@@ -437,6 +529,7 @@ int main(void) {
         cmocka_unit_test(test_rope_position_out_of_range),
         cmocka_unit_test(test_attention_matches_reference),
         cmocka_unit_test(test_attention_by_hand),
+        cmocka_unit_test(test_attention_selected_rows),
         cmocka_unit_test(test_swiglu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

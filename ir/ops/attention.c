@@ -4,7 +4,10 @@
  * docs/fusions.md). float32 only.
  *
  * Inputs: Q, K, V, attn_mask?, past_key?, past_value?, sinks? (fusec
- * extension: input 6, float [q_heads]). past_key/past_value must be omitted.
+ * extension: input 6, float [q_heads]), q_positions? (fusec extension:
+ * input 7, int64 [Lq], with is_causal: query i sees keys j <= q_positions[i]
+ * instead of the end alignment; the row-pruning pass gives it to a Q of
+ * selected rows). past_key/past_value must be omitted.
  * Shapes: 4-D Q [B, Hq, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv] ->
  * Y [B, Hq, Lq, Dv]; or 3-D Q [B, Lq, Hq*D], K/V [B, Lk, Hkv*D(v)] with
  * q_num_heads/kv_num_heads -> Y [B, Lq, Hq*Dv].
@@ -28,6 +31,7 @@ typedef struct {
     int mask;           /* input index of attn_mask, or -1 */
     fu_dim mask_stride[3];   /* batch, head, query row */
     int sinks;          /* input index of sinks, or -1 */
+    int q_positions;    /* input index of q_positions, or -1 */
     double scale;
     int is_causal;
     int out_rank;
@@ -154,7 +158,7 @@ static int plan_mask(const fu_graph *g, const fu_node *n, attn_plan *p, fu_err *
 
 static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_err *err) {
     memset(p, 0, sizeof *p);
-    p->mask = p->sinks = -1;
+    p->mask = p->sinks = p->q_positions = -1;
     for (int i = 0; i < 3; i++)
         if (fu_require_input(g, n, i, FU_MASK(FU_F32), err)) return -1;
     if (present(n, 4) || present(n, 5))
@@ -222,6 +226,14 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         p->scale = 1.0 / sqrt((double)p->head_dim.coef);
     }
     p->is_causal = fu_attr_int(n, "is_causal", 0) != 0;
+    if (present(n, 7)) {
+        if (fu_require_input(g, n, 7, FU_MASK(FU_I64), err)) return -1;
+        const fu_value *pos = &g->values[n->in[7]];
+        if (pos->rank != 1 || !fu_dim_eq(pos->shape[0], p->q_len))
+            return fu_node_fail(err, g, n, "q_positions must be int64 [q_len]");
+        if (!p->is_causal) return fu_node_fail(err, g, n, "q_positions needs is_causal = 1 (they place the causal limit)");
+        p->q_positions = 7;
+    }
     if (q->rank == 4) {
         p->out_rank = 4;
         p->out[0] = p->batch, p->out[1] = p->q_heads, p->out[2] = p->q_len, p->out[3] = p->v_head_dim;
@@ -273,7 +285,9 @@ static int attention_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_er
     } else {
         fu_sb_printf(&b, ", (const float *)0, 0, 0, 0");
     }
-    fu_sb_printf(&b, ", %s)) return %d;", p.sinks >= 0 ? fu_emit_ptr(e, n->in[p.sinks]) : "(const float *)0",
+    fu_sb_printf(&b, ", %s", p.sinks >= 0 ? fu_emit_ptr(e, n->in[p.sinks]) : "(const float *)0");
+    fu_sb_printf(&b, ", %s)) return %d;",
+                 p.q_positions >= 0 ? fu_emit_ptr(e, n->in[p.q_positions]) : "(const int64_t *)0",
                  (int)(n - g->nodes) + 1);
     int rc = b.oom ? fu_node_fail(err, g, n, "out of memory") : 0;
     if (rc == 0) fu_emitf(e, "%s", b.s);
@@ -282,6 +296,6 @@ static int attention_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_er
 }
 
 const fu_op fu_op_Attention = {
-    .name = "Attention", .min_in = 3, .max_in = 7, .min_out = 1, .max_out = 1,
+    .name = "Attention", .min_in = 3, .max_in = 8, .min_out = 1, .max_out = 1,
     .infer = attention_infer, .emit = attention_emit,
 };

@@ -222,6 +222,13 @@ static void pack_entry(unsigned char *out, const source *src, const fu_packed_re
     fu_rt_pack_weight(out, src->src, src->src_bf16, req->transposed, src->layout, src->n, src->k);
     e->transposed = (uint32_t)req->transposed;
     e->checksum = XXH3_64bits(out, e->bytes);
+    /* The model reads the packed copy from now on: drop the source's pages
+     * from this process (they stay in the page cache, and fault back in if
+     * anything else reads them), so packing does not double the RSS. */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = (uintptr_t)src->src / page * page;
+    uintptr_t end = (uintptr_t)src->src + (uintptr_t)(src->n * src->k * (src->src_bf16 ? 2 : 4));
+    madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
 static int write_all(int fd, const void *buf, size_t len, uint64_t off) {

@@ -36,7 +36,8 @@ static int check_structure(fu_graph *g, fu_err *err) {
     for (int k = 0; k < g->n_nodes; k++) {
         fu_node *n = &g->nodes[k];
         if (n->dead) continue;
-        const fu_op *def = fu_op_find(n->op);
+        /* inference runs after every rewrite: keep a node's op while its name is unchanged */
+        const fu_op *def = n->def && strcmp(n->def->name, n->op) == 0 ? n->def : fu_op_find(n->op);
         if (!def) {
             char safe_op[64];
             fu_sanitize(n->op, safe_op, sizeof safe_op);

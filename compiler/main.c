@@ -509,7 +509,7 @@ static int cmd_run(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *emit_c = NULL, *value;
     const char *inputs[MAX_INPUT_ARGS];
     int n_inputs = 0, repeat = 1;
-    fusec_options opts = {"fast", "jit", NULL, 0};
+    fusec_options opts = {"fast", "jit", NULL, 0, NULL};
     fu_profile profile = FU_PROFILE_FAST;
     for (int i = 0; i < argc; i++) {
         int r;

@@ -342,7 +342,7 @@ static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *er
 }
 
 fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen) {
-    static const fusec_options defaults = {NULL, NULL, NULL, 0};
+    static const fusec_options defaults = {NULL, NULL, NULL, 0, NULL};
     const fusec_options *o = opts ? opts : &defaults;
     if (err && errlen) err[0] = 0;
     if (!path) {

@@ -155,7 +155,7 @@ static void test_aot_matches_jit(void **state) {
     char *path = write_model("small_aot.json", small_model);
     char cache[256], err[1024];
     snprintf(cache, sizeof cache, "%s/cache", temp_dir);
-    fusec_options aot = {"fast", "aot", cache, 0};
+    fusec_options aot = {"fast", "aot", cache, 0, NULL};
     fusec_model *m_aot = fusec_load(path, &aot, err, sizeof err);
     if (!m_aot) fail_msg("aot load failed: %s", err);
     fusec_model *m_jit = fusec_load(path, NULL, err, sizeof err);
@@ -332,7 +332,7 @@ static void test_input_errors(void **state) {
     /* Load errors name the file. */
     assert_null(fusec_load("/nonexistent/model.json", NULL, err, sizeof err));
     assert_non_null(strstr(err, "/nonexistent/model.json"));
-    fusec_options bad_profile = {"turbo", NULL, NULL, 0};
+    fusec_options bad_profile = {"turbo", NULL, NULL, 0, NULL};
     assert_null(fusec_load(path, &bad_profile, err, sizeof err));
     assert_non_null(strstr(err, "turbo"));
     assert_null(fusec_load("/nonexistent/libx.so", NULL, err, sizeof err));

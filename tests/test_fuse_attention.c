@@ -655,7 +655,7 @@ static void test_op_errors(void **state) {
         snprintf(json, sizeof json, base, cases[i].extra_in, cases[i].inputs, cases[i].attrs);
         char *path = tu_write_temp(".json", json);
         char err[FU_ERR_LEN] = "";
-        fusec_options opts = {"fast", "jit", NULL, 0};
+        fusec_options opts = {"fast", "jit", NULL, 0, NULL};
         fusec_model *m = fusec_load(path, &opts, err, sizeof err);
         if (cases[i].error) {
             if (m || !strstr(err, cases[i].error)) fail_msg("case %zu: expected '%s', got '%s'", i, cases[i].error, err);

@@ -48,7 +48,7 @@ static void test_fast_profile_fuses_every_pattern(void **state) {
 static void test_fast_matches_bare(void **state) {
     (void)state;
     char err[1024];
-    fusec_options bare_o = {"bare", "jit", "build/cache", 0}, fast_o = {"fast", "jit", "build/cache", 0};
+    fusec_options bare_o = {"bare", "jit", "build/cache", 0, NULL}, fast_o = {"fast", "jit", "build/cache", 0, NULL};
     fusec_model *bare = fusec_load(MODEL, &bare_o, err, sizeof err);
     if (!bare) fail_msg("%s", err);
     fusec_model *fast = fusec_load(MODEL, &fast_o, err, sizeof err);

@@ -358,7 +358,7 @@ static fu_graph *fast_graph(const char *path, fu_fusion_log *log) {
 /* Compiles the model with `profile`, runs it and returns a copy of y. */
 static float *run_model(const char *path, const char *profile, const rope_case *t, const float *x,
                         const int64_t *ids, long *numel) {
-    fusec_options opts = {profile, "jit", NULL, 0};
+    fusec_options opts = {profile, "jit", NULL, 0, NULL};
     char err[1024];
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
     if (!m) fail_msg("%s load: %s", profile, err);
@@ -749,7 +749,7 @@ static void test_op_inv_freq_3d(void **state) {
                  "   \"attrs\": {\"num_heads\": 3, \"pos_offset\": 4, \"amplitude\": 2.0}}]}");
     char *path = tu_write_temp(".json", doc.s);
     fu_sb_free(&doc);
-    fusec_options opts = {"bare", "jit", NULL, 0};
+    fusec_options opts = {"bare", "jit", NULL, 0, NULL};
     char err[1024];
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
     if (!m) fail_msg("load: %s", err);
@@ -789,7 +789,7 @@ static void test_op_position_out_of_cache(void **state) {
         "  {\"name\": \"s\", \"dtype\": \"float32\", \"shape\": [3, 2], \"data\": [0, 0, 0.5, 0.5, 1, 1]}],\n"
         " \"nodes\": [{\"op\": \"RotaryEmbedding\", \"inputs\": [\"x\", \"c\", \"s\", \"ids\"], \"outputs\": [\"y\"]}]}";
     char *path = tu_write_temp(".json", json);
-    fusec_options opts = {"bare", "jit", NULL, 0};
+    fusec_options opts = {"bare", "jit", NULL, 0, NULL};
     char err[1024];
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
     if (!m) fail_msg("load: %s", err);

@@ -92,7 +92,7 @@ static void run_case(fusec_model *m, const golden_case *c, json_object *spec, fl
 }
 
 static fusec_model *load(const golden_case *c) {
-    fusec_options o = {c->profile, c->backend, "build/cache", 0};
+    fusec_options o = {c->profile, c->backend, "build/cache", 0, NULL};
     char err[1024];
     fusec_model *m = fusec_load(c->model, &o, err, sizeof err);
     if (!m) fail_msg("%s: load: %s", c->name, err);

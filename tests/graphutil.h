@@ -43,7 +43,7 @@ typedef void (*tu_fill_fn)(const fu_value *v, int k, const int64_t *shape, int64
 static inline fusec_model *tu_run_profile(const char *path, const fu_graph *g, const char *profile,
                                           const int64_t *sym, tu_fill_fn fill) {
     char err[FU_ERR_LEN];
-    fusec_options opts = {profile, "jit", NULL, 0};
+    fusec_options opts = {profile, "jit", NULL, 0, NULL};
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
     if (!m) fail_msg("fusec_load (%s): %s", profile, err);
     void *buffers[8] = {0};

@@ -257,6 +257,39 @@ static void emit_constant(fu_emit *e, const fu_value *v) {
     fu_sb_printf(&e->out, "\n};\n");
 }
 
+/* ---- blocks: what fusec_model_run executes -------------------------------- */
+
+/* At node i the run function executes nothing (a dead node, a view, a loop
+ * group member before the group's last node), the node's own code, or its
+ * loop group's loop (emitted at the last member). Each executed block is one
+ * slot of the per-node profile. */
+typedef enum { BLOCK_NONE, BLOCK_NODE, BLOCK_LOOP } block_kind;
+
+static block_kind block_at(const fu_graph *g, int i) {
+    const fu_node *n = &g->nodes[i];
+    if (n->dead) return BLOCK_NONE;
+    if (n->loop_group >= 0) {
+        for (int j = i + 1; j < g->n_nodes; j++)
+            if (g->nodes[j].loop_group == n->loop_group) return BLOCK_NONE;
+        return BLOCK_LOOP;
+    }
+    return n->def && n->def->is_view ? BLOCK_NONE : BLOCK_NODE;
+}
+
+/* Op kind of a loop group ending at node i, for the profile: "Loop:Add",
+ * "Loop:Sub/Max", or "Loop:N ops" when the names do not fit (characters
+ * that fu_sanitize keeps, so reports print it as is). */
+static void loop_kind(const fu_graph *g, int i, char *buf, size_t n) {
+    int count = 0;
+    size_t len = (size_t)snprintf(buf, n, "Loop:");
+    for (int j = 0; j <= i; j++) {
+        if (g->nodes[j].loop_group != g->nodes[i].loop_group) continue;
+        if (len < n) len += (size_t)snprintf(buf + len, n - len, "%s%s", count ? "/" : "", g->nodes[j].op);
+        count++;
+    }
+    if (len + 1 > n) snprintf(buf, n, "Loop:%d ops", count);
+}
+
 /* ---- metadata ------------------------------------------------------------ */
 
 static json_object *dims_json(const fu_graph *g, const fu_value *v) {
@@ -305,6 +338,28 @@ static char *build_meta(const fu_graph *g, const char *profile) {
     json_object_object_add(m, "weights_identity",
                            json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));
     json_object_object_add(m, "arena_bytes", json_object_new_int64(g->arena_bytes));
+    /* The profiled blocks in slot order, named after the model's nodes. */
+    json_object *slots = json_object_new_array();
+    for (int i = 0; i < g->n_nodes; i++) {
+        block_kind kind = block_at(g, i);
+        if (kind == BLOCK_NONE) continue;
+        char op[64];
+        int ops = 1;
+        if (kind == BLOCK_LOOP) {
+            loop_kind(g, i, op, sizeof op);
+            ops = 0;
+            for (int j = 0; j <= i; j++) ops += g->nodes[j].loop_group == g->nodes[i].loop_group;
+        } else {
+            snprintf(op, sizeof op, "%s", g->nodes[i].op);
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "node", json_object_new_int(i));
+        json_object_object_add(o, "name", json_object_new_string(g->nodes[i].name ? g->nodes[i].name : ""));
+        json_object_object_add(o, "op", json_object_new_string(op));
+        json_object_object_add(o, "ops", json_object_new_int(ops));
+        json_object_array_add(slots, o);
+    }
+    json_object_object_add(m, "profile", slots);
     char *text = strdup(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN));
     json_object_put(m);
     return text;
@@ -589,9 +644,13 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     emit_meta_bytes(e, meta);
     free(meta);
 
+    /* noclone: gcc must not specialise the whole graph again for prof = NULL. */
     fu_sb_printf(&e->out,
-                 "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
-                 "                    void *arena, void **out)\n{\n");
+                 "int fusec_model_run_profiled(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                             void *arena, void **out, fu_rt_profile *prof)\n"
+                 "    __attribute__((noinline, noclone));\n"
+                 "int fusec_model_run_profiled(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                             void *arena, void **out, fu_rt_profile *prof)\n{\n");
     e->indent = 1;
     fu_emitf(e, "unsigned char *A = (unsigned char *)arena;");
     for (int s = 0; s < g->n_syms; s++) {
@@ -599,11 +658,12 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         fu_sanitize(g->sym_names[s], sym, sizeof sym);
         fu_emitf(e, "const int64_t S%d = sym[%d]; /* %s */", s, s, sym);
     }
-    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A;");
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A; (void)prof;");
 
     /* Members of each loop group, in order; the group is emitted at its root. */
     int *members = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
     int rc = members ? 0 : fu_fail(err, "out of memory emitting code");
+    int slot = 0;   /* profile slot of the next executed block */
     for (int i = 0; i < g->n_nodes && rc == 0; i++) {
         const fu_node *n = &g->nodes[i];
         if (n->dead) continue;
@@ -613,21 +673,22 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
             rc = fu_node_fail(err, g, n, "node was not inferred before code generation");
             break;
         }
-        if (n->loop_group >= 0) {
-            int root = i;
-            for (int j = i + 1; j < g->n_nodes; j++)
-                if (g->nodes[j].loop_group == n->loop_group) root = j;
-            if (root != i) continue;
+        block_kind kind = block_at(g, i);
+        if (kind == BLOCK_NONE && n->loop_group >= 0) continue;   /* emitted with its group's last member */
+        if (kind == BLOCK_LOOP) {
             int count = 0;
             for (int j = 0; j <= i; j++)
                 if (g->nodes[j].loop_group == n->loop_group) members[count++] = j;
             fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", i, count,
                      count > 1 ? "s" : "", n->op, comment);
+            fu_emitf(e, "if (prof) fu_rt_profile_begin(prof);");
             rc = emit_loop_group(e, members, count, err);
-        } else if (n->def->is_view) {
+        } else if (kind == BLOCK_NONE) {
             fu_emitf(e, "/* node %d: %s %s (view, no code) */", i, n->op, comment);
+            continue;
         } else if (n->def->emit) {
             fu_emitf(e, "/* node %d: %s %s */", i, n->op, comment);
+            fu_emitf(e, "if (prof) fu_rt_profile_begin(prof);");
             fu_emitf(e, "{");
             e->indent++;
             rc = n->def->emit(e, g, n, err);
@@ -636,12 +697,17 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         } else {
             rc = fu_node_fail(err, g, n, "op has no code generator");
         }
+        fu_emitf(e, "if (prof) fu_rt_profile_end(prof, %d);", slot++);
     }
     free(members);
     for (int i = 0; i < g->n_outputs && rc == 0; i++)
         fu_emitf(e, "out[%d] = %s;", i, fu_emit_vptr(e, g->outputs[i]));
     fu_emitf(e, "return 0;");
-    fu_sb_printf(&e->out, "}\n");
+    fu_sb_printf(&e->out, "}\n\n");
+    fu_sb_printf(&e->out,
+                 "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                    void *arena, void **out)\n{\n"
+                 "    return fusec_model_run_profiled(sym, in, w, arena, out, (fu_rt_profile *)0);\n}\n");
     if (rc == 0 && e->out.oom) rc = fu_fail(err, "out of memory emitting code");
     if (rc == 0) {
         *out = e->out;

@@ -34,6 +34,23 @@ void *memset(void *, int, size_t);
 #define FU_RT_INF (1.0f / 0.0f)
 #define FU_RT_NAN (0.0f / 0.0f)
 
+/* ---- work sharing (runtime/parallel.c) -----------------------------------
+ * Runs fn(ctx, begin, end) over chunks of [0, n) of at most `grain` indices,
+ * on the calling thread and the runtime's idle workers; returns when every
+ * index is done. n <= grain runs fn(ctx, 0, n) on the caller alone, so the
+ * grain also keeps small work serial. Each index is computed by exactly one
+ * call, so results do not depend on how many threads ran. */
+void fu_rt_parallel_for(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end),
+                        void *ctx);
+
+/* ---- per-node profile (runtime/profile.c) -------------------------------
+ * fusec_model_run_profiled brackets the code of each node (or loop group)
+ * with these when its caller passes a profile; slot numbers follow the
+ * metadata's "profile" list. */
+typedef struct fu_rt_profile fu_rt_profile;
+void fu_rt_profile_begin(fu_rt_profile *p);
+void fu_rt_profile_end(fu_rt_profile *p, int slot);
+
 /* ---- half types: stored as uint16_t, computed in float ------------------ */
 static inline float fu_rt_bf16_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v;

@@ -113,6 +113,11 @@ $(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_
 $(BUILD)/bench_router: bench/bench_router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_router
+# Kernels on 1 and 2 threads: where sharing across cores pays (bench/bench_parallel.c).
+$(BUILD)/bench_parallel: bench/bench_parallel.c runtime/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+bench: $(BUILD)/bench_kernels $(BUILD)/bench_parallel $(BUILD)/bench_router
 	$(BUILD)/bench_kernels
+	$(BUILD)/bench_parallel
 	$(BUILD)/bench_router

@@ -17,6 +17,7 @@
 #include "emit.h"
 #include "../ir/ops.h"
 #include "../ir/weights.h"
+#include "../runtime/fusec_kernels.h"
 
 extern const char fu_kernels_header[];
 
@@ -440,6 +441,27 @@ static int emit_runtime_convert(fu_emit *e, const fu_node *n) {
     return 1;
 }
 
+/* What a loop function needs of fusec_model_run_profiled's locals. */
+static const char loop_context_type[] =
+    "/* fusec_model_run_profiled's locals, for the loops it shares across cores */\n"
+    "typedef struct {\n"
+    "    const int64_t *sym;\n"
+    "    const void *const *in;\n"
+    "    const void *const *w;\n"
+    "    unsigned char *A;\n"
+    "} fu_loop_context;\n\n";
+
+/* The start of a loop function: the same names as in fusec_model_run. */
+static void emit_loop_context(fu_emit *e) {
+    fu_emitf(e, "const fu_loop_context *c = (const fu_loop_context *)ctx;");
+    fu_emitf(e, "const int64_t *sym = c->sym;");
+    fu_emitf(e, "const void *const *in = c->in;");
+    fu_emitf(e, "const void *const *w = c->w;");
+    fu_emitf(e, "unsigned char *A = c->A;");
+    for (int s = 0; s < e->g->n_syms; s++) fu_emitf(e, "const int64_t S%d = sym[%d]; (void)S%d;", s, s, s);
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A;");
+}
+
 static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err *err) {
     const fu_graph *g = e->g;
     if (n_members == 1 && strcmp(g->nodes[members[0]].op, "Cast") == 0 && emit_runtime_convert(e, &g->nodes[members[0]]))
@@ -505,9 +527,42 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
         if (!all && !none) flat = 0;
     }
 
-    e->indent++;
-    fu_emitf(e, "{");
-    e->indent++;
+    /* A loop over many elements becomes a static range function that
+     * fu_rt_parallel_for shares across cores, over the elements (flat) or
+     * over the runs of the last collapsed dim; one whose size is a small
+     * constant stays inline. Each element is computed by one call, so the
+     * result does not depend on the thread count. */
+    fu_dim items = flat ? value_numel_dim(out) : fu_dim_const(1);
+    fu_dim per_item = flat ? fu_dim_const(1) : dims[nd - 1];
+    for (int d = 0; !flat && d < nd - 1; d++) items = fu_dim_mul(items, dims[d]);
+    fu_dim total = fu_dim_mul(items, per_item);
+    int parallel = !(fu_dim_is_const(total) && total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS);
+    int node = members[n_members - 1];
+    fu_sb run_body = {0};
+    int saved_indent = e->indent;
+    if (parallel) {
+        char items_text[320], per_item_text[320];
+        snprintf(items_text, sizeof items_text, "%s", fu_emit_dim(e, items));
+        snprintf(per_item_text, sizeof per_item_text, "%s", fu_emit_dim(e, per_item));
+        fu_emitf(e, "fu_rt_parallel_for(%s, fu_rt_grain(%s, %s, FU_RT_LOOP_MIN_PARALLEL_ELEMS), fu_loop%d, &loop_ctx);",
+                 items_text, items_text, per_item_text, node);
+        /* the function goes to e->funcs, ahead of fusec_model_run_profiled */
+        run_body = e->out;
+        e->out = e->funcs;
+        e->indent = 0;
+        char comment[96];
+        fu_sanitize(root->name, comment, sizeof comment);
+        fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", node, n_members,
+                 n_members > 1 ? "s" : "", root->op, comment);
+        fu_emitf(e, "static void fu_loop%d(void *ctx, int64_t begin, int64_t end)", node);
+        fu_emitf(e, "{");
+        e->indent++;
+        emit_loop_context(e);
+    } else {
+        e->indent++;
+        fu_emitf(e, "{");
+        e->indent++;
+    }
     for (int i = 0; i < n_ops; i++) {
         if (ops[i].literal) continue;
         const fu_value *v = &g->values[ops[i].value];
@@ -519,8 +574,12 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     /* Index expression of each operand. */
     char index[64][256];
     if (flat) {
-        fu_emitf(e, "const int64_t n = %s;", fu_emit_numel(e, root->out[0]));
-        fu_emitf(e, "for (int64_t i = 0; i < n; i++) {");
+        if (parallel) {
+            fu_emitf(e, "for (int64_t i = begin; i < end; i++) {");
+        } else {
+            fu_emitf(e, "const int64_t n = %s;", fu_emit_numel(e, root->out[0]));
+            fu_emitf(e, "for (int64_t i = 0; i < n; i++) {");
+        }
         for (int i = 0; i < n_ops; i++) {
             int all = 1;
             for (int d = 0; d < nd; d++) all &= ops[i].bcast[d];
@@ -528,8 +587,18 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
         }
     } else {
         for (int d = 0; d < nd; d++) fu_emitf(e, "const int64_t n%d = %s;", d, fu_emit_dim(e, dims[d]));
-        for (int d = 0; d < nd; d++) fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++)", d, d, d, d);
-        fu_emitf(e, "{");
+        if (parallel) {
+            /* item = one run of the last dim; i0 .. i(nd-2) start at `begin` */
+            fu_emitf(e, "int64_t rest = begin;");
+            for (int d = nd - 2; d > 0; d--) fu_emitf(e, "int64_t i%d = rest %% n%d; rest /= n%d;", d, d, d);
+            fu_emitf(e, "int64_t i0 = rest;");
+            fu_emitf(e, "for (int64_t item = begin; item < end; item++) {");
+            e->indent++;
+            fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++) {", nd - 1, nd - 1, nd - 1, nd - 1);
+        } else {
+            for (int d = 0; d < nd; d++) fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++)", d, d, d, d);
+            fu_emitf(e, "{");
+        }
         for (int i = 0; i < n_ops; i++) {
             /* offset = sum over kept dims of i_d * (product of later kept dims) */
             size_t len = 0;
@@ -559,6 +628,10 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     char (*vars)[16] = calloc((size_t)(n_ops + n_members), 16);
     if (!arg_text || !expr || !vars) {
         free(arg_text), free(expr), free(vars);
+        if (parallel) {
+            e->funcs = e->out;
+            e->out = run_body;
+        }
         return fu_fail(err, "out of memory emitting code");
     }
     for (int i = 0; i < n_ops; i++) {
@@ -611,9 +684,25 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     }
     e->indent--;
     fu_emitf(e, "}");
+    if (parallel && !flat) {
+        /* next run: advance i(nd-2) .. i0 like an odometer */
+        for (int d = nd - 2; d > 0; d--) {
+            fu_emitf(e, "if (++i%d < n%d) continue;", d, d);
+            fu_emitf(e, "i%d = 0;", d);
+        }
+        fu_emitf(e, "i0++;");
+        e->indent--;
+        fu_emitf(e, "}");
+    }
     e->indent--;
     fu_emitf(e, "}");
-    e->indent--;
+    if (parallel) {
+        e->funcs = e->out;
+        e->out = run_body;
+    } else {
+        e->indent--;
+    }
+    e->indent = saved_indent;
     free(arg_text), free(expr), free(vars);
     return rc;
 }
@@ -644,6 +733,8 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     emit_meta_bytes(e, meta);
     free(meta);
 
+    /* Loop functions (e->funcs) go between this point and the run function. */
+    size_t run_start = e->out.len;
     /* noclone: gcc must not specialise the whole graph again for prof = NULL. */
     fu_sb_printf(&e->out,
                  "int fusec_model_run_profiled(const int64_t *sym, const void *const *in, const void *const *w,\n"
@@ -658,7 +749,8 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         fu_sanitize(g->sym_names[s], sym, sizeof sym);
         fu_emitf(e, "const int64_t S%d = sym[%d]; /* %s */", s, s, sym);
     }
-    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A; (void)prof;");
+    fu_emitf(e, "const fu_loop_context loop_ctx = {sym, in, w, A};");
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A; (void)prof; (void)loop_ctx;");
 
     /* Members of each loop group, in order; the group is emitted at its root. */
     int *members = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
@@ -708,12 +800,16 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
                  "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
                  "                    void *arena, void **out)\n{\n"
                  "    return fusec_model_run_profiled(sym, in, w, arena, out, (fu_rt_profile *)0);\n}\n");
-    if (rc == 0 && e->out.oom) rc = fu_fail(err, "out of memory emitting code");
+    if (rc == 0 && (e->out.oom || e->funcs.oom)) rc = fu_fail(err, "out of memory emitting code");
     if (rc == 0) {
-        *out = e->out;
-    } else {
-        fu_sb_free(&e->out);
+        fu_sb whole = {0};
+        fu_sb_printf(&whole, "%.*s%s%s\n%s", (int)run_start, e->out.s, loop_context_type,
+                     e->funcs.s ? e->funcs.s : "", e->out.s + run_start);
+        if (whole.oom) rc = fu_fail(err, "out of memory emitting code");
+        else *out = whole;
     }
+    fu_sb_free(&e->out);
+    fu_sb_free(&e->funcs);
     free(e);
     return rc;
 }

@@ -536,7 +536,8 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     fu_dim per_item = flat ? fu_dim_const(1) : dims[nd - 1];
     for (int d = 0; !flat && d < nd - 1; d++) items = fu_dim_mul(items, dims[d]);
     fu_dim total = fu_dim_mul(items, per_item);
-    int parallel = !(fu_dim_is_const(total) && total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS);
+    int parallel = !(fu_dim_is_const(total) && total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS_TCC &&
+                     total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS_GCC);
     int node = members[n_members - 1];
     fu_sb run_body = {0};
     int saved_indent = e->indent;
@@ -697,10 +698,9 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     e->indent--;
     fu_emitf(e, "}");
     if (parallel) {
+        fu_sb_printf(&e->out, "\n");
         e->funcs = e->out;
         e->out = run_body;
-    } else {
-        e->indent--;
     }
     e->indent = saved_indent;
     free(arg_text), free(expr), free(vars);

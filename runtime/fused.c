@@ -134,9 +134,9 @@ static inline float exp_approx(float x) {
  * bit-identical for any thread count. Below these amounts of work (floats
  * read per job, measured with bench/bench_parallel.c) waking a second core
  * costs more than it saves, and the kernel runs on the calling thread. */
-#define NORM_MIN_PARALLEL_FLOATS 16384
-#define ROPE_MIN_PARALLEL_FLOATS 16384
-#define SWIGLU_MIN_PARALLEL_FLOATS 8192
+#define NORM_MIN_PARALLEL_FLOATS 8192
+#define ROPE_MIN_PARALLEL_FLOATS 24576
+#define SWIGLU_MIN_PARALLEL_FLOATS 2048
 /* SwiGLU rows are shared out in blocks of this many columns, so that a few
  * long rows (decode: one) still split. */
 #define SWIGLU_BLOCK 1024

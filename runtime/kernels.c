@@ -22,10 +22,11 @@
  * bench/bench_parallel.c; each split computes every output element in one
  * call with the same arithmetic, so results are bit-identical for any
  * thread count. */
-#define CONVERT_MIN_PARALLEL_ELEMS 32768
-#define COPY_MIN_PARALLEL_BYTES 131072
-#define REDUCE_MIN_PARALLEL_ELEMS 16384
-#define SOFTMAX_MIN_PARALLEL_ELEMS 8192
+#define CONVERT_MIN_PARALLEL_ELEMS 49152
+#define COPY_MIN_PARALLEL_BYTES 98304
+#define GATHER_MIN_PARALLEL_BYTES 131072
+#define REDUCE_MIN_PARALLEL_ELEMS 32768
+#define SOFTMAX_MIN_PARALLEL_ELEMS 2048
 
 /* 8-lane vectors for the hand-vectorised reductions. The vectors never
  * cross a non-inlined call, so the -Wpsabi note about their ABI is moot. */
@@ -769,7 +770,7 @@ int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, i
     }
     gather_job job = {out, data, idx, idx_is_i32, n_idx, axis_len, inner_bytes};
     int64_t rows = outer * n_idx;
-    fu_rt_parallel_for(rows, fu_rt_grain(rows, inner_bytes, COPY_MIN_PARALLEL_BYTES), gather_rows, &job);
+    fu_rt_parallel_for(rows, fu_rt_grain(rows, inner_bytes, GATHER_MIN_PARALLEL_BYTES), gather_rows, &job);
     return 0;
 }
 

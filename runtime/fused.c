@@ -132,10 +132,14 @@ static inline float exp_approx(float x) {
  * across cores with fu_rt_parallel_for; each output element is computed by
  * one call with the same arithmetic whatever the split, so results are
  * bit-identical for any thread count. Below these amounts of work (floats
- * read per job, measured with bench/bench_parallel.c) waking a second core
- * costs more than it saves, and the kernel runs on the calling thread. */
-#define NORM_MIN_PARALLEL_FLOATS 8192
-#define ROPE_MIN_PARALLEL_FLOATS 24576
+ * read per job) waking a second core costs more than it saves, and the
+ * kernel runs on the calling thread. bench/bench_parallel.c finds where two
+ * threads beat one on data in cache; in a forward pass the split also
+ * leaves half the output in the other core's cache for the next node, so
+ * the norm and RoPE thresholds are set higher, from `fusec run
+ * --profile-ops` on the router (docs/performance.md). */
+#define NORM_MIN_PARALLEL_FLOATS 32768
+#define ROPE_MIN_PARALLEL_FLOATS 65536
 #define SWIGLU_MIN_PARALLEL_FLOATS 2048
 /* SwiGLU rows are shared out in blocks of this many columns, so that a few
  * long rows (decode: one) still split. */
@@ -240,20 +244,26 @@ typedef struct {
     int64_t max_pos;
     const float *inv_freq;
     float amplitude;
+} rope_args;
+
+typedef struct {
+    rope_args args;
     _Atomic int status;   /* 1: a cached position out of range; -1: out of memory */
 } rope_job;
 
 /* Sequence positions [s0, s1): the cos/sin row for a position is computed
  * once and applied to every head, and to every batch that shares it. */
 static void rope_positions(void *arg, int64_t s0, int64_t s1) {
-    rope_job *j = arg;
+    rope_job *job = arg;
+    /* a local copy: the compiler then knows cosf and memcpy leave it alone */
+    const rope_args args = job->args, *j = &args;
     int64_t half = j->half;
     float stack_table[2 * ROPE_STACK_HALF];
     float *table = stack_table;
     if (!j->cos_cache && half > ROPE_STACK_HALF) {
         table = malloc((size_t)(2 * half) * sizeof(float));
         if (!table) {
-            j->status = -1;
+            job->status = -1;
             return;
         }
     }
@@ -268,7 +278,7 @@ static void rope_positions(void *arg, int64_t s0, int64_t s1) {
             if (j->cos_cache) {
                 if (pos < 0 || pos >= j->max_pos) {
                     out_of_range = 1;
-                    j->status = 1;
+                    job->status = 1;
                     break;
                 }
                 cos_row = j->cos_cache + pos * half;
@@ -302,9 +312,9 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
                    int64_t position_stride_b, int64_t pos_offset, const float *cos_cache,
                    const float *sin_cache, int64_t max_pos, const float *inv_freq,
                    float amplitude) {
-    rope_job job = {x, y, batch, heads, head_dim, rot_dim / 2, x_stride_b, x_stride_h, x_stride_s,
-                    y_stride_b, y_stride_h, y_stride_s, layout, position_ids, position_stride_b,
-                    pos_offset, cos_cache, sin_cache, max_pos, inv_freq, amplitude, 0};
+    rope_job job = {{x, y, batch, heads, head_dim, rot_dim / 2, x_stride_b, x_stride_h, x_stride_s,
+                     y_stride_b, y_stride_h, y_stride_s, layout, position_ids, position_stride_b,
+                     pos_offset, cos_cache, sin_cache, max_pos, inv_freq, amplitude}, 0};
     fu_rt_parallel_for(seq, fu_rt_grain(seq, batch * heads * head_dim, ROPE_MIN_PARALLEL_FLOATS), rope_positions,
                        &job);
     return job.status;
@@ -601,16 +611,36 @@ typedef struct {
     int64_t n, gate_stride, up_stride, out_stride, blocks_per_row;
 } swiglu_job;
 
-/* Items [begin, end) of (row, block of SWIGLU_BLOCK columns). */
+static void swiglu_rows(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
+                        int64_t gate_stride, int64_t up_stride, int64_t out_stride) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gate + r * gate_stride;
+        const float *u = up + r * up_stride;
+        float *o = out + r * out_stride;
+        for (int64_t i = 0; i < n; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+    }
+}
+
+/* Items [begin, end) of (row, block of SWIGLU_BLOCK columns): whole rows
+ * in one call (the loop set-up costs as much as a short block), the partial
+ * rows at the ends of the range block by block. */
 static void swiglu_blocks(void *arg, int64_t begin, int64_t end) {
     const swiglu_job *j = arg;
-    for (int64_t item = begin; item < end; item++) {
-        int64_t r = item / j->blocks_per_row, c0 = item % j->blocks_per_row * SWIGLU_BLOCK;
-        int64_t c1 = c0 + SWIGLU_BLOCK < j->n ? c0 + SWIGLU_BLOCK : j->n;
-        const float *g = j->gate + r * j->gate_stride;
-        const float *u = j->up + r * j->up_stride;
-        float *o = j->out + r * j->out_stride;
-        for (int64_t i = c0; i < c1; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+    int64_t per_row = j->blocks_per_row;
+    while (begin < end) {
+        int64_t r = begin / per_row, b0 = begin % per_row;
+        if (b0 == 0 && end - begin >= per_row) {
+            int64_t rows = (end - begin) / per_row;
+            swiglu_rows(j->gate + r * j->gate_stride, j->up + r * j->up_stride, j->out + r * j->out_stride, rows,
+                        j->n, j->gate_stride, j->up_stride, j->out_stride);
+            begin += rows * per_row;
+        } else {
+            int64_t b1 = b0 + (end - begin) < per_row ? b0 + (end - begin) : per_row;
+            int64_t c0 = b0 * SWIGLU_BLOCK, c1 = b1 * SWIGLU_BLOCK < j->n ? b1 * SWIGLU_BLOCK : j->n;
+            swiglu_rows(j->gate + r * j->gate_stride + c0, j->up + r * j->up_stride + c0,
+                        j->out + r * j->out_stride + c0, 1, c1 - c0, 0, 0, 0);
+            begin += b1 - b0;
+        }
     }
 }
 

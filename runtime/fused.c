@@ -139,7 +139,7 @@ static inline float exp_approx(float x) {
  * the norm and RoPE thresholds are set higher, from `fusec run
  * --profile-ops` on the router (docs/performance.md). */
 #define NORM_MIN_PARALLEL_FLOATS 32768
-#define ROPE_MIN_PARALLEL_FLOATS 65536
+#define ROPE_MIN_PARALLEL_FLOATS 131072
 #define SWIGLU_MIN_PARALLEL_FLOATS 2048
 /* SwiGLU rows are shared out in blocks of this many columns, so that a few
  * long rows (decode: one) still split. */

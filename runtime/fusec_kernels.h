@@ -42,14 +42,13 @@ void *memset(void *, int, size_t);
  * call, so results do not depend on how many threads ran. */
 void fu_rt_parallel_for(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end),
                         void *ctx);
-/* The grain for n indices of `work` units each (elements or bytes): work
- * below min_work stays on the caller (waking a core costs a few
- * microseconds); above it, about 8 chunks, so two cores finish together. */
+/* The grain for n indices of `work` units each (elements or bytes): less
+ * than min_work in all is one chunk, which the caller runs alone (waking a
+ * core costs a few microseconds); more is about 8 equal chunks, so two
+ * cores finish together. */
 static inline int64_t fu_rt_grain(int64_t n, int64_t work, int64_t min_work) {
-    int64_t grain = work > 0 ? (min_work + work - 1) / work : n;
-    int64_t balanced = (n + 7) / 8;
-    grain = grain > balanced ? grain : balanced;
-    return grain > 0 ? grain : 1;
+    if (n < 2 || n * work < min_work) return n > 0 ? n : 1;
+    return (n + 7) / 8;
 }
 
 /* Elementwise loops of generated code with at least this many elements are

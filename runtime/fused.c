@@ -134,12 +134,13 @@ static inline float exp_approx(float x) {
  * bit-identical for any thread count. Below these amounts of work (floats
  * read per job) waking a second core costs more than it saves, and the
  * kernel runs on the calling thread. bench/bench_parallel.c finds where two
- * threads beat one on data in cache; in a forward pass the split also
- * leaves half the output in the other core's cache for the next node, so
- * the norm and RoPE thresholds are set higher, from `fusec run
- * --profile-ops` on the router (docs/performance.md). */
+ * threads beat one on data in cache (SwiGLU: 2048). In a forward pass a
+ * split also leaves half its output in the other core's cache, which a
+ * serial next node pays for: `fusec run --profile-ops` on the router showed
+ * the memory-bound norms and RoPE losing at 15 tokens and winning from 65,
+ * hence their higher thresholds (docs/performance.md). */
 #define NORM_MIN_PARALLEL_FLOATS 32768
-#define ROPE_MIN_PARALLEL_FLOATS 131072
+#define ROPE_MIN_PARALLEL_FLOATS 65536
 #define SWIGLU_MIN_PARALLEL_FLOATS 2048
 /* SwiGLU rows are shared out in blocks of this many columns, so that a few
  * long rows (decode: one) still split. */

@@ -157,7 +157,13 @@ $(ORT_STAMP): | $(BUILD)/.deps
 $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(RT_LINK) -lm -o $@
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_router $(BUILD)/roofline $(ORT_STAMP)
+# Kernels on 1 and 2 threads: where sharing across cores pays (bench/bench_parallel.c).
+$(BUILD)/bench_parallel: bench/bench_parallel.c runtime/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
+       $(ORT_STAMP)
 	$(BUILD)/bench_kernels
 	$(BUILD)/bench_gemm
+	$(BUILD)/bench_parallel
 	$(BUILD)/bench_router

@@ -403,6 +403,8 @@ int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err) {
                             "fusec_model_meta_len missing)", so_path);
     }
     memcpy(&out->run, &run, sizeof run);
+    void *run_profiled = dlsym(h, "fusec_model_run_profiled");   /* optional: older libraries lack it */
+    memcpy(&out->run_profiled, &run_profiled, sizeof run_profiled);
     out->meta = meta;
     out->meta_len = *meta_len;
     out->dl_handle = h;

@@ -5,6 +5,11 @@
  *   int fusec_model_run(const int64_t *sym, const void *const *in,
  *                       const void *const *w, void *arena, void **out);
  *     returns 0, or 1 + the index of the node that failed (bad index data).
+ *   int fusec_model_run_profiled(..., fu_rt_profile *prof);
+ *     the same with a profile: when prof is not NULL, the time of each node
+ *     (or loop group) is added to prof's slot, in the order of "profile".
+ *     fusec_model_run is this with prof = NULL. Libraries from an older
+ *     fusec lack it (then profiling is not available).
  *   const unsigned char fusec_model_meta[];  unsigned long fusec_model_meta_len;
  *     the planned graph's signature as JSON bytes, written by compiler/emit.c:
  *
@@ -15,7 +20,9 @@
  *    "weights": [{"name": "...", "dtype": "...", "shape": [int, ...]}, ...],
  *                                                            (slot order of w[])
  *    "weights_file": "/abs/path.safetensors" or null, "weights_identity": "...",
- *    "arena_bytes": N}
+ *    "arena_bytes": N,
+ *    "profile": [{"node": N, "name": "...", "op": "FusedMatMul" | "Loop:Add" ...,
+ *                 "ops": N}, ...]}                           (slot order of the profile)
  *
  *   DIM is [coef, pow_0, ..., pow_{nsyms-1}]: the monomial coef * prod sym^pow.
  *   in[] follows "inputs" order. Weights are looked up by name in the file. */
@@ -28,8 +35,13 @@
 typedef int (*fu_entry_fn)(const int64_t *sym, const void *const *in, const void *const *w,
                            void *arena, void **out);
 
+typedef struct fu_rt_profile fu_rt_profile;
+typedef int (*fu_entry_profiled_fn)(const int64_t *sym, const void *const *in, const void *const *w,
+                                    void *arena, void **out, fu_rt_profile *prof);
+
 typedef struct fu_compiled {
     fu_entry_fn run;
+    fu_entry_profiled_fn run_profiled;   /* NULL for libraries built before profiling */
     const unsigned char *meta;
     unsigned long meta_len;
     void *tcc_state;      /* JIT: TCCState*, owns the code */

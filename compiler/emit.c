@@ -17,6 +17,7 @@
 #include "emit.h"
 #include "../ir/ops.h"
 #include "../ir/weights.h"
+#include "../runtime/fusec_kernels.h"
 
 extern const char fu_kernels_header[];
 
@@ -270,6 +271,39 @@ static void emit_constant(fu_emit *e, const fu_value *v) {
     fu_sb_printf(&e->out, "\n};\n");
 }
 
+/* ---- blocks: what fusec_model_run executes -------------------------------- */
+
+/* At node i the run function executes nothing (a dead node, a view, a loop
+ * group member before the group's last node), the node's own code, or its
+ * loop group's loop (emitted at the last member). Each executed block is one
+ * slot of the per-node profile. */
+typedef enum { BLOCK_NONE, BLOCK_NODE, BLOCK_LOOP } block_kind;
+
+static block_kind block_at(const fu_graph *g, int i) {
+    const fu_node *n = &g->nodes[i];
+    if (n->dead) return BLOCK_NONE;
+    if (n->loop_group >= 0) {
+        for (int j = i + 1; j < g->n_nodes; j++)
+            if (g->nodes[j].loop_group == n->loop_group) return BLOCK_NONE;
+        return BLOCK_LOOP;
+    }
+    return n->def && n->def->is_view ? BLOCK_NONE : BLOCK_NODE;
+}
+
+/* Op kind of a loop group ending at node i, for the profile: "Loop:Add",
+ * "Loop:Sub/Max", or "Loop:N ops" when the names do not fit (characters
+ * that fu_sanitize keeps, so reports print it as is). */
+static void loop_kind(const fu_graph *g, int i, char *buf, size_t n) {
+    int count = 0;
+    size_t len = (size_t)snprintf(buf, n, "Loop:");
+    for (int j = 0; j <= i; j++) {
+        if (g->nodes[j].loop_group != g->nodes[i].loop_group) continue;
+        if (len < n) len += (size_t)snprintf(buf + len, n - len, "%s%s", count ? "/" : "", g->nodes[j].op);
+        count++;
+    }
+    if (len + 1 > n) snprintf(buf, n, "Loop:%d ops", count);
+}
+
 /* ---- metadata ------------------------------------------------------------ */
 
 static json_object *dims_json(const fu_graph *g, const fu_value *v) {
@@ -331,6 +365,28 @@ static char *build_meta(const fu_graph *g, const char *profile) {
     json_object_object_add(m, "weights_identity",
                            json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));
     json_object_object_add(m, "arena_bytes", json_object_new_int64(g->arena_bytes));
+    /* The profiled blocks in slot order, named after the model's nodes. */
+    json_object *slots = json_object_new_array();
+    for (int i = 0; i < g->n_nodes; i++) {
+        block_kind kind = block_at(g, i);
+        if (kind == BLOCK_NONE) continue;
+        char op[64];
+        int ops = 1;
+        if (kind == BLOCK_LOOP) {
+            loop_kind(g, i, op, sizeof op);
+            ops = 0;
+            for (int j = 0; j <= i; j++) ops += g->nodes[j].loop_group == g->nodes[i].loop_group;
+        } else {
+            snprintf(op, sizeof op, "%s", g->nodes[i].op);
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "node", json_object_new_int(i));
+        json_object_object_add(o, "name", json_object_new_string(g->nodes[i].name ? g->nodes[i].name : ""));
+        json_object_object_add(o, "op", json_object_new_string(op));
+        json_object_object_add(o, "ops", json_object_new_int(ops));
+        json_object_array_add(slots, o);
+    }
+    json_object_object_add(m, "profile", slots);
     char *text = strdup(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN));
     json_object_put(m);
     return text;
@@ -411,6 +467,27 @@ static int emit_runtime_convert(fu_emit *e, const fu_node *n) {
     return 1;
 }
 
+/* What a loop function needs of fusec_model_run_profiled's locals. */
+static const char loop_context_type[] =
+    "/* fusec_model_run_profiled's locals, for the loops it shares across cores */\n"
+    "typedef struct {\n"
+    "    const int64_t *sym;\n"
+    "    const void *const *in;\n"
+    "    const void *const *w;\n"
+    "    unsigned char *A;\n"
+    "} fu_loop_context;\n\n";
+
+/* The start of a loop function: the same names as in fusec_model_run. */
+static void emit_loop_context(fu_emit *e) {
+    fu_emitf(e, "const fu_loop_context *c = (const fu_loop_context *)ctx;");
+    fu_emitf(e, "const int64_t *sym = c->sym;");
+    fu_emitf(e, "const void *const *in = c->in;");
+    fu_emitf(e, "const void *const *w = c->w;");
+    fu_emitf(e, "unsigned char *A = c->A;");
+    for (int s = 0; s < e->g->n_syms; s++) fu_emitf(e, "const int64_t S%d = sym[%d]; (void)S%d;", s, s, s);
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A;");
+}
+
 static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err *err) {
     const fu_graph *g = e->g;
     if (n_members == 1 && strcmp(g->nodes[members[0]].op, "Cast") == 0 && emit_runtime_convert(e, &g->nodes[members[0]]))
@@ -476,9 +553,43 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
         if (!all && !none) flat = 0;
     }
 
-    e->indent++;
-    fu_emitf(e, "{");
-    e->indent++;
+    /* A loop over many elements becomes a static range function that
+     * fu_rt_parallel_for shares across cores, over the elements (flat) or
+     * over the runs of the last collapsed dim; one whose size is a small
+     * constant stays inline. Each element is computed by one call, so the
+     * result does not depend on the thread count. */
+    fu_dim items = flat ? value_numel_dim(out) : fu_dim_const(1);
+    fu_dim per_item = flat ? fu_dim_const(1) : dims[nd - 1];
+    for (int d = 0; !flat && d < nd - 1; d++) items = fu_dim_mul(items, dims[d]);
+    fu_dim total = fu_dim_mul(items, per_item);
+    int parallel = !(fu_dim_is_const(total) && total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS_TCC &&
+                     total.coef < FU_RT_LOOP_MIN_PARALLEL_ELEMS_GCC);
+    int node = members[n_members - 1];
+    fu_sb run_body = {0};
+    int saved_indent = e->indent;
+    if (parallel) {
+        char items_text[320], per_item_text[320];
+        snprintf(items_text, sizeof items_text, "%s", fu_emit_dim(e, items));
+        snprintf(per_item_text, sizeof per_item_text, "%s", fu_emit_dim(e, per_item));
+        fu_emitf(e, "fu_rt_parallel_for(%s, fu_rt_grain(%s, %s, FU_RT_LOOP_MIN_PARALLEL_ELEMS), fu_loop%d, &loop_ctx);",
+                 items_text, items_text, per_item_text, node);
+        /* the function goes to e->funcs, ahead of fusec_model_run_profiled */
+        run_body = e->out;
+        e->out = e->funcs;
+        e->indent = 0;
+        char comment[96];
+        fu_sanitize(root->name, comment, sizeof comment);
+        fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", node, n_members,
+                 n_members > 1 ? "s" : "", root->op, comment);
+        fu_emitf(e, "static void fu_loop%d(void *ctx, int64_t begin, int64_t end)", node);
+        fu_emitf(e, "{");
+        e->indent++;
+        emit_loop_context(e);
+    } else {
+        e->indent++;
+        fu_emitf(e, "{");
+        e->indent++;
+    }
     for (int i = 0; i < n_ops; i++) {
         if (ops[i].literal) continue;
         const fu_value *v = &g->values[ops[i].value];
@@ -490,8 +601,12 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     /* Index expression of each operand. */
     char index[64][256];
     if (flat) {
-        fu_emitf(e, "const int64_t n = %s;", fu_emit_numel(e, root->out[0]));
-        fu_emitf(e, "for (int64_t i = 0; i < n; i++) {");
+        if (parallel) {
+            fu_emitf(e, "for (int64_t i = begin; i < end; i++) {");
+        } else {
+            fu_emitf(e, "const int64_t n = %s;", fu_emit_numel(e, root->out[0]));
+            fu_emitf(e, "for (int64_t i = 0; i < n; i++) {");
+        }
         for (int i = 0; i < n_ops; i++) {
             int all = 1;
             for (int d = 0; d < nd; d++) all &= ops[i].bcast[d];
@@ -499,8 +614,18 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
         }
     } else {
         for (int d = 0; d < nd; d++) fu_emitf(e, "const int64_t n%d = %s;", d, fu_emit_dim(e, dims[d]));
-        for (int d = 0; d < nd; d++) fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++)", d, d, d, d);
-        fu_emitf(e, "{");
+        if (parallel) {
+            /* item = one run of the last dim; i0 .. i(nd-2) start at `begin` */
+            fu_emitf(e, "int64_t rest = begin;");
+            for (int d = nd - 2; d > 0; d--) fu_emitf(e, "int64_t i%d = rest %% n%d; rest /= n%d;", d, d, d);
+            fu_emitf(e, "int64_t i0 = rest;");
+            fu_emitf(e, "for (int64_t item = begin; item < end; item++) {");
+            e->indent++;
+            fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++) {", nd - 1, nd - 1, nd - 1, nd - 1);
+        } else {
+            for (int d = 0; d < nd; d++) fu_emitf(e, "for (int64_t i%d = 0; i%d < n%d; i%d++)", d, d, d, d);
+            fu_emitf(e, "{");
+        }
         for (int i = 0; i < n_ops; i++) {
             /* offset = sum over kept dims of i_d * (product of later kept dims) */
             size_t len = 0;
@@ -530,6 +655,10 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     char (*vars)[16] = calloc((size_t)(n_ops + n_members), 16);
     if (!arg_text || !expr || !vars) {
         free(arg_text), free(expr), free(vars);
+        if (parallel) {
+            e->funcs = e->out;
+            e->out = run_body;
+        }
         return fu_fail(err, "out of memory emitting code");
     }
     for (int i = 0; i < n_ops; i++) {
@@ -582,9 +711,24 @@ static int emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err
     }
     e->indent--;
     fu_emitf(e, "}");
+    if (parallel && !flat) {
+        /* next run: advance i(nd-2) .. i0 like an odometer */
+        for (int d = nd - 2; d > 0; d--) {
+            fu_emitf(e, "if (++i%d < n%d) continue;", d, d);
+            fu_emitf(e, "i%d = 0;", d);
+        }
+        fu_emitf(e, "i0++;");
+        e->indent--;
+        fu_emitf(e, "}");
+    }
     e->indent--;
     fu_emitf(e, "}");
-    e->indent--;
+    if (parallel) {
+        fu_sb_printf(&e->out, "\n");
+        e->funcs = e->out;
+        e->out = run_body;
+    }
+    e->indent = saved_indent;
     free(arg_text), free(expr), free(vars);
     return rc;
 }
@@ -615,9 +759,15 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     emit_meta_bytes(e, meta);
     free(meta);
 
+    /* Loop functions (e->funcs) go between this point and the run function. */
+    size_t run_start = e->out.len;
+    /* noclone: gcc must not specialise the whole graph again for prof = NULL. */
     fu_sb_printf(&e->out,
-                 "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
-                 "                    void *arena, void **out)\n{\n");
+                 "int fusec_model_run_profiled(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                             void *arena, void **out, fu_rt_profile *prof)\n"
+                 "    __attribute__((noinline, noclone));\n"
+                 "int fusec_model_run_profiled(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                             void *arena, void **out, fu_rt_profile *prof)\n{\n");
     e->indent = 1;
     fu_emitf(e, "unsigned char *A = (unsigned char *)arena;");
     for (int s = 0; s < g->n_syms; s++) {
@@ -625,11 +775,13 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         fu_sanitize(g->sym_names[s], sym, sizeof sym);
         fu_emitf(e, "const int64_t S%d = sym[%d]; /* %s */", s, s, sym);
     }
-    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A;");
+    fu_emitf(e, "const fu_loop_context loop_ctx = {sym, in, w, A};");
+    fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A; (void)prof; (void)loop_ctx;");
 
     /* Members of each loop group, in order; the group is emitted at its root. */
     int *members = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
     int rc = members ? 0 : fu_fail(err, "out of memory emitting code");
+    int slot = 0;   /* profile slot of the next executed block */
     for (int i = 0; i < g->n_nodes && rc == 0; i++) {
         const fu_node *n = &g->nodes[i];
         if (n->dead) continue;
@@ -639,21 +791,22 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
             rc = fu_node_fail(err, g, n, "node was not inferred before code generation");
             break;
         }
-        if (n->loop_group >= 0) {
-            int root = i;
-            for (int j = i + 1; j < g->n_nodes; j++)
-                if (g->nodes[j].loop_group == n->loop_group) root = j;
-            if (root != i) continue;
+        block_kind kind = block_at(g, i);
+        if (kind == BLOCK_NONE && n->loop_group >= 0) continue;   /* emitted with its group's last member */
+        if (kind == BLOCK_LOOP) {
             int count = 0;
             for (int j = 0; j <= i; j++)
                 if (g->nodes[j].loop_group == n->loop_group) members[count++] = j;
             fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", i, count,
                      count > 1 ? "s" : "", n->op, comment);
+            fu_emitf(e, "if (prof) fu_rt_profile_begin(prof);");
             rc = emit_loop_group(e, members, count, err);
-        } else if (n->def->is_view) {
+        } else if (kind == BLOCK_NONE) {
             fu_emitf(e, "/* node %d: %s %s (view, no code) */", i, n->op, comment);
+            continue;
         } else if (n->def->emit) {
             fu_emitf(e, "/* node %d: %s %s */", i, n->op, comment);
+            fu_emitf(e, "if (prof) fu_rt_profile_begin(prof);");
             fu_emitf(e, "{");
             e->indent++;
             rc = n->def->emit(e, g, n, err);
@@ -662,18 +815,27 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         } else {
             rc = fu_node_fail(err, g, n, "op has no code generator");
         }
+        fu_emitf(e, "if (prof) fu_rt_profile_end(prof, %d);", slot++);
     }
     free(members);
     for (int i = 0; i < g->n_outputs && rc == 0; i++)
         fu_emitf(e, "out[%d] = %s;", i, fu_emit_vptr(e, g->outputs[i]));
     fu_emitf(e, "return 0;");
-    fu_sb_printf(&e->out, "}\n");
-    if (rc == 0 && e->out.oom) rc = fu_fail(err, "out of memory emitting code");
+    fu_sb_printf(&e->out, "}\n\n");
+    fu_sb_printf(&e->out,
+                 "int fusec_model_run(const int64_t *sym, const void *const *in, const void *const *w,\n"
+                 "                    void *arena, void **out)\n{\n"
+                 "    return fusec_model_run_profiled(sym, in, w, arena, out, (fu_rt_profile *)0);\n}\n");
+    if (rc == 0 && (e->out.oom || e->funcs.oom)) rc = fu_fail(err, "out of memory emitting code");
     if (rc == 0) {
-        *out = e->out;
-    } else {
-        fu_sb_free(&e->out);
+        fu_sb whole = {0};
+        fu_sb_printf(&whole, "%.*s%s%s\n%s", (int)run_start, e->out.s, loop_context_type,
+                     e->funcs.s ? e->funcs.s : "", e->out.s + run_start);
+        if (whole.oom) rc = fu_fail(err, "out of memory emitting code");
+        else *out = whole;
     }
+    fu_sb_free(&e->out);
+    fu_sb_free(&e->funcs);
     free(e);
     return rc;
 }

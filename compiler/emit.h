@@ -19,6 +19,7 @@ void fu_sb_free(fu_sb *b);
 
 typedef struct fu_emit {
     fu_sb out;
+    fu_sb funcs;          /* static functions placed before the run function (parallel loops) */
     const fu_graph *g;
     int indent;
     int tmp_counter;

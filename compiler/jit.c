@@ -66,6 +66,9 @@ static const runtime_symbol runtime_symbols[] = {
     {"fu_rt_rope_f32", (const void *)fu_rt_rope_f32},
     {"fu_rt_attention_f32", (const void *)fu_rt_attention_f32},
     {"fu_rt_swiglu_f32", (const void *)fu_rt_swiglu_f32},
+    {"fu_rt_parallel_for", (const void *)fu_rt_parallel_for},
+    {"fu_rt_profile_begin", (const void *)fu_rt_profile_begin},
+    {"fu_rt_profile_end", (const void *)fu_rt_profile_end},
     {"expf", (const void *)expf},
     {"logf", (const void *)logf},
     {"sqrtf", (const void *)sqrtf},
@@ -112,6 +115,8 @@ static int jit_compile_locked(TCCState *s, const char *c_source, fu_compiled *ou
                             "fusec_model_meta_len");
     /* Object pointer to function pointer: allowed by POSIX (dlsym). */
     memcpy(&out->run, &run, sizeof run);
+    void *run_profiled = tcc_get_symbol(s, "fusec_model_run_profiled");
+    memcpy(&out->run_profiled, &run_profiled, sizeof run_profiled);
     out->meta = meta;
     out->meta_len = *meta_len;
     return 0;

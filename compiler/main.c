@@ -85,6 +85,11 @@ static const char help_run[] =
     "                              (default build/cache)\n"
     "  --output-dir DIR            also write each output to DIR/<name>.npy\n"
     "  --repeat N                  run N times; print the first run's time and the median of the rest\n"
+    "  --profile-ops               time every node and print, after the outputs, the time per op kind\n"
+    "                              and the slowest nodes with their share of the forward; with\n"
+    "                              --repeat N the times are sums over runs 2..N (the first run pays\n"
+    "                              the page faults of the mapped weights)\n"
+    "  --profile-top K             nodes listed by --profile-ops (default 20; 0 lists every node)\n"
     "  -v, --verbose               compile steps on stderr\n"
     "  -h, --help                  this text\n";
 
@@ -522,10 +527,86 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* ---- fusec run --profile-ops ---------------------------------------------------- */
+
+typedef struct {
+    char op[64];
+    int count;
+    double ms;
+} op_time;
+
+static int by_time(const void *a, const void *b) {
+    const fusec_profile_node *x = a, *y = b;
+    if (x->total_ms != y->total_ms) return x->total_ms < y->total_ms ? 1 : -1;
+    return x->node - y->node;
+}
+
+static int op_by_time(const void *a, const void *b) {
+    const op_time *x = a, *y = b;
+    if (x->ms != y->ms) return x->ms < y->ms ? 1 : -1;
+    return strcmp(x->op, y->op);
+}
+
+/* The per-op report, like ONNX Runtime's profiler summary: time per op kind
+ * (count, total, per run, share of the forward), then the slowest nodes.
+ * Names come from the model file, so they are printed sanitised. */
+static int print_profile(const fusec_model *m, int first_run_left_out, int top) {
+    int64_t runs = 0;
+    double forward_ms = 0;
+    fusec_profile_runs(m, &runs, &forward_ms);
+    int n = fusec_profile_count(m);
+    fusec_profile_node *nodes = calloc((size_t)n + 1, sizeof *nodes);
+    op_time *kinds = calloc((size_t)n + 1, sizeof *kinds);
+    if (!nodes || !kinds) {
+        free(nodes), free(kinds);
+        return fail(EXIT_USER, "out of memory");
+    }
+    int n_kinds = 0;
+    double nodes_ms = 0;
+    for (int i = 0; i < n; i++) {
+        fusec_profile_get(m, i, &nodes[i]);
+        char op[64];
+        fu_sanitize(nodes[i].op, op, sizeof op);
+        int k = 0;
+        while (k < n_kinds && strcmp(kinds[k].op, op) != 0) k++;
+        if (k == n_kinds) snprintf(kinds[n_kinds++].op, sizeof kinds[0].op, "%s", op);
+        kinds[k].count++;
+        kinds[k].ms += nodes[i].total_ms;
+        nodes_ms += nodes[i].total_ms;
+    }
+    qsort(kinds, (size_t)n_kinds, sizeof *kinds, op_by_time);
+    qsort(nodes, (size_t)n, sizeof *nodes, by_time);
+    double per_run = runs > 0 ? 1.0 / (double)runs : 0;
+    double share = forward_ms > 0 ? 100.0 / forward_ms : 0;
+
+    printf("\nper-op profile: %lld run%s%s; times are sums over %s\n", (long long)runs, runs == 1 ? "" : "s",
+           first_run_left_out ? " (runs 2.., the first run pays the page faults and is left out)" : "",
+           runs == 1 ? "that run" : "those runs");
+    printf("forward %.3f ms (%.3f ms per run); %d timed nodes account for %.1f%% of it\n", forward_ms,
+           forward_ms * per_run, n, nodes_ms * share);
+    printf("\n%-28s %6s %12s %12s %7s\n", "op kind", "count", "total ms", "ms per run", "share");
+    for (int k = 0; k < n_kinds; k++)
+        printf("%-28s %6d %12.3f %12.4f %6.1f%%\n", kinds[k].op, kinds[k].count, kinds[k].ms, kinds[k].ms * per_run,
+               kinds[k].ms * share);
+    int shown = top > 0 && top < n ? top : n;
+    printf("\n%s %d nodes by time:\n", shown < n ? "top" : "all", shown);
+    printf("%6s  %-20s %12s %12s %7s  %s\n", "node", "op", "total ms", "ms per run", "share", "name");
+    for (int i = 0; i < shown; i++) {
+        char op[64], name[160];
+        fu_sanitize(nodes[i].op, op, sizeof op);
+        fu_sanitize(nodes[i].name, name, sizeof name);
+        printf("%6d  %-20s %12.3f %12.4f %6.1f%%  %s\n", nodes[i].node, op, nodes[i].total_ms,
+               nodes[i].total_ms * per_run, nodes[i].total_ms * share, name);
+    }
+    free(nodes);
+    free(kinds);
+    return EXIT_OK;
+}
+
 static int cmd_run(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *emit_c = NULL, *value;
     const char *inputs[MAX_INPUT_ARGS];
-    int n_inputs = 0, repeat = 1;
+    int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20;
     fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
     fu_profile profile = FU_PROFILE_FAST;
     fu_precision precision = FU_PRECISION_F32;
@@ -567,6 +648,14 @@ static int cmd_run(int argc, char **argv) {
             /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             emit_c = value;
+        } else if (strcmp(argv[i], "--profile-ops") == 0) {
+            profile_ops = 1;
+        } else if ((r = option_value(argc, argv, &i, "--profile-top", NULL, &value))) {
+            if (r < 0) return usage("run", "%s needs a value", argv[i]);
+            char *end;
+            long k = strtol(value, &end, 10);
+            if (*end || !*value || k < 0 || k > 1000000000) return usage("run", "--profile-top wants a count >= 0, got '%s'", value);
+            profile_top = (int)k;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             opts.verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -610,6 +699,10 @@ static int cmd_run(int argc, char **argv) {
         double *ms = malloc(sizeof(double) * (size_t)repeat);
         if (!ms) status = fail(EXIT_USER, "out of memory");
         for (int r = 0; r < repeat && status == EXIT_OK; r++) {
+            /* profile from the second run on when there is one */
+            if (profile_ops && r == (repeat > 1) && fusec_profile_enable(m, 1) != 0)
+                status = fail(EXIT_USER, "%s", fusec_last_error(m));
+            if (status != EXIT_OK) break;
             double t0 = now_seconds();
             if (fusec_run(m) != 0) status = fail(EXIT_USER, "%s", fusec_last_error(m));
             ms[r] = (now_seconds() - t0) * 1e3;
@@ -633,6 +726,7 @@ static int cmd_run(int argc, char **argv) {
             print_output(name, t, rank, shape, data);
     }
     if (status == EXIT_OK && output_dir) status = write_outputs(m, output_dir);
+    if (status == EXIT_OK && profile_ops) status = print_profile(m, repeat > 1, profile_top);
     for (int k = 0; k < n_inputs; k++) fu_array_free(&arrays[k]);
     fusec_free(m);
     return status;

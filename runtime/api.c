@@ -22,6 +22,7 @@
 #include "../passes/passes.h"
 #include "packed_weights.h"
 #include "gemm.h"
+#include "profile.h"
 
 typedef struct {
     char *name;
@@ -58,6 +59,8 @@ struct fusec_model {
     const void **input_data;
     int64_t (*input_shape)[FU_MAX_RANK];
     int *input_bound;
+
+    struct model_profile *profile;   /* per-node profile; NULL until first enabled */
 
     /* Results of the last successful run. */
     int has_run;
@@ -475,8 +478,11 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
     return m;
 }
 
+static void free_profile(struct model_profile *p);
+
 void fusec_free(fusec_model *m) {
     if (!m) return;
+    free_profile(m->profile);
     fu_compiled_free(&m->code);
     for (int s = 0; s < m->n_syms; s++) free(m->sym_names[s]);
     for (int i = 0; m->inputs && i < m->n_inputs; i++) free(m->inputs[i].name);
@@ -711,6 +717,8 @@ int fusec_set_input(fusec_model *m, const char *name, fusec_dtype dtype, int ran
     return 0;
 }
 
+static int run_code(fusec_model *m, const int64_t *sym);
+
 int fusec_run(fusec_model *m) {
     if (!m) return -1;
     m->err[0] = 0;
@@ -720,7 +728,7 @@ int fusec_run(fusec_model *m) {
     int64_t sym[FU_MAX_SYMS];
     if (resolve(m, -1, NULL, 0, 1, sym) != 0) return -1;
     for (int i = 0; i < m->n_outputs; i++) m->output_data[i] = NULL;
-    int rc = m->code.run(sym, m->input_data, m->weight_ptrs, m->arena, m->output_data);
+    int rc = run_code(m, sym);
     if (rc != 0)
         return model_fail(m, "%s: run failed in node #%d (an index out of range)", m->path, rc - 1);
     for (int i = 0; i < m->n_outputs; i++)
@@ -744,5 +752,120 @@ int fusec_get_output(fusec_model *m, const char *name, fusec_dtype *dtype, int *
     if (rank) *rank = out->rank;
     for (int k = 0; shape && k < out->rank; k++) shape[k] = fu_dim_eval(out->shape[k], m->sym_values);
     if (data) *data = m->output_data[i];
+    return 0;
+}
+
+/* ---- per-node profile ---------------------------------------------------------- */
+
+/* One timed block of the generated code, from the metadata's "profile" list. */
+typedef struct {
+    int node, ops;
+    char *name, *op;
+} profile_slot;
+
+struct model_profile {
+    int enabled;
+    int n_slots;
+    profile_slot *slots;
+    fu_rt_profile rt;      /* what the generated code adds to: rt.slot_ns[n_slots] */
+    int64_t runs;
+    double run_ms;
+};
+
+static void free_profile(struct model_profile *p) {
+    if (!p) return;
+    for (int i = 0; p->slots && i < p->n_slots; i++) {
+        free(p->slots[i].name);
+        free(p->slots[i].op);
+    }
+    free(p->slots);
+    free(p->rt.slot_ns);
+    free(p);
+}
+
+/* Runs the generated code: with the profile while profiling is on. */
+static int run_code(fusec_model *m, const int64_t *sym) {
+    struct model_profile *p = m->profile;
+    if (!p || !p->enabled) return m->code.run(sym, m->input_data, m->weight_ptrs, m->arena, m->output_data);
+    double t0 = now_ms();
+    int rc = m->code.run_profiled(sym, m->input_data, m->weight_ptrs, m->arena, m->output_data, &p->rt);
+    p->run_ms += now_ms() - t0;
+    p->runs++;
+    return rc;
+}
+
+/* The profile's slots from the compiled code's metadata. */
+static struct model_profile *load_profile(fusec_model *m) {
+    json_tokener *tok = json_tokener_new();
+    json_object *meta = tok ? json_tokener_parse_ex(tok, (const char *)m->code.meta, (int)m->code.meta_len) : NULL;
+    if (tok) json_tokener_free(tok);
+    json_object *list = meta ? get_field(meta, "profile", json_type_array) : NULL;
+    struct model_profile *p = calloc(1, sizeof *p);
+    int ok = list && p;
+    if (ok) {
+        p->n_slots = p->rt.n_slots = (int)json_object_array_length(list);
+        p->slots = calloc((size_t)p->n_slots + 1, sizeof *p->slots);
+        p->rt.slot_ns = calloc((size_t)p->n_slots + 1, sizeof *p->rt.slot_ns);
+        ok = p->slots && p->rt.slot_ns;
+    }
+    for (int i = 0; ok && i < p->n_slots; i++) {
+        json_object *o = json_object_array_get_idx(list, (size_t)i);
+        json_object *node = get_field(o, "node", json_type_int), *ops = get_field(o, "ops", json_type_int);
+        json_object *name = get_field(o, "name", json_type_string), *op = get_field(o, "op", json_type_string);
+        ok = node && ops && name && op;
+        if (!ok) break;
+        profile_slot *slot = &p->slots[i];
+        slot->node = json_object_get_int(node);
+        slot->ops = json_object_get_int(ops);
+        slot->name = strdup(json_object_get_string(name));
+        slot->op = strdup(json_object_get_string(op));
+        ok = slot->name && slot->op;
+    }
+    json_object_put(meta);
+    if (!ok) {
+        model_fail(m, "%s: %s", m->path, list && p ? "out of memory, or a malformed \"profile\" list in the metadata"
+                                                    : "the metadata has no \"profile\" list");
+        free_profile(p);
+        return NULL;
+    }
+    return p;
+}
+
+int fusec_profile_enable(fusec_model *m, int on) {
+    if (!m) return -1;
+    m->err[0] = 0;
+    if (!on) {
+        if (m->profile) m->profile->enabled = 0;
+        return 0;
+    }
+    if (!m->code.run_profiled)
+        return model_fail(m, "%s: the compiled code cannot be profiled (built by an older fusec); compile it again",
+                          m->path);
+    if (!m->profile && !(m->profile = load_profile(m))) return -1;
+    struct model_profile *p = m->profile;
+    memset(p->rt.slot_ns, 0, sizeof *p->rt.slot_ns * (size_t)p->n_slots);
+    p->runs = 0;
+    p->run_ms = 0;
+    p->enabled = 1;
+    return 0;
+}
+
+int fusec_profile_count(const fusec_model *m) { return m && m->profile ? m->profile->n_slots : 0; }
+
+int fusec_profile_get(const fusec_model *m, int i, fusec_profile_node *out) {
+    if (!m || !m->profile || i < 0 || i >= m->profile->n_slots || !out) return -1;
+    const profile_slot *slot = &m->profile->slots[i];
+    out->node = slot->node;
+    out->name = slot->name;
+    out->op = slot->op;
+    out->ops = slot->ops;
+    out->total_ms = (double)m->profile->rt.slot_ns[i] / 1e6;
+    return 0;
+}
+
+int fusec_profile_runs(const fusec_model *m, int64_t *runs, double *total_ms) {
+    if (!m) return -1;
+    if (runs) *runs = m->profile ? m->profile->runs : 0;
+    if (total_ms) *total_ms = m->profile ? m->profile->run_ms : 0.0;
     return 0;
 }

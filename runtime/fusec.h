@@ -75,6 +75,32 @@ typedef struct {
 /* Fills info (pointers valid until fusec_free). Returns 0 or -1. */
 int fusec_get_load_info(const fusec_model *m, fusec_load_info *info);
 
+/* ---- per-node profile ------------------------------------------------------
+ * While profiling is on for a model, each of its fusec_run calls times every
+ * node it executes (one record per node with code; the ops of an elementwise
+ * loop group share one record) and the whole forward. It is a property of
+ * that model only: another model, or the same code loaded twice, is not
+ * affected. While off, runs read no clock at all. */
+typedef struct {
+    int node;              /* index of the node in the planned graph */
+    const char *name;      /* its name as in the model file (a loop group: its last node) */
+    const char *op;        /* op kind: "FusedMatMul", "Attention", ...; "Loop:Add" for a loop group */
+    int ops;               /* ops the record covers: 1, or the members of a loop group */
+    double total_ms;       /* summed over the profiled runs */
+} fusec_profile_node;
+
+/* Turns profiling on (clearing earlier records) or off (keeping them).
+ * Returns 0, or -1 when the compiled code cannot be profiled (a library
+ * built by a fusec without profiling: compile it again). */
+int fusec_profile_enable(fusec_model *m, int on);
+/* Number of records (0 before profiling was first enabled). */
+int fusec_profile_count(const fusec_model *m);
+/* Record i, in execution order. Returns 0, or -1 when i is out of range. */
+int fusec_profile_get(const fusec_model *m, int i, fusec_profile_node *out);
+/* Successful profiled runs since profiling was enabled, and their summed
+ * wall time (the generated code's entry point, in ms). */
+int fusec_profile_runs(const fusec_model *m, int64_t *runs, double *total_ms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,43 @@ void *memset(void *, int, size_t);
 #define FU_RT_INF (1.0f / 0.0f)
 #define FU_RT_NAN (0.0f / 0.0f)
 
+/* ---- work sharing (runtime/parallel.c) -----------------------------------
+ * Runs fn(ctx, begin, end) over chunks of [0, n) of at most `grain` indices,
+ * on the calling thread and the runtime's idle workers; returns when every
+ * index is done. n <= grain runs fn(ctx, 0, n) on the caller alone, so the
+ * grain also keeps small work serial. Each index is computed by exactly one
+ * call, so results do not depend on how many threads ran. */
+void fu_rt_parallel_for(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end),
+                        void *ctx);
+/* The grain for n indices of `work` units each (elements or bytes): less
+ * than min_work in all is one chunk, which the caller runs alone (waking a
+ * core costs a few microseconds); more is about 8 equal chunks, so two
+ * cores finish together. */
+static inline int64_t fu_rt_grain(int64_t n, int64_t work, int64_t min_work) {
+    if (n < 2 || n * work < min_work) return n > 0 ? n : 1;
+    return (n + 7) / 8;
+}
+
+/* Elementwise loops of generated code with at least this many elements are
+ * shared across cores (compiler/emit.c); smaller ones stay on the caller.
+ * tcc's scalar code spends about 2 ns per element where gcc's vectorised
+ * loops spend 0.1, so JIT code splits much smaller loops. */
+#define FU_RT_LOOP_MIN_PARALLEL_ELEMS_GCC 24576
+#define FU_RT_LOOP_MIN_PARALLEL_ELEMS_TCC 4096
+#ifdef __TINYC__
+#define FU_RT_LOOP_MIN_PARALLEL_ELEMS FU_RT_LOOP_MIN_PARALLEL_ELEMS_TCC
+#else
+#define FU_RT_LOOP_MIN_PARALLEL_ELEMS FU_RT_LOOP_MIN_PARALLEL_ELEMS_GCC
+#endif
+
+/* ---- per-node profile (runtime/profile.c) -------------------------------
+ * fusec_model_run_profiled brackets the code of each node (or loop group)
+ * with these when its caller passes a profile; slot numbers follow the
+ * metadata's "profile" list. */
+typedef struct fu_rt_profile fu_rt_profile;
+void fu_rt_profile_begin(fu_rt_profile *p);
+void fu_rt_profile_end(fu_rt_profile *p, int slot);
+
 /* ---- half types: stored as uint16_t, computed in float ------------------ */
 static inline float fu_rt_bf16_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v;

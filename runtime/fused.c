@@ -127,14 +127,42 @@ static inline float exp_approx(float x) {
     return x < -87.3f ? 0.0f : result;
 }
 
+/* ==== work sharing ========================================================
+ * The kernels below split their rows (or positions, or column blocks)
+ * across cores with fu_rt_parallel_for; each output element is computed by
+ * one call with the same arithmetic whatever the split, so results are
+ * bit-identical for any thread count. Below these amounts of work (floats
+ * read per job) waking a second core costs more than it saves, and the
+ * kernel runs on the calling thread. bench/bench_parallel.c finds where two
+ * threads beat one on data in cache (SwiGLU: 2048). In a forward pass a
+ * split also leaves half its output in the other core's cache, which a
+ * serial next node pays for: `fusec run --profile-ops` on the router showed
+ * the memory-bound norms and RoPE losing at 15 tokens and winning from 65,
+ * hence their higher thresholds (docs/performance.md). */
+#define NORM_MIN_PARALLEL_FLOATS 32768
+#define ROPE_MIN_PARALLEL_FLOATS 65536
+#define SWIGLU_MIN_PARALLEL_FLOATS 2048
+/* SwiGLU rows are shared out in blocks of this many columns, so that a few
+ * long rows (decode: one) still split. */
+#define SWIGLU_BLOCK 1024
+
 /* ==== normalisation ======================================================= */
 
-void fu_rt_rms_norm_f32(const float *x, const float *scale, float *y, int64_t rows, int64_t n,
-                        float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        float inv_rms = 1.0f / sqrtf(sum_of_squares(xr, n) / (float)n + eps);
+typedef struct {
+    const float *x, *scale, *bias;
+    float *y;
+    int64_t n;
+    float eps;
+} norm_job;
+
+static void rms_norm_rows(void *arg, int64_t begin, int64_t end) {
+    const norm_job *j = arg;
+    int64_t n = j->n;
+    const float *scale = j->scale;
+    for (int64_t r = begin; r < end; r++) {
+        const float *xr = j->x + r * n;
+        float *yr = j->y + r * n;
+        float inv_rms = 1.0f / sqrtf(sum_of_squares(xr, n) / (float)n + j->eps);
         if (scale) {
             for (int64_t i = 0; i < n; i++) yr[i] = xr[i] * inv_rms * scale[i];
         } else {
@@ -143,16 +171,24 @@ void fu_rt_rms_norm_f32(const float *x, const float *scale, float *y, int64_t ro
     }
 }
 
-void fu_rt_layer_norm_f32(const float *x, const float *scale, const float *bias, float *y,
-                          int64_t rows, int64_t n, float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
+void fu_rt_rms_norm_f32(const float *x, const float *scale, float *y, int64_t rows, int64_t n,
+                        float eps) {
+    norm_job job = {x, scale, NULL, y, n, eps};
+    fu_rt_parallel_for(rows, fu_rt_grain(rows, n, NORM_MIN_PARALLEL_FLOATS), rms_norm_rows, &job);
+}
+
+static void layer_norm_rows(void *arg, int64_t begin, int64_t end) {
+    const norm_job *j = arg;
+    int64_t n = j->n;
+    const float *scale = j->scale, *bias = j->bias;
+    for (int64_t r = begin; r < end; r++) {
+        const float *xr = j->x + r * n;
+        float *yr = j->y + r * n;
         /* two passes: the mean first, then squared deviations from it, which
          * avoids the cancellation of E[x^2] - E[x]^2 */
         float mean = sum_of(xr, n) / (float)n;
         float variance = sum_of_squared_deviations(xr, n, mean) / (float)n;
-        float inv_std = 1.0f / sqrtf(variance + eps);
+        float inv_std = 1.0f / sqrtf(variance + j->eps);
         if (scale && bias) {
             for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - mean) * inv_std * scale[i] + bias[i];
         } else if (scale) {
@@ -163,6 +199,12 @@ void fu_rt_layer_norm_f32(const float *x, const float *scale, const float *bias,
             for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - mean) * inv_std;
         }
     }
+}
+
+void fu_rt_layer_norm_f32(const float *x, const float *scale, const float *bias, float *y,
+                          int64_t rows, int64_t n, float eps) {
+    norm_job job = {x, scale, bias, y, n, eps};
+    fu_rt_parallel_for(rows, fu_rt_grain(rows, n, NORM_MIN_PARALLEL_FLOATS), layer_norm_rows, &job);
 }
 
 /* ==== rotary embedding ==================================================== */
@@ -190,43 +232,64 @@ static void rope_rotate_row(const float *x, float *y, const float *cos_row,
         memcpy(y + rot_dim, x + rot_dim, (size_t)(head_dim - rot_dim) * sizeof(float));
 }
 
-int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64_t seq,
-                   int64_t head_dim, int64_t rot_dim, int64_t x_stride_b, int64_t x_stride_h,
-                   int64_t x_stride_s, int64_t y_stride_b, int64_t y_stride_h,
-                   int64_t y_stride_s, int layout, const int64_t *position_ids,
-                   int64_t position_stride_b, int64_t pos_offset, const float *cos_cache,
-                   const float *sin_cache, int64_t max_pos, const float *inv_freq,
-                   float amplitude) {
-    int64_t half = rot_dim / 2;
+/* fu_rt_rope_f32's arguments, shared by the ranges of positions. */
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t batch, heads, head_dim, half;
+    int64_t x_stride_b, x_stride_h, x_stride_s, y_stride_b, y_stride_h, y_stride_s;
+    int layout;
+    const int64_t *position_ids;
+    int64_t position_stride_b, pos_offset;
+    const float *cos_cache, *sin_cache;
+    int64_t max_pos;
+    const float *inv_freq;
+    float amplitude;
+} rope_args;
+
+typedef struct {
+    rope_args args;
+    _Atomic int status;   /* 1: a cached position out of range; -1: out of memory */
+} rope_job;
+
+/* Sequence positions [s0, s1): the cos/sin row for a position is computed
+ * once and applied to every head, and to every batch that shares it. */
+static void rope_positions(void *arg, int64_t s0, int64_t s1) {
+    rope_job *job = arg;
+    /* a local copy: the compiler then knows cosf and memcpy leave it alone */
+    const rope_args args = job->args, *j = &args;
+    int64_t half = j->half;
     float stack_table[2 * ROPE_STACK_HALF];
     float *table = stack_table;
-    if (!cos_cache && half > ROPE_STACK_HALF) {
+    if (!j->cos_cache && half > ROPE_STACK_HALF) {
         table = malloc((size_t)(2 * half) * sizeof(float));
-        if (!table) return -1;
+        if (!table) {
+            job->status = -1;
+            return;
+        }
     }
     float *computed_cos = table, *computed_sin = table + half;
-    int status = 0;
-    /* Sequence outermost: the cos/sin row for a position is computed once
-     * and applied to every head, and to every batch that shares it. */
-    for (int64_t s = 0; s < seq && status == 0; s++) {
+    int out_of_range = 0;
+    for (int64_t s = s0; s < s1 && !out_of_range; s++) {
         int64_t table_pos = 0;
         int table_valid = 0;
-        for (int64_t b = 0; b < batch; b++) {
-            int64_t pos = position_ids ? position_ids[b * position_stride_b + s] : pos_offset + s;
+        for (int64_t b = 0; b < j->batch; b++) {
+            int64_t pos = j->position_ids ? j->position_ids[b * j->position_stride_b + s] : j->pos_offset + s;
             const float *cos_row, *sin_row;
-            if (cos_cache) {
-                if (pos < 0 || pos >= max_pos) {
-                    status = 1;
+            if (j->cos_cache) {
+                if (pos < 0 || pos >= j->max_pos) {
+                    out_of_range = 1;
+                    job->status = 1;
                     break;
                 }
-                cos_row = cos_cache + pos * half;
-                sin_row = sin_cache + pos * half;
+                cos_row = j->cos_cache + pos * half;
+                sin_row = j->sin_cache + pos * half;
             } else {
                 if (!table_valid || pos != table_pos) {
                     for (int64_t i = 0; i < half; i++) {
-                        float angle = (float)pos * inv_freq[i];
-                        computed_cos[i] = cosf(angle) * amplitude;
-                        computed_sin[i] = sinf(angle) * amplitude;
+                        float angle = (float)pos * j->inv_freq[i];
+                        computed_cos[i] = cosf(angle) * j->amplitude;
+                        computed_sin[i] = sinf(angle) * j->amplitude;
                     }
                     table_pos = pos;
                     table_valid = 1;
@@ -234,14 +297,28 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
                 cos_row = computed_cos;
                 sin_row = computed_sin;
             }
-            for (int64_t h = 0; h < heads; h++)
-                rope_rotate_row(x + b * x_stride_b + h * x_stride_h + s * x_stride_s,
-                                y + b * y_stride_b + h * y_stride_h + s * y_stride_s, cos_row,
-                                sin_row, half, head_dim, layout);
+            for (int64_t h = 0; h < j->heads; h++)
+                rope_rotate_row(j->x + b * j->x_stride_b + h * j->x_stride_h + s * j->x_stride_s,
+                                j->y + b * j->y_stride_b + h * j->y_stride_h + s * j->y_stride_s, cos_row,
+                                sin_row, half, j->head_dim, j->layout);
         }
     }
     if (table != stack_table) free(table);
-    return status;
+}
+
+int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64_t seq,
+                   int64_t head_dim, int64_t rot_dim, int64_t x_stride_b, int64_t x_stride_h,
+                   int64_t x_stride_s, int64_t y_stride_b, int64_t y_stride_h,
+                   int64_t y_stride_s, int layout, const int64_t *position_ids,
+                   int64_t position_stride_b, int64_t pos_offset, const float *cos_cache,
+                   const float *sin_cache, int64_t max_pos, const float *inv_freq,
+                   float amplitude) {
+    rope_job job = {{x, y, batch, heads, head_dim, rot_dim / 2, x_stride_b, x_stride_h, x_stride_s,
+                     y_stride_b, y_stride_h, y_stride_s, layout, position_ids, position_stride_b,
+                     pos_offset, cos_cache, sin_cache, max_pos, inv_freq, amplitude}, 0};
+    fu_rt_parallel_for(seq, fu_rt_grain(seq, batch * heads * head_dim, ROPE_MIN_PARALLEL_FLOATS), rope_positions,
+                       &job);
+    return job.status;
 }
 
 /* ==== attention =========================================================== */
@@ -543,12 +620,49 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
 
 /* ==== SwiGLU ============================================================== */
 
-void fu_rt_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
-                      int64_t gate_stride, int64_t up_stride, int64_t out_stride) {
+typedef struct {
+    const float *gate, *up;
+    float *out;
+    int64_t n, gate_stride, up_stride, out_stride, blocks_per_row;
+} swiglu_job;
+
+static void swiglu_rows(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
+                        int64_t gate_stride, int64_t up_stride, int64_t out_stride) {
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gate + r * gate_stride;
         const float *u = up + r * up_stride;
         float *o = out + r * out_stride;
         for (int64_t i = 0; i < n; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
     }
+}
+
+/* Items [begin, end) of (row, block of SWIGLU_BLOCK columns): whole rows
+ * in one call (the loop set-up costs as much as a short block), the partial
+ * rows at the ends of the range block by block. */
+static void swiglu_blocks(void *arg, int64_t begin, int64_t end) {
+    const swiglu_job *j = arg;
+    int64_t per_row = j->blocks_per_row;
+    while (begin < end) {
+        int64_t r = begin / per_row, b0 = begin % per_row;
+        if (b0 == 0 && end - begin >= per_row) {
+            int64_t rows = (end - begin) / per_row;
+            swiglu_rows(j->gate + r * j->gate_stride, j->up + r * j->up_stride, j->out + r * j->out_stride, rows,
+                        j->n, j->gate_stride, j->up_stride, j->out_stride);
+            begin += rows * per_row;
+        } else {
+            int64_t b1 = b0 + (end - begin) < per_row ? b0 + (end - begin) : per_row;
+            int64_t c0 = b0 * SWIGLU_BLOCK, c1 = b1 * SWIGLU_BLOCK < j->n ? b1 * SWIGLU_BLOCK : j->n;
+            swiglu_rows(j->gate + r * j->gate_stride + c0, j->up + r * j->up_stride + c0,
+                        j->out + r * j->out_stride + c0, 1, c1 - c0, 0, 0, 0);
+            begin += b1 - b0;
+        }
+    }
+}
+
+void fu_rt_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
+                      int64_t gate_stride, int64_t up_stride, int64_t out_stride) {
+    if (n <= 0) return;
+    swiglu_job job = {gate, up, out, n, gate_stride, up_stride, out_stride, (n + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK};
+    int64_t items = rows * job.blocks_per_row, per_item = n < SWIGLU_BLOCK ? n : SWIGLU_BLOCK;
+    fu_rt_parallel_for(items, fu_rt_grain(items, per_item, SWIGLU_MIN_PARALLEL_FLOATS), swiglu_blocks, &job);
 }

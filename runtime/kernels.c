@@ -17,6 +17,19 @@
 /* Largest rank a kernel walks. The IR caps ranks at FU_MAX_RANK (8). */
 #define RT_MAX_RANK 16
 
+/* Work below which a kernel stays on the calling thread (fu_rt_grain):
+ * waking a second core costs more than it saves. Measured with
+ * bench/bench_parallel.c, and for copies (the router's Transposes, 120 KB
+ * at 15 tokens, 260-520 KB at 65) with `fusec run --profile-ops`, since a
+ * split copy leaves its output spread over both cores' caches for the next
+ * node. Each split computes every output element in one call with the same
+ * arithmetic, so results are bit-identical for any thread count. */
+#define CONVERT_MIN_PARALLEL_ELEMS 49152
+#define COPY_MIN_PARALLEL_BYTES 196608
+#define GATHER_MIN_PARALLEL_BYTES 131072
+#define REDUCE_MIN_PARALLEL_ELEMS 32768
+#define SOFTMAX_MIN_PARALLEL_ELEMS 2048
+
 /* 8-lane vectors for the hand-vectorised reductions. The vectors never
  * cross a non-inlined call, so the -Wpsabi note about their ABI is moot. */
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -105,8 +118,7 @@ static void convert_range(void *arg, int64_t begin, int64_t end);
 void fu_rt_convert(void *dst, const void *src, int64_t n, int kind) {
     convert_job job = {dst, src, kind};
     /* whole weights in bare graphs: memory bound, so both cores help */
-    if (n >= (1 << 20)) fu_rt_parallel_for(n, 1 << 16, convert_range, &job);
-    else convert_range(&job, 0, n);
+    fu_rt_parallel_for(n, fu_rt_grain(n, 1, CONVERT_MIN_PARALLEL_ELEMS), convert_range, &job);
 }
 
 static void convert_range(void *arg, int64_t begin, int64_t end) {
@@ -262,6 +274,41 @@ static void column_sums_pairwise(const float *x, int64_t rows, int64_t stride, i
     for (int64_t j = 0; j < cols; j++) out[j] += second[j];
 }
 
+/* The two layouts of fu_rt_reduce_f32 that split across cores: the last
+ * axis reduced ([rows, run], one contiguous run per output), and the
+ * middle one ([outer, rows, cols] sums, by chunks of REDUCE_CHUNK columns). */
+typedef struct {
+    int kind;
+    const float *x;
+    float *y;
+    int64_t rows, cols, chunks;   /* chunks of columns per outer index; cols = run for row reductions */
+} reduce_job;
+
+static void reduce_rows(void *arg, int64_t begin, int64_t end) {
+    const reduce_job *j = arg;
+    for (int64_t p = begin; p < end; p++) {
+        const float *xr = j->x + p * j->cols;
+        if (j->kind == FU_RT_REDUCE_MAX) {
+            j->y[p] = max_propagating_nan(j->y[p], max_contiguous(xr, j->cols));
+        } else {
+            j->y[p] += sum_contiguous(xr, j->cols);
+            if (j->kind == FU_RT_REDUCE_MEAN) j->y[p] /= (float)j->cols;
+        }
+    }
+}
+
+static void reduce_column_chunks(void *arg, int64_t begin, int64_t end) {
+    const reduce_job *j = arg;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t o = item / j->chunks, j0 = item % j->chunks * REDUCE_CHUNK;
+        int64_t c = j->cols - j0 < REDUCE_CHUNK ? j->cols - j0 : REDUCE_CHUNK;
+        float *yc = j->y + o * j->cols + j0;
+        column_sums_pairwise(j->x + o * j->rows * j->cols + j0, j->rows, j->cols, c, yc);
+        if (j->kind == FU_RT_REDUCE_MEAN)
+            for (int64_t k = 0; k < c; k++) yc[k] /= (float)j->rows;
+    }
+}
+
 /* Walks x once in memory order and accumulates each element (or each
  * contiguous run of a reduced innermost axis) into its output slot. Dims
  * of size 1 are dropped and neighbouring dims with the same mask merged,
@@ -303,16 +350,16 @@ void fu_rt_reduce_f32(int kind, const float *x, float *y, int rank, const int64_
     /* [outer kept, reduced, inner kept] sums: pairwise over the reduced rows. */
     if (kind != FU_RT_REDUCE_MAX && !reduced[r - 1] && r >= 2 && reduced[r - 2] &&
         (r == 2 || (r == 3 && !reduced[0]))) {
-        int64_t rows = dims[r - 2], cols = dims[r - 1], outer = r == 3 ? dims[0] : 1;
-        float count = (float)rows;
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t j0 = 0; j0 < cols; j0 += REDUCE_CHUNK) {
-                int64_t c = cols - j0 < REDUCE_CHUNK ? cols - j0 : REDUCE_CHUNK;
-                float *yc = y + o * cols + j0;
-                column_sums_pairwise(x + o * rows * cols + j0, rows, cols, c, yc);
-                if (kind == FU_RT_REDUCE_MEAN)
-                    for (int64_t j = 0; j < c; j++) yc[j] /= count;
-            }
+        reduce_job job = {kind, x, y, dims[r - 2], dims[r - 1], (dims[r - 1] + REDUCE_CHUNK - 1) / REDUCE_CHUNK};
+        int64_t items = (r == 3 ? dims[0] : 1) * job.chunks;
+        int64_t per_item = job.rows * (job.cols < REDUCE_CHUNK ? job.cols : REDUCE_CHUNK);
+        fu_rt_parallel_for(items, fu_rt_grain(items, per_item, REDUCE_MIN_PARALLEL_ELEMS), reduce_column_chunks, &job);
+        return;
+    }
+    /* [rows, run] with the run reduced: one independent output per row. */
+    if (r == 2 && !reduced[0] && reduced[1]) {
+        reduce_job job = {kind, x, y, dims[0], dims[1], 1};
+        fu_rt_parallel_for(dims[0], fu_rt_grain(dims[0], dims[1], REDUCE_MIN_PARALLEL_ELEMS), reduce_rows, &job);
         return;
     }
 
@@ -446,38 +493,57 @@ static void softmax_row(const float *x, float *y, int64_t n, int log_softmax) {
     }
 }
 
-/* Softmax over the rows of an [n, inner] block, a chunk of columns at a
- * time so the per-column max and sum live on the stack and every inner loop
- * runs along contiguous columns. */
-static void softmax_columns(const float *x, float *y, int64_t n, int64_t inner, int log_softmax) {
-    enum { CHUNK = 256 };
-    float col_max[CHUNK], col_sum[CHUNK];
-    for (int64_t j0 = 0; j0 < inner; j0 += CHUNK) {
-        int64_t c = inner - j0 < CHUNK ? inner - j0 : CHUNK;
-        const float *xc = x + j0;
-        float *yc = y + j0;
-        for (int64_t j = 0; j < c; j++) { col_max[j] = -FU_RT_INF; col_sum[j] = 0.0f; }
+/* Softmax over the n rows (stride `inner`) of a block of c <= SOFTMAX_CHUNK
+ * columns, so the per-column max and sum live on the stack and every inner
+ * loop runs along contiguous columns. */
+enum { SOFTMAX_CHUNK = 256 };
+static void softmax_column_chunk(const float *xc, float *yc, int64_t n, int64_t inner, int64_t c,
+                                 int log_softmax) {
+    float col_max[SOFTMAX_CHUNK], col_sum[SOFTMAX_CHUNK];
+    for (int64_t j = 0; j < c; j++) { col_max[j] = -FU_RT_INF; col_sum[j] = 0.0f; }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            float v = xc[i * inner + j];
+            col_max[j] = v > col_max[j] ? v : col_max[j];
+        }
+    for (int64_t j = 0; j < c; j++)
+        if (col_max[j] != col_max[j] || col_max[j] == -FU_RT_INF) col_max[j] = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            float e = exp_nonpositive(xc[i * inner + j] - col_max[j]);
+            if (!log_softmax) yc[i * inner + j] = e;
+            col_sum[j] += e;
+        }
+    if (log_softmax) {
+        for (int64_t j = 0; j < c; j++) col_sum[j] = col_max[j] + logf(col_sum[j]);
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < c; j++) {
-                float v = xc[i * inner + j];
-                col_max[j] = v > col_max[j] ? v : col_max[j];
-            }
-        for (int64_t j = 0; j < c; j++)
-            if (col_max[j] != col_max[j] || col_max[j] == -FU_RT_INF) col_max[j] = 0.0f;
+            for (int64_t j = 0; j < c; j++) yc[i * inner + j] = xc[i * inner + j] - col_sum[j];
+    } else {
+        for (int64_t j = 0; j < c; j++) col_sum[j] = 1.0f / col_sum[j];
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < c; j++) {
-                float e = exp_nonpositive(xc[i * inner + j] - col_max[j]);
-                if (!log_softmax) yc[i * inner + j] = e;
-                col_sum[j] += e;
-            }
-        if (log_softmax) {
-            for (int64_t j = 0; j < c; j++) col_sum[j] = col_max[j] + logf(col_sum[j]);
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < c; j++) yc[i * inner + j] = xc[i * inner + j] - col_sum[j];
+            for (int64_t j = 0; j < c; j++) yc[i * inner + j] *= col_sum[j];
+    }
+}
+
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t n, inner, chunks;   /* chunks of columns per outer index (1 when inner == 1) */
+    int log_softmax;
+} softmax_job;
+
+/* Items [begin, end) of (outer index, chunk of columns). */
+static void softmax_items(void *arg, int64_t begin, int64_t end) {
+    const softmax_job *j = arg;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t o = item / j->chunks, j0 = item % j->chunks * SOFTMAX_CHUNK;
+        const float *xo = j->x + o * j->n * j->inner;
+        float *yo = j->y + o * j->n * j->inner;
+        if (j->inner == 1) {
+            softmax_row(xo, yo, j->n, j->log_softmax);
         } else {
-            for (int64_t j = 0; j < c; j++) col_sum[j] = 1.0f / col_sum[j];
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < c; j++) yc[i * inner + j] *= col_sum[j];
+            int64_t c = j->inner - j0 < SOFTMAX_CHUNK ? j->inner - j0 : SOFTMAX_CHUNK;
+            softmax_column_chunk(xo + j0, yo + j0, j->n, j->inner, c, j->log_softmax);
         }
     }
 }
@@ -485,14 +551,9 @@ static void softmax_columns(const float *x, float *y, int64_t n, int64_t inner, 
 void fu_rt_softmax_f32(const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
                        int log_softmax) {
     if (n <= 0 || inner <= 0) return;
-    for (int64_t o = 0; o < outer; o++) {
-        const float *xo = x + o * n * inner;
-        float *yo = y + o * n * inner;
-        if (inner == 1)
-            softmax_row(xo, yo, n, log_softmax);
-        else
-            softmax_columns(xo, yo, n, inner, log_softmax);
-    }
+    softmax_job job = {x, y, n, inner, (inner + SOFTMAX_CHUNK - 1) / SOFTMAX_CHUNK, log_softmax};
+    int64_t items = outer * job.chunks, per_item = n * (inner < SOFTMAX_CHUNK ? inner : SOFTMAX_CHUNK);
+    fu_rt_parallel_for(items, fu_rt_grain(items, per_item, SOFTMAX_MIN_PARALLEL_ELEMS), softmax_items, &job);
 }
 
 /* ==== data movement ======================================================= */
@@ -547,8 +608,6 @@ static void transpose_tiles(void *dst, const void *src, int64_t elem_size, int64
 static void copy_collapsed(void *dst, const void *src, int64_t elem_size, int r, const int64_t *dims,
                            const int64_t *ds, const int64_t *ss);
 
-enum { PARALLEL_COPY_BYTES = 1 << 22 };
-
 typedef struct {
     void *dst;
     const void *src;
@@ -593,20 +652,20 @@ void fu_rt_copy(void *dst, const void *src, int64_t elem_size, int rank, const i
         memcpy(dst, src, (size_t)elem_size);
         return;
     }
-    /* Large copies (a bare graph transposes whole weights every forward)
-     * are shared across cores along the outermost dim. */
-    int64_t total = elem_size;
-    for (int d = 0; d < r; d++) total *= dims[d];
-    if (total >= PARALLEL_COPY_BYTES && dims[0] >= 2) {
-        copy_job job = {dst, src, elem_size, r, {0}, {0}, {0}};
-        memcpy(job.dims, dims, sizeof(int64_t) * (size_t)r);
-        memcpy(job.ds, ds, sizeof(int64_t) * (size_t)r);
-        memcpy(job.ss, ss, sizeof(int64_t) * (size_t)r);
-        int64_t grain = dims[0] / 16 > 0 ? dims[0] / 16 : 1;
-        fu_rt_parallel_for(dims[0], grain, copy_range, &job);
+    /* Large copies (Transposes; a bare graph transposes whole weights every
+     * forward) are shared across cores along the outermost dim. */
+    int64_t row_bytes = elem_size;
+    for (int d = 1; d < r; d++) row_bytes *= dims[d];
+    int64_t grain = fu_rt_grain(dims[0], row_bytes, COPY_MIN_PARALLEL_BYTES);
+    if (grain >= dims[0]) {
+        copy_collapsed(dst, src, elem_size, r, dims, ds, ss);
         return;
     }
-    copy_collapsed(dst, src, elem_size, r, dims, ds, ss);
+    copy_job job = {dst, src, elem_size, r, {0}, {0}, {0}};
+    memcpy(job.dims, dims, sizeof(int64_t) * (size_t)r);
+    memcpy(job.ds, ds, sizeof(int64_t) * (size_t)r);
+    memcpy(job.ss, ss, sizeof(int64_t) * (size_t)r);
+    fu_rt_parallel_for(dims[0], grain, copy_range, &job);
 }
 
 /* The copy itself, on dims already collapsed (no 1s, merged neighbours). */
@@ -674,6 +733,34 @@ static void copy_collapsed(void *dst, const void *src, int64_t elem_size, int r,
     }
 }
 
+typedef struct {
+    void *out;
+    const void *data, *idx;
+    int idx_is_i32;
+    int64_t n_idx, axis_len, inner_bytes;
+} gather_job;
+
+/* Output rows [begin, end) of (outer index, index), indices already checked. */
+static void gather_rows(void *arg, int64_t begin, int64_t end) {
+    const gather_job *j = arg;
+    const int32_t *idx32 = j->idx;
+    const int64_t *idx64 = j->idx;
+    int64_t inner_bytes = j->inner_bytes;
+    char *o = (char *)j->out + begin * inner_bytes;
+    int64_t b = begin / j->n_idx, i = begin % j->n_idx;
+    for (int64_t row = begin; row < end; row++, i++) {
+        if (i == j->n_idx) i = 0, b++;
+        int64_t k = j->idx_is_i32 ? idx32[i] : idx64[i];
+        if (k < 0) k += j->axis_len;
+        const char *src = (const char *)j->data + (b * j->axis_len + k) * inner_bytes;
+        if (inner_bytes == 4)
+            memcpy(o, src, 4);   /* common case: one float, inlined */
+        else
+            memcpy(o, src, (size_t)inner_bytes);
+        o += inner_bytes;
+    }
+}
+
 int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, int64_t n_idx,
                  int64_t outer, int64_t axis_len, int64_t inner_bytes) {
     const int32_t *idx32 = idx;
@@ -683,20 +770,9 @@ int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, i
         int64_t k = idx_is_i32 ? idx32[j] : idx64[j];
         if (k < -axis_len || k >= axis_len) return 1;
     }
-    char *o = out;
-    const char *src = data;
-    for (int64_t b = 0; b < outer; b++) {
-        const char *block = src + b * axis_len * inner_bytes;
-        for (int64_t j = 0; j < n_idx; j++) {
-            int64_t k = idx_is_i32 ? idx32[j] : idx64[j];
-            if (k < 0) k += axis_len;
-            if (inner_bytes == 4)
-                memcpy(o, block + k * 4, 4);   /* common case: one float, inlined */
-            else
-                memcpy(o, block + k * inner_bytes, (size_t)inner_bytes);
-            o += inner_bytes;
-        }
-    }
+    gather_job job = {out, data, idx, idx_is_i32, n_idx, axis_len, inner_bytes};
+    int64_t rows = outer * n_idx;
+    fu_rt_parallel_for(rows, fu_rt_grain(rows, inner_bytes, GATHER_MIN_PARALLEL_BYTES), gather_rows, &job);
     return 0;
 }
 

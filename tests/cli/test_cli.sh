@@ -89,7 +89,7 @@ for c in compile run dump info; do grep -q "$c" "$tmp/out" || bad "--help mentio
 status 0 "help" help
 declare -A options=(
     [compile]="--output --header --profile --verbose --help"
-    [run]="--input --backend --profile --cache-dir --output-dir --repeat --verbose --help"
+    [run]="--input --backend --profile --cache-dir --output-dir --repeat --profile-ops --profile-top --verbose --help"
     [dump]="--after --format --profile --output --verbose --help"
     [info]="--profile --verbose --help"
 )
@@ -179,6 +179,24 @@ check "hostile run: C has no model text in code" bash -c "! grep -qF 'system(' '
 check "hostile output name stays inside --output-dir" bash -c "[ \$(ls '$tmp/deep/a/b/outs' | wc -l) -eq 1 ] && ls '$tmp/deep/a/b/outs' | grep -qx '[A-Za-z0-9_.-]*\.npy' && [ \$(ls -A '$tmp/deep/a' | wc -l) -eq 1 ]"
 status 0 "run the hostile library" run "$tmp/libevil.so" --input 'x*/ system("rm -rf /"); /*=[3, -4]'
 check "hostile library prints the output" grep -qF '[2] 3 0' "$tmp/out"
+
+# ---- run --profile-ops -------------------------------------------------------------------
+status 0 "run --profile-ops" run "$tmp/small.json" --input "x=$x_json" --profile-ops
+check "profile comes after the outputs" bash -c "head -1 '$tmp/out' | grep -qxF '$y_line'"
+check "profile: one run, per op kind" bash -c "grep -q '^per-op profile: 1 run;' '$tmp/out' && grep -qE '^op kind +count +total ms' '$tmp/out'"
+check "profile: the loop group and the MatMul, once each" bash -c "grep -qE '^Loop:Add/Relu +1 ' '$tmp/out' && grep -qE '^MatMul +1 ' '$tmp/out'"
+check "profile: every node listed under its name" bash -c "grep -qE '^ +[0-9]+  MatMul .* mm$' '$tmp/out' && grep -qE '^ +[0-9]+  Loop:Add/Relu .* relu$' '$tmp/out'"
+status 0 "run --profile-ops (aot) --repeat 3 --profile-top 1" run "$tmp/small.json" --input "x=$x_json" --profile-ops --backend aot --cache-dir "$tmp/cache" --repeat 3 --profile-top 1
+check "profile with --repeat: runs 2..3, sums" grep -qF "per-op profile: 2 runs (runs 2.., the first run pays the page faults and is left out); times are sums over those runs" "$tmp/out"
+check "--profile-top 1 lists one node" bash -c "grep -q '^top 1 nodes by time:' '$tmp/out' && [ \$(grep -cE '^ +[0-9]+  (MatMul|Loop)' '$tmp/out') -eq 1 ]"
+status 2 "run --profile-top without a count" run "$tmp/small.json" --input "x=$x_json" --profile-ops --profile-top many
+# Shares of the forward add up to about 100% (the clock reads between nodes are the rest).
+q=fixtures/qwen3_small
+status 0 "run --profile-ops on the Qwen3-style decoder" run $q/model.json --input input_ids=$q/input_ids_17.npy --profile-ops --repeat 4 --profile-top 0
+check "op kind shares sum to 80-100%" bash -c "awk '/^op kind/{t=1; next} t && NF==0 {exit} t {sub(\"%\", \"\", \$NF); s += \$NF} END {exit !(s >= 80 && s <= 100.5)}' '$tmp/out'"
+check "all nodes listed with --profile-top 0" grep -qE "^all [0-9]+ nodes by time:" "$tmp/out"
+status 0 "run --profile-ops with hostile names" run "$tmp/evil.json" --input 'x*/ system("rm -rf /"); /*=[-1, 2]' --profile-ops
+check "profile prints the node name sanitised" bash -c "grep -qF 'n?/ abort??? /?' '$tmp/out' && ! grep -qF 'abort();' '$tmp/out'"
 
 # ---- dump --explain-fusions ----------------------------------------------------------------
 # One RMSNorm with a scale (fuses) and one with x^3 instead of x^2 (a near miss).

@@ -2,7 +2,8 @@
  * rotary embedding, attention and SwiGLU (declared in fusec_kernels.h,
  * contracts in docs/fusions.md, composed references in fused_ref.c).
  *
- * Built by gcc -O3 -march=native without -ffast-math, so float reductions
+ * Built by gcc -O3 without -ffast-math, once per instruction set for the
+ * functions marked FU_RT_SIMD_ENTRY (runtime/simd.h), so float reductions
  * only vectorise when written with explicit independent lanes: the helpers
  * below keep LANES partial sums and add them up at the end. expf does not
  * vectorise either; exp_approx is a branch-free polynomial that does.
@@ -13,6 +14,7 @@
 
 #include "fusec_kernels.h"
 #include "parallel.h"
+#include "simd.h"
 
 /* Partial accumulators per reduction: two AVX-512 vectors (or four AVX2
  * ones), enough independent chains to hide the add latency. */
@@ -20,7 +22,7 @@
 
 /* ==== vectorisable building blocks ====================================== */
 
-static float sum_of_squares(const float *restrict x, int64_t n) {
+FU_RT_SIMD_INLINE float sum_of_squares(const float *restrict x, int64_t n) {
     float lanes[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -31,7 +33,7 @@ static float sum_of_squares(const float *restrict x, int64_t n) {
     return total;
 }
 
-static float sum_of(const float *restrict x, int64_t n) {
+FU_RT_SIMD_INLINE float sum_of(const float *restrict x, int64_t n) {
     float lanes[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -42,7 +44,7 @@ static float sum_of(const float *restrict x, int64_t n) {
     return total;
 }
 
-static float sum_of_squared_deviations(const float *restrict x, int64_t n, float mean) {
+FU_RT_SIMD_INLINE float sum_of_squared_deviations(const float *restrict x, int64_t n, float mean) {
     float lanes[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -58,7 +60,7 @@ static float sum_of_squared_deviations(const float *restrict x, int64_t n, float
 
 /* Dot products of one query row with four key rows at once: four
  * independent 16-lane chains, and each query vector loaded once. */
-static void dot4(const float *restrict q, const float *restrict k0, const float *restrict k1,
+FU_RT_SIMD_INLINE void dot4(const float *restrict q, const float *restrict k0, const float *restrict k1,
                  const float *restrict k2, const float *restrict k3, int64_t n, float out[4]) {
     float a0[16] = {0}, a1[16] = {0}, a2[16] = {0}, a3[16] = {0};
     int64_t i = 0;
@@ -89,7 +91,7 @@ static void dot4(const float *restrict q, const float *restrict k0, const float 
     out[3] = s3;
 }
 
-static float dot1(const float *restrict a, const float *restrict b, int64_t n) {
+FU_RT_SIMD_INLINE float dot1(const float *restrict a, const float *restrict b, int64_t n) {
     float lanes[16] = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -105,7 +107,7 @@ static float dot1(const float *restrict a, const float *restrict b, int64_t n) {
  * uses the 1.5*2^23 trick; the Cephes degree-6 polynomial covers the
  * remainder r in [-ln2/2, ln2/2]. Below -87.3 (including -inf) it returns 0,
  * above 88 it saturates at exp(88): softmax and sigmoid never need more. */
-static inline float exp_approx(float x) {
+FU_RT_SIMD_INLINE float exp_approx(float x) {
     const float round_magic = 12582912.0f; /* 1.5 * 2^23 */
     float clamped = x > 88.0f ? 88.0f : x;
     clamped = clamped < -87.3f ? -87.3f : clamped;
@@ -155,7 +157,7 @@ typedef struct {
     float eps;
 } norm_job;
 
-static void rms_norm_rows(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void rms_norm_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
     int64_t n = j->n;
     const float *scale = j->scale;
@@ -177,7 +179,7 @@ void fu_rt_rms_norm_f32(const float *x, const float *scale, float *y, int64_t ro
     fu_rt_parallel_for(rows, fu_rt_grain(rows, n, NORM_MIN_PARALLEL_FLOATS), rms_norm_rows, &job);
 }
 
-static void layer_norm_rows(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void layer_norm_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
     int64_t n = j->n;
     const float *scale = j->scale, *bias = j->bias;
@@ -212,7 +214,7 @@ void fu_rt_layer_norm_f32(const float *x, const float *scale, const float *bias,
 /* cos/sin for up to this many frequencies live on the stack. */
 #define ROPE_STACK_HALF 512
 
-static void rope_rotate_row(const float *x, float *y, const float *cos_row,
+FU_RT_SIMD_INLINE void rope_rotate_row(const float *x, float *y, const float *cos_row,
                             const float *sin_row, int64_t half, int64_t head_dim, int layout) {
     int64_t rot_dim = 2 * half;
     if (layout == FU_RT_ROPE_INTERLEAVED) {
@@ -254,7 +256,7 @@ typedef struct {
 
 /* Sequence positions [s0, s1): the cos/sin row for a position is computed
  * once and applied to every head, and to every batch that shares it. */
-static void rope_positions(void *arg, int64_t s0, int64_t s1) {
+FU_RT_SIMD_ENTRY static void rope_positions(void *arg, int64_t s0, int64_t s1) {
     rope_job *job = arg;
     /* a local copy: the compiler then knows cosf and memcpy leave it alone */
     const rope_args args = job->args, *j = &args;
@@ -324,7 +326,7 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
 /* ==== attention =========================================================== */
 
 /* Scores of one query row against keys [0, visible): dot * scale + mask. */
-static void attention_scores(const float *restrict q_row, const float *k, int64_t k_stride_s,
+FU_RT_SIMD_INLINE void attention_scores(const float *restrict q_row, const float *k, int64_t k_stride_s,
                              int64_t visible, int64_t head_dim, float scale,
                              const float *mask_row, float *restrict scores) {
     int64_t j = 0;
@@ -341,7 +343,7 @@ static void attention_scores(const float *restrict q_row, const float *k, int64_
 
 /* Softmax weights in place over scores[0, visible) plus an optional sink;
  * returns 1 / denominator, or 0 when the row has nothing finite. */
-static float attention_softmax(float *restrict scores, int64_t visible, const float *sink) {
+FU_RT_SIMD_INLINE float attention_softmax(float *restrict scores, int64_t visible, const float *sink) {
     float max = sink ? *sink : -FU_RT_INF;
     for (int64_t j = 0; j < visible; j++) max = scores[j] > max ? scores[j] : max;
     if (max == -FU_RT_INF) return 0.0f;
@@ -380,7 +382,7 @@ static float attention_softmax(float *restrict scores, int64_t visible, const fl
 #define MUL_ADD(a, b, c) ((a) * (b) + (c))
 #endif
 
-static void block_product(const float *const a_rows[BLOCK_ROWS], const float *restrict b,
+FU_RT_SIMD_INLINE void block_product(const float *const a_rows[BLOCK_ROWS], const float *restrict b,
                           int64_t ldb, int64_t depth, float c[BLOCK_ROWS][BLOCK_COLS]) {
     float acc[BLOCK_ROWS][BLOCK_COLS];
     memset(acc, 0, sizeof acc);
@@ -411,7 +413,7 @@ typedef struct {
 
 /* Number of keys query row i sees: those up to its position, which is
  * given (q_positions) or aligned to the end. */
-static int64_t visible_keys(const attention_plan *plan, int64_t i) {
+FU_RT_SIMD_INLINE int64_t visible_keys(const attention_plan *plan, int64_t i) {
     if (!plan->is_causal) return plan->kv_len;
     int64_t last = plan->q_positions ? plan->q_positions[i] : i + plan->kv_len - plan->q_len;
     return last < 0 ? 0 : (last < plan->kv_len - 1 ? last + 1 : plan->kv_len);
@@ -419,7 +421,7 @@ static int64_t visible_keys(const attention_plan *plan, int64_t i) {
 
 /* Most keys any of rows [i0, i0 + rows) sees. Given positions need not
  * grow with the row, so every row is asked. */
-static int64_t most_visible_keys(const attention_plan *plan, int64_t i0, int64_t rows) {
+FU_RT_SIMD_INLINE int64_t most_visible_keys(const attention_plan *plan, int64_t i0, int64_t rows) {
     int64_t most = 0;
     for (int64_t r = 0; r < rows; r++) {
         int64_t visible = visible_keys(plan, i0 + r);
@@ -429,7 +431,7 @@ static int64_t most_visible_keys(const attention_plan *plan, int64_t i0, int64_t
 }
 
 /* Query rows [i0, i0 + rows) of one head, rows <= CHUNK_ROWS. */
-static void attention_chunk(const attention_plan *plan, const float *q_head, const float *v_head,
+FU_RT_SIMD_INLINE void attention_chunk(const attention_plan *plan, const float *q_head, const float *v_head,
                             float *out_head, const float *mask_head, const float *sink,
                             int64_t i0, int64_t rows) {
     float block[BLOCK_ROWS][BLOCK_COLS];
@@ -488,7 +490,7 @@ static void attention_chunk(const attention_plan *plan, const float *q_head, con
 }
 
 /* Attention for query rows that are few (decode): dot products per key. */
-static void attention_rows_direct(const attention_plan *plan, const float *q_head,
+FU_RT_SIMD_INLINE void attention_rows_direct(const attention_plan *plan, const float *q_head,
                                   const float *k_head, int64_t k_stride_s, const float *v_head,
                                   float *out_head, const float *mask_head, const float *sink,
                                   float *scores) {
@@ -526,7 +528,7 @@ typedef struct {
     _Atomic int failed;
 } attention_job;
 
-static void attention_groups(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void attention_groups(void *arg, int64_t begin, int64_t end) {
     attention_job *job = arg;
     attention_plan plan = job->plan;
     float *scratch = malloc((size_t)(job->scratch_floats > 0 ? job->scratch_floats : 1) * sizeof(float));
@@ -626,7 +628,7 @@ typedef struct {
     int64_t n, gate_stride, up_stride, out_stride, blocks_per_row;
 } swiglu_job;
 
-static void swiglu_rows(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
+FU_RT_SIMD_INLINE void swiglu_rows(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
                         int64_t gate_stride, int64_t up_stride, int64_t out_stride) {
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gate + r * gate_stride;
@@ -639,7 +641,7 @@ static void swiglu_rows(const float *gate, const float *up, float *out, int64_t 
 /* Items [begin, end) of (row, block of SWIGLU_BLOCK columns): whole rows
  * in one call (the loop set-up costs as much as a short block), the partial
  * rows at the ends of the range block by block. */
-static void swiglu_blocks(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void swiglu_blocks(void *arg, int64_t begin, int64_t end) {
     const swiglu_job *j = arg;
     int64_t per_row = j->blocks_per_row;
     while (begin < end) {

@@ -13,6 +13,7 @@
 
 #include "fusec_kernels.h"
 #include "parallel.h"
+#include "simd.h"
 
 /* Largest rank a kernel walks. The IR caps ranks at FU_MAX_RANK (8). */
 #define RT_MAX_RANK 16
@@ -190,23 +191,23 @@ void fu_rt_matmul_f32(const float *A, const float *B, float *C, int64_t batch, i
 /* Horizontal helpers over 8-float vectors (GCC vector extensions: gcc
  * will not reorder a scalar float reduction without -ffast-math, so the
  * partial sums are spelled out as vectors). */
-static inline vf8 load8(const float *p) {
+FU_RT_SIMD_INLINE vf8 load8(const float *p) {
     vf8 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void store8(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
-static inline vf8 splat8(float f) { return (vf8){f, f, f, f, f, f, f, f}; }
-static inline vf8 select8(vi8 mask, vf8 a, vf8 b) {   /* mask ? a : b per lane */
+FU_RT_SIMD_INLINE void store8(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
+FU_RT_SIMD_INLINE vf8 splat8(float f) { return (vf8){f, f, f, f, f, f, f, f}; }
+FU_RT_SIMD_INLINE vf8 select8(vi8 mask, vf8 a, vf8 b) {   /* mask ? a : b per lane */
     return (vf8)(((vi8)a & mask) | ((vi8)b & ~mask));
 }
-static inline float hsum8(vf8 v) {
+FU_RT_SIMD_INLINE float hsum8(vf8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
 /* Sum of n contiguous floats: 16 partial sums over blocks of at most 4096,
  * blocks combined pairwise, so the rounding error grows ~log n. */
-static float sum_contiguous(const float *x, int64_t n) {
+FU_RT_SIMD_ENTRY static float sum_contiguous(const float *x, int64_t n) {
     if (n > 4096) {
         int64_t half = (n / 2 + 15) & ~(int64_t)15;
         return sum_contiguous(x, half) + sum_contiguous(x + half, n - half);
@@ -224,7 +225,7 @@ static float sum_contiguous(const float *x, int64_t n) {
 
 /* Max of n contiguous floats (-inf when n == 0); NaN if any element is NaN,
  * like numpy. */
-static float max_contiguous(const float *x, int64_t n) {
+FU_RT_SIMD_INLINE float max_contiguous(const float *x, int64_t n) {
     vf8 m0 = splat8(-FU_RT_INF), m1 = m0;
     vi8 nan0 = {0}, nan1 = {0};
     int64_t i = 0;
@@ -250,7 +251,7 @@ static float max_contiguous(const float *x, int64_t n) {
     return has_nan ? FU_RT_NAN : m;
 }
 
-static inline float max_propagating_nan(float acc, float v) {
+FU_RT_SIMD_INLINE float max_propagating_nan(float acc, float v) {
     if (acc != acc || v != v) return FU_RT_NAN;
     return v > acc ? v : acc;
 }
@@ -259,7 +260,7 @@ static inline float max_propagating_nan(float acc, float v) {
  * REDUCE_CHUNK: rows are summed pairwise (halves recursively, 16-row leaves
  * added in order), so reducing a long leading axis stays accurate. */
 enum { REDUCE_CHUNK = 256 };
-static void column_sums_pairwise(const float *x, int64_t rows, int64_t stride, int64_t cols,
+FU_RT_SIMD_ENTRY static void column_sums_pairwise(const float *x, int64_t rows, int64_t stride, int64_t cols,
                                  float *out) {
     if (rows <= 16) {
         for (int64_t j = 0; j < cols; j++) out[j] = 0.0f;
@@ -284,7 +285,7 @@ typedef struct {
     int64_t rows, cols, chunks;   /* chunks of columns per outer index; cols = run for row reductions */
 } reduce_job;
 
-static void reduce_rows(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void reduce_rows(void *arg, int64_t begin, int64_t end) {
     const reduce_job *j = arg;
     for (int64_t p = begin; p < end; p++) {
         const float *xr = j->x + p * j->cols;
@@ -297,7 +298,7 @@ static void reduce_rows(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-static void reduce_column_chunks(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void reduce_column_chunks(void *arg, int64_t begin, int64_t end) {
     const reduce_job *j = arg;
     for (int64_t item = begin; item < end; item++) {
         int64_t o = item / j->chunks, j0 = item % j->chunks * REDUCE_CHUNK;
@@ -415,7 +416,7 @@ void fu_rt_reduce_f32(int kind, const float *x, float *y, int rank, const int64_
  * that loops over it vectorise. Cephes-style: x = n ln2 + r, |r| <= ln2/2,
  * exp(r) by a degree-7 polynomial (about 1 ulp); results below 2^-126
  * flush to 0. */
-static inline float exp_nonpositive(float x) {
+FU_RT_SIMD_INLINE float exp_nonpositive(float x) {
     x = x < -87.3f ? -103.0f : x;                 /* -103: 2^n underflows to exactly 0 below */
     const float round_magic = 12582912.0f;        /* 1.5 * 2^23: adds round to integer */
     float t = x * 1.44269504088896341f + round_magic;
@@ -438,7 +439,7 @@ static inline float exp_nonpositive(float x) {
 }
 
 /* exp_nonpositive on 8 lanes, same arithmetic. */
-static inline vf8 exp_nonpositive8(vf8 x) {
+FU_RT_SIMD_INLINE vf8 exp_nonpositive8(vf8 x) {
     x = select8(x < -87.3f, splat8(-103.0f), x);
     const float round_magic = 12582912.0f;
     vf8 t = x * 1.44269504088896341f + round_magic;
@@ -459,7 +460,7 @@ static inline vf8 exp_nonpositive8(vf8 x) {
 }
 
 /* Sum over a row of exp(x - m); writes the exponentials to y unless y is NULL. */
-static float exp_shifted_sum(const float *x, float *y, int64_t n, float m) {
+FU_RT_SIMD_INLINE float exp_shifted_sum(const float *x, float *y, int64_t n, float m) {
     vf8 acc0 = splat8(0.0f), acc1 = splat8(0.0f);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -481,7 +482,7 @@ static float exp_shifted_sum(const float *x, float *y, int64_t n, float m) {
     return s;
 }
 
-static void softmax_row(const float *x, float *y, int64_t n, int log_softmax) {
+FU_RT_SIMD_INLINE void softmax_row(const float *x, float *y, int64_t n, int log_softmax) {
     float m = max_contiguous(x, n);
     if (m != m) m = 0.0f;   /* a NaN in the row: every output becomes NaN below anyway */
     if (log_softmax) {
@@ -497,7 +498,7 @@ static void softmax_row(const float *x, float *y, int64_t n, int log_softmax) {
  * columns, so the per-column max and sum live on the stack and every inner
  * loop runs along contiguous columns. */
 enum { SOFTMAX_CHUNK = 256 };
-static void softmax_column_chunk(const float *xc, float *yc, int64_t n, int64_t inner, int64_t c,
+FU_RT_SIMD_INLINE void softmax_column_chunk(const float *xc, float *yc, int64_t n, int64_t inner, int64_t c,
                                  int log_softmax) {
     float col_max[SOFTMAX_CHUNK], col_sum[SOFTMAX_CHUNK];
     for (int64_t j = 0; j < c; j++) { col_max[j] = -FU_RT_INF; col_sum[j] = 0.0f; }
@@ -533,7 +534,7 @@ typedef struct {
 } softmax_job;
 
 /* Items [begin, end) of (outer index, chunk of columns). */
-static void softmax_items(void *arg, int64_t begin, int64_t end) {
+FU_RT_SIMD_ENTRY static void softmax_items(void *arg, int64_t begin, int64_t end) {
     const softmax_job *j = arg;
     for (int64_t item = begin; item < end; item++) {
         int64_t o = item / j->chunks, j0 = item % j->chunks * SOFTMAX_CHUNK;

@@ -58,7 +58,6 @@ static int child(void) {
     float *src = malloc(sizeof(float) * N * K), *A = malloc(sizeof(float) * 65 * K), *C = malloc(sizeof(float) * 65 * N);
     if (!src || !A || !C) return 1;
     unsigned s = 1;
-    for (int i = 0; i < N * K; i++) src[i] = (float)((s = s * 1664525u + 1013904223u) >> 9) / 8388608.0f - 0.5f;
     for (int i = 0; i < 65 * K; i++) A[i] = (float)(i % 97) / 97.0f - 0.5f;
     for (mode md = F32; md < N_MODES; md++) {
         int layout = md == F32 ? FU_RT_PACK_F32 : FU_RT_PACK_BF16;
@@ -67,7 +66,10 @@ static int child(void) {
         for (int w = 0; w < WEIGHTS; w++) {
             packed[w] = aligned_alloc(4096, (size_t)bytes);
             if (!packed[w]) return 1;
-            src[w] += 1.0f;   /* a different weight each time */
+            /* Fresh random values for every weight: pages with equal bytes
+             * may be merged by the host (KSM), and the "streamed" weights
+             * would then come from cache. */
+            for (int i = 0; i < N * K; i++) src[i] = (float)((s = s * 1664525u + 1013904223u) >> 9) / 8388608.0f - 0.5f;
             fu_rt_pack_weight(packed[w], src, 0, 0, layout, N, K);
         }
         for (int i = 0; i < 2; i++) {

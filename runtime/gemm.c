@@ -307,7 +307,7 @@ static void product_panels(void *arg, int64_t begin, int64_t end) {
             const void *a = (const char *)j->a + r0 * j->a_row_bytes;
             float *c = j->C + r0 * j->N + p * PANEL;
             /* the last tile of a panel fetches the next one */
-            const char *next = ti + 1 == j->t.n_tiles && p + 1 < end ? panel + j->panel_bytes : NULL;
+            const char *next = p + 1 < end ? panel + j->panel_bytes : NULL;
             if (j->tile_f32)
                 j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->N, j->alpha, j->beta, next);
             else

@@ -823,8 +823,8 @@ static struct model_profile *load_profile(fusec_model *m) {
     }
     json_object_put(meta);
     if (!ok) {
-        model_fail(m, "%s: %s", m->path, list && p ? "out of memory, or a malformed \"profile\" list in the metadata"
-                                                    : "the metadata has no \"profile\" list");
+        model_fail(m, "%s: %s", m->path, !list ? "the metadata has no \"profile\" list"
+                                               : "out of memory, or a malformed \"profile\" list in the metadata");
         free_profile(p);
         return NULL;
     }

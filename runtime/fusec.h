@@ -97,8 +97,8 @@ int fusec_profile_enable(fusec_model *m, int on);
 int fusec_profile_count(const fusec_model *m);
 /* Record i, in execution order. Returns 0, or -1 when i is out of range. */
 int fusec_profile_get(const fusec_model *m, int i, fusec_profile_node *out);
-/* Successful profiled runs since profiling was enabled, and their summed
- * wall time (the generated code's entry point, in ms). */
+/* Profiled runs since profiling was enabled (every fusec_run that reached
+ * the compiled code), and their summed wall time in that code, in ms. */
 int fusec_profile_runs(const fusec_model *m, int64_t *runs, double *total_ms);
 
 #ifdef __cplusplus

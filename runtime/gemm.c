@@ -289,7 +289,7 @@ typedef struct {
     fu_gemm_tile_f32_fn tile_f32;    /* exactly one of these two */
     fu_gemm_tile_bf16_fn tile_bf16;
     const void *b;          /* packed B */
-    int64_t panel_bytes;
+    int64_t panels, panel_bytes;
     float *C;
     int64_t N, K;
     float alpha, beta;
@@ -306,8 +306,8 @@ static void product_panels(void *arg, int64_t begin, int64_t end) {
             int64_t r0 = tile_first_row(&j->t, ti);
             const void *a = (const char *)j->a + r0 * j->a_row_bytes;
             float *c = j->C + r0 * j->N + p * PANEL;
-            /* the last tile of a panel fetches the next one */
-            const char *next = p + 1 < end ? panel + j->panel_bytes : NULL;
+            /* every tile pulls part of the next panel towards the cache */
+            const char *next = p + 1 < j->panels ? panel + j->panel_bytes : NULL;
             if (j->tile_f32)
                 j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->N, j->alpha, j->beta, next);
             else
@@ -362,9 +362,12 @@ static int product(const float *A, const void *Bp, int layout, float *C, int64_t
     job.K = K;
     job.alpha = alpha;
     job.beta = beta;
-    int64_t panels = panels_of(N);
-    if (threads) fu_rt_parallel_for(panels, 8, product_panels, &job);
-    else product_panels(&job, 0, panels);
+    job.panels = panels_of(N);
+    /* One contiguous run of panels per thread: each core streams its part
+     * of the weight front to back, prefetching as it goes. */
+    int64_t per_thread = (job.panels + fu_rt_threads() - 1) / fu_rt_threads();
+    if (threads) fu_rt_parallel_for(job.panels, per_thread, product_panels, &job);
+    else product_panels(&job, 0, job.panels);
     return 0;
 }
 

@@ -103,6 +103,11 @@ static void start_pool(void) {
     pthread_attr_destroy(&attr);
 }
 
+int fu_rt_threads(void) {
+    pthread_once(&pool_once, start_pool);
+    return pool.workers + 1;
+}
+
 void fu_rt_parallel_for(int64_t n, int64_t grain, fu_rt_range_fn fn, void *ctx) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;

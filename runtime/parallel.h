@@ -9,4 +9,7 @@
 
 typedef void (*fu_rt_range_fn)(void *ctx, int64_t begin, int64_t end);
 
+/* Threads that fu_rt_parallel_for may use: the caller and the pool's workers. */
+int fu_rt_threads(void);
+
 #endif

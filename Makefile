@@ -11,10 +11,12 @@ PY      := /usr/bin/python3
 CC      := gcc
 WARN    := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 $(WARN) -O2 -g -D_GNU_SOURCE -fPIC -I.
-# Runtime kernels: built for any x86-64; the GEMM micro-kernels
+# Runtime kernels: built for any x86-64 (hot loops multi-versioned, see
+# runtime/simd.h), multiply-adds contracted into FMAs where the CPU has
+# them (-std=c11 alone turns contraction off); the GEMM micro-kernels
 # (runtime/gemm_kernels.c) are compiled once per instruction set below and
 # chosen at run time from the CPU (runtime/gemm.c).
-RT_CFLAGS := -std=c11 $(WARN) -O3 -march=x86-64 -mtune=generic -g -D_GNU_SOURCE -fPIC -I.
+RT_CFLAGS := -std=c11 $(WARN) -O3 -march=x86-64 -mtune=generic -ffp-contract=fast -g -D_GNU_SOURCE -fPIC -I.
 GEMM_VARIANTS := avx512bf16 avx512 avx2 portable
 GEMM_FLAGS_avx512bf16 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mavx512bf16
 GEMM_FLAGS_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma

@@ -140,13 +140,14 @@ typedef struct {
     const unsigned char *src;
     int src_is_bf16, src_transposed, layout;
     int64_t N, K;
+    int64_t ld;   /* elements between rows of the source: of B[n] ([N, K]) or of B[.][k] ([K, N]) */
 } pack_b_job;
 
 /* B[n][k] as float32 (0 in the padding), read bytewise: safetensors
  * offsets need not be aligned. */
 static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
     if (n >= j->N || k >= j->K) return 0.0f;
-    int64_t i = j->src_transposed ? k * j->N + n : n * j->K + k;
+    int64_t i = j->src_transposed ? k * j->ld + n : n * j->ld + k;
     if (j->src_is_bf16) {
         uint16_t h;
         memcpy(&h, j->src + 2 * i, 2);
@@ -157,13 +158,30 @@ static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
     return f;
 }
 
+/* A whole float32 panel from a float32 source, without per-element checks
+ * (the hot case: attention packs its K and V on every call). */
+static void pack_f32_panel_fast(const pack_b_job *j, float *out, int64_t n0) {
+    const float *src = (const float *)j->src;
+    if (j->src_transposed) {   /* [K, N]: each k is 32 consecutive columns */
+        for (int64_t k = 0; k < j->K; k++) memcpy(out + k * PANEL, src + k * j->ld + n0, PANEL * sizeof(float));
+        return;
+    }
+    for (int64_t k = 0; k < j->K; k++)   /* [N, K]: a column of 32 rows per k */
+        for (int64_t c = 0; c < PANEL; c++) out[k * PANEL + c] = src[(n0 + c) * j->ld + k];
+}
+
 static void pack_b_panels(void *arg, int64_t begin, int64_t end) {
     const pack_b_job *j = arg;
     int64_t elems = panel_elems(j->layout, j->K);
+    int aligned = (uintptr_t)j->src % 4 == 0;
     for (int64_t p = begin; p < end; p++) {
         int64_t n0 = p * PANEL;
         if (j->layout == FU_RT_PACK_F32) {
             float *out = (float *)j->dst + p * elems;
+            if (!j->src_is_bf16 && aligned && n0 + PANEL <= j->N) {
+                pack_f32_panel_fast(j, out, n0);
+                continue;
+            }
             for (int64_t k = 0; k < j->K; k++)
                 for (int64_t c = 0; c < PANEL; c++) out[k * PANEL + c] = b_value(j, n0 + c, k);
         } else {
@@ -176,17 +194,23 @@ static void pack_b_panels(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-int fu_rt_pack_weight(void *dst, const void *src, int src_is_bf16, int src_transposed, int layout, int64_t N,
-                      int64_t K) {
+/* Packs B with row stride ld into dst (fu_rt_packed_bytes(layout, N, K) bytes). */
+static int pack_strided(void *dst, const void *src, int src_is_bf16, int src_transposed, int64_t ld, int layout,
+                        int64_t N, int64_t K) {
     int64_t bytes = fu_rt_packed_bytes(layout, N, K);
     if (bytes < 0) return -1;
-    pack_b_job job = {dst, src, src_is_bf16, src_transposed, layout, N, K};
+    pack_b_job job = {dst, src, src_is_bf16, src_transposed, layout, N, K, ld};
     int64_t panels = panels_of(N);
     /* the tail past the last panel (alignment padding) is zero too */
     int64_t used = panels * panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
     memset((char *)dst + used, 0, (size_t)(bytes - used));
     fu_rt_parallel_for(panels, 4, pack_b_panels, &job);
     return 0;
+}
+
+int fu_rt_pack_weight(void *dst, const void *src, int src_is_bf16, int src_transposed, int layout, int64_t N,
+                      int64_t K) {
+    return pack_strided(dst, src, src_is_bf16, src_transposed, src_transposed ? N : K, layout, N, K);
 }
 
 /* ---- packing A ----------------------------------------------------------------- */
@@ -207,39 +231,10 @@ static tiling tile_rows(int64_t M, int mr_max) {
 static int64_t tile_first_row(const tiling *t, int64_t i) { return i * t->base + (i < t->extra ? i : t->extra); }
 static int tile_mr(const tiling *t, int64_t i) { return (int)(t->base + (i < t->extra)); }
 
-static uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-static float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* x as bfloat16 parts: 1 part = x rounded to nearest even; 3 parts =
- * truncations hi, mid, lo with hi + mid + lo == x exactly (each takes the
- * top 8 significant bits of what is left; a float32 has 24). */
-static void bf16_parts(float x, int parts, uint16_t out[3]) {
-    if (parts == 1) {
-        out[0] = fu_rt_f32_to_bf16(x);
-        return;
-    }
-    uint32_t hi = f32_bits(x) & 0xffff0000u;
-    out[0] = (uint16_t)(hi >> 16);
-    if ((f32_bits(x) & 0x7f800000u) == 0x7f800000u) {   /* inf / nan: the high part carries it */
-        out[1] = out[2] = 0;
-        return;
-    }
-    float rest = x - bits_f32(hi);
-    uint32_t mid = f32_bits(rest) & 0xffff0000u;
-    out[1] = (uint16_t)(mid >> 16);
-    out[2] = (uint16_t)(f32_bits(rest - bits_f32(mid)) >> 16);
-}
 
 typedef struct {
     const float *A;
+    int64_t lda;         /* A's row stride */
     void *out;
     int64_t K, K2;
     tiling t;
@@ -255,25 +250,23 @@ static void pack_a_tiles(void *arg, int64_t begin, int64_t end) {
         char *tile = (char *)j->out + r0 * j->row_bytes;
         if (j->format == FU_GEMM_A_F32 || j->format == FU_GEMM_A_F32_ROUNDED) {
             float *o = (float *)tile;
+            int round = j->format == FU_GEMM_A_F32_ROUNDED;
             for (int i = 0; i < mr; i++) {
-                const float *row = j->A + (r0 + i) * j->K;
-                for (int64_t k = 0; k < j->K2; k++) {
-                    float x = k < j->K ? row[k] : 0.0f;
-                    if (j->format == FU_GEMM_A_F32_ROUNDED) x = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(x));
-                    o[k * mr + i] = x;
-                }
+                const float *row = j->A + (r0 + i) * j->lda;
+                if (round)
+                    for (int64_t k = 0; k < j->K; k++) o[k * mr + i] = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(row[k]));
+                else
+                    for (int64_t k = 0; k < j->K; k++) o[k * mr + i] = row[k];
+                for (int64_t k = j->K; k < j->K2; k++) o[k * mr + i] = 0.0f;
             }
-        } else {
-            int parts = j->format == FU_GEMM_A_BF16X3 ? 3 : 1;
+        } else {   /* bfloat16 pairs, rounded to nearest even */
             uint32_t *o = (uint32_t *)tile;
             for (int i = 0; i < mr; i++) {
-                const float *row = j->A + (r0 + i) * j->K;
+                const float *row = j->A + (r0 + i) * j->lda;
                 for (int64_t kp = 0; kp < j->K2 / 2; kp++) {
-                    uint16_t even_k[3], odd_k[3] = {0, 0, 0};
-                    bf16_parts(row[2 * kp], parts, even_k);
-                    if (2 * kp + 1 < j->K) bf16_parts(row[2 * kp + 1], parts, odd_k);
-                    for (int p = 0; p < parts; p++)
-                        o[(kp * parts + p) * mr + i] = (uint32_t)odd_k[p] << 16 | even_k[p];
+                    uint32_t even_k = fu_rt_f32_to_bf16(row[2 * kp]);
+                    uint32_t odd_k = 2 * kp + 1 < j->K ? fu_rt_f32_to_bf16(row[2 * kp + 1]) : 0;
+                    o[kp * mr + i] = odd_k << 16 | even_k;
                 }
             }
         }
@@ -291,7 +284,7 @@ typedef struct {
     const void *b;          /* packed B */
     int64_t panels, panel_bytes;
     float *C;
-    int64_t N, K;
+    int64_t ldc, N, K;
     float alpha, beta;
 } product_job;
 
@@ -305,14 +298,14 @@ static void product_panels(void *arg, int64_t begin, int64_t end) {
         for (int64_t ti = 0; ti < j->t.n_tiles; ti++) {
             int64_t r0 = tile_first_row(&j->t, ti);
             const void *a = (const char *)j->a + r0 * j->a_row_bytes;
-            float *c = j->C + r0 * j->N + p * PANEL;
+            float *c = j->C + r0 * j->ldc + p * PANEL;
             /* every tile pulls part of the next panel towards the cache */
             const char *next = p + 1 < j->panels ? panel + j->panel_bytes : NULL;
             if (j->tile_f32)
-                j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->N, j->alpha, j->beta, next);
+                j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->ldc, j->alpha, j->beta, next);
             else
-                j->tile_bf16(tile_mr(&j->t, ti), nc, j->K, a, (const uint16_t *)panel, c, j->N, j->alpha, j->beta,
-                             next);
+                j->tile_bf16(tile_mr(&j->t, ti), nc, j->K, a, (const uint16_t *)panel, c, j->ldc, j->alpha,
+                             j->beta, next);
         }
     }
 }
@@ -322,13 +315,14 @@ static int worth_threads(int64_t M, int64_t N, int64_t K) { return M * N * K >= 
 
 /* Packs A for the kernel, then runs the panels. Returns -1 when scratch
  * memory runs out (C is then untouched). */
-static int product(const float *A, const void *Bp, int layout, float *C, int64_t M, int64_t N, int64_t K,
-                   float alpha, float beta, int round_a) {
+static int product(const float *A, int64_t lda, const void *Bp, int layout, float *C, int64_t ldc, int64_t M,
+                   int64_t N, int64_t K, float alpha, float beta, int round_a) {
     if (M <= 0 || N <= 0) return 0;
     const fu_gemm_kernels *kern = kernels();
     product_job job = {0};
     pack_a_job pa = {0};
     pa.A = A;
+    pa.lda = lda;
     pa.K = K;
     if (layout == FU_RT_PACK_F32) {
         pa.format = round_a ? FU_GEMM_A_F32_ROUNDED : FU_GEMM_A_F32;
@@ -345,7 +339,6 @@ static int product(const float *A, const void *Bp, int layout, float *C, int64_t
     case FU_GEMM_A_F32:
     case FU_GEMM_A_F32_ROUNDED: pa.row_bytes = pa.K2 * 4; break;
     case FU_GEMM_A_BF16X1: pa.row_bytes = pa.K2 / 2 * 4; break;
-    case FU_GEMM_A_BF16X3: pa.row_bytes = pa.K2 / 2 * 3 * 4; break;
     }
     if (!(pa.out = scratch(&a_buf, &a_cap, (size_t)(M * pa.row_bytes)))) return -1;
     int threads = worth_threads(M, N, K);
@@ -358,6 +351,7 @@ static int product(const float *A, const void *Bp, int layout, float *C, int64_t
     job.b = Bp;
     job.panel_bytes = panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
     job.C = C;
+    job.ldc = ldc;
     job.N = N;
     job.K = K;
     job.alpha = alpha;
@@ -371,25 +365,9 @@ static int product(const float *A, const void *Bp, int layout, float *C, int64_t
     return 0;
 }
 
-/* Without scratch memory: the same sum per element, one at a time. */
-static void product_unpacked(const float *A, const void *B, int b_is_bf16, float *C, int64_t M, int64_t N,
-                             int64_t K, float alpha, float beta, int round_a) {
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            float dot = 0;
-            for (int64_t k = 0; k < K; k++) {
-                float a = A[m * K + k];
-                if (round_a) a = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(a));
-                float b = b_is_bf16 ? fu_rt_bf16_to_f32(((const uint16_t *)B)[n * K + k]) : ((const float *)B)[n * K + k];
-                dot += a * b;
-            }
-            C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
-        }
-}
-
 void fu_rt_gemm_packed_f32(const float *A, const float *Bp, float *C, int64_t M, int64_t N, int64_t K,
                            float alpha, float beta) {
-    if (product(A, Bp, FU_RT_PACK_F32, C, M, N, K, alpha, beta, 0) != 0) {
+    if (product(A, K, Bp, FU_RT_PACK_F32, C, N, M, N, K, alpha, beta, 0) != 0) {
         /* unpack-free fallback: read the panels element by element */
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) {
@@ -403,7 +381,7 @@ void fu_rt_gemm_packed_f32(const float *A, const float *Bp, float *C, int64_t M,
 
 void fu_rt_gemm_packed_bf16(const float *A, const uint16_t *Bp, float *C, int64_t M, int64_t N, int64_t K,
                             float alpha, float beta, int round_activations) {
-    if (product(A, Bp, FU_RT_PACK_BF16, C, M, N, K, alpha, beta, round_activations) != 0) {
+    if (product(A, K, Bp, FU_RT_PACK_BF16, C, N, M, N, K, alpha, beta, round_activations) != 0) {
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) {
                 const uint16_t *panel = Bp + (n / PANEL) * panel_elems(FU_RT_PACK_BF16, K);
@@ -423,23 +401,35 @@ void fu_rt_gemm_packed_bf16(const float *A, const uint16_t *Bp, float *C, int64_
 /* B packed now into the thread's scratch, then the packed product. For
  * weights the compiler could not pack (computed at run time, or inline in
  * the model). */
-static void gemm_nt(const float *A, const void *B, int b_is_bf16, float *C, int64_t M, int64_t N, int64_t K,
-                    float alpha, float beta) {
+static void gemm_strided(const float *A, int64_t lda, const void *B, int b_is_bf16, int b_kn, int64_t ldb, float *C,
+                         int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
     if (M <= 0 || N <= 0) return;
     int layout = b_is_bf16 ? FU_RT_PACK_BF16 : FU_RT_PACK_F32;
     int64_t bytes = fu_rt_packed_bytes(layout, N, K);
     void *packed = bytes > 0 ? scratch(&b_buf, &b_cap, (size_t)bytes) : NULL;
-    if (!packed || fu_rt_pack_weight(packed, B, b_is_bf16, 0, layout, N, K) != 0 ||
-        product(A, packed, layout, C, M, N, K, alpha, beta, 0) != 0)
-        product_unpacked(A, B, b_is_bf16, C, M, N, K, alpha, beta, 0);
+    if (packed && pack_strided(packed, B, b_is_bf16, b_kn, ldb, layout, N, K) == 0 &&
+        product(A, lda, packed, layout, C, ldc, M, N, K, alpha, beta, 0) == 0)
+        return;
+    /* no scratch memory: the same sums, one element at a time */
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float dot = 0;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t at = b_kn ? k * ldb + n : n * ldb + k;
+                float b = b_is_bf16 ? fu_rt_bf16_to_f32(((const uint16_t *)B)[at]) : ((const float *)B)[at];
+                dot += A[m * lda + k] * b;
+            }
+            float *c = C + m * ldc + n;
+            *c = beta == 0.0f ? alpha * dot : alpha * dot + beta * *c;
+        }
 }
 
 void fu_rt_gemm_nt_f32(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,
                        float beta) {
-    gemm_nt(A, B, 0, C, M, N, K, alpha, beta);
+    gemm_strided(A, K, B, 0, 0, K, C, N, M, N, K, alpha, beta);
 }
 
 void fu_rt_gemm_nt_bf16(const float *A, const uint16_t *B, float *C, int64_t M, int64_t N, int64_t K,
                         float alpha, float beta) {
-    gemm_nt(A, B, 1, C, M, N, K, alpha, beta);
+    gemm_strided(A, K, B, 1, 0, K, C, N, M, N, K, alpha, beta);
 }

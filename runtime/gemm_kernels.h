@@ -21,10 +21,8 @@
  *                      the AVX512-BF16 dot product multiplies)
  *   A float32 tile:    [K][mr] floats                    (row i of k at k*mr + i;
  *                      K rounded up to even, zero padded, for bfloat16 panels)
- *   A bf16-pair tile:  [K2/2][parts][mr] uint32, each a pair of bf16
- *                      (k even in the low half); parts 1 (A rounded to
- *                      bfloat16) or 3 (A split exactly: hi + mid + lo,
- *                      whose products with bfloat16 weights are exact). */
+ *   A bf16-pair tile:  [K2/2][mr] uint32, each a pair of bf16 (k even in
+ *                      the low half): A rounded to bfloat16. */
 #ifndef FUSEC_GEMM_KERNELS_H
 #define FUSEC_GEMM_KERNELS_H
 
@@ -36,8 +34,7 @@
 typedef enum {
     FU_GEMM_A_F32,          /* float32 [K][mr] */
     FU_GEMM_A_F32_ROUNDED,  /* float32 [K][mr], values rounded to bfloat16 */
-    FU_GEMM_A_BF16X1,       /* bf16 pairs, one part: A rounded to bfloat16 */
-    FU_GEMM_A_BF16X3,       /* bf16 pairs, three parts summing exactly to A */
+    FU_GEMM_A_BF16X1,       /* bf16 pairs: A rounded to bfloat16 */
 } fu_gemm_a_format;
 
 /* prefetch (or NULL): the next panel, to pull towards the cache while

@@ -17,6 +17,7 @@
  *   build/roofline */
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,7 +260,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "roofline: cannot allocate %zu bytes\n", READ_BYTES);
         return 1;
     }
-    for (size_t i = 0; i < count; i++) buffer[i] = 1.0f;   /* touch every page */
+    /* Every page different: pages with equal bytes may be merged by the
+     * host (KSM), and the "streamed" buffer would then come from cache. */
+    uint32_t seed = 1;
+    for (size_t i = 0; i < count; i++) buffer[i] = (float)((seed = seed * 1664525u + 1013904223u) >> 8);
     for (int t = 1; t <= MAX_THREADS; t++) bw[t - 1] = read_peak(buffer, count, t);
     free(buffer);
 

@@ -13,12 +13,15 @@
  *   const unsigned char fusec_model_meta[];  unsigned long fusec_model_meta_len;
  *     the planned graph's signature as JSON bytes, written by compiler/emit.c:
  *
- *   {"fusec_meta": 1, "name": "...", "profile": "fast"|"bare",
+ *   {"fusec_meta": 1, "name": "...", "profile": "fast"|"bare", "precision": "f32"|"bf16",
  *    "symbols": [{"name": "seq", "max": 65}, ...],          (slot order of sym[])
  *    "inputs":  [{"name": "...", "dtype": "float32", "shape": [DIM, ...]}, ...],
  *    "outputs": [ same form ],                               (slot order of out[])
  *    "weights": [{"name": "...", "dtype": "...", "shape": [int, ...]}, ...],
  *                                                            (slot order of w[])
+ *    "packed":  [{"weight": "...", "layout": "f32"|"bf16", "transposed": bool}, ...],
+ *               (w[n_weights + i]: the weight packed for the GEMM kernels, see
+ *                runtime/packed_weights.h; "transposed": stored [K, N])
  *    "weights_file": "/abs/path.safetensors" or null, "weights_identity": "...",
  *    "arena_bytes": N,
  *    "profile": [{"node": N, "name": "...", "op": "FusedMatMul" | "Loop:Add" ...,

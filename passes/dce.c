@@ -5,19 +5,19 @@
  * outputs is live. fu_graph_compact then drops the dead nodes together with
  * every value nothing references any more (unused initializers included). */
 #include <stdlib.h>
+#include <string.h>
 #include "passes.h"
 
-int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
-    (void)o;
+int fu_live_nodes(const fu_graph *g, char *node_live) {
     size_t nv = (size_t)g->n_values + 1;
     int *producer = malloc(sizeof(int) * nv);
     char *value_live = calloc(nv, 1);
-    char *node_live = calloc((size_t)g->n_nodes + 1, 1);
     int *work = malloc(sizeof(int) * nv);
-    if (!producer || !value_live || !node_live || !work) {
-        free(producer), free(value_live), free(node_live), free(work);
-        return fu_fail(err, "%s: out of memory in dce", g->path ? g->path : "model");
+    if (!producer || !value_live || !work) {
+        free(producer), free(value_live), free(work);
+        return -1;
     }
+    memset(node_live, 0, (size_t)g->n_nodes);
 
     /* Producers from the node list itself: the cached field may be stale
      * after an earlier pass rewired the graph. */
@@ -44,10 +44,20 @@ int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
             if (v >= 0 && v < g->n_values && !value_live[v]) value_live[v] = 1, work[top++] = v;
         }
     }
+    free(producer), free(value_live), free(work);
+    return 0;
+}
 
+int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
+    (void)o;
+    char *node_live = malloc((size_t)g->n_nodes + 1);
+    if (!node_live || fu_live_nodes(g, node_live)) {
+        free(node_live);
+        return fu_fail(err, "%s: out of memory in dce", g->path ? g->path : "model");
+    }
     for (int i = 0; i < g->n_nodes; i++)
         if (!node_live[i]) g->nodes[i].dead = 1;
-    free(producer), free(value_live), free(node_live), free(work);
+    free(node_live);
     fu_graph_compact(g);
     return 0;
 }

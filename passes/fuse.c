@@ -14,9 +14,10 @@
 
 /* One line per rule file. Order matters where patterns nest: attention
  * before the norms would not see its inputs' norms, so norms go first.
- * weight_cast rewrites the FusedMatMuls that matmul_bias makes. */
+ * weight_cast rewrites the FusedMatMuls that matmul_bias makes;
+ * attention_layouts rewrites what rotary_embedding and attention made. */
 #define RULES(X) X(rms_norm) X(layer_norm) X(rotary_embedding) X(attention) X(swiglu) X(matmul_bias) \
-    X(weight_cast)
+    X(weight_cast) X(attention_layouts)
 
 #define DECLARE(name) extern const fu_fusion_rule fu_rule_##name;
 RULES(DECLARE)

@@ -33,6 +33,9 @@ int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, 
 int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ir/verify */
 int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant folding */
 int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
+/* node_live[i] (n_nodes bytes) = 1 when node i feeds a graph output
+ * (the liveness dce keeps). Returns 0, or -1 when out of memory. */
+int fu_live_nodes(const fu_graph *g, char *node_live);
 int fu_pass_cse(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* common subexpressions */
 int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* fusion rules (fast) */
 int fu_pass_prune_rows(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* compute selected rows only (fast) */

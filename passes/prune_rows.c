@@ -399,7 +399,8 @@ static int plan_positions(const fu_graph *g, row_plan *plan, int slot, fu_dim co
  * gets the kept queries' positions (input 7). */
 static int plan_attention(const fu_graph *g, const fu_node *p, int a, row_plan *plan, char *why, size_t n) {
     const fu_value *q = &g->values[p->in[0]], *k = &g->values[p->in[1]], *y = &g->values[p->out[0]];
-    if (a != (y->rank == 4 ? 2 : 1)) {
+    const char *out_layout = fu_attr_string(p, "out_layout", "BHSD");
+    if (a != seq_axis(y->rank, out_layout, strlen(out_layout))) {
         snprintf(why, n, "the selected axis %d is not the query axis", a);
         return 0;
     }

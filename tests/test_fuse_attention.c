@@ -681,6 +681,72 @@ static void test_op_errors(void **state) {
     }
 }
 
+/* ---- rule attention_layouts ---------------------------------------------------- */
+
+/* Q, K, V given as [B, S, H, D], each moved to [B, H, S, D] by a Transpose,
+ * an Attention node (as the attention rule makes it) and the output moved
+ * back; `q_exported` also lists the Q transpose as a graph output. */
+static char *layouts_model(int q_exported) {
+    static char json[4096];
+    snprintf(json, sizeof json,
+             "{\"ir_version\": 1, \"name\": \"layouts\","
+             " \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [1, 5, 4, 8]},"
+             "  {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [1, 5, 2, 8]},"
+             "  {\"name\": \"v\", \"dtype\": \"float32\", \"shape\": [1, 5, 2, 8]}],"
+             " \"outputs\": [{\"name\": \"y\"}%s],"
+             " \"nodes\": ["
+             "  {\"name\": \"tq\", \"op\": \"Transpose\", \"inputs\": [\"q\"], \"outputs\": [\"qt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
+             "  {\"name\": \"tk\", \"op\": \"Transpose\", \"inputs\": [\"k\"], \"outputs\": [\"kt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
+             "  {\"name\": \"tv\", \"op\": \"Transpose\", \"inputs\": [\"v\"], \"outputs\": [\"vt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
+             "  {\"name\": \"att\", \"op\": \"Attention\", \"inputs\": [\"qt\", \"kt\", \"vt\"], \"outputs\": [\"a\"],"
+             "   \"attrs\": {\"is_causal\": 1}},"
+             "  {\"name\": \"ty\", \"op\": \"Transpose\", \"inputs\": [\"a\"], \"outputs\": [\"y\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}}]}",
+             q_exported ? ", {\"name\": \"qt\"}" : "");
+    return json;
+}
+
+/* Fast pipeline on the model: the attention's layouts and the Transposes
+ * left; then bare and fast agree on every output. */
+static void check_layouts(int q_exported, const char *want_qkv, int want_transposes) {
+    char *path = tu_write_temp(".json", layouts_model(q_exported));
+    fu_err err = {{0}};
+    fu_graph *g = fu_ir_load(path, &err);
+    if (!g) fail_msg("%s", err.msg);
+    fu_pass_opts o = {.profile = FU_PROFILE_FAST};
+    if (fu_run_pipeline(g, &o, NULL, &err)) fail_msg("%s", err.msg);
+    const fu_node *att = tu_find_op(g, "Attention");
+    assert_non_null(att);
+    assert_string_equal(fu_attr_string(att, "qkv_layout", "BHSD"), want_qkv);
+    assert_string_equal(fu_attr_string(att, "out_layout", "BHSD"), "BSHD");
+    assert_int_equal(tu_count_op(g, "Transpose"), want_transposes);
+    fusec_model *bare = run_profile(path, g, "bare"), *fast = run_profile(path, g, "fast");
+    for (int i = 0; i < fusec_num_outputs(bare); i++) {
+        long n1, n2;
+        float *a = tu_output_f32(bare, fusec_output_name(bare, i), &n1);
+        float *b = tu_output_f32(fast, fusec_output_name(fast, i), &n2);
+        assert_int_equal(n1, n2);
+        if (!(tu_max_abs_diff(a, b, n1) <= 1e-5 * (1 + tu_max_abs(a, n1))))
+            fail_msg("output %s: fast differs from bare", fusec_output_name(bare, i));
+        free(a), free(b);
+    }
+    fusec_free(bare);
+    fusec_free(fast);
+    fu_graph_free(g);
+    unlink(path);
+    free(path);
+}
+
+static void test_layouts_replace_head_transposes(void **state) {
+    (void)state;
+    check_layouts(0, "BSHD,BSHD,BSHD", 0);
+}
+
+/* The Q transpose is also a graph output: it stays, Q is read as it is. */
+static void test_layouts_keep_an_exported_transpose(void **state) {
+    (void)state;
+    check_layouts(1, "BHSD,BSHD,BSHD", 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mha_div_const_causal),
@@ -706,6 +772,8 @@ int main(void) {
         cmocka_unit_test(test_miss_masked_fill_not_causal),
         cmocka_unit_test(test_miss_v_heads),
         cmocka_unit_test(test_op_errors),
+        cmocka_unit_test(test_layouts_replace_head_transposes),
+        cmocka_unit_test(test_layouts_keep_an_exported_transpose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

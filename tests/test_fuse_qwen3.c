@@ -35,6 +35,18 @@ static void test_fast_profile_fuses_every_pattern(void **state) {
     assert_int_equal(tu_count_op(g, "Attention"), LAYERS);
     assert_int_equal(fu_fusion_log_count(&log, "swiglu", 1), LAYERS);
     assert_int_equal(tu_count_op(g, "SwiGLU"), LAYERS);
+    /* The head transposes around attention became layouts: Q and K are
+     * read (and roped) as [B, S, H, D], the output written that way. */
+    assert_true(fu_fusion_log_count(&log, "attention_layouts", 1) >= LAYERS);
+    assert_int_equal(tu_count_op(g, "Transpose"), 0);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const fu_node *n = &g->nodes[i];
+        if (!strcmp(n->op, "Attention")) {
+            assert_string_equal(fu_attr_string(n, "qkv_layout", ""), "BSHD,BSHD,BSHD");
+            assert_string_equal(fu_attr_string(n, "out_layout", ""), "BSHD");
+        }
+        if (!strcmp(n->op, "RotaryEmbedding")) assert_string_equal(fu_attr_string(n, "layout", ""), "BSHD");
+    }
     assert_int_equal(fu_fusion_log_count(&log, NULL, 0), 0);
     /* What the patterns were built from is gone. */
     assert_int_equal(tu_count_op(g, "Softmax"), 0);

@@ -14,7 +14,8 @@
  * fusec attribute qkv_layout (4-D only): "BHSD" (default) or "BSHD" for
  * all of Q, K, V, or three comma-separated layouts for Q, K, V
  * ("BHSD,BHSD,BSHD"). A BSHD input is [B, L, H, D] and is read in place
- * (no transpose); the output stays [B, Hq, Lq, Dv]. */
+ * (no transpose). fusec attribute out_layout (4-D only): "BHSD" (default,
+ * Y [B, Hq, Lq, Dv]) or "BSHD" (Y [B, Lq, Hq, Dv], written in place). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -234,7 +235,19 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         if (!p->is_causal) return fu_node_fail(err, g, n, "q_positions needs is_causal = 1 (they place the causal limit)");
         p->q_positions = 7;
     }
-    if (q->rank == 4) {
+    const char *out_layout = fu_attr_string(n, "out_layout", NULL);
+    if (out_layout && (q->rank != 4 || parse_one_layout(out_layout, strlen(out_layout)) < 0)) {
+        char t[64];
+        fu_sanitize(out_layout, t, sizeof t);
+        return fu_node_fail(err, g, n, "out_layout '%s' must be BHSD or BSHD, with 4-D inputs", t);
+    }
+    if (q->rank == 4 && out_layout && parse_one_layout(out_layout, strlen(out_layout)) == LAYOUT_BSHD) {
+        p->out_rank = 4;
+        p->out[0] = p->batch, p->out[1] = p->q_len, p->out[2] = p->q_heads, p->out[3] = p->v_head_dim;
+        p->out_stride[1] = p->v_head_dim;
+        p->out_stride[2] = fu_dim_mul(p->q_heads, p->v_head_dim);
+        p->out_stride[0] = fu_dim_mul(p->q_len, p->out_stride[2]);
+    } else if (q->rank == 4) {
         p->out_rank = 4;
         p->out[0] = p->batch, p->out[1] = p->q_heads, p->out[2] = p->q_len, p->out[3] = p->v_head_dim;
         p->out_stride[2] = p->v_head_dim;

@@ -284,28 +284,39 @@ typedef struct {
     const void *b;          /* packed B */
     int64_t panels, panel_bytes;
     float *C;
-    int64_t ldc, N, K;
+    int64_t ldc, N, K, K2;   /* K2: K as packed (even for bfloat16 pairs) */
     float alpha, beta;
 } product_job;
 
 /* Panels [begin, end): each against every tile of A, so a panel is read
- * from memory once and from cache by the other tiles. */
+ * from memory once and from cache by the other tiles; K in blocks of
+ * K_BLOCK (even: whole bfloat16 pairs), so the block of the panel the
+ * tiles share stays in L2 even when K is long. */
+enum { K_BLOCK = 1024 };
 static void product_panels(void *arg, int64_t begin, int64_t end) {
     const product_job *j = arg;
+    /* bytes of A (per row) and of a panel per unit of k */
+    int64_t a_per_k = j->a_row_bytes / j->K2, b_per_k = j->panel_bytes / j->K2;
     for (int64_t p = begin; p < end; p++) {
         const char *panel = (const char *)j->b + p * j->panel_bytes;
         int nc = (int)(j->N - p * PANEL < PANEL ? j->N - p * PANEL : PANEL);
-        for (int64_t ti = 0; ti < j->t.n_tiles; ti++) {
-            int64_t r0 = tile_first_row(&j->t, ti);
-            const void *a = (const char *)j->a + r0 * j->a_row_bytes;
-            float *c = j->C + r0 * j->ldc + p * PANEL;
+        for (int64_t k0 = 0; k0 < j->K; k0 += K_BLOCK) {
+            int64_t kc = j->K - k0 < K_BLOCK ? j->K - k0 : K_BLOCK;
+            /* later blocks add to what the earlier ones stored */
+            float beta = k0 == 0 ? j->beta : 1.0f;
+            const char *b = panel + k0 * b_per_k;
             /* every tile pulls part of the next panel towards the cache */
-            const char *next = p + 1 < j->panels ? panel + j->panel_bytes : NULL;
-            if (j->tile_f32)
-                j->tile_f32(tile_mr(&j->t, ti), nc, j->K, a, (const float *)panel, c, j->ldc, j->alpha, j->beta, next);
-            else
-                j->tile_bf16(tile_mr(&j->t, ti), nc, j->K, a, (const uint16_t *)panel, c, j->ldc, j->alpha,
-                             j->beta, next);
+            const char *next = p + 1 < j->panels ? b + j->panel_bytes : NULL;
+            for (int64_t ti = 0; ti < j->t.n_tiles; ti++) {
+                int64_t r0 = tile_first_row(&j->t, ti);
+                int mr = tile_mr(&j->t, ti);
+                const char *a = (const char *)j->a + r0 * j->a_row_bytes + k0 * mr * a_per_k;
+                float *c = j->C + r0 * j->ldc + p * PANEL;
+                if (j->tile_f32)
+                    j->tile_f32(mr, nc, kc, (const float *)a, (const float *)b, c, j->ldc, j->alpha, beta, next);
+                else
+                    j->tile_bf16(mr, nc, kc, a, (const uint16_t *)b, c, j->ldc, j->alpha, beta, next);
+            }
         }
     }
 }
@@ -354,6 +365,7 @@ static int product(const float *A, int64_t lda, const void *Bp, int layout, floa
     job.ldc = ldc;
     job.N = N;
     job.K = K;
+    job.K2 = pa.K2;
     job.alpha = alpha;
     job.beta = beta;
     job.panels = panels_of(N);

@@ -87,6 +87,16 @@ static int apply(fu_fuse_ctx *c, int anchor, fu_err *err) {
     } else {
         for (int i = 0; i < 3; i++) snprintf(layout[i], sizeof layout[i], "%.4s", s);
     }
+    /* Liveness costs a walk of the graph: only when some rewrite could apply. */
+    int candidate = 0;
+    for (int i = 0; i < 3 && !candidate; i++) {
+        int v = att->in[i];
+        if (strcmp(layout[i], "BHSD") != 0 || v < 0) continue;
+        int rope = fu_m_producer(g, v, "RotaryEmbedding");
+        candidate = head_transpose(g, v) >= 0 || (rope >= 0 && g->nodes[rope].in[0] >= 0 &&
+                                                   head_transpose(g, g->nodes[rope].in[0]) >= 0);
+    }
+    if (!candidate && (fu_attr_string(att, "out_layout", NULL) || c->uses[att->out[0]] != 1)) return 0;
     char *live = malloc((size_t)g->n_nodes + 1);
     if (!live || fu_live_nodes(g, live)) {
         free(live);

@@ -89,14 +89,15 @@ static int reshape_infer(fu_graph *g, fu_node *n, fu_err *err) {
         known_product = fu_dim_mul(known_product, target[i]);
     }
     fu_dim total = shape_product(x->rank, x->shape);
-    char s_total[64], s_known[64];
-    fu_dim_str(g, total, s_total, sizeof s_total);
-    fu_dim_str(g, known_product, s_known, sizeof s_known);
-    if (infer_at >= 0) {
-        if (known_product.coef == 0 || fu_dim_div(total, known_product, &target[infer_at]))
+    int bad = infer_at >= 0 ? known_product.coef == 0 || fu_dim_div(total, known_product, &target[infer_at])
+                            : !fu_dim_eq(total, known_product);
+    if (bad) {   /* the dims as text only for the message: inference runs after every rewrite */
+        char s_total[64], s_known[64];
+        fu_dim_str(g, total, s_total, sizeof s_total);
+        fu_dim_str(g, known_product, s_known, sizeof s_known);
+        if (infer_at >= 0)
             return fu_node_fail(err, g, n, "cannot infer -1: %s elements are not divisible by %s", s_total,
                                 s_known);
-    } else if (!fu_dim_eq(total, known_product)) {
         return fu_node_fail(err, g, n, "input has %s elements but the target shape has %s", s_total, s_known);
     }
     fu_set_output(g, n, 0, x->dtype, count, target);

@@ -615,11 +615,10 @@ static roofline measure_roofline(const char *root) {
 
 /* ---- the parent: side by side with ONNX Runtime --------------------------------- */
 
-/* Which compute peak bounds a lane: float32 FMAs; bfloat16 weights the larger
- * of the FMA peak and a third of the BF16-dot peak (the kernel may compute
- * float32-exact products from a 3-way bf16 split of the activations); the
- * bf16 precision the BF16-dot peak. */
-typedef enum { PEAK_FMA, PEAK_BF16_WEIGHTS, PEAK_BF16_DOT } peak_kind;
+/* Which compute peak bounds a lane: float32 FMAs (float32 lanes, and
+ * bfloat16 weights, which the kernel widens to float32 and multiplies with
+ * FMAs); the bf16 precision the BF16-dot peak. */
+typedef enum { PEAK_FMA, PEAK_BF16_DOT } peak_kind;
 
 typedef struct {
     const char *name;
@@ -635,7 +634,7 @@ enum { SBS_ORT, SBS_F32, SBS_BF16_WEIGHTS, SBS_PRECISION_BF16, N_SBS };
 static const sbs_lane sbs_lanes[N_SBS] = {
     {"ORT float32", 1, VARIANT_F32, NULL, 4, PEAK_FMA, {0, 0}},
     {"fusec float32", 0, VARIANT_F32, NULL, 4, PEAK_FMA, {1.5, 1.25}},
-    {"fusec bf16 weights", 0, VARIANT_BF16, NULL, 2, PEAK_BF16_WEIGHTS, {2.0, 1.3}},
+    {"fusec bf16 weights", 0, VARIANT_BF16, NULL, 2, PEAK_FMA, {2.0, 1.3}},
     {"fusec precision bf16", 0, VARIANT_F32, "bf16", 2, PEAK_BF16_DOT, {3.0, 2.5}},
 };
 
@@ -819,7 +818,6 @@ static double roofline_ms(const sbs_context *cx, const sbs_lane *lane, int threa
     double t = tokens;
     double flops = 2 * cx->shape.matmul_params * t + 4 * cx->shape.attention_width * t * t;
     double peak = rf->fma[threads - 1];
-    if (lane->peak == PEAK_BF16_WEIGHTS && rf->dot[threads - 1] / 3 > peak) peak = rf->dot[threads - 1] / 3;
     if (lane->peak == PEAK_BF16_DOT) peak = rf->dot[threads - 1];
     double compute_s = flops / (peak * 1e9), memory_s = cx->shape.matmul_params * lane->weight_bytes /
                                                            (rf->read[threads - 1] * 1e9);
@@ -943,7 +941,7 @@ static void print_group(const sbs_context *cx, int threads, const server lanes[N
     if (cx->rf.ok && cx->shape.ok) {
         printf("roofline time per forward (ms, @%d / @%d tokens), max(FLOPs / compute peak, weight bytes / %.1f GB/s):\n",
                cx->cases[0].token_count, cx->cases[1].token_count, cx->rf.read[threads - 1]);
-        static const char *const kinds[] = {"float32 (FMA peak)", "bf16 weights (max(FMA, BF16-dot/3))",
+        static const char *const kinds[] = {"float32 (FMA peak)", "bf16 weights (FMA peak)",
                                             "precision bf16 (BF16-dot peak)"};
         for (int l = SBS_F32; l < N_SBS; l++) {
             printf("  %-38s", kinds[l - SBS_F32]);

@@ -159,7 +159,7 @@ static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
 }
 
 /* A whole float32 panel from a float32 source, without per-element checks
- * (the hot case: attention packs its K and V on every call). */
+ * (the hot case of gemm_nt, which packs on every call). */
 static void pack_f32_panel_fast(const pack_b_job *j, float *out, int64_t n0) {
     const float *src = (const float *)j->src;
     if (j->src_transposed) {   /* [K, N]: each k is 32 consecutive columns */

@@ -271,7 +271,8 @@ static void *build_file(const char *cache_dir, const char *path, const char *key
         memset(buf, 0, (size_t)align_up(header_bytes(n)));
         write_header(buf, size, key, e, n);
         /* the header block, and the file's full length (the last copy's padding) */
-        ok = write_all(fd, buf, (size_t)align_up(header_bytes(n)), 0) == 0 && ftruncate(fd, (off_t)size) == 0;
+        ok = write_all(fd, buf, (size_t)align_up(header_bytes(n)), 0) == 0 && ftruncate(fd, (off_t)size) == 0 &&
+             fchmod(fd, 0644) == 0;   /* readable like the libraries beside it */
     }
     if (fd >= 0 && !ok && !err->msg[0]) fu_fail(err, "cannot write %s: %s", tmp, strerror(errno));
     if (ok && rename(tmp, path) != 0) {

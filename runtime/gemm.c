@@ -140,14 +140,13 @@ typedef struct {
     const unsigned char *src;
     int src_is_bf16, src_transposed, layout;
     int64_t N, K;
-    int64_t ld;   /* elements between rows of the source: of B[n] ([N, K]) or of B[.][k] ([K, N]) */
 } pack_b_job;
 
 /* B[n][k] as float32 (0 in the padding), read bytewise: safetensors
  * offsets need not be aligned. */
 static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
     if (n >= j->N || k >= j->K) return 0.0f;
-    int64_t i = j->src_transposed ? k * j->ld + n : n * j->ld + k;
+    int64_t i = j->src_transposed ? k * j->N + n : n * j->K + k;
     if (j->src_is_bf16) {
         uint16_t h;
         memcpy(&h, j->src + 2 * i, 2);
@@ -163,11 +162,11 @@ static inline float b_value(const pack_b_job *j, int64_t n, int64_t k) {
 static void pack_f32_panel_fast(const pack_b_job *j, float *out, int64_t n0) {
     const float *src = (const float *)j->src;
     if (j->src_transposed) {   /* [K, N]: each k is 32 consecutive columns */
-        for (int64_t k = 0; k < j->K; k++) memcpy(out + k * PANEL, src + k * j->ld + n0, PANEL * sizeof(float));
+        for (int64_t k = 0; k < j->K; k++) memcpy(out + k * PANEL, src + k * j->N + n0, PANEL * sizeof(float));
         return;
     }
     for (int64_t k = 0; k < j->K; k++)   /* [N, K]: a column of 32 rows per k */
-        for (int64_t c = 0; c < PANEL; c++) out[k * PANEL + c] = src[(n0 + c) * j->ld + k];
+        for (int64_t c = 0; c < PANEL; c++) out[k * PANEL + c] = src[(n0 + c) * j->K + k];
 }
 
 static void pack_b_panels(void *arg, int64_t begin, int64_t end) {
@@ -194,23 +193,17 @@ static void pack_b_panels(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-/* Packs B with row stride ld into dst (fu_rt_packed_bytes(layout, N, K) bytes). */
-static int pack_strided(void *dst, const void *src, int src_is_bf16, int src_transposed, int64_t ld, int layout,
-                        int64_t N, int64_t K) {
+int fu_rt_pack_weight(void *dst, const void *src, int src_is_bf16, int src_transposed, int layout, int64_t N,
+                      int64_t K) {
     int64_t bytes = fu_rt_packed_bytes(layout, N, K);
     if (bytes < 0) return -1;
-    pack_b_job job = {dst, src, src_is_bf16, src_transposed, layout, N, K, ld};
+    pack_b_job job = {dst, src, src_is_bf16, src_transposed, layout, N, K};
     int64_t panels = panels_of(N);
     /* the tail past the last panel (alignment padding) is zero too */
     int64_t used = panels * panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
     memset((char *)dst + used, 0, (size_t)(bytes - used));
     fu_rt_parallel_for(panels, 4, pack_b_panels, &job);
     return 0;
-}
-
-int fu_rt_pack_weight(void *dst, const void *src, int src_is_bf16, int src_transposed, int layout, int64_t N,
-                      int64_t K) {
-    return pack_strided(dst, src, src_is_bf16, src_transposed, src_transposed ? N : K, layout, N, K);
 }
 
 /* ---- packing A ----------------------------------------------------------------- */
@@ -234,7 +227,6 @@ static int tile_mr(const tiling *t, int64_t i) { return (int)(t->base + (i < t->
 
 typedef struct {
     const float *A;
-    int64_t lda;         /* A's row stride */
     void *out;
     int64_t K, K2;
     tiling t;
@@ -252,7 +244,7 @@ static void pack_a_tiles(void *arg, int64_t begin, int64_t end) {
             float *o = (float *)tile;
             int round = j->format == FU_GEMM_A_F32_ROUNDED;
             for (int i = 0; i < mr; i++) {
-                const float *row = j->A + (r0 + i) * j->lda;
+                const float *row = j->A + (r0 + i) * j->K;
                 if (round)
                     for (int64_t k = 0; k < j->K; k++) o[k * mr + i] = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(row[k]));
                 else
@@ -262,7 +254,7 @@ static void pack_a_tiles(void *arg, int64_t begin, int64_t end) {
         } else {   /* bfloat16 pairs, rounded to nearest even */
             uint32_t *o = (uint32_t *)tile;
             for (int i = 0; i < mr; i++) {
-                const float *row = j->A + (r0 + i) * j->lda;
+                const float *row = j->A + (r0 + i) * j->K;
                 for (int64_t kp = 0; kp < j->K2 / 2; kp++) {
                     uint32_t even_k = fu_rt_f32_to_bf16(row[2 * kp]);
                     uint32_t odd_k = 2 * kp + 1 < j->K ? fu_rt_f32_to_bf16(row[2 * kp + 1]) : 0;
@@ -284,7 +276,7 @@ typedef struct {
     const void *b;          /* packed B */
     int64_t panels, panel_bytes;
     float *C;
-    int64_t ldc, N, K, K2;   /* K2: K as packed (even for bfloat16 pairs) */
+    int64_t N, K, K2;   /* K2: K as packed (even for bfloat16 pairs) */
     float alpha, beta;
 } product_job;
 
@@ -311,11 +303,11 @@ static void product_panels(void *arg, int64_t begin, int64_t end) {
                 int64_t r0 = tile_first_row(&j->t, ti);
                 int mr = tile_mr(&j->t, ti);
                 const char *a = (const char *)j->a + r0 * j->a_row_bytes + k0 * mr * a_per_k;
-                float *c = j->C + r0 * j->ldc + p * PANEL;
+                float *c = j->C + r0 * j->N + p * PANEL;
                 if (j->tile_f32)
-                    j->tile_f32(mr, nc, kc, (const float *)a, (const float *)b, c, j->ldc, j->alpha, beta, next);
+                    j->tile_f32(mr, nc, kc, (const float *)a, (const float *)b, c, j->N, j->alpha, beta, next);
                 else
-                    j->tile_bf16(mr, nc, kc, a, (const uint16_t *)b, c, j->ldc, j->alpha, beta, next);
+                    j->tile_bf16(mr, nc, kc, a, (const uint16_t *)b, c, j->N, j->alpha, beta, next);
             }
         }
     }
@@ -326,14 +318,13 @@ static int worth_threads(int64_t M, int64_t N, int64_t K) { return M * N * K >= 
 
 /* Packs A for the kernel, then runs the panels. Returns -1 when scratch
  * memory runs out (C is then untouched). */
-static int product(const float *A, int64_t lda, const void *Bp, int layout, float *C, int64_t ldc, int64_t M,
-                   int64_t N, int64_t K, float alpha, float beta, int round_a) {
+static int product(const float *A, const void *Bp, int layout, float *C, int64_t M, int64_t N, int64_t K,
+                   float alpha, float beta, int round_a) {
     if (M <= 0 || N <= 0) return 0;
     const fu_gemm_kernels *kern = kernels();
     product_job job = {0};
     pack_a_job pa = {0};
     pa.A = A;
-    pa.lda = lda;
     pa.K = K;
     if (layout == FU_RT_PACK_F32) {
         pa.format = round_a ? FU_GEMM_A_F32_ROUNDED : FU_GEMM_A_F32;
@@ -362,7 +353,6 @@ static int product(const float *A, int64_t lda, const void *Bp, int layout, floa
     job.b = Bp;
     job.panel_bytes = panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
     job.C = C;
-    job.ldc = ldc;
     job.N = N;
     job.K = K;
     job.K2 = pa.K2;
@@ -377,71 +367,63 @@ static int product(const float *A, int64_t lda, const void *Bp, int layout, floa
     return 0;
 }
 
+/* Without scratch memory for packed A: the same sums, one element at a
+ * time, reading B from its panels (Bp) or in place (B, [N, K]). */
+static void product_slow(const float *A, const void *Bp, const void *B, int layout, float *C, int64_t M, int64_t N,
+                         int64_t K, float alpha, float beta, int round_a) {
+    pack_b_job in_place = {NULL, B, layout == FU_RT_PACK_BF16, 0, layout, N, K};
+    int64_t panel_bytes = panel_elems(layout, K) * (layout == FU_RT_PACK_F32 ? 4 : 2);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            const char *panel = B ? NULL : (const char *)Bp + (n / PANEL) * panel_bytes;
+            float dot = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = A[m * K + k], b;
+                if (round_a) a = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(a));
+                if (B) b = b_value(&in_place, n, k);
+                else if (layout == FU_RT_PACK_F32) b = ((const float *)panel)[k * PANEL + n % PANEL];
+                else b = fu_rt_bf16_to_f32(((const uint16_t *)panel)[(k / 2) * 2 * PANEL + 2 * (n % PANEL) + k % 2]);
+                dot += a * b;
+            }
+            C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
+        }
+}
+
 void fu_rt_gemm_packed_f32(const float *A, const float *Bp, float *C, int64_t M, int64_t N, int64_t K,
                            float alpha, float beta) {
-    if (product(A, K, Bp, FU_RT_PACK_F32, C, N, M, N, K, alpha, beta, 0) != 0) {
-        /* unpack-free fallback: read the panels element by element */
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) {
-                const float *panel = Bp + (n / PANEL) * panel_elems(FU_RT_PACK_F32, K);
-                float dot = 0;
-                for (int64_t k = 0; k < K; k++) dot += A[m * K + k] * panel[k * PANEL + n % PANEL];
-                C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
-            }
-    }
+    if (product(A, Bp, FU_RT_PACK_F32, C, M, N, K, alpha, beta, 0) != 0)
+        product_slow(A, Bp, NULL, FU_RT_PACK_F32, C, M, N, K, alpha, beta, 0);
 }
 
 void fu_rt_gemm_packed_bf16(const float *A, const uint16_t *Bp, float *C, int64_t M, int64_t N, int64_t K,
                             float alpha, float beta, int round_activations) {
-    if (product(A, K, Bp, FU_RT_PACK_BF16, C, N, M, N, K, alpha, beta, round_activations) != 0) {
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) {
-                const uint16_t *panel = Bp + (n / PANEL) * panel_elems(FU_RT_PACK_BF16, K);
-                float dot = 0;
-                for (int64_t k = 0; k < K; k++) {
-                    float a = A[m * K + k];
-                    if (round_activations) a = fu_rt_bf16_to_f32(fu_rt_f32_to_bf16(a));
-                    dot += a * fu_rt_bf16_to_f32(panel[(k / 2) * 2 * PANEL + 2 * (n % PANEL) + k % 2]);
-                }
-                C[m * N + n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * C[m * N + n];
-            }
-    }
+    if (product(A, Bp, FU_RT_PACK_BF16, C, M, N, K, alpha, beta, round_activations) != 0)
+        product_slow(A, Bp, NULL, FU_RT_PACK_BF16, C, M, N, K, alpha, beta, round_activations);
 }
 
 /* ---- weights not packed ahead of time --------------------------------------------- */
 
-/* B packed now into the thread's scratch, then the packed product. For
- * weights the compiler could not pack (computed at run time, or inline in
- * the model). */
-static void gemm_strided(const float *A, int64_t lda, const void *B, int b_is_bf16, int b_kn, int64_t ldb, float *C,
-                         int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+/* B [N, K] packed now into the thread's scratch, then the packed product:
+ * for weights the compiler could not pack (computed at run time, or inline
+ * in the model). */
+static void gemm_nt(const float *A, const void *B, int b_is_bf16, float *C, int64_t M, int64_t N, int64_t K,
+                    float alpha, float beta) {
     if (M <= 0 || N <= 0) return;
     int layout = b_is_bf16 ? FU_RT_PACK_BF16 : FU_RT_PACK_F32;
     int64_t bytes = fu_rt_packed_bytes(layout, N, K);
     void *packed = bytes > 0 ? scratch(&b_buf, &b_cap, (size_t)bytes) : NULL;
-    if (packed && pack_strided(packed, B, b_is_bf16, b_kn, ldb, layout, N, K) == 0 &&
-        product(A, lda, packed, layout, C, ldc, M, N, K, alpha, beta, 0) == 0)
+    if (packed && fu_rt_pack_weight(packed, B, b_is_bf16, 0, layout, N, K) == 0 &&
+        product(A, packed, layout, C, M, N, K, alpha, beta, 0) == 0)
         return;
-    /* no scratch memory: the same sums, one element at a time */
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            float dot = 0;
-            for (int64_t k = 0; k < K; k++) {
-                int64_t at = b_kn ? k * ldb + n : n * ldb + k;
-                float b = b_is_bf16 ? fu_rt_bf16_to_f32(((const uint16_t *)B)[at]) : ((const float *)B)[at];
-                dot += A[m * lda + k] * b;
-            }
-            float *c = C + m * ldc + n;
-            *c = beta == 0.0f ? alpha * dot : alpha * dot + beta * *c;
-        }
+    product_slow(A, NULL, B, layout, C, M, N, K, alpha, beta, 0);
 }
 
 void fu_rt_gemm_nt_f32(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K, float alpha,
                        float beta) {
-    gemm_strided(A, K, B, 0, 0, K, C, N, M, N, K, alpha, beta);
+    gemm_nt(A, B, 0, C, M, N, K, alpha, beta);
 }
 
 void fu_rt_gemm_nt_bf16(const float *A, const uint16_t *B, float *C, int64_t M, int64_t N, int64_t K,
                         float alpha, float beta) {
-    gemm_strided(A, K, B, 1, 0, K, C, N, M, N, K, alpha, beta);
+    gemm_nt(A, B, 1, C, M, N, K, alpha, beta);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ir.h"
+#include "ops.h"
 #include "weights.h"
 
 /* ---- errors ---------------------------------------------------------- */
@@ -219,6 +220,7 @@ int fu_graph_add_node(fu_graph *g, const char *name, const char *op, int n_in, c
     if (!name) snprintf(generated, sizeof generated, "node_%d", idx);
     n->name = strdup(name ? name : generated);
     n->op = strdup(op ? op : "");
+    n->op_id = fu_op_id_find(op ? op : "");
     n->in = malloc(sizeof(int) * (size_t)(n_in > 0 ? n_in : 1));
     n->out = malloc(sizeof(int) * (size_t)(n_out > 0 ? n_out : 1));
     if (!n->name || !n->op || !n->in || !n->out) {

@@ -10,6 +10,37 @@
 
 #include "ir.h"
 
+/* The list of ops fusec knows. Each fu_op_X is defined in ir/ops/<file>.c. */
+#define FU_OPS(X)                                                                              \
+    /* elementwise: ir/ops/elementwise.c */                                                 \
+    X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Sqrt) X(Reciprocal) X(Neg) X(Exp) X(Log) X(Erf)    \
+    X(Tanh) X(Sigmoid) X(Relu) X(Cos) X(Sin) X(Abs) X(Max) X(Min) X(Cast) X(Where)          \
+    X(Equal) X(Less) X(Greater) X(LessOrEqual) X(GreaterOrEqual) X(Not) X(And) X(Or)        \
+    X(Expand)                                                                               \
+    /* linear algebra: ir/ops/matmul.c */                                                   \
+    X(MatMul) X(Gemm)                                                                       \
+    /* reductions: ir/ops/reduce.c */                                                       \
+    X(ReduceMean) X(ReduceSum) X(ReduceMax) X(Softmax) X(LogSoftmax)                        \
+    /* views: ir/ops/views.c */                                                             \
+    X(Reshape) X(Flatten) X(Unsqueeze) X(Squeeze) X(Identity)                               \
+    /* data movement: ir/ops/movement.c */                                                  \
+    X(Transpose) X(Concat) X(Slice) X(Split) X(Tile) X(Gather) X(Trilu)                     \
+    /* generators and shapes: ir/ops/generators.c */                                        \
+    X(Range) X(ConstantOfShape) X(Constant) X(Shape)                                       \
+    /* fused ops (fast profile): ir/ops/norm.c, rotary.c, attention.c, swiglu.c,            \
+     * fused_matmul.c */                                                                    \
+    X(RMSNormalization) X(LayerNormalization) X(RotaryEmbedding) X(Attention) X(SwiGLU)     \
+    X(FusedMatMul)
+
+/* Op ids: FU_OP_Add, FU_OP_MatMul, ... in FU_OPS order. Passes compare ids,
+ * not strings. */
+typedef enum {
+#define FU_OP_ID(name) FU_OP_##name,
+    FU_OPS(FU_OP_ID)
+#undef FU_OP_ID
+    FU_OP_COUNT
+} fu_op_id;
+
 struct fu_emit;
 
 typedef struct fu_op {
@@ -42,6 +73,8 @@ typedef struct fu_op {
 } fu_op;
 
 const fu_op *fu_op_find(const char *name);
+/* The id of the op called `name`, -1 when fusec has no such op. */
+int fu_op_id_find(const char *name);
 /* Iterates the registry: returns NULL past the end. */
 const fu_op *fu_op_at(int i);
 

@@ -48,6 +48,7 @@ int fu_pass_pack(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
             if (!op) return fu_fail(err, "%s: out of memory", g->path ? g->path : "model");
             free(n->op);
             n->op = op;
+            n->op_id = FU_OP_FusedMatMul;
             n->def = NULL;   /* resolved again by inference */
         }
         int bf16 = bf16_activations || g->values[n->in[1]].dtype == FU_BF16;

@@ -26,10 +26,10 @@ LIBS    := -ljson-c -ltcc -ldl -lcrypto -lxxhash -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
 
-LIB_SRC := $(wildcard ir/*.c ir/ops/*.c passes/*.c compiler/*.c) runtime/api.c runtime/packed_weights.c
+LIB_SRC := $(wildcard ir/*.c ops/*.c passes/*.c compiler/*.c) runtime/api.c runtime/packed_weights.c
 LIB_SRC := $(filter-out compiler/main.c,$(LIB_SRC))
 RT_SRC  := $(filter-out runtime/api.c runtime/packed_weights.c runtime/gemm_kernels.c,$(wildcard runtime/*.c))
-HDRS    := $(wildcard ir/*.h passes/*.h compiler/*.h runtime/*.h)
+HDRS    := $(wildcard ir/*.h ops/*.h passes/*.h compiler/*.h runtime/*.h)
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o $(BUILD)/obj/build_id.o
 RT_OBJ  := $(patsubst %.c,$(BUILD)/rtobj/%.o,$(RT_SRC)) \

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ir.h"
-#include "ops.h"
+#include "op_ids.h"
 #include "weights.h"
 
 /* ---- errors ---------------------------------------------------------- */

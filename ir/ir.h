@@ -146,7 +146,7 @@ struct fu_op;
 typedef struct fu_node {
     char *name;
     char *op;
-    int op_id;            /* fu_op_id of op (ir/ops.h), -1 for an unknown op; set with op */
+    int op_id;            /* fu_op_id of op (ir/op_ids.h), -1 for an unknown op; set with op */
     const struct fu_op *def;   /* resolved by inference */
     int n_in, n_out;
     int *in;              /* value indices; -1 for an omitted optional input ("") */

@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
-#include "../ir/ops.h"
-#include "../ir/verify.h"
+#include "../ops/ops.h"
+#include "../ops/infer.h"
 #include "../compiler/emit.h"
 #include "../compiler/backend.h"
 

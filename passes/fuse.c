@@ -9,8 +9,8 @@
 #include <string.h>
 #include "fusion.h"
 #include "passes.h"
-#include "../ir/ops.h"
-#include "../ir/verify.h"
+#include "../ops/ops.h"
+#include "../ops/infer.h"
 
 /* One line per rule file. Order matters where patterns nest: attention
  * before the norms would not see its inputs' norms, so norms go first.

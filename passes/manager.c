@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "passes.h"
-#include "../ir/verify.h"
+#include "../ops/infer.h"
 
 /* Every pass by name (a new pass goes here and into a pipeline below). */
 static const fu_pass all_passes[] = {

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
-#include "../ir/ops.h"
+#include "../ops/ops.h"
 
 /* Can the weight be packed at load: a 2-D initializer from the weights file. */
 static int packable_weight(const fu_value *w) {

@@ -30,7 +30,7 @@ const fu_pass *fu_pass_find(const char *name);
 /* Runs the profile's pipeline, stopping after pass `stop_after` (NULL: all). */
 int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err);
 
-int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ir/verify */
+int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ops/infer.c: fu_infer */
 int fu_pass_fold(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* constant folding */
 int fu_pass_dce(fu_graph *g, const fu_pass_opts *o, fu_err *err);    /* dead code */
 /* node_live[i] (n_nodes bytes) = 1 when node i feeds a graph output

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
-#include "../ir/ops.h"
+#include "../ops/ops.h"
 
 #define ARENA_ALIGN 64
 

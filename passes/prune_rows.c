@@ -38,8 +38,8 @@
 #include <string.h>
 #include "fusion.h"
 #include "passes.h"
-#include "../ir/ops.h"
-#include "../ir/verify.h"
+#include "../ops/ops.h"
+#include "../ops/infer.h"
 
 enum { SEL_GATHER, SEL_SLICE };
 

@@ -10,7 +10,7 @@
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
 #include "../ir/npy.h"
-#include "../ir/verify.h"
+#include "../ops/infer.h"
 #include "../ir/weights.h"
 
 /* ---- helpers ----------------------------------------------------------- */

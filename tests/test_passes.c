@@ -10,7 +10,7 @@
 #include "testutil.h"
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
-#include "../ir/verify.h"
+#include "../ops/infer.h"
 #include "../passes/passes.h"
 #include "../compiler/emit.h"
 #include "../compiler/backend.h"

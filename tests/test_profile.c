@@ -12,7 +12,7 @@
 #include "testutil.h"
 #include "../compiler/backend.h"
 #include "../ir/json_ir.h"
-#include "../ir/ops.h"
+#include "../ops/ops.h"
 #include "../ir/npy.h"
 #include "../passes/passes.h"
 #include "../runtime/fusec.h"

@@ -8,8 +8,8 @@
  * and InvStdDev outputs are not supported. */
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 /* Optional input i: its value index, or -1 when absent or "". */
 static int optional_input(const fu_node *n, int i) { return i < n->n_in ? n->in[i] : -1; }

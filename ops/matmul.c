@@ -2,8 +2,8 @@
  * Both run on OpenBLAS sgemm through fu_rt_matmul_f32; float32 only. */
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 
 static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }

@@ -1,7 +1,6 @@
 /* The registry: the table behind fu_op_at / fu_op_find, in FU_OPS order
- * (ir/ops.h), so fu_op_at(FU_OP_Add) is Add. */
-#include <string.h>
-#include "../ops.h"
+ * (ir/op_ids.h), so fu_op_at(FU_OP_Add) is Add. */
+#include "ops.h"
 
 #define DECLARE(name) extern const fu_op fu_op_##name;
 FU_OPS(DECLARE)
@@ -14,12 +13,6 @@ static const fu_op *const registry[] = {FU_OPS(ENTRY)};
 const fu_op *fu_op_at(int i) {
     if (i < 0 || i >= (int)(sizeof registry / sizeof registry[0])) return NULL;
     return registry[i];
-}
-
-int fu_op_id_find(const char *name) {
-    for (int i = 0; i < FU_OP_COUNT; i++)
-        if (strcmp(registry[i]->name, name) == 0) return i;
-    return -1;
 }
 
 const fu_op *fu_op_find(const char *name) { return fu_op_at(fu_op_id_find(name)); }

@@ -21,8 +21,8 @@
  * (only with packed_weight "bf16") rounds A to bfloat16 as well. */
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 

@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../ops.h"
+#include "ops.h"
 
 #define VARIADIC_MAX 8   /* most inputs accepted by Max / Min */
 #define KNOWN_MAX 64     /* largest int tensor whose values inference tracks */

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 /* Largest int64 tensor whose element values are tracked as dims. */
 #define KNOWN_MAX 64

@@ -1,8 +1,8 @@
-/* Shape and dtype helpers shared by the op files (declared in ir/ops.h). */
+/* Shape and dtype helpers shared by the op files (declared in ops/ops.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../ops.h"
+#include "ops.h"
 
 /* Writes a shape as "[2, seq, 64]" for error messages. */
 static void shape_str(const fu_graph *g, int rank, const fu_dim *shape, char *buf, size_t n) {

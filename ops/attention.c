@@ -19,8 +19,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 enum { LAYOUT_BHSD = 0, LAYOUT_BSHD = 1 };
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops.h"
-#include "verify.h"
+#include "infer.h"
 
 static const char *gpath(const fu_graph *g) { return g->path ? g->path : "model"; }
 

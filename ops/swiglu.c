@@ -2,8 +2,8 @@
  * gated activation of Llama/Qwen MLPs, computed by fu_rt_swiglu_f32
  * (runtime/fused.c). Inputs gate and up have the same shape; float32. */
 #include <stdio.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 static int swiglu_infer(fu_graph *g, fu_node *n, fu_err *err) {
     if (fu_require_input(g, n, 0, FU_MASK(FU_F32), err) || fu_require_input(g, n, 1, FU_MASK(FU_F32), err))

@@ -4,7 +4,7 @@
  * known shape values through (Shape -> Unsqueeze -> Concat -> Reshape). */
 #include <stdlib.h>
 #include <string.h>
-#include "../ops.h"
+#include "ops.h"
 
 /* Largest int64 tensor whose element values are tracked as dims. */
 #define KNOWN_MAX 64

@@ -1,5 +1,7 @@
-/* The op registry. Each op lives in one file under ir/ops/ that holds its
- * whole meaning for fusec: arity, shape/dtype rule, and C emitter.
+/* The op registry. Each op lives in one file under ops/ that holds its
+ * whole meaning for fusec: arity, shape/dtype rule, and C emitter (written
+ * with the small toolkit of ops/emit.h). Which ops exist, and their ids,
+ * is the IR's business (ir/op_ids.h); the table is built from that list.
  * Elementwise ops only give a scalar C expression; the emitter wraps it in
  * (possibly fused) loops with broadcasting. Other ops emit calls into the
  * runtime kernels (runtime/fusec_kernels.h).
@@ -8,38 +10,8 @@
 #ifndef FUSEC_OPS_H
 #define FUSEC_OPS_H
 
-#include "ir.h"
-
-/* The list of ops fusec knows. Each fu_op_X is defined in ir/ops/<file>.c. */
-#define FU_OPS(X)                                                                              \
-    /* elementwise: ir/ops/elementwise.c */                                                 \
-    X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Sqrt) X(Reciprocal) X(Neg) X(Exp) X(Log) X(Erf)    \
-    X(Tanh) X(Sigmoid) X(Relu) X(Cos) X(Sin) X(Abs) X(Max) X(Min) X(Cast) X(Where)          \
-    X(Equal) X(Less) X(Greater) X(LessOrEqual) X(GreaterOrEqual) X(Not) X(And) X(Or)        \
-    X(Expand)                                                                               \
-    /* linear algebra: ir/ops/matmul.c */                                                   \
-    X(MatMul) X(Gemm)                                                                       \
-    /* reductions: ir/ops/reduce.c */                                                       \
-    X(ReduceMean) X(ReduceSum) X(ReduceMax) X(Softmax) X(LogSoftmax)                        \
-    /* views: ir/ops/views.c */                                                             \
-    X(Reshape) X(Flatten) X(Unsqueeze) X(Squeeze) X(Identity)                               \
-    /* data movement: ir/ops/movement.c */                                                  \
-    X(Transpose) X(Concat) X(Slice) X(Split) X(Tile) X(Gather) X(Trilu)                     \
-    /* generators and shapes: ir/ops/generators.c */                                        \
-    X(Range) X(ConstantOfShape) X(Constant) X(Shape)                                       \
-    /* fused ops (fast profile): ir/ops/norm.c, rotary.c, attention.c, swiglu.c,            \
-     * fused_matmul.c */                                                                    \
-    X(RMSNormalization) X(LayerNormalization) X(RotaryEmbedding) X(Attention) X(SwiGLU)     \
-    X(FusedMatMul)
-
-/* Op ids: FU_OP_Add, FU_OP_MatMul, ... in FU_OPS order. Passes compare ids,
- * not strings. */
-typedef enum {
-#define FU_OP_ID(name) FU_OP_##name,
-    FU_OPS(FU_OP_ID)
-#undef FU_OP_ID
-    FU_OP_COUNT
-} fu_op_id;
+#include "../ir/ir.h"
+#include "../ir/op_ids.h"   /* FU_OPS, fu_op_id, fu_op_id_find */
 
 struct fu_emit;
 
@@ -73,8 +45,6 @@ typedef struct fu_op {
 } fu_op;
 
 const fu_op *fu_op_find(const char *name);
-/* The id of the op called `name`, -1 when fusec has no such op. */
-int fu_op_id_find(const char *name);
 /* Iterates the registry: returns NULL past the end. */
 const fu_op *fu_op_at(int i);
 
@@ -98,7 +68,7 @@ int fu_require_input(const fu_graph *g, const fu_node *n, int i, unsigned dtype_
 
 /* A batched product C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] as
  * MatMul, Gemm-like and FusedMatMul nodes spell it (numpy batching).
- * Shared by ir/ops/matmul.c and ir/ops/fused_matmul.c. */
+ * Shared by ops/matmul.c and ops/fused_matmul.c. */
 typedef struct {
     int batch_rank;
     fu_dim batch[FU_MAX_RANK];                  /* broadcast batch dims */

@@ -2,8 +2,8 @@
  * float32 only; the work is done by runtime kernels. */
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 
 /* ---- ReduceX ----------------------------------------------------------- */

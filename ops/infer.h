@@ -1,8 +1,9 @@
-/* Shape and dtype inference with verification. */
-#ifndef FUSEC_VERIFY_H
-#define FUSEC_VERIFY_H
+/* Shape and dtype inference with verification: fu_infer runs every op's
+ * shape rule (ops/ops.h) over the graph. */
+#ifndef FUSEC_INFER_H
+#define FUSEC_INFER_H
 
-#include "ir.h"
+#include "../ir/ir.h"
 
 /* Resolves every node's op, checks arity, dangling and duplicate names and
  * cycles, sorts nodes topologically, and infers every value's dtype and

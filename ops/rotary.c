@@ -11,8 +11,8 @@
  * X and Y through strides, so no layout needs a transpose. Y has X's shape. */
 #include <stdio.h>
 #include <string.h>
-#include "../ops.h"
-#include "../../compiler/emit.h"
+#include "ops.h"
+#include "emit.h"
 
 enum { ANGLES_CACHE_BY_POSITION, ANGLES_CACHE_PER_ROW, ANGLES_INV_FREQ };
 

@@ -16,8 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "emit.h"
+#include "driver.h"
 #include "../ir/json_ir.h"
 #include "../ir/npy.h"
 #include "../passes/passes.h"
@@ -178,13 +177,6 @@ static int option_value(int argc, char **argv, int *i, const char *name, const c
 
 static int is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
 
-static int parse_profile(const char *s, fu_profile *p) {
-    if (strcmp(s, "fast") == 0) *p = FU_PROFILE_FAST;
-    else if (strcmp(s, "bare") == 0) *p = FU_PROFILE_BARE;
-    else return -1;
-    return 0;
-}
-
 /* ---- files ----------------------------------------------------------------- */
 
 /* A file written to a temp name next to its target and renamed into place
@@ -245,52 +237,12 @@ static int write_text_atomic(const char *path, const char *text) {
 
 /* ---- shared steps ---------------------------------------------------------- */
 
-/* Loads a JSON model and runs the pipeline (up to stop_after). */
-static fu_graph *load_and_run_passes(const char *path, fu_profile profile, fu_precision precision, int verbose,
-                                     const char *stop_after) {
+/* fu_compile, its error on stderr. */
+static int compile_model(const char *path, const fu_compile_opts *o, fu_compile_result *r) {
     fu_err err = {{0}};
-    fu_graph *g = fu_ir_load(path, &err);
-    if (!g) {
-        fail(EXIT_USER, "%s", err.msg);
-        return NULL;
-    }
-    fu_pass_opts opts = {.profile = profile, .verbose = verbose, .precision = precision};
-    if (fu_run_pipeline(g, &opts, stop_after, &err) != 0) {
-        fail(EXIT_USER, "%s", err.msg);
-        fu_graph_free(g);
-        return NULL;
-    }
-    return g;
-}
-
-/* JSON model -> C source (malloc'd in *c_source) */
-static int generate_c(const char *path, fu_profile profile, fu_precision precision, int verbose, fu_graph **graph_out,
-                      fu_sb *c_source) {
-    fu_graph *g = load_and_run_passes(path, profile, precision, verbose, NULL);
-    if (!g) return -1;
-    fu_err err = {{0}};
-    if (fu_emit_graph(g, c_source, &err) != 0) {
-        fail(EXIT_USER, "%s", err.msg);
-        fu_graph_free(g);
-        return -1;
-    }
-    *graph_out = g;
-    return 0;
-}
-
-/* Checks that a pass name belongs to the profile's pipeline. */
-static int check_pass_name(const char *command, const char *pass, fu_profile profile) {
-    const fu_pass *passes[32];
-    int n = fu_pipeline(profile, passes, 32);
-    if (n > 32) n = 32;
-    for (int i = 0; i < n; i++)
-        if (strcmp(passes[i]->name, pass) == 0) return 0;
-    char names[512] = "load";
-    for (int i = 0; i < n; i++) {
-        size_t len = strlen(names);
-        snprintf(names + len, sizeof names - len, ", %s", passes[i]->name);
-    }
-    return usage(command, "unknown pass '%s' (passes: %s)", pass, names);
+    if (fu_compile(path, o, r, &err) == 0) return 0;
+    fail(EXIT_USER, "%s", err.msg);
+    return -1;
 }
 
 static void shape_text(const fu_graph *g, const fu_value *v, char *buf, size_t n) {
@@ -337,7 +289,7 @@ static int cmd_compile(int argc, char **argv) {
             header = value;
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
-            if (parse_profile(value, &profile)) return usage("compile", "unknown profile '%s' (bare or fast)", value);
+            if (fu_profile_parse(value, &profile)) return usage("compile", "unknown profile '%s' (bare or fast)", value);
         } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             if (fu_precision_parse(value, &precision)) return usage("compile", "unknown precision '%s' (f32 or bf16)", value);
@@ -363,24 +315,23 @@ static int cmd_compile(int argc, char **argv) {
 
     char *default_header = header ? NULL : default_header_path(so_path);
     if (!header) header = default_header;
-    fu_graph *g = NULL;
-    fu_sb c_source = {0};
+    fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision, .verbose = verbose};
+    fu_compile_result r = {0};
     int status = EXIT_USER;
-    if (generate_c(model, profile, precision, verbose, &g, &c_source) != 0) goto done;
-    if (emit_c && write_text_atomic(emit_c, c_source.s) != 0) {
+    if (compile_model(model, &copts, &r) != 0) goto done;
+    if (emit_c && write_text_atomic(emit_c, r.c_source.s) != 0) {
         fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
         goto done;
     }
     fu_err err = {{0}};
-    if (fu_aot_build(c_source.s, so_path, header, &err) != 0) {
+    if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
         fail(EXIT_USER, "%s: %s", model, err.msg);
         goto done;
     }
-    printf("%s: wrote %s and %s (arena %lld bytes)\n", model, so_path, header, (long long)g->arena_bytes);
+    printf("%s: wrote %s and %s (arena %lld bytes)\n", model, so_path, header, (long long)r.graph->arena_bytes);
     status = EXIT_OK;
 done:
-    fu_sb_free(&c_source);
-    fu_graph_free(g);
+    fu_compile_result_free(&r);
     free(default_header);
     return status;
 }
@@ -626,7 +577,7 @@ static int cmd_run(int argc, char **argv) {
             opts.backend = value;
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            if (parse_profile(value, &profile)) return usage("run", "unknown profile '%s' (bare or fast)", value);
+            if (fu_profile_parse(value, &profile)) return usage("run", "unknown profile '%s' (bare or fast)", value);
             opts.profile = value;
         } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
@@ -677,12 +628,12 @@ static int cmd_run(int argc, char **argv) {
         size_t len = strlen(model);
         if (len >= 3 && strcmp(model + len - 3, ".so") == 0)
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
-        fu_graph *g = NULL;
-        fu_sb c_source = {0};
-        if (generate_c(model, profile, precision, opts.verbose, &g, &c_source) != 0) return EXIT_USER;
-        int bad = write_text_atomic(emit_c, c_source.s);
-        fu_sb_free(&c_source);
-        fu_graph_free(g);
+        fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision,
+                                 .verbose = opts.verbose};
+        fu_compile_result r;
+        if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
+        int bad = write_text_atomic(emit_c, r.c_source.s);
+        fu_compile_result_free(&r);
         if (bad) return fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
     }
 
@@ -764,16 +715,15 @@ static void print_fusion_report(FILE *f, const char *model, const fu_fusion_log 
 
 /* Runs the fast pipeline with a fusion log and writes the report to f. */
 static int explain_fusions(const char *model, int verbose, FILE *f) {
-    fu_err err = {{0}};
-    fu_graph *g = fu_ir_load(model, &err);
-    if (!g) return fail(EXIT_USER, "%s", err.msg);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = verbose, .fusion_log = &log};
-    int rc = fu_run_pipeline(g, &opts, NULL, &err);
-    fu_graph_free(g);
+    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_FAST, .verbose = verbose,
+                             .fusion_log = &log};
+    fu_compile_result r;
+    int rc = compile_model(model, &copts, &r);
+    fu_compile_result_free(&r);
     if (rc != 0) {
         fu_fusion_log_free(&log);
-        return fail(EXIT_USER, "%s", err.msg);
+        return EXIT_USER;
     }
     print_fusion_report(f, model, &log);
     fu_fusion_log_free(&log);
@@ -800,7 +750,7 @@ static int cmd_dump(int argc, char **argv) {
             format = value;
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
-            if (parse_profile(value, &profile)) return usage("dump", "unknown profile '%s' (bare or fast)", value);
+            if (fu_profile_parse(value, &profile)) return usage("dump", "unknown profile '%s' (bare or fast)", value);
             profile_given = 1;
         } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
@@ -823,8 +773,8 @@ static int cmd_dump(int argc, char **argv) {
     if (!model) return usage("dump", "no model given");
     if (explain && (after || (profile_given && profile != FU_PROFILE_FAST)))
         return usage("dump", "--explain-fusions runs the whole fast pipeline (no --after, no --profile bare)");
-    int no_passes = after && strcmp(after, "load") == 0;
-    if (after && !no_passes && check_pass_name("dump", after, profile) != 0) return EXIT_USAGE;
+    fu_err err = {{0}};
+    if (after && fu_pass_check_stop(profile, after, &err) != 0) return usage("dump", "%s", err.msg);
 
     if (explain) {
         atomic_file a = {0};
@@ -843,13 +793,11 @@ static int cmd_dump(int argc, char **argv) {
         return status;
     }
 
-    fu_graph *g;
-    if (no_passes) {
-        fu_err err = {{0}};
-        if (!(g = fu_ir_load(model, &err))) return fail(EXIT_USER, "%s", err.msg);
-    } else if (!(g = load_and_run_passes(model, profile, precision, verbose, after))) {
-        return EXIT_USER;
-    }
+    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision,
+                             .verbose = verbose, .stop_after = after};
+    fu_compile_result r;
+    if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
+    fu_graph *g = r.graph;
     atomic_file a = {0};
     FILE *f = stdout;
     if (out_path) {
@@ -859,7 +807,6 @@ static int cmd_dump(int argc, char **argv) {
         }
         f = a.f;
     }
-    fu_err err = {{0}};
     int rc = strcmp(format, "dot") == 0 ? fu_ir_write_dot(g, f, &err) : fu_ir_write(g, f, &err);
     fu_graph_free(g);
     if (rc != 0) {
@@ -906,7 +853,7 @@ static int cmd_info(int argc, char **argv) {
             return EXIT_OK;
         } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
             if (r < 0) return usage("info", "%s needs a value", argv[i]);
-            if (parse_profile(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
+            if (fu_profile_parse(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
         } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
             if (r < 0) return usage("info", "%s needs a value", argv[i]);
             if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
@@ -921,8 +868,10 @@ static int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
-    fu_graph *g = load_and_run_passes(model, profile, precision, verbose, NULL);
-    if (!g) return EXIT_USER;
+    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose};
+    fu_compile_result r;
+    if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
+    fu_graph *g = r.graph;
 
     op_count *counts = calloc((size_t)g->n_nodes + 1, sizeof *counts);
     if (!counts) {

@@ -8,9 +8,10 @@
  *    folded, every output static and small) are copied into a separate
  *    graph that takes the constants as initializers and outputs the values
  *    the rest of the model reads. That graph goes through the normal
- *    infer -> plan -> emit -> JIT path and runs once; its outputs are copied
- *    into owned data on the original values. One compile per pass, so the
- *    op semantics are exactly those of the generated code.
+ *    infer -> plan -> emit -> JIT path and runs once (fu_pass_opts.evaluate,
+ *    which the compile driver provides); its outputs are copied into owned
+ *    data on the original values. One compile per pass, so the op
+ *    semantics are exactly those of the generated code.
  *
  * Weights from the mapped file are read in place (borrowed pointers). A
  * value computed from them is folded only when it is small, and a view of
@@ -22,9 +23,6 @@
 #include <string.h>
 #include "passes.h"
 #include "../ops/ops.h"
-#include "../ops/infer.h"
-#include "../compiler/emit.h"
-#include "../compiler/backend.h"
 
 /* Largest folded output, in elements. */
 #define FOLD_MAX_NUMEL ((int64_t)1 << 20)
@@ -294,66 +292,10 @@ fail:
     return NULL;
 }
 
-/* Compiles and runs the fold graph; results[i] receives a malloc'd copy of
- * output i's bytes. */
-static int evaluate_fold_graph(fu_graph *fg, const fu_pass_opts *o, void **results, fu_err *err) {
-    fu_pass_opts quiet = {.profile = o ? o->profile : FU_PROFILE_BARE};
-    if (fu_infer(fg, err) || fu_pass_plan(fg, &quiet, err)) return -1;
-
-    fu_sb source = {0};
-    if (fu_emit_graph(fg, &source, err)) return -1;
-    fu_compiled code = {0};
-    int rc = fu_jit_compile(source.s, &code, err);
-    fu_sb_free(&source);
-    if (rc) return -1;
-
-    int n_weights = 0;
-    for (int v = 0; v < fg->n_values; v++)
-        if (fg->values[v].storage == FU_STORE_WEIGHT && fg->values[v].index >= n_weights)
-            n_weights = fg->values[v].index + 1;
-    const void **w = calloc((size_t)n_weights + 1, sizeof *w);
-    size_t arena_size = (size_t)(fg->arena_bytes > 0 ? fg->arena_bytes : 1);
-    arena_size = (arena_size + 63) / 64 * 64;
-    void *arena = aligned_alloc(64, arena_size);
-    void **out = calloc((size_t)fg->n_outputs + 1, sizeof *out);
-    int64_t sym[FU_MAX_SYMS] = {0};
-    if (!w || !arena || !out) {
-        rc = fu_fail(err, "%s: out of memory folding constants", graph_path(fg));
-        goto done;
-    }
-    for (int v = 0; v < fg->n_values; v++)
-        if (fg->values[v].storage == FU_STORE_WEIGHT) w[fg->values[v].index] = fg->values[v].data;
-
-    int status = code.run(sym, NULL, w, arena, out);
-    if (status != 0) {
-        if (status - 1 < fg->n_nodes)
-            rc = fu_node_fail(err, fg, &fg->nodes[status - 1],
-                              "failed while folding constants (bad index data?)");
-        else
-            rc = fu_fail(err, "%s: constant folding failed (code %d)", graph_path(fg), status);
-        goto done;
-    }
-    for (int i = 0; i < fg->n_outputs && rc == 0; i++) {
-        const fu_value *v = &fg->values[fg->outputs[i]];
-        int64_t numel = 0;
-        fu_value_numel_const(v, &numel);
-        size_t bytes = (size_t)numel * fu_dtype_size(v->dtype);
-        results[i] = malloc(bytes ? bytes : 1);
-        if (!results[i] || (bytes && !out[i])) {
-            rc = fu_fail(err, "%s: constant folding produced no data for '%s'", graph_path(fg), v->name);
-            break;
-        }
-        if (bytes) memcpy(results[i], out[i], bytes);
-    }
-done:
-    free(w), free(arena), free(out);
-    fu_compiled_free(&code);
-    return rc;
-}
-
 static int fold_by_compiling(fu_graph *g, const fu_pass_opts *o, int *folded, fu_err *err) {
+    if (!o || !o->evaluate) return 0;   /* no compiler to evaluate with: known values only */
     fold_set s = {0};
-    s.fast = o && o->profile == FU_PROFILE_FAST;
+    s.fast = o->profile == FU_PROFILE_FAST;
     if (find_foldable(g, &s)) {
         fold_set_free(&s);
         return fu_fail(err, "%s: out of memory folding constants", graph_path(g));
@@ -368,7 +310,7 @@ static int fold_by_compiling(fu_graph *g, const fu_pass_opts *o, int *folded, fu
     int rc = 0;
     if (!fg) {
         rc = fu_fail(err, "%s: out of memory folding constants", graph_path(g));
-    } else if (evaluate_fold_graph(fg, o, results, err)) {
+    } else if (o->evaluate(fg, o, results, err)) {
         fu_err inner = *err;
         rc = fu_fail(err, "constant folding: %s", inner.msg);
     } else {

@@ -55,6 +55,13 @@ int fu_precision_parse(const char *s, fu_precision *out) {
     return 0;
 }
 
+int fu_profile_parse(const char *s, fu_profile *out) {
+    if (s && strcmp(s, "fast") == 0) *out = FU_PROFILE_FAST;
+    else if (s && strcmp(s, "bare") == 0) *out = FU_PROFILE_BARE;
+    else return -1;
+    return 0;
+}
+
 int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     (void)o;
     return fu_infer(g, err);
@@ -73,29 +80,33 @@ static int live_nodes(const fu_graph *g) {
 
 #define MAX_PIPELINE 32
 
+int fu_pass_check_stop(fu_profile p, const char *name, fu_err *err) {
+    const fu_pass *passes[MAX_PIPELINE];
+    int n = fu_pipeline(p, passes, MAX_PIPELINE);
+    if (n > MAX_PIPELINE) n = MAX_PIPELINE;
+    if (name && strcmp(name, "load") == 0) return 0;
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(passes[i]->name, name) == 0) return 0;
+    char names[512] = "load";
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(names);
+        snprintf(names + len, sizeof names - len, ", %s", passes[i]->name);
+    }
+    char shown[128];
+    fu_sanitize(name ? name : "", shown, sizeof shown);
+    return fu_fail(err, "unknown pass '%s' (passes: %s)", shown, names);
+}
+
 int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err) {
-    fu_pass_opts defaults = {FU_PROFILE_FAST, 0, NULL, FU_PRECISION_F32};
+    fu_pass_opts defaults = {.profile = FU_PROFILE_FAST, .precision = FU_PRECISION_F32};
     if (!o) o = &defaults;
+    if (stop_after && strcmp(stop_after, "load") == 0) return 0;   /* no pass at all */
     if (o->precision == FU_PRECISION_BF16 && o->profile != FU_PROFILE_FAST)
         return fu_fail(err, "precision bf16 needs the fast profile (the bare profile runs the graph as exported)");
+    if (stop_after && fu_pass_check_stop(o->profile, stop_after, err)) return -1;
     const fu_pass *passes[MAX_PIPELINE];
     int n = fu_pipeline(o->profile, passes, MAX_PIPELINE);
     if (n > MAX_PIPELINE) n = MAX_PIPELINE;
-
-    if (stop_after) {
-        int found = 0;
-        for (int i = 0; i < n; i++) found |= strcmp(passes[i]->name, stop_after) == 0;
-        if (!found) {
-            char names[512] = "";
-            for (int i = 0; i < n; i++) {
-                size_t len = strlen(names);
-                snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", passes[i]->name);
-            }
-            char shown[128];
-            fu_sanitize(stop_after, shown, sizeof shown);
-            return fu_fail(err, "unknown pass '%s' (passes: %s)", shown, names);
-        }
-    }
 
     /* The emitter records the profile in the model's metadata. */
     snprintf(g->profile, sizeof g->profile, "%s", o->profile == FU_PROFILE_FAST ? "fast" : "bare");

@@ -11,12 +11,24 @@ typedef enum { FU_PRECISION_F32 = 0, FU_PRECISION_BF16 = 1 } fu_precision;
 
 struct fu_fusion_log;
 
-typedef struct {
+typedef struct fu_pass_opts fu_pass_opts;
+
+/* Compiles a graph of constants (no inputs) and runs it once: outputs[i]
+ * receives a malloc'd copy of output i's bytes. Constant folding evaluates
+ * what inference cannot know through it; the compile driver passes
+ * fu_evaluate_graph (compiler/driver.h), so passes never call up into the
+ * compiler. */
+typedef int (*fu_evaluate_fn)(fu_graph *g, const fu_pass_opts *o, void **outputs, fu_err *err);
+
+struct fu_pass_opts {
     fu_profile profile;
     int verbose;              /* one line per pass on stderr */
     struct fu_fusion_log *fusion_log;   /* if set, fuse and prune_rows record what they did and why not */
     fu_precision precision;
-} fu_pass_opts;
+    /* NULL: fold only folds the values inference knows (Shape of a static
+     * shape and the like), nothing that needs compiling. */
+    fu_evaluate_fn evaluate;
+};
 
 typedef struct {
     const char *name;
@@ -27,7 +39,11 @@ typedef struct {
 /* Passes, in pipeline order for a profile. */
 int fu_pipeline(fu_profile p, const fu_pass **passes, int max);
 const fu_pass *fu_pass_find(const char *name);
-/* Runs the profile's pipeline, stopping after pass `stop_after` (NULL: all). */
+/* Checks that `name` is a pass of the profile's pipeline, or "load" (no
+ * pass at all); fails with "unknown pass 'x' (passes: load, infer, ...)". */
+int fu_pass_check_stop(fu_profile p, const char *name, fu_err *err);
+/* Runs the profile's pipeline, stopping after pass `stop_after` (NULL: all;
+ * "load": none). */
 int fu_run_pipeline(fu_graph *g, const fu_pass_opts *o, const char *stop_after, fu_err *err);
 
 int fu_pass_infer(fu_graph *g, const fu_pass_opts *o, fu_err *err);  /* ops/infer.c: fu_infer */
@@ -43,5 +59,7 @@ int fu_pass_pack(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* packed w
 int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err);   /* loop groups + memory plan */
 /* Parses "f32" / "bf16"; -1 for anything else. */
 int fu_precision_parse(const char *s, fu_precision *out);
+/* Parses "fast" / "bare"; -1 for anything else. */
+int fu_profile_parse(const char *s, fu_profile *out);
 
 #endif

@@ -5,9 +5,7 @@
  * metadata JSON the generated code carries. It names the symbols, the
  * inputs and outputs with their symbolic shapes, the weights to look up in
  * the weights file, and the arena size. */
-#include <errno.h>
 #include <json-c/json.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +13,8 @@
 #include <time.h>
 
 #include "fusec.h"
-#include "../compiler/backend.h"
-#include "../compiler/emit.h"
-#include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../ir/weights.h"
-#include "../passes/passes.h"
 #include "packed_weights.h"
 #include "gemm.h"
 #include "profile.h"
@@ -358,85 +353,20 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Hex sha256 of a file's bytes. */
-static int file_sha256(const char *path, char hex[65], fu_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fu_fail(err, "%s: cannot read: %s", path, strerror(errno));
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
-    char buf[65536];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(ctx, buf, n) == 1;
-    ok = ok && !ferror(f);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned md_len = 0;
-    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= 32;
-    EVP_MD_CTX_free(ctx);
-    fclose(f);
-    if (!ok) return fu_fail(err, "%s: cannot hash the model file", path);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
-
-/* Passes and C emission for a loaded graph (consumed). */
-static int emit_c(fu_graph *g, const fu_pass_opts *popts, fu_sb *c_source, fu_err *err) {
-    int rc = fu_run_pipeline(g, popts, NULL, err);
-    if (rc == 0) rc = fu_emit_graph(g, c_source, err);
-    fu_graph_free(g);
-    return rc;
-}
-
-/* JSON model -> pipeline -> C -> JIT or AOT. An AOT library is cached
- * under a key of the model's inputs (the model file, the weights, the
- * options), so a cache hit skips the passes and the emission. */
+/* JSON model -> fu_compile (JIT, or AOT through the build cache). */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
-    fu_pass_opts popts = {.profile = FU_PROFILE_FAST, .verbose = o->verbose, .fusion_log = NULL};
-    if (o->precision && fu_precision_parse(o->precision, &popts.precision) != 0)
+    fu_compile_opts copts = {.target = FU_TARGET_JIT, .profile = FU_PROFILE_FAST, .verbose = o->verbose,
+                             .cache_dir = o->cache_dir};
+    if (o->precision && fu_precision_parse(o->precision, &copts.precision) != 0)
         return fu_fail(err, "unknown precision '%s' (expected f32 or bf16)", o->precision);
-    if (o->profile && strcmp(o->profile, "bare") == 0)
-        popts.profile = FU_PROFILE_BARE;
-    else if (o->profile && strcmp(o->profile, "fast") != 0)
+    if (o->profile && fu_profile_parse(o->profile, &copts.profile) != 0)
         return fu_fail(err, "unknown profile '%s' (expected fast or bare)", o->profile);
-    int use_aot = 0;
-    if (o->backend && strcmp(o->backend, "aot") == 0)
-        use_aot = 1;
-    else if (o->backend && strcmp(o->backend, "jit") != 0)
+    if (o->backend && fu_backend_parse(o->backend, &copts.target) != 0)
         return fu_fail(err, "unknown backend '%s' (expected jit or aot)", o->backend);
-
-    double t0 = now_ms();
-    fu_graph *g = fu_ir_load(m->path, err);
-    if (!g) return -1;
-    fu_sb c_source = {0};
-    int rc = 0;
-    if (!use_aot) {
-        rc = emit_c(g, &popts, &c_source, err);
-        double t1 = now_ms();
-        if (rc == 0 && o->verbose) fprintf(stderr, "fusec: %s: passes and emission %.1f ms, %zu bytes of C\n", m->path, t1 - t0, c_source.len);
-        if (rc == 0) rc = fu_jit_compile(c_source.s, &m->code, err);
-        if (rc == 0 && o->verbose) fprintf(stderr, "fusec: %s: tcc compile %.1f ms\n", m->path, now_ms() - t1);
-    } else {
-        char model_hash[65];
-        const char *key[4] = {model_hash, g->weights ? fu_weights_identity(g->weights) : "no weights",
-                              popts.profile == FU_PROFILE_FAST ? "fast" : "bare",
-                              popts.precision == FU_PRECISION_BF16 ? "bf16" : "f32"};
-        char *so_path = NULL;
-        int cached = 0;
-        rc = file_sha256(m->path, model_hash, err);
-        if (rc == 0) rc = fu_aot_cache_path(o->cache_dir ? o->cache_dir : "build/cache", key, 4, &so_path, &cached, err);
-        if (rc == 0 && !cached) {
-            rc = emit_c(g, &popts, &c_source, err);
-            g = NULL;
-            if (rc == 0) rc = fu_aot_build(c_source.s, so_path, NULL, err);
-        }
-        fu_graph_free(g);
-        if (rc == 0 && o->verbose)
-            fprintf(stderr, "fusec: %s: %s %s (%.1f ms)\n", m->path, cached ? "cache hit" : "built", so_path,
-                    now_ms() - t0);
-        if (rc == 0) rc = fu_aot_load(so_path, &m->code, err);
-        free(so_path);
-    }
-    fu_sb_free(&c_source);
-    return rc;
+    fu_compile_result r;
+    if (fu_compile(m->path, &copts, &r, err)) return -1;
+    m->code = r.code;
+    return 0;
 }
 
 fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen) {

@@ -16,6 +16,7 @@
 #include "../compiler/backend.h"
 #include "../compiler/emit.h"
 #include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../runtime/fusec.h"
 
@@ -178,7 +179,7 @@ static char *emit_model_c(const char *path) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("%s", err.msg);
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = NULL};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("%s", err.msg);
     fu_sb c = {0};
     if (fu_emit_graph(g, &c, &err)) fail_msg("%s", err.msg);

@@ -15,6 +15,7 @@
 #include "testutil.h"
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
@@ -356,7 +357,7 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
 
     int fused = tu_count_op(g, "Attention");
@@ -712,7 +713,7 @@ static void check_layouts(int q_exported, const char *want_qkv, int want_transpo
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("%s", err.msg);
-    fu_pass_opts o = {.profile = FU_PROFILE_FAST};
+    fu_pass_opts o = {.profile = FU_PROFILE_FAST, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &o, NULL, &err)) fail_msg("%s", err.msg);
     const fu_node *att = tu_find_op(g, "Attention");
     assert_non_null(att);

@@ -15,6 +15,7 @@
 #include "testutil.h"
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
@@ -253,7 +254,7 @@ static void check_model(const char *json, const expectation *want) {
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
 
     int fused_nodes = tu_count_op(g, want->op);
@@ -522,7 +523,7 @@ static void expect_infer_error(const char *json, const char *substring) {
     fu_err err = {{0}};
     fu_graph *g = load_text(json, &err);
     if (g) {
-        fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL};
+        fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
         int rc = fu_run_pipeline(g, &opts, "infer", &err);
         fu_graph_free(g);
         assert_int_equal(rc, -1);

@@ -11,6 +11,7 @@
 #include "../ir/json_ir.h"
 #include "../ir/npy.h"
 #include "../passes/fusion.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../runtime/fusec.h"
 #include "graphutil.h"
@@ -24,7 +25,7 @@ static void test_fast_profile_fuses_every_pattern(void **state) {
     fu_graph *g = fu_ir_load(MODEL, &err);
     if (!g) fail_msg("%s", err.msg);
     fu_fusion_log log = {0};
-    fu_pass_opts o = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
+    fu_pass_opts o = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &o, NULL, &err)) fail_msg("%s", err.msg);
     /* 2 per layer + q/k norms per layer + final norm */
     assert_int_equal(fu_fusion_log_count(&log, "rms_norm", 1), 4 * LAYERS + 1);

@@ -15,6 +15,7 @@
 #include "testutil.h"
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
@@ -347,7 +348,7 @@ static fu_graph *fast_graph(const char *path, fu_fusion_log *log) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) {
         fu_graph_free(g);
         fail_msg("fast pipeline: %s", err.msg);
@@ -726,7 +727,7 @@ static void test_op_rejects_bad_inputs(void **state) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     assert_non_null(g);
-    fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL};
+    fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
     assert_int_not_equal(fu_run_pipeline(g, &opts, NULL, &err), 0);
     assert_non_null(strstr(err.msg, "length of inv_freq"));
     fu_graph_free(g);

@@ -21,6 +21,7 @@
 #include "testutil.h"
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
@@ -150,7 +151,7 @@ static void check(char *json, char *weights, const expectation *want) {
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s\n%s", err.msg, json);
     fu_fusion_log log = {0};
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
 

@@ -14,6 +14,7 @@
 #include "../ir/json_ir.h"
 #include "../ops/ops.h"
 #include "../ir/npy.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../runtime/fusec.h"
 
@@ -53,7 +54,7 @@ static fu_graph *planned_graph(void) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(MODEL, &err);
     if (!g) fail_msg("%s", err.msg);
-    fu_pass_opts o = {.profile = FU_PROFILE_FAST};
+    fu_pass_opts o = {.profile = FU_PROFILE_FAST, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &o, NULL, &err)) fail_msg("%s", err.msg);
     return g;
 }

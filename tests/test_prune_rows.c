@@ -23,6 +23,7 @@
 #include "../ir/ir.h"
 #include "../ir/json_ir.h"
 #include "../passes/fusion.h"
+#include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../compiler/emit.h"
 #include "../runtime/fusec.h"
@@ -34,7 +35,7 @@ static fu_graph *run_fast_pipeline(const char *path, fu_fusion_log *log, const c
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load %s: %s", path, err.msg);
-    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log};
+    fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, stop_after, &err)) fail_msg("pipeline: %s", err.msg);
     return g;
 }

@@ -26,12 +26,16 @@ LIBS    := -ljson-c -ltcc -ldl -lcrypto -lxxhash -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
 
-LIB_SRC := $(wildcard ir/*.c ops/*.c passes/*.c compiler/*.c) runtime/api.c runtime/packed_weights.c
-LIB_SRC := $(filter-out compiler/main.c,$(LIB_SRC))
-RT_SRC  := $(filter-out runtime/api.c runtime/packed_weights.c runtime/gemm_kernels.c,$(wildcard runtime/*.c))
-HDRS    := $(wildcard ir/*.h ops/*.h passes/*.h compiler/*.h runtime/*.h)
+# Layers, each including only those below it: runtime/ (libfusec_rt: what
+# generated code links against) <- ir/ <- ops/ <- passes/ <- compiler/ <-
+# api/ (the public C API) <- cli/ (the fusec command).
+LIB_SRC := $(wildcard ir/*.c ops/*.c passes/*.c compiler/*.c api/*.c)
+RT_SRC  := $(filter-out runtime/gemm_kernels.c,$(wildcard runtime/*.c))
+CLI_SRC := $(wildcard cli/*.c)
+HDRS    := $(wildcard ir/*.h ops/*.h passes/*.h compiler/*.h api/*.h runtime/*.h)
 
-LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o $(BUILD)/obj/build_id.o
+GEN_OBJ := $(BUILD)/obj/kernels_header.o $(BUILD)/obj/jit_symbols.o $(BUILD)/obj/build_id.o
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 RT_OBJ  := $(patsubst %.c,$(BUILD)/rtobj/%.o,$(RT_SRC)) \
            $(foreach v,$(GEMM_VARIANTS),$(BUILD)/rtobj/runtime/gemm_kernels.$(v).o)
 
@@ -62,6 +66,21 @@ $(BUILD)/kernels_header.c: runtime/fusec_kernels.h | $(BUILD)/.deps
 $(BUILD)/obj/kernels_header.o: $(BUILD)/kernels_header.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The JIT's symbol table (compiler/jit_symbols.h): every function the
+# kernels header declares (a line starting with its return type, not static).
+$(BUILD)/jit_symbols.c: runtime/fusec_kernels.h | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from runtime/fusec_kernels.h by the Makefile */'; \
+	   echo '#include "runtime/fusec_kernels.h"'; echo '#include "compiler/jit_symbols.h"'; \
+	   echo 'const fu_jit_symbol fu_jit_symbols[] = {'; \
+	   awk '/^[a-z]/ && !/^static/ { p = index($$0, "("); e = index($$0, "="); if (!p || (e && e < p)) next; \
+	        n = split(substr($$0, 1, p - 1), w, /[^A-Za-z0-9_]+/); while (n > 0 && w[n] == "") n--; \
+	        if (n > 0) printf "    {\"%s\", (const void *)%s},\n", w[n], w[n] }' $<; \
+	   echo '};'; echo 'const int fu_jit_n_symbols = (int)(sizeof fu_jit_symbols / sizeof fu_jit_symbols[0]);'; } > $@
+
+$(BUILD)/obj/jit_symbols.o: $(BUILD)/jit_symbols.c compiler/jit_symbols.h
+	$(CC) $(CFLAGS) -c $< -o $@
+
 # fusec's build identity: a hash of every source that decides generated
 # code, part of the AOT cache key (compiler/aot.c).
 $(BUILD)/build_id.c: $(LIB_SRC) $(RT_SRC) runtime/gemm_kernels.c $(HDRS) | $(BUILD)/.deps
@@ -90,8 +109,8 @@ $(BUILD)/libfusec.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/fusec: compiler/main.c $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
-	$(CC) $(CFLAGS) compiler/main.c $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+$(BUILD)/fusec: $(CLI_SRC) $(wildcard cli/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 # ---- tests --------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
@@ -103,7 +122,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 $(BUILD)/asan/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
-$(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/kernels_header.o $(BUILD)/obj/build_id.o
+$(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libfusec.a $(BUILD)/libfusec_rt.so
@@ -117,7 +136,7 @@ clean:
 	rm -rf $(BUILD)
 
 # ---- the router example (examples/router/README.md) ----------------------
-$(BUILD)/router: examples/router/router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+$(BUILD)/router: examples/router/router.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 router: $(BUILD)/router
@@ -133,7 +152,7 @@ $(BUILD)/bench_kernels: bench/bench_kernels.c runtime/fused_ref.h runtime/fusec_
 
 # Router speed and memory (bench/bench_router.c, docs/performance.md);
 # generates the qwen3-0.6b float32 and bfloat16 models under build/ if missing.
-$(BUILD)/bench_router: bench/bench_router.c runtime/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+$(BUILD)/bench_router: bench/bench_router.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 # The machine's roofline (FMA and BF16-dot peaks, read bandwidth) that
@@ -160,7 +179,7 @@ $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $
 	$(CC) $(CFLAGS) $< $(RT_LINK) -lm -o $@
 
 # Kernels on 1 and 2 threads: where sharing across cores pays (bench/bench_parallel.c).
-$(BUILD)/bench_parallel: bench/bench_parallel.c runtime/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+$(BUILD)/bench_parallel: bench/bench_parallel.c api/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/fusec.h"
+#include "api/fusec.h"
 #include "runtime/fusec_kernels.h"
 
 enum { WARMUP = 20, DEFAULT_RUNS = 200, MAX_LINES = 256, ROUNDS = 3 };

@@ -64,7 +64,7 @@
 
 #include <json-c/json.h>
 
-#include "runtime/fusec.h"
+#include "api/fusec.h"
 
 #define PYTHON "/usr/bin/python3"
 #define N_LOGITS 10

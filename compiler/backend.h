@@ -21,7 +21,7 @@
  *                                                            (slot order of w[])
  *    "packed":  [{"weight": "...", "layout": "f32"|"bf16", "transposed": bool}, ...],
  *               (w[n_weights + i]: the weight packed for the GEMM kernels, see
- *                runtime/packed_weights.h; "transposed": stored [K, N])
+ *                api/packed_weights.h; "transposed": stored [K, N])
  *    "weights_file": "/abs/path.safetensors" or null, "weights_identity": "...",
  *    "arena_bytes": N,
  *    "profile": [{"node": N, "name": "...", "op": "FusedMatMul" | "Loop:Add" ...,

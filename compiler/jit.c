@@ -1,7 +1,8 @@
 /* JIT back end: compiles the generated translation unit in memory with
  * libtcc. The generated code calls the runtime kernels and a few libm/libc
  * functions; every one of them is registered explicitly with
- * tcc_add_symbol and nothing else is linked (-nostdlib) but tcc's own
+ * tcc_add_symbol (the table of compiler/jit_symbols.h, generated from the
+ * kernels header) and nothing else is linked (-nostdlib) but tcc's own
  * helper library, so generated code can call nothing outside that list. */
 #include <dlfcn.h>
 #include <math.h>
@@ -12,7 +13,7 @@
 #include <libtcc.h>
 
 #include "backend.h"
-#include "../runtime/fusec_kernels.h"
+#include "jit_symbols.h"
 
 /* Where Debian's tcc keeps libtcc1.a (helpers such as float to uint64
  * conversion) and its own headers (stddef.h...). */
@@ -38,52 +39,6 @@ static void collect_tcc_message(void *opaque, const char *msg) {
     if (k > 0) m->len += (size_t)k < room ? (size_t)k : room - 1;
 }
 
-typedef struct {
-    const char *name;
-    const void *addr;
-} runtime_symbol;
-
-/* Everything the generated code may call: the non-inline kernels of
- * runtime/fusec_kernels.h and the libm/libc functions it declares. A new
- * kernel in that header must be added here (tests/test_backends.c checks
- * the two lists agree). */
-static const runtime_symbol runtime_symbols[] = {
-    {"fu_rt_f16_to_f32", (const void *)fu_rt_f16_to_f32},
-    {"fu_rt_f32_to_f16", (const void *)fu_rt_f32_to_f16},
-    {"fu_rt_matmul_f32", (const void *)fu_rt_matmul_f32},
-    {"fu_rt_gemm_packed_f32", (const void *)fu_rt_gemm_packed_f32},
-    {"fu_rt_gemm_packed_bf16", (const void *)fu_rt_gemm_packed_bf16},
-    {"fu_rt_gemm_nt_f32", (const void *)fu_rt_gemm_nt_f32},
-    {"fu_rt_convert", (const void *)fu_rt_convert},
-    {"fu_rt_gemm_nt_bf16", (const void *)fu_rt_gemm_nt_bf16},
-    {"fu_rt_reduce_f32", (const void *)fu_rt_reduce_f32},
-    {"fu_rt_softmax_f32", (const void *)fu_rt_softmax_f32},
-    {"fu_rt_copy", (const void *)fu_rt_copy},
-    {"fu_rt_gather", (const void *)fu_rt_gather},
-    {"fu_rt_trilu", (const void *)fu_rt_trilu},
-    {"fu_rt_rms_norm_f32", (const void *)fu_rt_rms_norm_f32},
-    {"fu_rt_layer_norm_f32", (const void *)fu_rt_layer_norm_f32},
-    {"fu_rt_rope_f32", (const void *)fu_rt_rope_f32},
-    {"fu_rt_attention_f32", (const void *)fu_rt_attention_f32},
-    {"fu_rt_swiglu_f32", (const void *)fu_rt_swiglu_f32},
-    {"fu_rt_parallel_for", (const void *)fu_rt_parallel_for},
-    {"fu_rt_profile_begin", (const void *)fu_rt_profile_begin},
-    {"fu_rt_profile_end", (const void *)fu_rt_profile_end},
-    {"expf", (const void *)expf},
-    {"logf", (const void *)logf},
-    {"sqrtf", (const void *)sqrtf},
-    {"powf", (const void *)powf},
-    {"erff", (const void *)erff},
-    {"tanhf", (const void *)tanhf},
-    {"cosf", (const void *)cosf},
-    {"sinf", (const void *)sinf},
-    {"fabsf", (const void *)fabsf},
-    {"floorf", (const void *)floorf},
-    {"fmodf", (const void *)fmodf},
-    {"memcpy", (const void *)memcpy},
-    {"memset", (const void *)memset},
-};
-
 /* Compiles and relocates; called with tcc_lock held. */
 static int jit_compile_locked(TCCState *s, const char *c_source, fu_compiled *out,
                               tcc_messages *msgs, fu_err *err) {
@@ -97,8 +52,7 @@ static int jit_compile_locked(TCCState *s, const char *c_source, fu_compiled *ou
         if (!msgs->len) fu_fail(err, "jit: tcc failed to compile the generated code");
         return -1;
     }
-    for (size_t i = 0; i < sizeof runtime_symbols / sizeof runtime_symbols[0]; i++)
-        tcc_add_symbol(s, runtime_symbols[i].name, runtime_symbols[i].addr);
+    for (int i = 0; i < fu_jit_n_symbols; i++) tcc_add_symbol(s, fu_jit_symbols[i].name, fu_jit_symbols[i].addr);
     if (tcc_add_file(s, FU_TCC_LIB_DIR "/libtcc1.a") < 0) {
         if (!msgs->len) fu_fail(err, "jit: cannot add %s/libtcc1.a", FU_TCC_LIB_DIR);
         return -1;

@@ -14,7 +14,7 @@
  *
  * The plan gives each (weight, layout) a packed slot; the runtime packs the
  * weight at load into a content-addressed file in the build cache and maps
- * it (runtime/packed_weights.c). The attributes are data, so the JSON IR
+ * it (api/packed_weights.c). The attributes are data, so the JSON IR
  * after this pass reloads and compiles as is. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* The per-node profile that fusec_model_run_profiled fills (runtime/profile.c
- * holds the hooks generated code calls; runtime/api.c owns the records and
+ * holds the hooks generated code calls; api/fusec.c owns the records and
  * turns them into fusec_profile_node). */
 #ifndef FUSEC_PROFILE_H
 #define FUSEC_PROFILE_H

@@ -1,5 +1,5 @@
 /* Helpers for tests that inspect a rewritten graph and read model outputs.
- * Include after <cmocka.h>, testutil.h, ir/ir.h and runtime/fusec.h. */
+ * Include after <cmocka.h>, testutil.h, ir/ir.h and api/fusec.h. */
 #ifndef FUSEC_GRAPHUTIL_H
 #define FUSEC_GRAPHUTIL_H
 

@@ -18,7 +18,7 @@
 #include "../ir/json_ir.h"
 #include "../compiler/driver.h"
 #include "../passes/passes.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 
 /* y = Relu(x + b) @ W, x [2,3], b [3], W [3,2]. */
 static const char small_model[] =

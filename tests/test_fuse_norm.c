@@ -19,7 +19,7 @@
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 #include "graphutil.h"
 
 /* ---- model builders ------------------------------------------------------ */

@@ -13,7 +13,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/driver.h"
 #include "../passes/passes.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 #include "graphutil.h"
 
 #define MODEL "fixtures/qwen3_small/model.json"

@@ -19,7 +19,7 @@
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 
 enum { ANGLES_RANGE, ANGLES_IDS_HF, ANGLES_CACHE };
 

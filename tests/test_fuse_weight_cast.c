@@ -25,7 +25,7 @@
 #include "../passes/passes.h"
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 #include "graphutil.h"
 
 #define N_OUT 72

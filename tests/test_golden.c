@@ -14,7 +14,7 @@
 #include <json-c/json.h>
 #include "testutil.h"
 #include "../ir/npy.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 
 typedef struct {
     char dir[512];

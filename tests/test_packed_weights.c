@@ -1,4 +1,4 @@
-/* Packed weights in the build cache (runtime/packed_weights.c) through
+/* Packed weights in the build cache (api/packed_weights.c) through
  * the C API: a miss packs and writes the file, a hit maps it; a changed
  * weights file, a corrupt, truncated or foreign cache file, and two
  * processes building at once all end with correct results; an unwritable
@@ -18,7 +18,7 @@
 #include <cmocka.h>
 #include "testutil.h"
 #include "../ir/ir.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 
 extern char **environ;
 

@@ -1,4 +1,4 @@
-/* The per-node profile (fusec_profile_* in runtime/fusec.h) on the
+/* The per-node profile (fusec_profile_* in api/fusec.h) on the
  * Qwen3-style decoder fixture, both back ends: the records cover every node
  * of the planned graph exactly once, in execution order, under the model's
  * own node names; their times add up to about the whole forward; profiling
@@ -16,7 +16,7 @@
 #include "../ir/npy.h"
 #include "../compiler/driver.h"
 #include "../passes/passes.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 
 #define MODEL FIXTURE("qwen3_small/model.json")
 #define INPUT FIXTURE("qwen3_small/input_ids_17.npy")

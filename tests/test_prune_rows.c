@@ -26,7 +26,7 @@
 #include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../compiler/emit.h"
-#include "../runtime/fusec.h"
+#include "../api/fusec.h"
 #include "graphutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */

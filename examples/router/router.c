@@ -32,7 +32,7 @@
 #include <json-c/json.h>
 #include <openssl/evp.h>
 
-#include "runtime/fusec.h"
+#include "api/fusec.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_SETUP = 2 };
 

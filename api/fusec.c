@@ -1,4 +1,4 @@
-/* The public C API (runtime/fusec.h).
+/* The public C API (api/fusec.h).
  *
  * Whatever the source of the code (a JSON model compiled now, or a library
  * made by `fusec compile`), a model is instantiated the same way: from the
@@ -16,8 +16,8 @@
 #include "../compiler/driver.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
-#include "gemm.h"
-#include "profile.h"
+#include "../runtime/gemm.h"
+#include "../runtime/profile.h"
 
 typedef struct {
     char *name;

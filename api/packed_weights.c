@@ -1,4 +1,4 @@
-/* Packed weights in the build cache (contract in runtime/packed_weights.h).
+/* Packed weights in the build cache (contract in api/packed_weights.h).
  *
  * File layout (little-endian, every offset a multiple of 4096 so the
  * copies are page- and cache-line-aligned in the mapping):
@@ -20,8 +20,8 @@
 #include <xxhash.h>
 
 #include "packed_weights.h"
-#include "gemm.h"
-#include "parallel.h"
+#include "../runtime/gemm.h"
+#include "../runtime/parallel.h"
 #include "../compiler/backend.h"
 
 #define MAGIC "FUSECPW1"

@@ -1,0 +1,113 @@
+/* fusec info MODEL.json: op counts, parameters, shapes, arena size. */
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+#include "../ir/shape.h"
+
+const char help_info[] =
+    "usage: fusec info MODEL.json [options]\n"
+    "\n"
+    "Runs the whole pipeline and prints op counts, parameter count and bytes,\n"
+    "symbols, input and output shapes, arena bytes and the weights file.\n"
+    "\n"
+    "options:\n"
+    "  --profile bare|fast     pass pipeline (default fast)\n"
+    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
+    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "  -v, --verbose           one line per pass on stderr\n"
+    "  -h, --help              this text\n";
+
+typedef struct {
+    const char *op;
+    int count;
+} op_count;
+
+static int by_count_then_name(const void *a, const void *b) {
+    const op_count *x = a, *y = b;
+    if (x->count != y->count) return y->count - x->count;
+    return strcmp(x->op, y->op);
+}
+
+static void print_tensors(const fu_graph *g, const char *title, int n, const int *values) {
+    printf("%s:\n", title);
+    for (int i = 0; i < n; i++) {
+        const fu_value *v = &g->values[values[i]];
+        char shape[512];
+        fu_shape_str(g, v->rank, v->shape, ", ", shape, sizeof shape);
+        printf("  %s %s %s\n", v->name, fu_dtype_name(v->dtype), shape);
+    }
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL, *value;
+    fu_profile profile = FU_PROFILE_FAST;
+    fu_precision precision = FU_PRECISION_F32;
+    int verbose = 0;
+    for (int i = 0; i < argc; i++) {
+        int r;
+        if (is_help(argv[i])) {
+            fputs(help_info, stdout);
+            return EXIT_OK;
+        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
+            if (r < 0) return usage("info", "%s needs a value", argv[i]);
+            if (fu_profile_parse(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
+        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
+            if (r < 0) return usage("info", "%s needs a value", argv[i]);
+            if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
+        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
+            verbose = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage("info", "unknown option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return usage("info", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model) return usage("info", "no model given");
+    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose};
+    fu_compile_result r;
+    if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
+    fu_graph *g = r.graph;
+
+    op_count *counts = calloc((size_t)g->n_nodes + 1, sizeof *counts);
+    if (!counts) {
+        fu_graph_free(g);
+        return fail(EXIT_USER, "out of memory");
+    }
+    int n_ops = 0, n_nodes = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].dead) continue;
+        n_nodes++;
+        int k = 0;
+        while (k < n_ops && strcmp(counts[k].op, g->nodes[i].op) != 0) k++;
+        if (k == n_ops) counts[n_ops++].op = g->nodes[i].op;
+        counts[k].count++;
+    }
+    qsort(counts, (size_t)n_ops, sizeof *counts, by_count_then_name);
+
+    int64_t params = 0, param_bytes = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        const fu_value *val = &g->values[v];
+        int64_t numel;
+        if (val->kind != FU_VAL_CONST || fu_value_numel_const(val, &numel) != 0) continue;
+        params += numel;
+        param_bytes += numel * (int64_t)fu_dtype_size(val->dtype);
+    }
+
+    printf("model: %s (%s)\n", g->name ? g->name : "?", model);
+    printf("profile: %s\n", profile == FU_PROFILE_FAST ? "fast" : "bare");
+    printf("nodes: %d\n", n_nodes);
+    for (int k = 0; k < n_ops; k++) printf("  %-16s %d\n", counts[k].op, counts[k].count);
+    printf("parameters: %lld (%lld bytes)\n", (long long)params, (long long)param_bytes);
+    printf("symbols:%s\n", g->n_syms ? "" : " none");
+    for (int s = 0; s < g->n_syms; s++) printf("  %s <= %lld\n", g->sym_names[s], (long long)g->sym_max[s]);
+    print_tensors(g, "inputs", g->n_inputs, g->inputs);
+    print_tensors(g, "outputs", g->n_outputs, g->outputs);
+    printf("arena: %lld bytes\n", (long long)g->arena_bytes);
+    printf("weights file: %s\n", g->weights_path ? g->weights_path : "none");
+    free(counts);
+    fu_graph_free(g);
+    return EXIT_OK;
+}
+

@@ -9,4 +9,10 @@
 /* Emits the whole translation unit for a planned graph. */
 int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err);
 
+/* Inside the emitter (compiler/emit_loop.c): emits the loop of the loop
+ * group whose members (node indices, in order) are given, and the typedef
+ * of the context its range functions receive. */
+int fu_emit_loop_group(fu_emit *e, const int *members, int n_members, fu_err *err);
+extern const char fu_loop_context_type[];
+
 #endif

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "emit.h"
 
 enum { LAYOUT_BHSD = 0, LAYOUT_BSHD = 1 };
@@ -40,7 +41,6 @@ typedef struct {
 } attn_plan;
 
 static int present(const fu_node *n, int i) { return i < n->n_in && n->in[i] >= 0; }
-static int dim_is(fu_dim d, int64_t c) { return fu_dim_is_const(d) && d.coef == c; }
 
 static void dim_text(const fu_graph *g, fu_dim d, char *buf, size_t n) { fu_dim_str(g, d, buf, n); }
 
@@ -142,12 +142,12 @@ static int plan_mask(const fu_graph *g, const fu_node *n, attn_plan *p, fu_err *
     for (int i = m->rank - 1; i >= 0; i--) {
         int axis = 4 - m->rank + i;
         fu_dim d = m->shape[i];
-        if (!dim_is(d, 1) && !fu_dim_eq(d, target[axis])) {
+        if (!fu_dim_is(d, 1) && !fu_dim_eq(d, target[axis])) {
             char t[64];
             dim_text(g, d, t, sizeof t);
             return fu_node_fail(err, g, n, "attn_mask dim %d (%s) does not broadcast to %s", i, t, names[axis]);
         }
-        strides[axis] = dim_is(d, 1) ? fu_dim_const(0) : stride;
+        strides[axis] = fu_dim_is(d, 1) ? fu_dim_const(0) : stride;
         stride = fu_dim_mul(stride, d);
     }
     p->mask = 3;
@@ -182,9 +182,9 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         read_4d(v, layout[2], &vb, &vh, &vl, &p->v_head_dim, p->v_stride);
         p->kv_heads = kh;
         if (same_dim(g, n, "V heads and K heads", vh, kh, err)) return -1;
-        if (attr_hq > 0 && !dim_is(p->q_heads, attr_hq))
+        if (attr_hq > 0 && !fu_dim_is(p->q_heads, attr_hq))
             return fu_node_fail(err, g, n, "q_num_heads=%lld does not match Q", (long long)attr_hq);
-        if (attr_hkv > 0 && !dim_is(kh, attr_hkv))
+        if (attr_hkv > 0 && !fu_dim_is(kh, attr_hkv))
             return fu_node_fail(err, g, n, "kv_num_heads=%lld does not match K", (long long)attr_hkv);
     } else {
         if (attr_hq <= 0 || attr_hkv <= 0)

@@ -3,19 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops.h"
-
-/* Writes a shape as "[2, seq, 64]" for error messages. */
-static void shape_str(const fu_graph *g, int rank, const fu_dim *shape, char *buf, size_t n) {
-    size_t len = 0;
-    buf[0] = '\0';
-    len += (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < rank && len < n; i++) {
-        char d[64];
-        fu_dim_str(g, shape[i], d, sizeof d);
-        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? ", " : "", d);
-    }
-    if (len < n) snprintf(buf + len, n - len, "]");
-}
+#include "../ir/shape.h"
 
 /* Numpy rule, aligned from the right: equal dims pass, a constant 1 takes
  * the other side's dim. A symbolic dim against a different dim is an error
@@ -36,8 +24,8 @@ int fu_broadcast(const fu_graph *g, const fu_node *n, int ra, const fu_dim *a, i
             res[i] = db;
         } else {
             char sa[256], sb[256];
-            shape_str(g, ra, a, sa, sizeof sa);
-            shape_str(g, rb, b, sb, sizeof sb);
+            fu_shape_str(g, ra, a, ", ", sa, sizeof sa);
+            fu_shape_str(g, rb, b, ", ", sb, sizeof sb);
             return fu_node_fail(err, g, n, "shapes %s and %s do not broadcast", sa, sb);
         }
     }

@@ -22,9 +22,9 @@
 #include <stdio.h>
 #include <string.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "emit.h"
 
-static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 
 /* One product's shape, shared by infer and emit. 1-D operands are promoted
  * (A [K] -> [1,K], B [K] -> [K,1]) and the promoted dim dropped from Y.
@@ -72,17 +72,17 @@ static int check_bias(const fu_graph *g, const fu_node *n, fmm_shape *p, fu_err 
     if (c->rank < 1 || c->rank > p->out_rank)
         return fu_node_fail(err, g, n, "bias must have rank 1 to %d (got %d)", p->out_rank, c->rank);
     for (int i = 0; i < c->rank - 1; i++)
-        if (!dim_is_one(c->shape[i]))
+        if (!fu_dim_is_one(c->shape[i]))
             return fu_node_fail(err, g, n, "bias must broadcast along the last axis only ([N] or [1, ..., N])");
     fu_dim last = c->shape[c->rank - 1];
-    if (!dim_is_one(last) && !fu_dim_eq(last, p->n)) {
+    if (!fu_dim_is_one(last) && !fu_dim_eq(last, p->n)) {
         char a[64], b[64];
         fu_dim_str(g, last, a, sizeof a);
         fu_dim_str(g, p->n, b, sizeof b);
         return fu_node_fail(err, g, n, "bias last dim %s must be N = %s (or 1)", a, b);
     }
     p->has_bias = 1;
-    p->bias_is_row = !dim_is_one(last);
+    p->bias_is_row = !fu_dim_is_one(last);
     return 0;
 }
 

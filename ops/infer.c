@@ -4,19 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "infer.h"
 
 static const char *gpath(const fu_graph *g) { return g->path ? g->path : "model"; }
 
+/* "float32 [2,seq]" */
 static void shape_text(const fu_graph *g, fu_dtype t, int rank, const fu_dim *shape, char *buf,
                        size_t n) {
-    size_t len = (size_t)snprintf(buf, n, "%s [", fu_dtype_name(t));
-    for (int i = 0; i < rank && len < n; i++) {
-        char d[64];
-        fu_dim_str(g, shape[i], d, sizeof d);
-        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? "," : "", d);
-    }
-    if (len < n) snprintf(buf + len, n - len, "]");
+    size_t len = (size_t)snprintf(buf, n, "%s ", fu_dtype_name(t));
+    if (len < n) fu_shape_str(g, rank, shape, ",", buf + len, n - len);
 }
 
 static int arity_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *what, int lo,
@@ -157,10 +154,7 @@ static int check_declared_outputs(const fu_graph *g, fu_err *err) {
         const fu_value *v = &g->values[g->outputs[i]];
         if (v->decl_rank < 0 && v->decl_dtype == FU_UNDEF) continue;
         int same = v->decl_dtype == FU_UNDEF || v->decl_dtype == v->dtype;
-        if (v->decl_rank >= 0) {
-            same = same && v->decl_rank == v->rank;
-            for (int d = 0; same && d < v->rank; d++) same = fu_dim_eq(v->decl_shape[d], v->shape[d]);
-        }
+        if (v->decl_rank >= 0) same = same && fu_shape_eq(v->decl_rank, v->decl_shape, v->rank, v->shape);
         if (same) continue;
         char decl[300], got[300], safe_v[128];
         fu_sanitize(v->name, safe_v, sizeof safe_v);

@@ -3,10 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "emit.h"
 
 
-static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 
 /* ---- MatMul -------------------------------------------------------------- */
 
@@ -73,7 +73,7 @@ static int matmul_infer(fu_graph *g, fu_node *n, fu_err *err) {
 static int batch_mode(const fu_batched_matmul *p, const fu_dim *op_batch) {
     int all_one = 1, all_full = 1;
     for (int i = 0; i < p->batch_rank; i++) {
-        if (!dim_is_one(op_batch[i])) all_one = 0;
+        if (!fu_dim_is_one(op_batch[i])) all_one = 0;
         if (!fu_dim_eq(op_batch[i], p->batch[i])) all_full = 0;
     }
     if (all_one) return 0;
@@ -108,8 +108,8 @@ void fu_emit_batched_matmul(fu_emit *e, const fu_batched_matmul *p, const char *
     fu_dim stride_a = fu_dim_mul(p->m, p->k), stride_b = fu_dim_mul(p->k, p->n);
     for (int i = p->batch_rank - 1; i >= 0; i--) {
         char sa[64], sb[64], d[64];
-        snprintf(sa, sizeof sa, "%s", dim_is_one(p->a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
-        snprintf(sb, sizeof sb, "%s", dim_is_one(p->b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
+        snprintf(sa, sizeof sa, "%s", fu_dim_is_one(p->a_batch[i]) ? "0" : fu_emit_dim(e, stride_a));
+        snprintf(sb, sizeof sb, "%s", fu_dim_is_one(p->b_batch[i]) ? "0" : fu_emit_dim(e, stride_b));
         snprintf(d, sizeof d, "%s", fu_emit_dim(e, p->batch[i]));
         fu_emitf(e, "digit = rest %% %s; rest /= %s; off_a += digit * %s; off_b += digit * %s;", d, d, sa, sb);
         stride_a = fu_dim_mul(stride_a, p->a_batch[i]);
@@ -166,7 +166,7 @@ static int gemm_infer(fu_graph *g, fu_node *n, fu_err *err) {
         fu_dim target[2] = {m, nn};
         for (int i = 0; i < c->rank; i++) {
             fu_dim cd = c->shape[i], td = target[2 - c->rank + i];
-            if (!dim_is_one(cd) && !fu_dim_eq(cd, td))
+            if (!fu_dim_is_one(cd) && !fu_dim_eq(cd, td))
                 return fu_node_fail(err, g, n, "Gemm C (rank %d) does not broadcast to [M, N]", c->rank);
         }
     }
@@ -193,9 +193,9 @@ static int gemm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
         fu_dim shape[2] = {m, nn}, dst_strides[2] = {nn, fu_dim_const(1)};
         fu_dim src_strides[2] = {fu_dim_const(0), fu_dim_const(0)};
         if (c->rank == 2) {
-            if (!dim_is_one(c->shape[0])) src_strides[0] = c->shape[1];
-            if (!dim_is_one(c->shape[1])) src_strides[1] = fu_dim_const(1);
-        } else if (c->rank == 1 && !dim_is_one(c->shape[0])) {
+            if (!fu_dim_is_one(c->shape[0])) src_strides[0] = c->shape[1];
+            if (!fu_dim_is_one(c->shape[1])) src_strides[1] = fu_dim_const(1);
+        } else if (c->rank == 1 && !fu_dim_is_one(c->shape[0])) {
             src_strides[1] = fu_dim_const(1);
         }
         if (fu_emit_dim_array(e, "sh", 2, shape) || fu_emit_dim_array(e, "ds", 2, dst_strides) ||

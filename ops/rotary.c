@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "emit.h"
 
 enum { ANGLES_CACHE_BY_POSITION, ANGLES_CACHE_PER_ROW, ANGLES_INV_FREQ };
@@ -31,8 +32,6 @@ typedef struct {
     int has_positions;
     int positions_per_batch;                /* position_ids [B, S] with B not 1 */
 } rope_plan;
-
-static int is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 
 static int has_input(const fu_node *n, int i) { return i < n->n_in && n->in[i] >= 0; }
 
@@ -104,7 +103,7 @@ static int plan_positions(const fu_graph *g, const fu_node *n, rope_plan *p, fu_
     if (pos->rank == 1) return dims_differ(g, n, "length of position_ids", pos->shape[0], p->seq, err);
     if (pos->rank != 2) return fu_node_fail(err, g, n, "position_ids must be [B, S] or [S] (got rank %d)", pos->rank);
     if (dims_differ(g, n, "dim 1 of position_ids", pos->shape[1], p->seq, err)) return -1;
-    if (is_one(pos->shape[0])) return 0;
+    if (fu_dim_is_one(pos->shape[0])) return 0;
     if (dims_differ(g, n, "dim 0 of position_ids", pos->shape[0], p->batch, err)) return -1;
     p->positions_per_batch = 1;
     return 0;
@@ -141,7 +140,7 @@ static int plan_angles(const fu_graph *g, const fu_node *n, rope_plan *p, fu_err
     if (p->has_positions)
         return fu_node_fail(err, g, n, "with position_ids the caches must be 2-D [max_pos, rotary_dim/2]");
     if (dims_differ(g, n, "dim 1 of cos_cache", c->shape[1], p->seq, err)) return -1;
-    if (!is_one(c->shape[0])) {
+    if (!fu_dim_is_one(c->shape[0])) {
         if (dims_differ(g, n, "dim 0 of cos_cache", c->shape[0], p->batch, err)) return -1;
         p->cache_per_batch = 1;
     }

@@ -3,15 +3,14 @@
  * (runtime/fused.c). Inputs gate and up have the same shape; float32. */
 #include <stdio.h>
 #include "ops.h"
+#include "../ir/shape.h"
 #include "emit.h"
 
 static int swiglu_infer(fu_graph *g, fu_node *n, fu_err *err) {
     if (fu_require_input(g, n, 0, FU_MASK(FU_F32), err) || fu_require_input(g, n, 1, FU_MASK(FU_F32), err))
         return -1;
     const fu_value *gate = &g->values[n->in[0]], *up = &g->values[n->in[1]];
-    int same = gate->rank == up->rank && gate->rank >= 1;
-    for (int i = 0; same && i < gate->rank; i++) same = fu_dim_eq(gate->shape[i], up->shape[i]);
-    if (!same) return fu_node_fail(err, g, n, "gate and up must have the same shape (rank >= 1)");
+    if (gate->rank < 1 || !fu_value_same_shape(gate, up)) return fu_node_fail(err, g, n, "gate and up must have the same shape (rank >= 1)");
     fu_set_output(g, n, 0, FU_F32, gate->rank, gate->shape);
     return 0;
 }

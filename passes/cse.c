@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
+#include "../ir/shape.h"
 
 /* ---- hashing --------------------------------------------------------- */
 
@@ -117,9 +118,7 @@ static uint64_t hash_const(const fu_value *v) {
 }
 
 static int consts_equal(const fu_value *a, const fu_value *b) {
-    if (a->dtype != b->dtype || a->rank != b->rank || a->nbytes != b->nbytes) return 0;
-    for (int k = 0; k < a->rank; k++)
-        if (!fu_dim_eq(a->shape[k], b->shape[k])) return 0;
+    if (a->dtype != b->dtype || a->nbytes != b->nbytes || !fu_value_same_shape(a, b)) return 0;
     return memcmp(a->data, b->data, a->nbytes) == 0;
 }
 

@@ -17,18 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
+#include "../ir/shape.h"
 #include "../ops/ops.h"
 
 #define ARENA_ALIGN 64
 
 static int is_elementwise(const fu_node *n) { return n->def && n->def->expr != NULL; }
-
-static int same_shape(const fu_value *a, const fu_value *b) {
-    if (a->rank != b->rank) return 0;
-    for (int k = 0; k < a->rank; k++)
-        if (!fu_dim_eq(a->shape[k], b->shape[k])) return 0;
-    return 1;
-}
 
 /* Walks consumers backwards from each group root, pulling in producers. */
 static void assign_loop_groups(fu_graph *g, const int *uses) {
@@ -50,7 +44,7 @@ static void assign_loop_groups(fu_graph *g, const int *uses) {
             if (val->producer < 0 || val->is_output || uses[v] != 1) continue;
             fu_node *p = &g->nodes[val->producer];
             if (!is_elementwise(p) || p->loop_group >= 0 || p->n_out != 1) continue;
-            if (!same_shape(val, root_out)) continue;
+            if (!fu_value_same_shape(val, root_out)) continue;
             p->loop_group = n->loop_group;
         }
     }

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fusion.h"
+#include "../ir/shape.h"
 #include "passes.h"
 #include "../ops/ops.h"
 #include "../ops/infer.h"
@@ -67,7 +68,6 @@ typedef struct {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static int dim_is_one(fu_dim d) { return fu_dim_is_const(d) && d.coef == 1; }
 
 static int norm_axis(int64_t axis, int rank) {
     if (axis < -rank || axis >= rank) return -1;
@@ -166,7 +166,7 @@ static int read_only_by_selections(const fu_graph *g, const row_sel *sel, int v,
 static int broadcast_axis(const fu_graph *g, int in, const fu_value *y, int a) {
     const fu_value *x = &g->values[in];
     int ax = a - (y->rank - x->rank);
-    if (ax < 0 || dim_is_one(x->shape[ax])) return -1;
+    if (ax < 0 || fu_dim_is_one(x->shape[ax])) return -1;
     return fu_dim_eq(x->shape[ax], y->shape[a]) ? ax : -2;
 }
 
@@ -233,7 +233,7 @@ static int plan_matmul(const fu_graph *g, const fu_node *p, int a, row_plan *pla
         for (int i = 0; i < 2; i++) {
             const fu_value *x = &g->values[p->in[i]];
             int ax = a - (y->rank - x->rank);
-            if (ax >= 0 && ax < x->rank - 2 && !dim_is_one(x->shape[ax])) plan->axis[i] = ax;
+            if (ax >= 0 && ax < x->rank - 2 && !fu_dim_is_one(x->shape[ax])) plan->axis[i] = ax;
         }
     }
     if (strcmp(p->op, "Gemm") == 0 && input_present(p, 2)) {   /* C broadcasts to [M, N] */
@@ -412,7 +412,7 @@ static int plan_attention(const fu_graph *g, const fu_node *p, int a, row_plan *
     if (input_present(p, 3)) {   /* mask broadcast to [B, Hq, Lq, Lk]: Lq is scores axis 2 */
         const fu_value *m = &g->values[p->in[3]];
         int ax = 2 - (4 - m->rank);
-        if (ax >= 0 && !dim_is_one(m->shape[ax])) plan->axis[3] = ax;
+        if (ax >= 0 && !fu_dim_is_one(m->shape[ax])) plan->axis[3] = ax;
     }
     if (input_present(p, 7)) {
         plan->axis[7] = 0;

@@ -93,6 +93,8 @@ typedef struct fu_match {
     int anchor, variant;      /* variant: index of the rule's pattern that matched */
     int near, quiet;          /* a NEAR node was found / failures are silent */
     char why[256];            /* the first near-miss failure */
+    /* What a rule's check found, for its rewrite (a struct of the rule's own). */
+    _Alignas(16) unsigned char findings[512];
 } fu_match;
 
 /* ---- rules ------------------------------------------------------------------ */

@@ -130,7 +130,7 @@ const char *fu_m_name(const fu_graph *g, int v) {
 
 typedef struct {
     int v[FU_PAT_CAPTURES], node[FU_PAT_CAPTURES];
-    int n_nodes, near, quiet;
+    int n_nodes, near, quiet, had_why;
 } saved;
 
 static void save(const fu_match *m, saved *s) {
@@ -139,6 +139,7 @@ static void save(const fu_match *m, saved *s) {
     s->n_nodes = m->n_nodes;
     s->near = m->near;
     s->quiet = m->quiet;
+    s->had_why = m->why[0] != 0;
 }
 
 static void restore(fu_match *m, const saved *s) {
@@ -147,6 +148,12 @@ static void restore(fu_match *m, const saved *s) {
     m->n_nodes = s->n_nodes;
     m->near = s->near;
     m->quiet = s->quiet;
+}
+
+/* A branch failed but a later one matched: its failure was no near miss. */
+static int matched_after_all(fu_match *m, const saved *s) {
+    if (!s->had_why) m->why[0] = 0;
+    return 1;
 }
 
 /* Records the first failure seen after a NEAR node. */
@@ -221,7 +228,7 @@ static int match_node(const fu_graph *g, const fu_pat *p, int v, fu_match *m) {
     if (match_operands(g, p, node, order, m)) return 1;
     restore(m, &s);
     order[0] = 1, order[1] = 0;
-    return match_operands(g, p, node, order, m);
+    return match_operands(g, p, node, order, m) && matched_after_all(m, &s);
 }
 
 /* `user` names the pattern node whose operand v is, for messages. */
@@ -243,13 +250,15 @@ static int match(const fu_graph *g, const fu_pat *p, int v, fu_match *m, const c
         return bind(g, m, p, v, -1);
     }
     case FU_PAT_EITHER:
+    {
+        saved s;
+        save(m, &s);
         for (int i = 0; i < p->n_in; i++) {
-            saved s;
-            save(m, &s);
-            if (match(g, p->in[i], v, m, user)) return 1;
+            if (match(g, p->in[i], v, m, user)) return matched_after_all(m, &s);
             restore(m, &s);
         }
         return 0;
+    }
     case FU_PAT_CAPTURE:
         if (!match(g, p->in[0], v, m, user)) return 0;
         return bind(g, m, p, v, g->values[v].producer) ||

@@ -49,9 +49,11 @@ FU_RT_SIMD_INLINE double exp_d(double y) {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    union { double d; int64_t i; } bits = {shifted};
-    union { int64_t i; double d; } scale;
-    scale.i = (bits.i - (int64_t)0x4338000000000000 + 1023) * ((int64_t)1 << 52);
+    /* 2^n: n sits in the low mantissa bits of shifted (unsigned arithmetic,
+     * so a NaN's bits wrap harmlessly: p is NaN then). */
+    union { double d; uint64_t u; } bits = {shifted};
+    union { uint64_t u; double d; } scale;
+    scale.u = (bits.u - 0x4338000000000000u + 1023u) << 52;
     return p * scale.d;
 }
 

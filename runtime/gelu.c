@@ -63,15 +63,16 @@ FU_RT_SIMD_INLINE double exp_d(double y) {
  * t = 2 / (2 + z), with g a degree-12 polynomial in u = a t + b (u in [-1, 1]
  * over [0, 10.5]; farther out it extrapolates gently while -z^2 dominates),
  * a Chebyshev least-squares fit of log(erfc(z) / t) + z^2 against Python's
- * math.erfc, converted to monomials. The exponent is clamped at -708, so
- * erfc is at most t * 1e-307 out there: x Phi(x) rounds to 0 in float. */
+ * math.erfc, converted to monomials (scripts/fit_gelu_erfc.py prints it).
+ * The exponent is clamped at -708, so erfc is at most t * 1e-307 out there:
+ * x Phi(x) rounds to 0 in float. */
 FU_RT_SIMD_INLINE double half_erfc(double z) {
     static const double g[13] = {
-        -0.56315678571037242,   0.574609975630894,       0.016716069154956433,
-        -0.030147699803841087,  -0.0012308647202001223,  0.0038775265629995095,
-        -0.00026640014774446084, -0.0005884519574757271, 0.00015140636441493251,
-        7.6113741823238126e-05, -4.0812935067954003e-05, -5.6744133818220433e-06,
-        5.5984053486191658e-06,
+        -0.56315678571037253, 0.57460997563089411, 0.016716069154952475,
+        -0.030147699803838485, -0.0012308647201475719, 0.0038775265629892616,
+        -0.0002664001479568863, -0.00058845195745666108, 0.00015140636478226815,
+        7.6113741806714316e-05, -4.0812935352670895e-05, -5.6744133767378136e-06,
+        5.5984054299668446e-06,
     };
     double t = 2.0 / (2.0 + z);
     double u = 2.380952380952381 * t - 1.380952380952381;

@@ -66,6 +66,7 @@ static const runtime_symbol runtime_symbols[] = {
     {"fu_rt_rope_f32", (const void *)fu_rt_rope_f32},
     {"fu_rt_attention_f32", (const void *)fu_rt_attention_f32},
     {"fu_rt_swiglu_f32", (const void *)fu_rt_swiglu_f32},
+    {"fu_rt_gelu_f32", (const void *)fu_rt_gelu_f32},
     {"fu_rt_parallel_for", (const void *)fu_rt_parallel_for},
     {"fu_rt_profile_begin", (const void *)fu_rt_profile_begin},
     {"fu_rt_profile_end", (const void *)fu_rt_profile_end},

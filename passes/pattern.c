@@ -246,7 +246,9 @@ static int match(const fu_graph *g, const fu_pat *p, int v, fu_match *m, const c
     case FU_PAT_SCALAR: {
         double x;
         if (!fu_m_const_scalar(g, v, &x)) return miss(m, "%s is not a constant scalar", p->label);
-        if (!isnan(p->scalar) && x != p->scalar) return miss(m, "%s is %g, not %g", p->label, x, p->scalar);
+        /* float32 constants of irrational values (sqrt(2), sqrt(2/pi)) match to float32 precision */
+        if (!isnan(p->scalar) && fabs(x - p->scalar) > 1e-6 * fabs(p->scalar))
+            return miss(m, "%s is %g, not %g", p->label, x, p->scalar);
         return bind(g, m, p, v, -1);
     }
     case FU_PAT_EITHER:

@@ -117,12 +117,23 @@ static inline int64_t tb_numel_(int rank, const int64_t *dims) {
     return n;
 }
 
-/* Inline constant from raw bytes of dtype t (numel * dtype size). */
+/* Inline constant from raw bytes of dtype t (numel * dtype size). Asking
+ * again for a constant of the same name, dtype, shape and data returns the
+ * first one (helpers may need the same axes twice); other data fails. */
 static inline int tb_const(tb_graph *b, const char *name, fu_dtype t, int rank, const int64_t *dims,
                            const void *bytes) {
-    int v = tb_value_(b, name, FU_VAL_CONST, t, rank, dims);
-    if (fu_value_set_data(&b->g->values[v], bytes, (size_t)tb_numel_(rank, dims) * fu_dtype_size(t)))
-        fail_msg("tb_const: out of memory");
+    size_t nbytes = (size_t)tb_numel_(rank, dims) * fu_dtype_size(t);
+    int v = fu_graph_find_value(b->g, name);
+    if (v >= 0) {
+        const fu_value *c = &b->g->values[v];
+        int same = c->kind == FU_VAL_CONST && c->dtype == t && c->rank == rank && c->nbytes == nbytes &&
+                   !memcmp(c->data, bytes, nbytes);
+        for (int i = 0; same && i < rank; i++) same = c->shape[i].coef == dims[i];
+        if (!same) fail_msg("tb_const: '%s' already exists with other contents", name);
+        return v;
+    }
+    v = tb_value_(b, name, FU_VAL_CONST, t, rank, dims);
+    if (fu_value_set_data(&b->g->values[v], bytes, nbytes)) fail_msg("tb_const: out of memory");
     return v;
 }
 
@@ -217,6 +228,31 @@ static inline int tb_node(tb_graph *b, const char *op, const char *out, int n_in
     return tb_node_n(b, op, n_in, in, 1, &out, NULL);
 }
 
+/* The value named `name` (built from strings in a helper). */
+static inline int tb_val(const tb_graph *b, const char *name) {
+    int v = fu_graph_find_value(b->g, name);
+    if (v < 0) fail_msg("tb_val: no value '%s'", name);
+    return v;
+}
+
+/* Node reading values by name, comma-separated ("q,k,v,,,,sinks": an empty
+ * name is an omitted input), for test tables. */
+static inline int tb_op_names(tb_graph *b, const char *op, const char *out, const char *inputs) {
+    int in[32], n = 0;
+    for (const char *p = inputs;; n++) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[128];
+        if (n == 32 || len >= sizeof name) fail_msg("tb_op_names: '%s'", inputs);
+        memcpy(name, p, len);
+        name[len] = 0;
+        in[n] = len ? tb_val(b, name) : TB_NONE;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return tb_node(b, op, out, n + 1, in);
+}
+
 static inline fu_node *tb_producer_(tb_graph *b, int v) {
     tb_check_(b, v, "attribute");
     int k = b->g->values[v].producer;
@@ -275,13 +311,6 @@ static inline int tb_name(tb_graph *b, int v, const char *node_name) {
     fu_node *n = tb_producer_(b, v);
     free(n->name);
     if (!(n->name = strdup(node_name))) fail_msg("tb_name: out of memory");
-    return v;
-}
-
-/* The value named `name` (built from strings in a helper). */
-static inline int tb_val(const tb_graph *b, const char *name) {
-    int v = fu_graph_find_value(b->g, name);
-    if (v < 0) fail_msg("tb_val: no value '%s'", name);
     return v;
 }
 

@@ -414,6 +414,15 @@ static inline void tb_remove(char *path) {
     free(path);
 }
 
+/* Hands over the in-memory graph, as the reader would have made it, for
+ * tests that only run passes on it (unread constants stay); frees the
+ * builder. */
+static inline fu_graph *tb_take(tb_graph *b) {
+    fu_graph *g = b->g;
+    free(b);
+    return g;
+}
+
 /* Saves and reads the model back with fu_ir_load (files removed again). */
 static inline fu_graph *tb_load(tb_graph *b) {
     char *path = tb_save(b);

@@ -17,12 +17,18 @@
  *
  * Values are fu_graph value indices. A dim in a shape is a size, or a symbol
  * from tb_symbol (a negative token); TB_NONE is an omitted optional input
- * (ONNX ""). Nodes are named node_<index> as the reader names unnamed ones,
- * unless tb_node_suffix is set (node of "y" is "y" + suffix) or tb_name
- * renames one. Constants are written inline; tb_weight ones go to a
- * safetensors file next to the model, and tb_external declares a tensor of
- * a weights file the test writes itself (tb_weights_file). As with the
- * writer, an initializer no node reads is not written. */
+ * (ONNX ""); tb_op_names reads inputs by name ("q,k,v,,,,sinks") for test
+ * tables. Nodes are named node_<index>, as the reader names unnamed ones,
+ * unless b->node_suffix is set (the node making "y" is "y" + suffix) or
+ * tb_name renames one. Nodes are added in call order: nest at most one
+ * node-making call in another's arguments (C leaves their order open).
+ *
+ * Constants are written inline; asking twice for the same constant returns
+ * it. tb_weight tensors go to a safetensors file tb_save writes next to the
+ * model; tb_external declares a tensor of a weights file the test lays out
+ * itself (tb_weights_file). As with fu_ir_write, an initializer no node
+ * reads is not written; tests that only run passes can take the in-memory
+ * graph instead (tb_take), or read the file back (tb_load). */
 #ifndef FUSEC_GRAPH_BUILDER_H
 #define FUSEC_GRAPH_BUILDER_H
 
@@ -326,7 +332,8 @@ static inline void tb_output(tb_graph *b, int v) {
     g->values[v].is_output = 1;
 }
 
-/* An output with a declared dtype and shape (checked by fu_infer). */
+/* An output with a declared dtype and shape (rank -1: dtype only), checked
+ * by fu_infer. */
 static inline void tb_output_decl(tb_graph *b, int v, fu_dtype t, int rank, const int64_t *dims) {
     tb_output(b, v);
     fu_value *val = &b->g->values[v];

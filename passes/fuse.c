@@ -271,15 +271,12 @@ static int try_rules(fu_fuse_ctx *c, const char (*anchors)[FU_OP_COUNT], int i, 
         for (int k = 0; rules[r]->patterns[k]; k++) {
             char why[256] = "";
             m->variant = k;
-            if (fu_pat_match(c, rules[r]->patterns[k], i, m)) {
-                if (!rules[r]->check || rules[r]->check(c, m, why, sizeof why)) {
-                    if (rules[r]->rewrite(c, m, err)) return -1;
-                    return 1;
-                }
-                if (m->quiet) why[0] = 0;
-            } else {
-                snprintf(why, sizeof why, "%s", m->why);
+            /* structure, then the rule's check, then that the match is private */
+            if (fu_pat_match(g, rules[r]->patterns[k], i, m) && (!rules[r]->check || rules[r]->check(c, m, why, sizeof why))) {
+                if (fu_match_private(c, m)) return rules[r]->rewrite(c, m, err) ? -1 : 1;
             }
+            if (!why[0]) snprintf(why, sizeof why, "%s", m->why);
+            if (rules[r]->patterns[k]->kind == FU_PAT_QUIET) why[0] = 0;
             if (!near[0]) snprintf(near, sizeof near, "%s", why);
         }
         if (near[0]) fu_fusion_log_add(c->log, c->rule, g, i, 0, "%s", near);

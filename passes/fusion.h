@@ -136,9 +136,12 @@ typedef struct fu_fusion_rule {
     int (*rewrite)(fu_fuse_ctx *c, fu_match *m, fu_err *err);
 } fu_fusion_rule;
 
-/* Matches p at node `anchor` (output 0). 1: m holds the captures and every
- * intermediate stays inside; 0: no match, m->why a near miss (or empty). */
-int fu_pat_match(const fu_fuse_ctx *c, const fu_pat *p, int anchor, fu_match *m);
+/* Matches p at node `anchor` (output 0). 1: m holds the captures; 0: no
+ * match, m->why a near miss (or empty). */
+int fu_pat_match(const fu_graph *g, const fu_pat *p, int anchor, fu_match *m);
+/* Every matched node but the anchor and SHARED ones is read only inside the
+ * match and is no graph output; else 0 with the reason in m->why. */
+int fu_match_private(const fu_fuse_ctx *c, fu_match *m);
 void fu_match_free(fu_match *m);
 
 /* ---- helpers for checks ----------------------------------------------------- */

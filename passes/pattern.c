@@ -284,7 +284,7 @@ static int match(const fu_graph *g, const fu_pat *p, int v, fu_match *m, const c
 
 /* Every matched node but the anchor and SHARED ones: its outputs are read
  * only inside the match and are no graph outputs. */
-static int interior_private(const fu_fuse_ctx *c, fu_match *m) {
+int fu_match_private(const fu_fuse_ctx *c, fu_match *m) {
     const fu_graph *g = c->g;
     for (int i = 0; i < m->n_nodes; i++) {
         const fu_node *n = &g->nodes[m->nodes[i]];
@@ -305,8 +305,7 @@ static int interior_private(const fu_fuse_ctx *c, fu_match *m) {
     return 1;
 }
 
-int fu_pat_match(const fu_fuse_ctx *c, const fu_pat *p, int anchor, fu_match *m) {
-    const fu_graph *g = c->g;
+int fu_pat_match(const fu_graph *g, const fu_pat *p, int anchor, fu_match *m) {
     for (int i = 0; i < FU_PAT_CAPTURES; i++) m->v[i] = m->node[i] = -1;
     m->n_nodes = 0;
     m->near = m->quiet = 0;
@@ -316,7 +315,7 @@ int fu_pat_match(const fu_fuse_ctx *c, const fu_pat *p, int anchor, fu_match *m)
     if (a->dead || a->n_out < 1 || a->out[0] < 0) return 0;
     if (!match(g, p, a->out[0], m, NULL)) return 0;
     m->near = 1;  /* the whole structure is there: what follows is a near miss */
-    return interior_private(c, m);
+    return 1;
 }
 
 void fu_match_free(fu_match *m) {

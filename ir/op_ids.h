@@ -25,7 +25,9 @@
     /* fused ops (fast profile): ops/norm.c, rotary.c, attention.c, swiglu.c,               \
      * fused_matmul.c */                                                                    \
     X(RMSNormalization) X(LayerNormalization) X(RotaryEmbedding) X(Attention) X(SwiGLU)     \
-    X(FusedMatMul)
+    X(FusedMatMul)                                                                          \
+    /* Gelu (ONNX-20, any profile; fused by the fast profile): ops/gelu.c */                 \
+    X(Gelu)
 
 /* Op ids: FU_OP_Add, FU_OP_MatMul, ... in FU_OPS order. Passes compare ids,
  * not strings. */

@@ -328,7 +328,8 @@ static int plan_reduction(const fu_graph *g, const fu_node *p, int a, row_plan *
     }
     int64_t axes[FU_MAX_RANK];
     int count;
-    if (fu_m_reduce_axes(g, p, axes, FU_MAX_RANK, &count) || count == 0) {
+    int all;
+    if (fu_m_reduce_axes(g, (int)(p - g->nodes), axes, FU_MAX_RANK, &count, &all) || all || count == 0) {
         snprintf(why, n, "it reduces over every axis");
         return 0;
     }
@@ -568,7 +569,7 @@ static int row_count_value(fu_graph *g, fu_dim count, fu_err *err) {
     if (input < 0) return add_i64(g, "prune_rows/row_count", 0, 1, &count.coef, err);
     for (int k = 0; k < g->n_nodes; k++) {
         const fu_node *n = &g->nodes[k];
-        int shape = n->dead || strcmp(n->op, "Gather") || n->n_in != 2 ? -1 : fu_m_producer(g, n->in[0], "Shape");
+        int shape = n->dead || strcmp(n->op, "Gather") || n->n_in != 2 ? -1 : fu_m_producer(g, n->in[0], FU_OP_Shape);
         if (shape >= 0 && g->nodes[shape].in[0] == input && g->nodes[shape].n_in == 1 && !g->nodes[shape].n_attrs &&
             const_numel(g, n->in[1]) == 1 && g->values[n->in[1]].rank == 0 &&
             fu_const_get_i(&g->values[n->in[1]], 0) == axis && fu_attr_int(n, "axis", 0) == 0)
@@ -715,14 +716,14 @@ static int move_above(fu_graph *g, const row_sel *sel, int producer, const row_p
  * writes why not. */
 static int movable(const fu_graph *g, const row_sel *sel, int *producer, row_plan *plan, char *why, size_t n) {
     int v = g->nodes[sel->node].in[0];
-    *producer = fu_m_producer(g, v, NULL);
+    *producer = fu_m_producer(g, v, -1);
     if (*producer < 0) return 0;   /* a graph input or constant: nothing above */
     if (!read_only_by_selections(g, sel, v, why, n)) return 0;
     return plan_producer(g, *producer, sel->axis, plan, why, n);
 }
 
 /* Finds one selection that can move and moves it; *moved = 0 when none. */
-static int move_one(fu_graph *g, fu_fuse_ctx *log, int *moved, fu_err *err) {
+static int move_one(fu_graph *g, fu_fusion_log *log, int *moved, fu_err *err) {
     *moved = 0;
     for (int k = g->n_nodes - 1; k >= 0; k--) {
         row_sel sel;
@@ -733,7 +734,7 @@ static int move_one(fu_graph *g, fu_fuse_ctx *log, int *moved, fu_err *err) {
         char rows[64], name[96];
         fu_dim_str(g, g->values[g->nodes[producer].out[0]].shape[sel.axis], rows, sizeof rows);
         fu_sanitize(g->nodes[k].name, name, sizeof name);
-        fu_fuse_accept(log, producer, "computes only the rows that '%s' selects on axis %d (of %s)", name, sel.axis,
+        fu_fusion_log_add(log, "prune_rows", g, producer, 1, "computes only the rows that '%s' selects on axis %d (of %s)", name, sel.axis,
                        rows);
         if (move_above(g, &sel, producer, &plan, err)) return -1;
         *moved = 1;
@@ -743,7 +744,7 @@ static int move_one(fu_graph *g, fu_fuse_ctx *log, int *moved, fu_err *err) {
 }
 
 /* Logs where each remaining selection stops and why; returns how many. */
-static int log_stops(fu_graph *g, fu_fuse_ctx *log) {
+static int log_stops(fu_graph *g, fu_fusion_log *log) {
     int stops = 0;
     for (int k = 0; k < g->n_nodes; k++) {
         row_sel sel;
@@ -754,21 +755,21 @@ static int log_stops(fu_graph *g, fu_fuse_ctx *log) {
             continue;
         char name[96];
         fu_sanitize(g->nodes[k].name, name, sizeof name);
-        fu_fuse_reject(log, producer, "the row selection '%s' (axis %d) stops here: %s", name, sel.axis, why);
+        fu_fusion_log_add(log, "prune_rows", g, producer, 0, "the row selection '%s' (axis %d) stops here: %s", name, sel.axis, why);
         stops++;
     }
     return stops;
 }
 
 int fu_pass_prune_rows(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
-    fu_fuse_ctx log = {g, NULL, o ? o->fusion_log : NULL, "prune_rows"};
+    fu_fusion_log *log = o ? o->fusion_log : NULL;
     /* Readers that feed no output (a fusion leaves its replaced nodes for
      * dce) would otherwise pin every row. */
     if (fu_pass_dce(g, o, err)) return -1;
     int moves = 0;
     for (;;) {
         int moved;
-        if (move_one(g, &log, &moved, err)) return -1;
+        if (move_one(g, log, &moved, err)) return -1;
         if (!moved) break;
         moves++;
         fu_graph_compact(g);
@@ -777,7 +778,7 @@ int fu_pass_prune_rows(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
             return fu_fail(err, "row pruning produced an invalid graph: %s", inner.msg);
         }
     }
-    int stops = log_stops(g, &log);
+    int stops = log_stops(g, log);
     if (o && o->verbose)
         fprintf(stderr, "prune_rows: %d nodes now compute only selected rows; %d row selections stop below a producer\n",
                 moves, stops);

@@ -224,4 +224,11 @@ int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *o
 void fu_rt_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
                       int64_t gate_stride, int64_t up_stride, int64_t out_stride);
 
+/* Gelu (ONNX-20) over n contiguous elements (runtime/gelu.c):
+ *   FU_RT_GELU_ERF:  y = 0.5 x (1 + erf(x / sqrt2))
+ *   FU_RT_GELU_TANH: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+ * within 1 ulp of the float64 formula, tails included; y may be x. */
+enum { FU_RT_GELU_ERF = 0, FU_RT_GELU_TANH = 1 };
+void fu_rt_gelu_f32(const float *x, float *y, int64_t n, int approximate);
+
 #endif

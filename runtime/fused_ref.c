@@ -331,3 +331,35 @@ int fu_ref_swiglu_f32(const float *gate, const float *up, float *out, int64_t ro
     free(silu);
     return 0;
 }
+
+/* ==== Gelu: the ONNX-20 function body ======================================
+ * none: Div(x, sqrt2), Erf, Add 1, Mul x, Mul 0.5;
+ * tanh: Pow(x, 3), Mul 0.044715, Add x, Mul sqrt(2/pi), Tanh, Add 1, Mul x,
+ * Mul 0.5. Constants rounded to float as a float32 graph holds them. */
+
+int fu_ref_gelu_f32(const float *x, float *y, int64_t n, int approximate) {
+    float *a = alloc_floats(n), *b = alloc_floats(n);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return -1;
+    }
+    if (approximate == FU_RT_GELU_TANH) {
+        const float beta = 0.7978845608028654f, kappa = 0.044715f;
+        for (int64_t i = 0; i < n; i++) a[i] = powf(x[i], 3.0f);
+        for (int64_t i = 0; i < n; i++) b[i] = kappa * a[i];
+        for (int64_t i = 0; i < n; i++) a[i] = x[i] + b[i];
+        for (int64_t i = 0; i < n; i++) b[i] = beta * a[i];
+        for (int64_t i = 0; i < n; i++) a[i] = tanhf(b[i]);
+    } else {
+        const float sqrt2 = 1.4142135623730951f;
+        for (int64_t i = 0; i < n; i++) b[i] = x[i] / sqrt2;
+        for (int64_t i = 0; i < n; i++) a[i] = erff(b[i]);
+    }
+    for (int64_t i = 0; i < n; i++) b[i] = a[i] + 1.0f;
+    for (int64_t i = 0; i < n; i++) a[i] = x[i] * b[i];
+    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * a[i];
+    free(a);
+    free(b);
+    return 0;
+}

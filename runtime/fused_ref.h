@@ -35,5 +35,6 @@ int fu_ref_attention_f32(const float *q, const float *k, const float *v, float *
                          const int64_t *q_positions);
 int fu_ref_swiglu_f32(const float *gate, const float *up, float *out, int64_t rows, int64_t n,
                       int64_t gate_stride, int64_t up_stride, int64_t out_stride);
+int fu_ref_gelu_f32(const float *x, float *y, int64_t n, int approximate);
 
 #endif

@@ -19,31 +19,39 @@
 #include "../compiler/driver.h"
 #include "../passes/passes.h"
 #include "../api/fusec.h"
+#include "graph_builder.h"
 
-/* y = Relu(x + b) @ W, x [2,3], b [3], W [3,2]. */
-static const char small_model[] =
-    "{\"ir_version\": 1, \"name\": \"small\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [0.5, -1, 0.25]},"
-    "   {\"name\": \"W\", \"dtype\": \"float32\", \"shape\": [3, 2], \"data\": [1, 2, 3, 4, 5, 6]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"x\", \"b\"], \"outputs\": [\"s\"]},"
-    "   {\"name\": \"relu\", \"op\": \"Relu\", \"inputs\": [\"s\"], \"outputs\": [\"r\"]},"
-    "   {\"name\": \"mm\", \"op\": \"MatMul\", \"inputs\": [\"r\", \"W\"], \"outputs\": [\"y\"]}]}";
+/* y = Relu(x + b) @ W, x [2,3], b [3], W [3,2]; W in the safetensors file
+ * `weights` (tb_external) when given. */
+static tb_graph *small_model_with(const char *weights) {
+    tb_graph *b = tb_new(weights ? "external" : "small");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(2, 3));
+    int bias = tb_const_f32(b, "b", TB_DIMS(3), (const float[]){0.5f, -1, 0.25f});
+    int w;
+    if (weights) {
+        tb_weights_file(b, weights);
+        w = tb_external(b, "W", FU_F32, TB_DIMS(3, 2));
+    } else {
+        w = tb_const_f32(b, "W", TB_DIMS(3, 2), (const float[]){1, 2, 3, 4, 5, 6});
+    }
+    int s = tb_name(b, tb_op(b, "Add", "s", x, bias), "add");
+    int r = tb_name(b, tb_op(b, "Relu", "r", s), "relu");
+    tb_output_decl(b, tb_name(b, tb_op(b, "MatMul", "y", r, w), "mm"), FU_F32, TB_DIMS(2, 2));
+    return b;
+}
+
+static tb_graph *small_model(void) {
+    return small_model_with(NULL);
+}
 
 /* z = x * 3 - 1, a second model for the thread test. */
-static const char affine_model[] =
-    "{\"ir_version\": 1, \"name\": \"affine\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [5]}],"
-    " \"outputs\": [{\"name\": \"z\", \"dtype\": \"float32\", \"shape\": [5]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"three\", \"dtype\": \"float32\", \"shape\": [], \"data\": [3]},"
-    "   {\"name\": \"one\", \"dtype\": \"float32\", \"shape\": [], \"data\": [1]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"mul\", \"op\": \"Mul\", \"inputs\": [\"x\", \"three\"], \"outputs\": [\"t\"]},"
-    "   {\"name\": \"sub\", \"op\": \"Sub\", \"inputs\": [\"t\", \"one\"], \"outputs\": [\"z\"]}]}";
+static tb_graph *affine_model(void) {
+    tb_graph *b = tb_new("affine");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(5));
+    int t = tb_name(b, tb_op(b, "Mul", "t", x, tb_scalar_f32(b, "three", 3)), "mul");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Sub", "z", t, tb_scalar_f32(b, "one", 1)), "sub"), FU_F32, TB_DIMS(5));
+    return b;
+}
 
 static const float small_x[6] = {1, 2, 3, -4, 0.5, 1};
 static const int64_t small_x_shape[2] = {2, 3};
@@ -101,13 +109,12 @@ static int count_entries(const char *dir) {
     return n;
 }
 
-static char *write_model(const char *name, const char *text) {
+/* Writes the model as temp_dir/name (freeing the builder); returns the path. */
+static char *write_model(const char *name, tb_graph *b) {
     char *path = malloc(512);
     snprintf(path, 512, "%s/%s", temp_dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    tb_save_to(b, path);
+    tb_free(b);
     return path;
 }
 
@@ -129,7 +136,7 @@ static void run_small(fusec_model *m, float *y) {
 
 static void test_jit_matches_reference(void **state) {
     (void)state;
-    char *path = write_model("small_jit.json", small_model);
+    char *path = write_model("small_jit.json", small_model());
     char err[1024];
     fusec_model *m = fusec_load(path, NULL, err, sizeof err);
     if (!m) fail_msg("load failed: %s", err);
@@ -153,7 +160,7 @@ static void test_jit_matches_reference(void **state) {
 
 static void test_aot_matches_jit(void **state) {
     (void)state;
-    char *path = write_model("small_aot.json", small_model);
+    char *path = write_model("small_aot.json", small_model());
     char cache[256], err[1024];
     snprintf(cache, sizeof cache, "%s/cache", temp_dir);
     fusec_options aot = {.profile = "fast", .backend = "aot", .cache_dir = cache};
@@ -189,7 +196,7 @@ static char *emit_model_c(const char *path) {
 
 static void test_aot_cache_hit(void **state) {
     (void)state;
-    char *path = write_model("small_cache.json", small_model);
+    char *path = write_model("small_cache.json", small_model());
     char *c = emit_model_c(path);
     char cache[256];
     snprintf(cache, sizeof cache, "%s/cache2/nested", temp_dir);
@@ -297,7 +304,7 @@ static void test_jit_links_every_kernel(void **state) {
 
 static void test_build_writes_header(void **state) {
     (void)state;
-    char *path = write_model("small_lib.json", small_model);
+    char *path = write_model("small_lib.json", small_model());
     char *c = emit_model_c(path);
     char so[300], header[300], err_text[1024];
     snprintf(so, sizeof so, "%s/libsmall.so", temp_dir);
@@ -319,7 +326,7 @@ static void test_build_writes_header(void **state) {
 
 static void test_input_errors(void **state) {
     (void)state;
-    char *path = write_model("small_err.json", small_model);
+    char *path = write_model("small_err.json", small_model());
     char err[1024];
     fusec_model *m = fusec_load(path, NULL, err, sizeof err);
     if (!m) fail_msg("%s", err);
@@ -350,17 +357,17 @@ static void test_input_errors(void **state) {
 }
 
 /* y = a + b with a symbolic first dim. */
-static const char symbolic_model[] =
-    "{\"ir_version\": 1, \"name\": \"symbolic\", \"symbols\": {\"seq\": 8},"
-    " \"inputs\": [{\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]},"
-    "            {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [\"seq\", 2]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"a\", \"b\"], \"outputs\": [\"y\"]}]}";
+static tb_graph *symbolic_model(void) {
+    tb_graph *b = tb_new("symbolic");
+    int64_t seq = tb_symbol(b, "seq", 8);
+    int a = tb_input(b, "a", FU_F32, TB_DIMS(seq, 2)), c = tb_input(b, "b", FU_F32, TB_DIMS(seq, 2));
+    tb_output_decl(b, tb_name(b, tb_op(b, "Add", "y", a, c), "add"), FU_F32, TB_DIMS(seq, 2));
+    return b;
+}
 
 static void test_symbolic_shapes(void **state) {
     (void)state;
-    char *path = write_model("symbolic.json", symbolic_model);
+    char *path = write_model("symbolic.json", symbolic_model());
     char err[1024];
     fusec_model *m = fusec_load(path, NULL, err, sizeof err);
     if (!m) fail_msg("%s", err);
@@ -398,18 +405,6 @@ static void test_symbolic_shapes(void **state) {
 
 /* The small model with W in a safetensors file, stored at an offset that is
  * not a multiple of 4 (after a 2-byte tensor): the API must realign it. */
-static const char external_model[] =
-    "{\"ir_version\": 1, \"name\": \"external\", \"weights\": \"w.safetensors\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [0.5, -1, 0.25]},"
-    "   {\"name\": \"W\", \"dtype\": \"float32\", \"shape\": [3, 2]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"add\", \"op\": \"Add\", \"inputs\": [\"x\", \"b\"], \"outputs\": [\"s\"]},"
-    "   {\"name\": \"relu\", \"op\": \"Relu\", \"inputs\": [\"s\"], \"outputs\": [\"r\"]},"
-    "   {\"name\": \"mm\", \"op\": \"MatMul\", \"inputs\": [\"r\", \"W\"], \"outputs\": [\"y\"]}]}";
-
 static void write_safetensors(const char *path) {
     char header[128];
     int n = snprintf(header, sizeof header,
@@ -432,7 +427,7 @@ static void test_external_weights(void **state) {
     char wpath[300], so[300], err[1024];
     snprintf(wpath, sizeof wpath, "%s/w.safetensors", temp_dir);
     write_safetensors(wpath);
-    char *path = write_model("external.json", external_model);
+    char *path = write_model("external.json", small_model_with("w.safetensors"));
     fusec_model *m = fusec_load(path, NULL, err, sizeof err);
     if (!m) fail_msg("%s", err);
     float y[4], want[4];
@@ -499,8 +494,8 @@ static void *run_many(void *arg) {
 
 static void test_two_models_two_threads(void **state) {
     (void)state;
-    char *p1 = write_model("thread_small.json", small_model);
-    char *p2 = write_model("thread_affine.json", affine_model);
+    char *p1 = write_model("thread_small.json", small_model());
+    char *p2 = write_model("thread_affine.json", affine_model());
     char err[1024];
     fusec_model *m1 = fusec_load(p1, NULL, err, sizeof err);
     if (!m1) fail_msg("%s", err);
@@ -532,8 +527,8 @@ static void *load_and_free(void *arg) {
 
 static void test_concurrent_jit_compiles(void **state) {
     (void)state;
-    char *p1 = write_model("conc_small.json", small_model);
-    char *p2 = write_model("conc_affine.json", affine_model);
+    char *p1 = write_model("conc_small.json", small_model());
+    char *p2 = write_model("conc_affine.json", affine_model());
     pthread_t t1, t2;
     void *r1, *r2;
     assert_int_equal(pthread_create(&t1, NULL, load_and_free, p1), 0);

@@ -1,6 +1,6 @@
 /* Tests of the "attention" fusion rule and the fused Attention op.
  *
- * Each case builds composed attention as JSON IR (one knob per exporter
+ * Each case builds composed attention (graph_builder.h; one knob per exporter
  * variant or near miss), runs the fast pipeline with a fusion log and checks
  * what fused and how (is_causal, kv_num_heads, qkv_layout, attn_mask kept or
  * not). Fused cases are compiled with the JIT in the bare and the fast
@@ -21,41 +21,7 @@
 #include "../compiler/emit.h"
 #include "../api/fusec.h"
 #include "graphutil.h"
-
-/* ---- JSON builders ---------------------------------------------------------- */
-
-/* Node with comma-separated inputs ("a,,b": an omitted middle input). */
-static void node(fu_sb *b, const char *op, const char *ins, const char *out, const char *attrs) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s_node\", \"op\": \"%s\", \"inputs\": [", b->len ? ",\n" : "", out, op);
-    const char *p = ins;
-    for (int first = 1;; first = 0) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        fu_sb_printf(b, "%s\"%.*s\"", first ? "" : ", ", (int)len, p);
-        if (!comma) break;
-        p = comma + 1;
-    }
-    fu_sb_printf(b, "], \"outputs\": [\"%s\"]", out);
-    if (attrs) fu_sb_printf(b, ", \"attrs\": %s", attrs);
-    fu_sb_printf(b, "}");
-}
-
-static void init(fu_sb *b, const char *name, const char *dtype, const char *shape, const char *data) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": %s, \"data\": %s}", b->len ? ",\n" : "",
-                 name, dtype, shape, data);
-}
-
-static void init_scalar(fu_sb *b, const char *name, double v) {
-    char data[64];
-    if (isinf(v)) snprintf(data, sizeof data, "[\"%sinf\"]", v < 0 ? "-" : "");
-    else snprintf(data, sizeof data, "[%.17g]", v);
-    init(b, name, "float32", "[]", data);
-}
-
-static void input(fu_sb *b, const char *name, const char *dtype, const char *shape) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": %s}", b->len ? ",\n" : "", name, dtype,
-                 shape);
-}
+#include "graph_builder.h"
 
 /* ---- the attention model ------------------------------------------------------ */
 
@@ -74,243 +40,153 @@ typedef struct {
     int v_single_head;    /* V is [B, 1, Lk, Dv], broadcast by the MatMul */
 } attn_spec;
 
-static const char *len_dim(const attn_spec *s, int len, char *buf, size_t n) {
-    if (s->sym) snprintf(buf, n, "\"seq\"");
-    else snprintf(buf, n, "%d", len);
-    return buf;
-}
-
-/* Repeats kv tensor `x` (BHSD, hkv heads) to hq heads; returns the name. */
-static const char *repeat_kv(fu_sb *nodes, const attn_spec *s, const char *x, const char *tag, char *out, size_t n) {
-    char a[160], b[64];
+/* Repeats kv tensor x (BHSD, hkv heads) to hq heads as `tag`_rep. */
+static int repeat_kv(tb_graph *b, const attn_spec *s, int x, const char *tag) {
+    char rep[32], u[32], e[32];
+    snprintf(rep, sizeof rep, "%s_rep", tag);
+    snprintf(u, sizeof u, "%s_u", tag);
+    snprintf(e, sizeof e, "%s_e", tag);
+    int n = s->hq / s->hkv;
     if (!s->repeat) return x;
-    snprintf(out, n, "%s_rep", tag);
-    if (!strcmp(s->repeat, "tile4")) {
-        snprintf(a, sizeof a, "%s,tile4_reps", x);
-        node(nodes, "Tile", a, out, NULL);
-        return out;
-    }
-    snprintf(b, sizeof b, "%s_u", tag);
-    snprintf(a, sizeof a, "%s,axes_2", x);
-    node(nodes, "Unsqueeze", a, b, NULL);
-    char c[64];
-    snprintf(c, sizeof c, "%s_e", tag);
-    snprintf(a, sizeof a, "%s,%s", b, !strcmp(s->repeat, "tile5") ? "tile5_reps" : "expand5_shape");
-    node(nodes, !strcmp(s->repeat, "tile5") ? "Tile" : "Expand", a, c, NULL);
-    snprintf(a, sizeof a, "%s,%s", c, tag[0] == 'k' ? "k_merge" : "v_merge");
-    node(nodes, "Reshape", a, out, NULL);
-    return out;
+    if (!strcmp(s->repeat, "tile4")) return tb_op(b, "Tile", rep, x, tb_const_ints(b, "tile4_reps", TB_INTS(1, n, 1, 1)));
+    int xu = tb_op(b, "Unsqueeze", u, x, tb_const_ints(b, "axes_2", TB_INTS(2)));
+    int xe = !strcmp(s->repeat, "tile5")
+                 ? tb_op(b, "Tile", e, xu, tb_const_ints(b, "tile5_reps", TB_INTS(1, 1, n, 1, 1)))
+                 : tb_op(b, "Expand", e, xu, tb_const_ints(b, "expand5_shape", TB_INTS(1, 1, n, 1, 1)));
+    int merge = tag[0] == 'k' ? tb_const_ints(b, "k_merge", TB_INTS(s->b, s->hq, -1, s->d))
+                              : tb_const_ints(b, "v_merge", TB_INTS(s->b, s->hq, -1, s->dv));
+    return tb_op(b, "Reshape", rep, xe, merge);
 }
 
-static char *build_attention(const attn_spec *s) {
-    fu_sb nodes = {0}, inits = {0}, ins = {0}, outs = {0};
-    char lq[32], lk[32], shape[160], data[64];
-    len_dim(s, s->lq, lq, sizeof lq);
-    len_dim(s, s->lk, lk, sizeof lk);
-    int rep = s->hq / s->hkv;
+/* The constant [Lq, Lk] masks: causal (end-aligned), shifted (the diagonal
+ * hidden too), random additive, and Trilu's all -inf input; hidden keys
+ * get `blocked`. Malloc'd. */
+static float *mask_values(const attn_spec *s, double blocked) {
+    float *m = malloc(sizeof(float) * (size_t)(s->lq * s->lk));
+    int off = s->lk - s->lq;
+    unsigned seed = 99;
+    for (int i = 0; i < s->lq; i++)
+        for (int j = 0; j < s->lk; j++) {
+            int hide = !strcmp(s->mask, "const_causal") ? j > i + off : !strcmp(s->mask, "const_shift") ? j >= i + off : 0;
+            seed = seed * 1664525u + 1013904223u;
+            double x = !strcmp(s->mask, "const_random") ? -(double)((seed >> 9) % 2000) / 1000.0 : 0.0;
+            m[i * s->lk + j] = !strcmp(s->mask, "trilu") ? -INFINITY : (float)(hide ? blocked : x);
+        }
+    return m;
+}
+
+static tb_graph *build_attention(const attn_spec *s) {
+    tb_graph *b = tb_new("attention");
+    b->node_suffix = "_node";
+    int64_t lq = s->lq, lk = s->lk;
+    if (s->sym) lq = lk = tb_symbol(b, "seq", s->lq);
     double d = s->d;
-    init(&inits, "axes_2", "int64", "[1]", "[2]");
-    init(&inits, "axes_0", "int64", "[1]", "[0]");
-    init(&inits, "axes_1", "int64", "[1]", "[1]");
 
     /* Q, K, V (optionally BSHD + Transpose). */
-    const char *q = "q", *k = "k", *v = "v";
     int vh = s->v_single_head ? 1 : s->hkv;
-    if (s->bshd == 1) snprintf(shape, sizeof shape, "[%d, %s, %d, %d]", s->b, lq, s->hq, s->d);
-    else snprintf(shape, sizeof shape, "[%d, %d, %s, %d]", s->b, s->hq, lq, s->d);
-    input(&ins, "q", "float32", shape);
-    if (s->bshd) snprintf(shape, sizeof shape, "[%d, %s, %d, %d]", s->b, lk, s->hkv, s->d);
-    else snprintf(shape, sizeof shape, "[%d, %d, %s, %d]", s->b, s->hkv, lk, s->d);
-    input(&ins, "k", "float32", shape);
-    if (s->bshd) snprintf(shape, sizeof shape, "[%d, %s, %d, %d]", s->b, lk, vh, s->dv);
-    else snprintf(shape, sizeof shape, "[%d, %d, %s, %d]", s->b, vh, lk, s->dv);
-    input(&ins, "v", "float32", shape);
-    if (s->bshd == 1) {
-        node(&nodes, "Transpose", "q", "q_bhsd", "{\"perm\": [0, 2, 1, 3]}");
-        q = "q_bhsd";
-    }
+    int q = s->bshd == 1 ? tb_input(b, "q", FU_F32, TB_DIMS(s->b, lq, s->hq, s->d))
+                         : tb_input(b, "q", FU_F32, TB_DIMS(s->b, s->hq, lq, s->d));
+    int k = s->bshd ? tb_input(b, "k", FU_F32, TB_DIMS(s->b, lk, s->hkv, s->d))
+                    : tb_input(b, "k", FU_F32, TB_DIMS(s->b, s->hkv, lk, s->d));
+    int v = s->bshd ? tb_input(b, "v", FU_F32, TB_DIMS(s->b, lk, vh, s->dv))
+                    : tb_input(b, "v", FU_F32, TB_DIMS(s->b, vh, lk, s->dv));
+    const int q_in = q;
+    if (s->bshd == 1) q = tb_attr_ints(b, tb_op(b, "Transpose", "q_bhsd", q), "perm", TB_INTS(0, 2, 1, 3));
     if (s->bshd) {
-        node(&nodes, "Transpose", "k", "k_bhsd", "{\"perm\": [0, 2, 1, 3]}");
-        node(&nodes, "Transpose", "v", "v_bhsd", "{\"perm\": [0, 2, 1, 3]}");
-        k = "k_bhsd";
-        v = "v_bhsd";
+        k = tb_attr_ints(b, tb_op(b, "Transpose", "k_bhsd", k), "perm", TB_INTS(0, 2, 1, 3));
+        v = tb_attr_ints(b, tb_op(b, "Transpose", "v_bhsd", v), "perm", TB_INTS(0, 2, 1, 3));
     }
 
     /* GQA repeats. */
-    snprintf(data, sizeof data, "[1, 1, %d, 1, 1]", rep);
-    init(&inits, "expand5_shape", "int64", "[5]", data);
-    init(&inits, "tile5_reps", "int64", "[5]", data);
-    snprintf(data, sizeof data, "[1, %d, 1, 1]", rep);
-    init(&inits, "tile4_reps", "int64", "[4]", data);
-    snprintf(data, sizeof data, "[%d, %d, -1, %d]", s->b, s->hq, s->d);
-    init(&inits, "k_merge", "int64", "[4]", data);
-    snprintf(data, sizeof data, "[%d, %d, -1, %d]", s->b, s->hq, s->dv);
-    init(&inits, "v_merge", "int64", "[4]", data);
-    char kbuf[32], vbuf[32], tmp[128];
     if (s->repeat && !strcmp(s->repeat, "expand1")) {
-        snprintf(data, sizeof data, "[1, %d, 1, 1]", s->hq);
-        init(&inits, "expand1_shape", "int64", "[4]", data);
-        snprintf(tmp, sizeof tmp, "%s,expand1_shape", k);
-        node(&nodes, "Expand", tmp, "k_rep", NULL);
-        snprintf(tmp, sizeof tmp, "%s,expand1_shape", v);
-        node(&nodes, "Expand", tmp, "v_rep", NULL);
-        k = "k_rep";
-        v = "v_rep";
+        int shape = tb_const_ints(b, "expand1_shape", TB_INTS(1, s->hq, 1, 1));
+        k = tb_op(b, "Expand", "k_rep", k, shape);
+        v = tb_op(b, "Expand", "v_rep", v, shape);
     } else {
-        k = repeat_kv(&nodes, s, k, "k", kbuf, sizeof kbuf);
-        if (!s->v_single_head) v = repeat_kv(&nodes, s, v, "v", vbuf, sizeof vbuf);
+        k = repeat_kv(b, s, k, "k");
+        if (!s->v_single_head) v = repeat_kv(b, s, v, "v");
     }
 
     /* Scores with the scale in one of its places. */
     const char *scale = s->scale ? s->scale : "div";
-    node(&nodes, "Transpose", k, "kt", "{\"perm\": [0, 1, 3, 2]}");
-    const char *kt = "kt";
-    init_scalar(&inits, "sqrt_d", sqrt(d));
-    init_scalar(&inits, "inv_sqrt_d", 1.0 / sqrt(d));
-    init_scalar(&inits, "quarter", pow(d, -0.25));
-    const char *qs = q;
-    if (!strcmp(scale, "preq") || !strcmp(scale, "both")) {
-        snprintf(tmp, sizeof tmp, "%s,%s", q, !strcmp(scale, "preq") ? "inv_sqrt_d" : "quarter");
-        node(&nodes, "Mul", tmp, "qs", NULL);
-        qs = "qs";
-    }
+    int kt = tb_attr_ints(b, tb_op(b, "Transpose", "kt", k), "perm", TB_INTS(0, 1, 3, 2));
+    if (!strcmp(scale, "preq")) q = tb_op(b, "Mul", "qs", q, tb_scalar_f32(b, "inv_sqrt_d", (float)(1.0 / sqrt(d))));
     if (!strcmp(scale, "both")) {
-        node(&nodes, "Mul", "quarter,kt", "kts", NULL);
-        kt = "kts";
+        int quarter = tb_scalar_f32(b, "quarter", (float)pow(d, -0.25));
+        q = tb_op(b, "Mul", "qs", q, quarter);
+        kt = tb_op(b, "Mul", "kts", quarter, kt);
     } else if (!strcmp(scale, "kt")) {
-        node(&nodes, "Div", "kt,sqrt_d", "kts", NULL);
-        kt = "kts";
+        kt = tb_op(b, "Div", "kts", kt, tb_scalar_f32(b, "sqrt_d", (float)sqrt(d)));
     }
-    snprintf(tmp, sizeof tmp, "%s,%s", qs, kt);
-    node(&nodes, "MatMul", tmp, "qk", NULL);
-    const char *scores = "qk";
+    int scores = tb_op(b, "MatMul", "qk", q, kt);
     if (!strcmp(scale, "div")) {
-        node(&nodes, "Div", "qk,sqrt_d", "scores", NULL);
-        scores = "scores";
+        scores = tb_op(b, "Div", "scores", scores, tb_scalar_f32(b, "sqrt_d", (float)sqrt(d)));
     } else if (!strcmp(scale, "mul")) {
-        node(&nodes, "Mul", "inv_sqrt_d,qk", "scores", NULL);
-        scores = "scores";
+        scores = tb_op(b, "Mul", "scores", tb_scalar_f32(b, "inv_sqrt_d", (float)(1.0 / sqrt(d))), scores);
     } else if (!strcmp(scale, "tensor")) {
-        fu_sb vals = {0};
-        fu_sb_printf(&vals, "[");
-        for (int h = 0; h < s->hq; h++) fu_sb_printf(&vals, "%s%.9g", h ? ", " : "", 1.0 / sqrt(d));
-        fu_sb_printf(&vals, "]");
-        snprintf(shape, sizeof shape, "[1, %d, 1, 1]", s->hq);
-        init(&inits, "head_scale", "float32", shape, vals.s);
-        fu_sb_free(&vals);
-        node(&nodes, "Mul", "qk,head_scale", "scores", NULL);
-        scores = "scores";
+        float per_head[64];
+        for (int h = 0; h < s->hq; h++) per_head[h] = (float)(1.0 / sqrt(d));
+        scores = tb_op(b, "Mul", "scores", scores, tb_const_f32(b, "head_scale", TB_DIMS(1, s->hq, 1, 1), per_head));
     }
 
     /* Mask. */
     double blocked = s->blocked ? s->blocked : -INFINITY;
-    const char *mask = s->mask;
-    const char *masked = scores;
-    int off = s->lk - s->lq;
-    if (mask && !strncmp(mask, "const_", 6)) {
-        fu_sb vals = {0};
-        fu_sb_printf(&vals, "[");
-        unsigned seed = 99;
-        for (int i = 0; i < s->lq; i++)
-            for (int j = 0; j < s->lk; j++) {
-                int hide = !strcmp(mask, "const_causal") ? j > i + off : !strcmp(mask, "const_shift") ? j >= i + off : 0;
-                seed = seed * 1664525u + 1013904223u;
-                double x = !strcmp(mask, "const_random") ? -(double)((seed >> 9) % 2000) / 1000.0 : 0.0;
-                if (hide && isinf(blocked)) fu_sb_printf(&vals, "%s\"-inf\"", i + j ? ", " : "");
-                else fu_sb_printf(&vals, "%s%.9g", i + j ? ", " : "", hide ? blocked : x);
-            }
-        fu_sb_printf(&vals, "]");
-        snprintf(shape, sizeof shape, "[1, 1, %d, %d]", s->lq, s->lk);
-        init(&inits, "mask", "float32", shape, vals.s);
-        fu_sb_free(&vals);
-    } else if (mask && !strcmp(mask, "trilu")) {
-        init_scalar(&inits, "blocked", blocked);
-        snprintf(data, sizeof data, "[%d]", 1 + off);
-        init(&inits, "trilu_k", "int64", "[]", data);
+    const char *mask_kind = s->mask;
+    int mask = -1, masked = scores;
+    if (mask_kind && !strncmp(mask_kind, "const_", 6)) {
+        float *m = mask_values(s, blocked);
+        mask = tb_const_f32(b, "mask", TB_DIMS(1, 1, s->lq, s->lk), m);
+        free(m);
+    } else if (mask_kind && !strcmp(mask_kind, "trilu")) {
+        int full;
         if (s->sym) {
             /* [seq, seq] from Q's shape, filled with the blocked value. */
-            node(&nodes, "Shape", "q", "q_shape", NULL);
-            init(&inits, "idx_2", "int64", "[1]", s->bshd == 1 ? "[1]" : "[2]");
-            node(&nodes, "Gather", "q_shape,idx_2", "seq_1d", "{\"axis\": 0}");
-            node(&nodes, "Concat", "seq_1d,seq_1d", "mask_shape", "{\"axis\": 0}");
-            fu_sb attr = {0};
-            fu_sb_printf(&attr, "{\"value\": {\"dtype\": \"float32\", \"shape\": [1], \"data\": [%s]}}",
-                         isinf(blocked) ? "\"-inf\"" : "-1e9");
-            node(&nodes, "ConstantOfShape", "mask_shape", "full", attr.s);
-            fu_sb_free(&attr);
+            int q_shape = tb_op(b, "Shape", "q_shape", q_in);
+            int seq_1d = tb_op(b, "Gather", "seq_1d", q_shape, tb_const_ints(b, "idx_2", TB_INTS(s->bshd == 1 ? 1 : 2)));
+            tb_attr_int(b, seq_1d, "axis", 0);
+            int mask_shape = tb_attr_int(b, tb_op(b, "Concat", "mask_shape", seq_1d, seq_1d), "axis", 0);
+            float fill = isinf(blocked) ? -INFINITY : -1e9f;
+            full = tb_op(b, "ConstantOfShape", "full", mask_shape);
+            tb_attr_tensor(b, full, "value", FU_F32, TB_DIMS(1), &fill);
         } else {
-            fu_sb vals = {0};
-            fu_sb_printf(&vals, "[");
-            for (int i = 0; i < s->lq * s->lk; i++) fu_sb_printf(&vals, "%s\"-inf\"", i ? ", " : "");
-            fu_sb_printf(&vals, "]");
-            snprintf(shape, sizeof shape, "[%d, %d]", s->lq, s->lk);
-            init(&inits, "full", "float32", shape, vals.s);
-            fu_sb_free(&vals);
+            float *m = mask_values(s, blocked);
+            full = tb_const_f32(b, "full", TB_DIMS(s->lq, s->lk), m);
+            free(m);
         }
-        node(&nodes, "Trilu", "full,trilu_k", "mask", "{\"upper\": 1}");
-    } else if (mask && (!strncmp(mask, "range", 5) || !strcmp(mask, "fill_range"))) {
+        mask = tb_op(b, "Trilu", "mask", full, tb_scalar_i64(b, "trilu_k", 1 + s->lk - s->lq));
+        tb_attr_int(b, mask, "upper", 1);
+    } else if (mask_kind && (!strncmp(mask_kind, "range", 5) || !strcmp(mask_kind, "fill_range"))) {
         /* Row and column indices from Range over the sequence length. */
-        node(&nodes, "Shape", "q", "q_shape", NULL);
-        init(&inits, "idx_2s", "int64", "[]", s->bshd == 1 ? "[1]" : "[2]");
-        init(&inits, "zero_i", "int64", "[]", "[0]");
-        init(&inits, "one_i", "int64", "[]", "[1]");
-        node(&nodes, "Gather", "q_shape,idx_2s", "seq_len", "{\"axis\": 0}");
-        node(&nodes, "Range", "zero_i,seq_len,one_i", "positions", NULL);
-        node(&nodes, "Unsqueeze", "positions,axes_1", "rows", NULL);
-        node(&nodes, "Unsqueeze", "positions,axes_0", "cols", NULL);
-        if (!strcmp(mask, "range")) node(&nodes, "Less", "rows,cols", "cond", NULL);
-        else if (!strcmp(mask, "range_gt")) node(&nodes, "Greater", "cols,rows", "cond", NULL);
-        else if (!strcmp(mask, "range_anti")) node(&nodes, "Less", "cols,rows", "cond", NULL);
-        else node(&nodes, "GreaterOrEqual", "rows,cols", "cond", NULL);   /* keep j <= i */
-        init_scalar(&inits, "blocked", blocked);
-        init_scalar(&inits, "zero_f", 0.0);
-        if (!strcmp(mask, "fill_range")) {
-            snprintf(tmp, sizeof tmp, "cond,%s,blocked", scores);
-            node(&nodes, "Where", tmp, "masked", NULL);
-            masked = "masked";
-            mask = NULL;
-        } else {
-            node(&nodes, "Where", "cond,blocked,zero_f", "mask", NULL);
-        }
-    } else if (mask && !strcmp(mask, "fill_input")) {
-        snprintf(shape, sizeof shape, "[%s, %s]", lq, lk);
-        input(&ins, "keep", "bool", shape);
-        init_scalar(&inits, "blocked", blocked);
-        snprintf(tmp, sizeof tmp, "keep,%s,blocked", scores);
-        node(&nodes, "Where", tmp, "masked", NULL);
-        masked = "masked";
-        mask = NULL;
-    } else if (mask && !strcmp(mask, "pad_input")) {
-        snprintf(shape, sizeof shape, "[%d, 1, 1, %s]", s->b, lk);
-        input(&ins, "mask", "float32", shape);
-    } else if (mask && !strcmp(mask, "col1")) {
-        snprintf(shape, sizeof shape, "[%s, 1]", lq);
-        input(&ins, "mask", "float32", shape);
+        int q_shape = tb_op(b, "Shape", "q_shape", q_in);
+        int seq_len = tb_op(b, "Gather", "seq_len", q_shape, tb_scalar_i64(b, "idx_2s", s->bshd == 1 ? 1 : 2));
+        tb_attr_int(b, seq_len, "axis", 0);
+        int positions = tb_op(b, "Range", "positions", tb_scalar_i64(b, "zero_i", 0), seq_len, tb_scalar_i64(b, "one_i", 1));
+        int rows = tb_op(b, "Unsqueeze", "rows", positions, tb_const_ints(b, "axes_1", TB_INTS(1)));
+        int cols = tb_op(b, "Unsqueeze", "cols", positions, tb_const_ints(b, "axes_0", TB_INTS(0)));
+        int cond;
+        if (!strcmp(mask_kind, "range")) cond = tb_op(b, "Less", "cond", rows, cols);
+        else if (!strcmp(mask_kind, "range_gt")) cond = tb_op(b, "Greater", "cond", cols, rows);
+        else if (!strcmp(mask_kind, "range_anti")) cond = tb_op(b, "Less", "cond", cols, rows);
+        else cond = tb_op(b, "GreaterOrEqual", "cond", rows, cols);   /* keep j <= i */
+        int blocked_c = tb_scalar_f32(b, "blocked", (float)blocked);
+        if (!strcmp(mask_kind, "fill_range"))
+            masked = tb_op(b, "Where", "masked", cond, scores, blocked_c);
+        else
+            mask = tb_op(b, "Where", "mask", cond, blocked_c, tb_scalar_f32(b, "zero_f", 0.0f));
+    } else if (mask_kind && !strcmp(mask_kind, "fill_input")) {
+        int keep = tb_input(b, "keep", FU_BOOL, TB_DIMS(lq, lk));
+        masked = tb_op(b, "Where", "masked", keep, scores, tb_scalar_f32(b, "blocked", (float)blocked));
+    } else if (mask_kind && !strcmp(mask_kind, "pad_input")) {
+        mask = tb_input(b, "mask", FU_F32, TB_DIMS(s->b, 1, 1, lk));
+    } else if (mask_kind && !strcmp(mask_kind, "col1")) {
+        mask = tb_input(b, "mask", FU_F32, TB_DIMS(lq, 1));
     }
-    if (mask) {
-        snprintf(tmp, sizeof tmp, s->mask_left ? "mask,%s" : "%s,mask", scores);
-        node(&nodes, "Add", tmp, "masked", NULL);
-        masked = "masked";
-    }
+    if (mask >= 0) masked = s->mask_left ? tb_op(b, "Add", "masked", mask, scores) : tb_op(b, "Add", "masked", scores, mask);
 
-    snprintf(tmp, sizeof tmp, "{\"axis\": %d}", s->softmax_axis ? s->softmax_axis : -1);
-    node(&nodes, "Softmax", masked, "probs", tmp);
-    snprintf(tmp, sizeof tmp, "probs,%s", v);
-    node(&nodes, "MatMul", tmp, "y", NULL);
-    fu_sb_printf(&outs, "{\"name\": \"y\"}");
-    if (s->expose) fu_sb_printf(&outs, ", {\"name\": \"probs\"}");
-
-    fu_sb model = {0};
-    fu_sb_printf(&model, "{\"ir_version\": 1, \"name\": \"attention\",\n");
-    if (s->sym) fu_sb_printf(&model, " \"symbols\": {\"seq\": %d},\n", s->lq);
-    fu_sb_printf(&model, " \"inputs\": [\n%s],\n \"outputs\": [%s],\n \"initializers\": [\n%s],\n \"nodes\": [\n%s]}\n",
-                 ins.s, outs.s, inits.s, nodes.s);
-    assert_false(model.oom || nodes.oom || inits.oom || ins.oom || outs.oom);
-    fu_sb_free(&nodes);
-    fu_sb_free(&inits);
-    fu_sb_free(&ins);
-    fu_sb_free(&outs);
-    return model.s;
+    int probs = tb_attr_int(b, tb_op(b, "Softmax", "probs", masked), "axis", s->softmax_axis ? s->softmax_axis : -1);
+    tb_output(b, tb_op(b, "MatMul", "y", probs, v));
+    if (s->expose) tb_output(b, probs);
+    return b;
 }
 
 /* ---- running ------------------------------------------------------------------ */
@@ -351,14 +227,16 @@ static void dump_log(const fu_fusion_log *log) {
                       log->events[i].node, log->events[i].reason);
 }
 
-static void check_json(char *json, int hq, int repeated_kv, const expectation *want) {
-    char *path = tu_write_temp(".json", json);
+/* Saves the model (freeing the builder), fuses and checks it. */
+static void check_model(tb_graph *b, int hq, int repeated_kv, const expectation *want) {
+    char *path = tb_save(b);
+    tb_free(b);
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
-    if (!g) fail_msg("load: %s\n%s", err.msg, json);
+    if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
-    if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
+    if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
 
     int fused = tu_count_op(g, "Attention");
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
@@ -410,13 +288,11 @@ static void check_json(char *json, int hq, int repeated_kv, const expectation *w
         fusec_free(fast);
     }
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 static void check(const attn_spec *s, const expectation *want) {
-    check_json(build_attention(s), s->hq, s->repeat != NULL, want);
+    check_model(build_attention(s), s->hq, s->repeat != NULL, want);
 }
 
 /* ---- fused variants ------------------------------------------------------------- */
@@ -562,22 +438,19 @@ static void test_anti_causal_range_kept(void **state) {
  * mask [Lq, Lk] (Lq 3 < Lk 6): the Attention op's 3-D form, one head. */
 static void test_single_head_3d(void **state) {
     (void)state;
-    const char *json =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [2, 3, 64]},"
-        " {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [2, 6, 64]},"
-        " {\"name\": \"v\", \"dtype\": \"float32\", \"shape\": [2, 6, 64]}],"
-        " \"outputs\": [{\"name\": \"y\"}], \"initializers\": ["
-        " {\"name\": \"c\", \"dtype\": \"float32\", \"shape\": [], \"data\": [0.125]},"
-        " {\"name\": \"mask\", \"dtype\": \"float32\", \"shape\": [3, 6], \"data\": ["
-        "  0, 0, 0, 0, \"-inf\", \"-inf\",  0, 0, 0, 0, 0, \"-inf\",  0, 0, 0, 0, 0, 0]}],"
-        " \"nodes\": [{\"op\": \"Transpose\", \"inputs\": [\"k\"], \"outputs\": [\"kt\"], \"attrs\": {\"perm\": [0, 2, 1]}},"
-        " {\"op\": \"MatMul\", \"inputs\": [\"q\", \"kt\"], \"outputs\": [\"s0\"]},"
-        " {\"op\": \"Mul\", \"inputs\": [\"s0\", \"c\"], \"outputs\": [\"s1\"]},"
-        " {\"op\": \"Add\", \"inputs\": [\"s1\", \"mask\"], \"outputs\": [\"s2\"]},"
-        " {\"op\": \"Softmax\", \"inputs\": [\"s2\"], \"outputs\": [\"p\"], \"attrs\": {\"axis\": -1}},"
-        " {\"op\": \"MatMul\", \"inputs\": [\"p\", \"v\"], \"outputs\": [\"y\"]}]}";
+    tb_graph *b = tb_new("model");
+    int q = tb_input(b, "q", FU_F32, TB_DIMS(2, 3, 64));
+    int k = tb_input(b, "k", FU_F32, TB_DIMS(2, 6, 64));
+    int v = tb_input(b, "v", FU_F32, TB_DIMS(2, 6, 64));
+    const float mask[18] = {0, 0, 0, 0, -INFINITY, -INFINITY, 0, 0, 0, 0, 0, -INFINITY, 0, 0, 0, 0, 0, 0};
+    int kt = tb_attr_ints(b, tb_op(b, "Transpose", "kt", k), "perm", TB_INTS(0, 2, 1));
+    int s0 = tb_op(b, "MatMul", "s0", q, kt);
+    int s1 = tb_op(b, "Mul", "s1", s0, tb_scalar_f32(b, "c", 0.125f));
+    int s2 = tb_op(b, "Add", "s2", s1, tb_const_f32(b, "mask", TB_DIMS(3, 6), mask));
+    int p = tb_attr_int(b, tb_op(b, "Softmax", "p", s2), "axis", -1);
+    tb_output(b, tb_op(b, "MatMul", "y", p, v));
     expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 1};
-    check_json(strdup(json), 1, 0, &e);
+    check_model(b, 1, 0, &e);
 }
 
 /* ---- near misses ---------------------------------------------------------------- */
@@ -633,41 +506,41 @@ static void test_miss_v_heads(void **state) {
  * compiles and loads, and bad attributes fail with a named reason. */
 static void test_op_errors(void **state) {
     (void)state;
-    const char *base =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [1, 5, 128]},"
-        " {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [1, 7, 64]},"
-        " {\"name\": \"v\", \"dtype\": \"float32\", \"shape\": [1, 7, 64]}%s],"
-        " \"outputs\": [{\"name\": \"y\"}], \"initializers\": [{\"name\": \"sinks\", \"dtype\": \"float32\","
-        " \"shape\": [4], \"data\": [0.5, -1, 2, 0]}],"
-        " \"nodes\": [{\"op\": \"Attention\", \"inputs\": [%s], \"outputs\": [\"y\"], \"attrs\": {%s}}]}";
     struct {
-        const char *extra_in, *inputs, *attrs, *error;
+        const char *extra;     /* an extra input of dtype t, shape [dims[0]] or [dims[0], dims[1]] */
+        fu_dtype t;
+        int64_t dims[2];
+        const char *inputs;
+        int kv_heads, is_causal, softcap;
+        const char *error;
     } cases[] = {
-        {"", "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"sinks\"", "\"q_num_heads\": 4, \"kv_num_heads\": 2", NULL},
-        {"", "\"q\", \"k\", \"v\"", "\"q_num_heads\": 4", "kv_num_heads"},
-        {"", "\"q\", \"k\", \"v\"", "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"softcap\": 1.0", "softcap"},
-        {"", "\"q\", \"k\", \"v\", \"\", \"k\"", "\"q_num_heads\": 4, \"kv_num_heads\": 2", "past_key"},
-        {", {\"name\": \"m\", \"dtype\": \"bool\", \"shape\": [5, 7]}", "\"q\", \"k\", \"v\", \"m\"",
-         "\"q_num_heads\": 4, \"kv_num_heads\": 2", "boolean attn_mask"},
-        {"", "\"q\", \"k\", \"v\"", "\"q_num_heads\": 4, \"kv_num_heads\": 3", "not a multiple"},
+        {NULL, 0, {0}, "q,k,v,,,,sinks", 2, 0, 0, NULL},
+        {NULL, 0, {0}, "q,k,v", 0, 0, 0, "kv_num_heads"},
+        {NULL, 0, {0}, "q,k,v", 2, 0, 1, "softcap"},
+        {NULL, 0, {0}, "q,k,v,,k", 2, 0, 0, "past_key"},
+        {"m", FU_BOOL, {5, 7}, "q,k,v,m", 2, 0, 0, "boolean attn_mask"},
+        {NULL, 0, {0}, "q,k,v", 3, 0, 0, "not a multiple"},
         /* q_positions (input 7): int64 [Lq], only with is_causal */
-        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [5]}",
-         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
-         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", NULL},
-        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [5]}",
-         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"", "\"q_num_heads\": 4, \"kv_num_heads\": 2",
-         "q_positions needs is_causal"},
-        {", {\"name\": \"p\", \"dtype\": \"int64\", \"shape\": [7]}",
-         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
-         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", "q_positions must be int64 [q_len]"},
-        {", {\"name\": \"p\", \"dtype\": \"int32\", \"shape\": [5]}",
-         "\"q\", \"k\", \"v\", \"\", \"\", \"\", \"\", \"p\"",
-         "\"q_num_heads\": 4, \"kv_num_heads\": 2, \"is_causal\": 1", "int32"},
+        {"p", FU_I64, {5}, "q,k,v,,,,,p", 2, 1, 0, NULL},
+        {"p", FU_I64, {5}, "q,k,v,,,,,p", 2, 0, 0, "q_positions needs is_causal"},
+        {"p", FU_I64, {7}, "q,k,v,,,,,p", 2, 1, 0, "q_positions must be int64 [q_len]"},
+        {"p", FU_I32, {5}, "q,k,v,,,,,p", 2, 1, 0, "int32"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char json[2048];
-        snprintf(json, sizeof json, base, cases[i].extra_in, cases[i].inputs, cases[i].attrs);
-        char *path = tu_write_temp(".json", json);
+        tb_graph *b = tb_new("model");
+        tb_input(b, "q", FU_F32, TB_DIMS(1, 5, 128));
+        tb_input(b, "k", FU_F32, TB_DIMS(1, 7, 64));
+        tb_input(b, "v", FU_F32, TB_DIMS(1, 7, 64));
+        if (cases[i].extra) tb_input(b, cases[i].extra, cases[i].t, cases[i].dims[1] ? 2 : 1, cases[i].dims);
+        tb_const_f32(b, "sinks", TB_DIMS(4), (const float[]){0.5f, -1, 2, 0});
+        int y = tb_op_names(b, "Attention", "y", cases[i].inputs);
+        tb_attr_int(b, y, "q_num_heads", 4);
+        if (cases[i].kv_heads) tb_attr_int(b, y, "kv_num_heads", cases[i].kv_heads);
+        if (cases[i].softcap) tb_attr_float(b, y, "softcap", 1.0);
+        if (cases[i].is_causal) tb_attr_int(b, y, "is_causal", 1);
+        tb_output(b, y);
+        char *path = tb_save(b);
+        tb_free(b);
         char err[FU_ERR_LEN] = "";
         fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
         fusec_model *m = fusec_load(path, &opts, err, sizeof err);
@@ -677,8 +550,7 @@ static void test_op_errors(void **state) {
             if (!m) fail_msg("case %zu: %s", i, err);
             fusec_free(m);
         }
-        unlink(path);
-        free(path);
+        tb_remove(path);
     }
 }
 
@@ -688,28 +560,25 @@ static void test_op_errors(void **state) {
  * an Attention node (as the attention rule makes it) and the output moved
  * back; `q_exported` also lists the Q transpose as a graph output. */
 static char *layouts_model(int q_exported) {
-    static char json[4096];
-    snprintf(json, sizeof json,
-             "{\"ir_version\": 1, \"name\": \"layouts\","
-             " \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [1, 5, 4, 8]},"
-             "  {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [1, 5, 2, 8]},"
-             "  {\"name\": \"v\", \"dtype\": \"float32\", \"shape\": [1, 5, 2, 8]}],"
-             " \"outputs\": [{\"name\": \"y\"}%s],"
-             " \"nodes\": ["
-             "  {\"name\": \"tq\", \"op\": \"Transpose\", \"inputs\": [\"q\"], \"outputs\": [\"qt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
-             "  {\"name\": \"tk\", \"op\": \"Transpose\", \"inputs\": [\"k\"], \"outputs\": [\"kt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
-             "  {\"name\": \"tv\", \"op\": \"Transpose\", \"inputs\": [\"v\"], \"outputs\": [\"vt\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}},"
-             "  {\"name\": \"att\", \"op\": \"Attention\", \"inputs\": [\"qt\", \"kt\", \"vt\"], \"outputs\": [\"a\"],"
-             "   \"attrs\": {\"is_causal\": 1}},"
-             "  {\"name\": \"ty\", \"op\": \"Transpose\", \"inputs\": [\"a\"], \"outputs\": [\"y\"], \"attrs\": {\"perm\": [0, 2, 1, 3]}}]}",
-             q_exported ? ", {\"name\": \"qt\"}" : "");
-    return json;
+    tb_graph *b = tb_new("layouts");
+    int q = tb_input(b, "q", FU_F32, TB_DIMS(1, 5, 4, 8));
+    int k = tb_input(b, "k", FU_F32, TB_DIMS(1, 5, 2, 8));
+    int v = tb_input(b, "v", FU_F32, TB_DIMS(1, 5, 2, 8));
+    int qt = tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "qt", q), "perm", TB_INTS(0, 2, 1, 3)), "tq");
+    int kt = tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "kt", k), "perm", TB_INTS(0, 2, 1, 3)), "tk");
+    int vt = tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "vt", v), "perm", TB_INTS(0, 2, 1, 3)), "tv");
+    int a = tb_name(b, tb_attr_int(b, tb_op(b, "Attention", "a", qt, kt, vt), "is_causal", 1), "att");
+    tb_output(b, tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "y", a), "perm", TB_INTS(0, 2, 1, 3)), "ty"));
+    if (q_exported) tb_output(b, qt);
+    char *path = tb_save(b);
+    tb_free(b);
+    return path;
 }
 
 /* Fast pipeline on the model: the attention's layouts and the Transposes
  * left; then bare and fast agree on every output. */
 static void check_layouts(int q_exported, const char *want_qkv, int want_transposes) {
-    char *path = tu_write_temp(".json", layouts_model(q_exported));
+    char *path = layouts_model(q_exported);
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("%s", err.msg);

@@ -21,80 +21,73 @@
 #include "../compiler/emit.h"
 #include "../api/fusec.h"
 #include "graphutil.h"
+#include "graph_builder.h"
 
 /* ---- model builders ------------------------------------------------------ */
 
-/* Appends a float32 initializer of `count` pseudo-random values around `base`. */
-static void add_vector(fu_sb *b, const char *name, const char *dtype, const char *shape, int count,
-                       double base, unsigned seed) {
-    fu_sb_printf(b, ",\n    {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": %s, \"data\": [", name, dtype, shape);
+/* A short int list in a spec: LIST(1, 7, 64); n 0 means "not given". */
+typedef struct {
+    int n;
+    int64_t v[4];
+} int_list;
+#define LIST(...) {(int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), {__VA_ARGS__}}
+#define SEQ (-1)   /* in a shape: the symbol "seq" */
+
+/* A constant of `count` pseudo-random values around `base` (float32, or
+ * float16 from the same values), shape [count] or [1, count]. */
+static int add_vector(tb_graph *b, const char *name, fu_dtype t, int row, int count, double base, unsigned seed) {
+    float *v = malloc(sizeof(float) * (size_t)count);
     for (int i = 0; i < count; i++) {
         seed = seed * 1103515245u + 12345u;
-        fu_sb_printf(b, "%s%.4f", i ? ", " : "", base + ((seed >> 8) % 1000) / 1000.0 - 0.5);
+        v[i] = (float)(base + ((seed >> 8) % 1000) / 1000.0 - 0.5);
     }
-    fu_sb_printf(b, "]}");
+    int c = row ? tb_const_cast(b, name, t, TB_DIMS(1, count), v) : tb_const_cast(b, name, t, TB_DIMS(count), v);
+    free(v);
+    return c;
 }
 
-/* ReduceMean node with axes as attribute or as a constant input. */
-static void add_reduce_mean(fu_sb *nodes, fu_sb *inits, const char *name, const char *in, const char *out,
-                            const char *axes, int axes_input, int keepdims) {
-    if (axes_input) {
-        int count = 1;
-        for (const char *p = axes; *p; p++) count += *p == ',';
-        fu_sb_printf(inits, ",\n    {\"name\": \"%s_axes\", \"dtype\": \"int64\", \"shape\": [%d], \"data\": %s}", name,
-                     count, axes);
-        fu_sb_printf(nodes, ",\n    {\"name\": \"%s\", \"op\": \"ReduceMean\", \"inputs\": [\"%s\", \"%s_axes\"], "
-                            "\"outputs\": [\"%s\"], \"attrs\": {\"keepdims\": %d}}",
-                     name, in, name, out, keepdims);
-    } else {
-        fu_sb_printf(nodes, ",\n    {\"name\": \"%s\", \"op\": \"ReduceMean\", \"inputs\": [\"%s\"], "
-                            "\"outputs\": [\"%s\"], \"attrs\": {\"axes\": %s, \"keepdims\": %d}}",
-                     name, in, out, axes, keepdims);
-    }
-}
-
-static void add_node(fu_sb *nodes, const char *name, const char *op, const char *a, const char *b, const char *out) {
-    if (b)
-        fu_sb_printf(nodes, ",\n    {\"name\": \"%s\", \"op\": \"%s\", \"inputs\": [\"%s\", \"%s\"], \"outputs\": [\"%s\"]}",
-                     name, op, a, b, out);
-    else
-        fu_sb_printf(nodes, ",\n    {\"name\": \"%s\", \"op\": \"%s\", \"inputs\": [\"%s\"], \"outputs\": [\"%s\"]}", name,
-                     op, a, out);
+/* Node `name` computing op(a) or op(a, c) (c < 0: unary) into `out`. */
+static int add_node(tb_graph *b, const char *name, const char *op, int a, int c, const char *out) {
+    return tb_name(b, c < 0 ? tb_op(b, op, out, a) : tb_op(b, op, out, a, c), name);
 }
 
 /* Binary node with operands swapped when `swap`. */
-static void add_binary(fu_sb *nodes, const char *name, const char *op, const char *a, const char *b, int swap,
-                       const char *out) {
-    add_node(nodes, name, op, swap ? b : a, swap ? a : b, out);
+static int add_binary(tb_graph *b, const char *name, const char *op, int a, int c, int swap, const char *out) {
+    return add_node(b, name, op, swap ? c : a, swap ? a : c, out);
 }
 
-static void add_cast(fu_sb *nodes, const char *name, const char *in, int to, const char *out) {
-    fu_sb_printf(nodes, ",\n    {\"name\": \"%s\", \"op\": \"Cast\", \"inputs\": [\"%s\"], \"outputs\": [\"%s\"], "
-                        "\"attrs\": {\"to\": %d}}",
-                 name, in, out, to);
+static int add_cast(tb_graph *b, const char *name, int in, int to, const char *out) {
+    return tb_attr_int(b, add_node(b, name, "Cast", in, -1, out), "to", to);
+}
+
+/* ReduceMean node with axes as attribute or as a constant input. */
+static int add_reduce_mean(tb_graph *b, const char *name, int in, const char *out, int_list axes, int axes_input,
+                           int keepdims) {
+    int y;
+    if (axes_input) {
+        char axes_name[64];
+        snprintf(axes_name, sizeof axes_name, "%s_axes", name);
+        y = add_node(b, name, "ReduceMean", in, tb_const_ints(b, axes_name, axes.n, axes.v), out);
+    } else {
+        y = tb_attr_ints(b, add_node(b, name, "ReduceMean", in, -1, out), "axes", axes.n, axes.v);
+    }
+    return tb_attr_int(b, y, "keepdims", keepdims);
 }
 
 /* The divide step: out = num / den as Div, Mul(num, Reciprocal(den)) or
  * Mul(num, Div(1, den)); num_right puts num on the right of the Mul. */
-static void add_divide(fu_sb *nodes, fu_sb *inits, const char *divide, const char *num, const char *den,
-                       int num_right, const char *out) {
-    if (strcmp(divide, "div") == 0) {
-        add_node(nodes, "divide", "Div", num, den, out);
-    } else if (strcmp(divide, "recip") == 0) {
-        add_node(nodes, "inverse", "Reciprocal", den, NULL, "inv");
-        add_binary(nodes, "divide", "Mul", num, "inv", num_right, out);
-    } else {
-        fu_sb_printf(inits, ",\n    {\"name\": \"one\", \"dtype\": \"float32\", \"shape\": [], \"data\": [1.0]}");
-        add_node(nodes, "inverse", "Div", "one", den, "inv");
-        add_binary(nodes, "divide", "Mul", num, "inv", num_right, out);
-    }
+static int add_divide(tb_graph *b, const char *divide, int num, int den, int num_right, const char *out) {
+    if (strcmp(divide, "div") == 0) return add_node(b, "divide", "Div", num, den, out);
+    int inv = strcmp(divide, "recip") == 0 ? add_node(b, "inverse", "Reciprocal", den, -1, "inv")
+                                           : add_node(b, "inverse", "Div", tb_scalar_f32(b, "one", 1.0f), den, "inv");
+    return add_binary(b, "divide", "Mul", num, inv, num_right, out);
 }
 
 typedef struct {
-    const char *shape;      /* x shape (JSON), e.g. "[1, 7, 64]" */
+    int_list shape;         /* x shape, e.g. LIST(1, 7, 64); SEQ: the symbol "seq" */
     int n;                  /* its last dim */
-    const char *symbols;    /* "symbols" object or NULL */
-    const char *reshape_to; /* reshape x to this constant shape first (per-head norms) */
+    int seq;                /* bound of "seq" when the shape uses it */
+    int_list reshape_to;    /* reshape x to this constant shape first (per-head norms) */
     const char *square;     /* "pow" (default) or "mul" */
     const char *divide;     /* "div" (default), "recip", "div1" */
     int x_right;            /* x on the right of Mul(x, inverse) */
@@ -106,8 +99,8 @@ typedef struct {
     int bias_left;          /* Add(bias, scaled) */
     int casts;              /* 0 none, 1 identity casts, 2 float16 in and out */
     /* near misses */
-    const char *axes;       /* ReduceMean axes (default "[-1]"); layer norm: of the mean */
-    const char *var_axes;   /* layer norm: of the variance */
+    int_list axes;          /* ReduceMean axes (default [-1]); layer norm: of the mean */
+    int_list var_axes;      /* layer norm: of the variance */
     int keepdims0;          /* the (variance) ReduceMean has keepdims=0 */
     double exponent;        /* Pow exponent (default 2) */
     int eps_input;          /* epsilon is a graph input */
@@ -116,98 +109,55 @@ typedef struct {
     int expose;             /* 1: the Sqrt output is a graph output; 2: the mean is used elsewhere */
 } norm_spec;
 
-/* Writes the composed RMS norm (layer_norm = 0) or layer norm model. */
-static char *build_model(const norm_spec *s, int layer_norm) {
-    fu_sb nodes = {0}, inits = {0}, outs = {0};
-    const char *axes = s->axes ? s->axes : "[-1]";
-    const char *var_axes = s->var_axes ? s->var_axes : "[-1]";
+/* The composed RMS norm (layer_norm = 0) or layer norm model. */
+static tb_graph *build_model(const norm_spec *s, int layer_norm) {
+    const int_list last = LIST(-1);
+    int_list axes = s->axes.n ? s->axes : last, var_axes = s->var_axes.n ? s->var_axes : last;
     const char *square = s->square ? s->square : "pow";
     const char *divide = s->divide ? s->divide : "div";
-    const char *fdtype = s->casts == 2 ? "float16" : "float32";
-    char x_shape[128];
-    snprintf(x_shape, sizeof x_shape, "%s", s->shape);
-    /* A large epsilon, so that a dropped or misread one shows in the numbers. */
-    fu_sb_printf(&inits, "    {\"name\": \"eps\", \"dtype\": \"float32\", \"shape\": [], \"data\": [0.01]}");
-    fu_sb_printf(&nodes, "    {\"name\": \"enter\", \"op\": \"Identity\", \"inputs\": [\"x\"], \"outputs\": [\"x0\"]}");
-    const char *x = "x0";
-    if (s->reshape_to) {
-        fu_sb_printf(&inits, ",\n    {\"name\": \"heads_shape\", \"dtype\": \"int64\", \"shape\": [4], \"data\": %s}",
-                     s->reshape_to);
-        add_node(&nodes, "split_heads", "Reshape", "x0", "heads_shape", "xh");
-        x = "xh";
-    }
-    if (s->casts) {
-        add_cast(&nodes, "cast_in", x, 1, "xf");
-        x = "xf";
-    }
-    const char *centred = x;  /* what is squared and normalised */
-    if (layer_norm) {
-        add_reduce_mean(&nodes, &inits, "mean", s->mean_other ? "x2" : x, "mu", axes, s->axes_input, 1);
-        add_node(&nodes, "centre", "Sub", x, "mu", "d");
-        centred = "d";
-    }
-    const char *squared = s->square_other ? "x2" : centred;
-    if (strcmp(square, "mul") == 0) {
-        add_node(&nodes, "square", "Mul", squared, squared, "sq");
-    } else {
-        fu_sb_printf(&inits, ",\n    {\"name\": \"two\", \"dtype\": \"float32\", \"shape\": [], \"data\": [%g]}",
-                     s->exponent ? s->exponent : 2.0);
-        add_node(&nodes, "square", "Pow", squared, "two", "sq");
-    }
-    add_reduce_mean(&nodes, &inits, "var", "sq", "ms", layer_norm ? var_axes : axes, s->axes_input,
-                    !s->keepdims0);
-    add_binary(&nodes, "add_eps", "Add", "ms", s->eps_input ? "eps_in" : "eps", s->eps_left, "ms_eps");
-    add_node(&nodes, "root", "Sqrt", "ms_eps", NULL, "rms");
-    add_divide(&nodes, &inits, divide, centred, "rms", s->x_right, "normed");
-    const char *y = "normed";
-    if (s->casts == 1) {
-        add_cast(&nodes, "cast_mid", y, 1, "normed_c");
-        y = "normed_c";
-    } else if (s->casts == 2) {
-        add_cast(&nodes, "cast_back", y, 10, "normed16");
-        y = "normed16";
-    }
-    if (s->scale) {
-        char shape[64];
-        snprintf(shape, sizeof shape, s->scale == 1 ? "[%d]" : "[1, %d]", s->n);
-        add_vector(&inits, "w", fdtype, shape, s->n, 1.0, 7);
-        add_binary(&nodes, "scale", "Mul", y, "w", s->scale_left, "scaled");
-        y = "scaled";
-    }
-    if (s->bias) {
-        char shape[64];
-        snprintf(shape, sizeof shape, "[%d]", s->n);
-        add_vector(&inits, "b", fdtype, shape, s->n, 0.0, 11);
-        add_binary(&nodes, "bias", "Add", y, "b", s->bias_left, "biased");
-        y = "biased";
-    }
-    if (s->casts == 2) {
-        add_cast(&nodes, "cast_out", y, 1, "yf");
-        y = "yf";
-    }
-    add_node(&nodes, "exit", "Identity", y, NULL, "y");
-    fu_sb_printf(&outs, "{\"name\": \"y\"}");
-    if (s->expose == 1) fu_sb_printf(&outs, ", {\"name\": \"rms\"}");
-    if (s->expose == 2) {
-        add_node(&nodes, "mean_user", "Neg", "ms", NULL, "neg_ms");
-        fu_sb_printf(&outs, ", {\"name\": \"neg_ms\"}");
-    }
-
-    fu_sb model = {0};
-    fu_sb_printf(&model, "{\"ir_version\": 1, \"name\": \"norm\",%s%s%s\n \"inputs\": [\n",
-                 s->symbols ? " \"symbols\": " : "", s->symbols ? s->symbols : "", s->symbols ? "," : "");
-    fu_sb_printf(&model, "    {\"name\": \"x\", \"dtype\": \"%s\", \"shape\": %s}", fdtype, x_shape);
-    const char *x2_shape = s->reshape_to ? s->reshape_to : x_shape;
+    fu_dtype fdtype = s->casts == 2 ? FU_F16 : FU_F32;
+    tb_graph *b = tb_new("norm");
+    int64_t x_shape[4];
+    for (int i = 0; i < s->shape.n; i++)
+        x_shape[i] = s->shape.v[i] == SEQ ? tb_symbol(b, "seq", s->seq) : s->shape.v[i];
+    int x = tb_input(b, "x", fdtype, s->shape.n, x_shape);
+    int x2 = -1, eps_in = -1;
     if (s->square_other || s->mean_other)
-        fu_sb_printf(&model, ",\n    {\"name\": \"x2\", \"dtype\": \"float32\", \"shape\": %s}", x2_shape);
-    if (s->eps_input) fu_sb_printf(&model, ",\n    {\"name\": \"eps_in\", \"dtype\": \"float32\", \"shape\": []}");
-    fu_sb_printf(&model, "],\n \"outputs\": [%s],\n \"initializers\": [\n%s],\n \"nodes\": [\n%s]}\n", outs.s, inits.s,
-                 nodes.s);
-    assert_false(model.oom || nodes.oom || inits.oom || outs.oom);
-    fu_sb_free(&nodes);
-    fu_sb_free(&inits);
-    fu_sb_free(&outs);
-    return model.s;
+        x2 = s->reshape_to.n ? tb_input(b, "x2", FU_F32, s->reshape_to.n, s->reshape_to.v)
+                             : tb_input(b, "x2", FU_F32, s->shape.n, x_shape);
+    if (s->eps_input) eps_in = tb_input(b, "eps_in", FU_F32, TB_SCALAR);
+    /* A large epsilon, so that a dropped or misread one shows in the numbers. */
+    int eps = tb_scalar_f32(b, "eps", 0.01f);
+
+    x = add_node(b, "enter", "Identity", x, -1, "x0");
+    if (s->reshape_to.n)
+        x = add_node(b, "split_heads", "Reshape", x, tb_const_ints(b, "heads_shape", s->reshape_to.n, s->reshape_to.v), "xh");
+    if (s->casts) x = add_cast(b, "cast_in", x, 1, "xf");
+    int centred = x;  /* what is squared and normalised */
+    if (layer_norm) {
+        int mu = add_reduce_mean(b, "mean", s->mean_other ? x2 : x, "mu", axes, s->axes_input, 1);
+        centred = add_node(b, "centre", "Sub", x, mu, "d");
+    }
+    int squared = s->square_other ? x2 : centred, sq;
+    if (strcmp(square, "mul") == 0)
+        sq = add_node(b, "square", "Mul", squared, squared, "sq");
+    else
+        sq = add_node(b, "square", "Pow", squared, tb_scalar_f32(b, "two", (float)(s->exponent ? s->exponent : 2.0)), "sq");
+    int ms = add_reduce_mean(b, "var", sq, "ms", layer_norm ? var_axes : axes, s->axes_input, !s->keepdims0);
+    int ms_eps = add_binary(b, "add_eps", "Add", ms, s->eps_input ? eps_in : eps, s->eps_left, "ms_eps");
+    int rms = add_node(b, "root", "Sqrt", ms_eps, -1, "rms");
+    int y = add_divide(b, divide, centred, rms, s->x_right, "normed");
+    if (s->casts == 1) y = add_cast(b, "cast_mid", y, 1, "normed_c");
+    else if (s->casts == 2) y = add_cast(b, "cast_back", y, 10, "normed16");
+    if (s->scale)
+        y = add_binary(b, "scale", "Mul", y, add_vector(b, "w", fdtype, s->scale == 2, s->n, 1.0, 7), s->scale_left,
+                       "scaled");
+    if (s->bias) y = add_binary(b, "bias", "Add", y, add_vector(b, "b", fdtype, 0, s->n, 0.0, 11), s->bias_left, "biased");
+    if (s->casts == 2) y = add_cast(b, "cast_out", y, 1, "yf");
+    tb_output(b, add_node(b, "exit", "Identity", y, -1, "y"));
+    if (s->expose == 1) tb_output(b, rms);
+    if (s->expose == 2) tb_output(b, add_node(b, "mean_user", "Neg", ms, -1, "neg_ms"));
+    return b;
 }
 
 /* ---- running --------------------------------------------------------------- */
@@ -248,11 +198,12 @@ typedef struct {
 } expectation;
 
 /* Runs the fast pipeline on the model and checks fusion and numerics. */
-static void check_model(const char *json, const expectation *want) {
-    char *path = tu_write_temp(".json", json);
+static void check_model(tb_graph *b, const expectation *want) {
+    char *path = tb_save(b);
+    tb_free(b);
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
-    if (!g) fail_msg("load: %s\n%s", err.msg, json);
+    if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
     if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
@@ -310,27 +261,22 @@ static void check_model(const char *json, const expectation *want) {
         fusec_free(fast);
     }
     fu_graph_free(g);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 static void check_rms(const norm_spec *s, int fused, int n_inputs, const char *reason) {
-    char *json = build_model(s, 0);
     expectation want = {"rms_norm", "RMSNormalization", fused, n_inputs, reason, s->casts == 2 ? 1.0 / 1024 : 0};
-    check_model(json, &want);
-    free(json);
+    check_model(build_model(s, 0), &want);
 }
 
 static void check_ln(const norm_spec *s, int fused, int n_inputs, const char *reason) {
-    char *json = build_model(s, 1);
     expectation want = {"layer_norm", "LayerNormalization", fused, n_inputs, reason,
                         s->casts == 2 ? 1.0 / 1024 : 0};
-    check_model(json, &want);
-    free(json);
+    check_model(build_model(s, 1), &want);
 }
 
-#define HIDDEN .shape = "[1, 7, 64]", .n = 64
-#define PER_HEAD .shape = "[1, 5, 4, 128]", .n = 128
+#define HIDDEN .shape = LIST(1, 7, 64), .n = 64
+#define PER_HEAD .shape = LIST(1, 5, 4, 128), .n = 128
 
 /* ---- RMSNormalization: accepted variants ---------------------------------- */
 
@@ -360,7 +306,7 @@ static void test_rms_eps_left_axes_input(void **state) {
     (void)state;
     check_rms(&(norm_spec){HIDDEN, .eps_left = 1, .scale = 1}, 1, 2, NULL);
     check_rms(&(norm_spec){HIDDEN, .axes_input = 1, .scale = 1}, 1, 2, NULL);
-    check_rms(&(norm_spec){HIDDEN, .axes = "[2]", .scale = 1}, 1, 2, NULL);  /* positive last axis */
+    check_rms(&(norm_spec){HIDDEN, .axes = LIST(2), .scale = 1}, 1, 2, NULL);  /* positive last axis */
 }
 
 static void test_rms_scale_left(void **state) {
@@ -398,30 +344,30 @@ static void test_rms_float16_edges(void **state) {
 static void test_rms_per_head(void **state) {
     (void)state;
     check_rms(&(norm_spec){PER_HEAD, .scale = 1, .divide = "recip"}, 1, 2, NULL);
-    check_rms(&(norm_spec){.shape = "[1, 5, 512]", .n = 128, .reshape_to = "[1, 5, 4, 128]", .scale = 1, .divide = "recip"}, 1, 2,
+    check_rms(&(norm_spec){.shape = LIST(1, 5, 512), .n = 128, .reshape_to = LIST(1, 5, 4, 128), .scale = 1, .divide = "recip"}, 1, 2,
               NULL);
-    check_rms(&(norm_spec){.shape = "[1, 5, 4, 64]", .n = 64, .square = "mul", .scale = 1, .scale_left = 1}, 1, 2, NULL);
+    check_rms(&(norm_spec){.shape = LIST(1, 5, 4, 64), .n = 64, .square = "mul", .scale = 1, .scale_left = 1}, 1, 2, NULL);
 }
 
 static void test_rms_symbolic_seq(void **state) {
     (void)state;
-    check_rms(&(norm_spec){.shape = "[1, \"seq\", 64]", .n = 64, .symbols = "{\"seq\": 9}", .scale = 1}, 1, 2, NULL);
+    check_rms(&(norm_spec){.shape = LIST(1, SEQ, 64), .n = 64, .seq = 9, .scale = 1}, 1, 2, NULL);
 }
 
 /* ---- RMSNormalization: near misses ------------------------------------------- */
 
 static void test_rms_miss_axis(void **state) {
     (void)state;
-    check_rms(&(norm_spec){HIDDEN, .axes = "[1]", .scale = 1}, 0, 0, "not only the last axis");
-    check_rms(&(norm_spec){PER_HEAD, .axes = "[-2]", .axes_input = 1, .scale = 1}, 0, 0, "not only the last axis");
-    check_rms(&(norm_spec){HIDDEN, .axes = "[1, 2]", .scale = 1}, 0, 0, "not only the last axis");
+    check_rms(&(norm_spec){HIDDEN, .axes = LIST(1), .scale = 1}, 0, 0, "not only the last axis");
+    check_rms(&(norm_spec){PER_HEAD, .axes = LIST(-2), .axes_input = 1, .scale = 1}, 0, 0, "not only the last axis");
+    check_rms(&(norm_spec){HIDDEN, .axes = LIST(1, 2), .scale = 1}, 0, 0, "not only the last axis");
 }
 
 static void test_rms_miss_keepdims(void **state) {
     (void)state;
     /* [1, 7] + eps then Div with [1, 7, 64]: broadcasting that still infers only
      * when the reduced dims line up, so use a last dim equal to 7. */
-    check_rms(&(norm_spec){.shape = "[1, 7, 7]", .n = 7, .keepdims0 = 1}, 0, 0, "keepdims=0");
+    check_rms(&(norm_spec){.shape = LIST(1, 7, 7), .n = 7, .keepdims0 = 1}, 0, 0, "keepdims=0");
 }
 
 static void test_rms_miss_exponent(void **state) {
@@ -475,20 +421,20 @@ static void test_ln_casts_and_shapes(void **state) {
     check_ln(&(norm_spec){HIDDEN, .casts = 1, .scale = 1, .bias = 1}, 1, 3, NULL);
     check_ln(&(norm_spec){HIDDEN, .casts = 2, .scale = 1, .bias = 1}, 1, 1, NULL);
     check_ln(&(norm_spec){PER_HEAD, .scale = 1, .bias = 1, .divide = "recip"}, 1, 3, NULL);
-    check_ln(&(norm_spec){.shape = "[1, \"seq\", 64]", .n = 64, .symbols = "{\"seq\": 9}", .scale = 1, .bias = 1}, 1, 3, NULL);
+    check_ln(&(norm_spec){.shape = LIST(1, SEQ, 64), .n = 64, .seq = 9, .scale = 1, .bias = 1}, 1, 3, NULL);
 }
 
 /* ---- LayerNormalization: near misses ---------------------------------------------- */
 
 static void test_ln_miss_axis(void **state) {
     (void)state;
-    check_ln(&(norm_spec){HIDDEN, .axes = "[1]", .scale = 1, .bias = 1}, 0, 0, "mean's ReduceMean reduces");
-    check_ln(&(norm_spec){HIDDEN, .var_axes = "[1]", .scale = 1, .bias = 1}, 0, 0, "variance's ReduceMean reduces");
+    check_ln(&(norm_spec){HIDDEN, .axes = LIST(1), .scale = 1, .bias = 1}, 0, 0, "mean's ReduceMean reduces");
+    check_ln(&(norm_spec){HIDDEN, .var_axes = LIST(1), .scale = 1, .bias = 1}, 0, 0, "variance's ReduceMean reduces");
 }
 
 static void test_ln_miss_keepdims(void **state) {
     (void)state;
-    check_ln(&(norm_spec){.shape = "[1, 7, 7]", .n = 7, .keepdims0 = 1}, 0, 0, "keepdims=0");
+    check_ln(&(norm_spec){.shape = LIST(1, 7, 7), .n = 7, .keepdims0 = 1}, 0, 0, "keepdims=0");
 }
 
 static void test_ln_miss_exponent_eps(void **state) {
@@ -511,64 +457,50 @@ static void test_ln_miss_intermediate_used(void **state) {
 
 /* ---- the fused ops on their own --------------------------------------------- */
 
-static fu_graph *load_text(const char *json, fu_err *err) {
-    char *path = tu_write_temp(".json", json);
-    fu_graph *g = fu_ir_load(path, err);
-    unlink(path);
-    free(path);
-    return g;
+/* A model y = op(x [, s]) with x of dtype t and shape dims, s a float32
+ * [scale_len] of ones when scale_len > 0. */
+static tb_graph *norm_op(const char *op, fu_dtype t, int rank, const int64_t *dims, int scale_len) {
+    tb_graph *b = tb_new("model");
+    int x = tb_input(b, "x", t, rank, dims);
+    float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int y = scale_len ? tb_op(b, op, "y", x, tb_const_f32(b, "s", TB_DIMS(scale_len), ones)) : tb_op(b, op, "y", x);
+    tb_output(b, y);
+    return b;
 }
 
-static void expect_infer_error(const char *json, const char *substring) {
+static void expect_infer_error(tb_graph *b, const char *substring) {
     fu_err err = {{0}};
-    fu_graph *g = load_text(json, &err);
-    if (g) {
-        fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
-        int rc = fu_run_pipeline(g, &opts, "infer", &err);
-        fu_graph_free(g);
-        assert_int_equal(rc, -1);
-    }
+    fu_graph *g = tb_load(b);
+    tb_free(b);
+    fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
+    int rc = fu_run_pipeline(g, &opts, "infer", &err);
+    fu_graph_free(g);
+    assert_int_equal(rc, -1);
     if (!strstr(err.msg, substring)) fail_msg("error '%s' lacks '%s'", err.msg, substring);
 }
 
 static void test_ops_infer_errors(void **state) {
     (void)state;
-    expect_infer_error(
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 8]}],"
-        " \"outputs\": [{\"name\": \"y\"}],"
-        " \"initializers\": [{\"name\": \"s\", \"dtype\": \"float32\", \"shape\": [8], \"data\": [1,1,1,1,1,1,1,1]}],"
-        " \"nodes\": [{\"op\": \"RMSNormalization\", \"inputs\": [\"x\", \"s\"], \"outputs\": [\"y\"],"
-        " \"attrs\": {\"axis\": 0}}]}",
-        "only axis = -1");
-    expect_infer_error(
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 8]}],"
-        " \"outputs\": [{\"name\": \"y\"}],"
-        " \"initializers\": [{\"name\": \"s\", \"dtype\": \"float32\", \"shape\": [4], \"data\": [1,1,1,1]}],"
-        " \"nodes\": [{\"op\": \"LayerNormalization\", \"inputs\": [\"x\", \"s\"], \"outputs\": [\"y\"]}]}",
-        "scale must have shape [8]");
-    expect_infer_error(
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"int64\", \"shape\": [2, 8]}],"
-        " \"outputs\": [{\"name\": \"y\"}],"
-        " \"nodes\": [{\"op\": \"RMSNormalization\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}",
-        "expected float32");
-    expect_infer_error(
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": []}],"
-        " \"outputs\": [{\"name\": \"y\"}],"
-        " \"nodes\": [{\"op\": \"LayerNormalization\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}",
-        "rank >= 1");
+    tb_graph *b = norm_op("RMSNormalization", FU_F32, TB_DIMS(2, 8), 8);
+    tb_attr_int(b, tb_val(b, "y"), "axis", 0);
+    expect_infer_error(b, "only axis = -1");
+    expect_infer_error(norm_op("LayerNormalization", FU_F32, TB_DIMS(2, 8), 4), "scale must have shape [8]");
+    expect_infer_error(norm_op("RMSNormalization", FU_I64, TB_DIMS(2, 8), 0), "expected float32");
+    expect_infer_error(norm_op("LayerNormalization", FU_F32, TB_SCALAR, 0), "rank >= 1");
 }
 
 /* A LayerNormalization written directly in the model (axis = 1 = rank-1,
  * omitted Scale, a bias) runs through the kernel in both profiles. */
 static void test_ops_direct_layer_norm(void **state) {
     (void)state;
-    const char *json =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [3, 4]}],"
-        " \"outputs\": [{\"name\": \"y\"}],"
-        " \"initializers\": [{\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [4], \"data\": [1, 2, 3, 4]}],"
-        " \"nodes\": [{\"op\": \"LayerNormalization\", \"inputs\": [\"x\", \"\", \"b\"], \"outputs\": [\"y\"],"
-        " \"attrs\": {\"axis\": 1, \"epsilon\": 0.0}}]}";
-    char *path = tu_write_temp(".json", json);
+    tb_graph *b = tb_new("model");
+    int in = tb_input(b, "x", FU_F32, TB_DIMS(3, 4));
+    int ln = tb_op(b, "LayerNormalization", "y", in, TB_NONE, tb_const_f32(b, "b", TB_DIMS(4), (const float[]){1, 2, 3, 4}));
+    tb_attr_int(b, ln, "axis", 1);
+    tb_attr_float(b, ln, "epsilon", 0.0);
+    tb_output(b, ln);
+    char *path = tb_save(b);
+    tb_free(b);
     char err[FU_ERR_LEN];
     fusec_model *m = fusec_load(path, NULL, err, sizeof err);
     if (!m) fail_msg("%s", err);
@@ -586,8 +518,7 @@ static void test_ops_direct_layer_norm(void **state) {
     assert_true(fabsf(y[0] - (float)(-1.5 / sqrt(1.25) + 1)) < 1e-5f);
     free(y);
     fusec_free(m);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 int main(void) {

@@ -1,7 +1,7 @@
 /* Tests for the "rotary_embedding" fusion rule (passes/fuse_rotary_embedding.c)
- * and the RotaryEmbedding op (ir/ops/rotary.c).
+ * and the RotaryEmbedding op (ops/rotary.c).
  *
- * Each case writes a rotate-half RoPE subgraph as JSON IR (the way HF
+ * Each case builds a rotate-half RoPE subgraph (graph_builder.h; the way HF
  * Llama/Qwen exporters write it), checks that the fast pipeline replaced it
  * by one RotaryEmbedding node (and, where the angles are computed, that the
  * cos/sin subgraph died), then compiles the model with the bare and the fast
@@ -20,6 +20,7 @@
 #include "../passes/fusion.h"
 #include "../compiler/emit.h"
 #include "../api/fusec.h"
+#include "graph_builder.h"
 
 enum { ANGLES_RANGE, ANGLES_IDS_HF, ANGLES_CACHE };
 
@@ -48,204 +49,128 @@ enum { HALVES_CONCAT, PAIRS_BEFORE_TRIG, PAIRS_AFTER_TRIG };
 
 #define CACHE_ROWS 64
 
-/* ---- model text --------------------------------------------------------- */
-
-static void node(fu_sb *b, const char *op, const char *inputs, const char *outputs, const char *attrs) {
-    fu_sb_printf(b, "%s{\"op\": \"%s\", \"inputs\": [%s], \"outputs\": [%s]%s%s}", b->len ? ",\n" : "", op, inputs,
-                 outputs, attrs ? ", \"attrs\": " : "", attrs ? attrs : "");
-}
-
-static void init_ints(fu_sb *b, const char *name, int rank, const char *shape, int n, const int64_t *v) {
-    fu_sb_printf(b, "%s{\"name\": \"%s\", \"dtype\": \"int64\", \"shape\": [%s], \"data\": [", b->len ? ",\n" : "",
-                 name, rank ? shape : "");
-    for (int i = 0; i < n; i++) fu_sb_printf(b, "%s%lld", i ? ", " : "", (long long)v[i]);
-    fu_sb_printf(b, "]}");
-}
-
-static void init_floats(fu_sb *b, const char *name, const char *shape, int n, const float *v) {
-    fu_sb_printf(b, "%s{\"name\": \"%s\", \"dtype\": \"float32\", \"shape\": [%s], \"data\": [", b->len ? ",\n" : "",
-                 name, shape);
-    for (int i = 0; i < n; i++) fu_sb_printf(b, "%s%.9g", i ? ", " : "", (double)v[i]);
-    fu_sb_printf(b, "]}");
-}
+/* ---- the model ---------------------------------------------------------- */
 
 static void inv_freq_values(const rope_case *t, float *out) {
     int half = t->rot / 2;
     for (int i = 0; i < half; i++) out[i] = (float)pow(t->theta, -2.0 * i / t->rot);
 }
 
+static int inv_freq(tb_graph *b, const rope_case *t) {
+    float inv[512];
+    int half = t->rot / 2;
+    inv_freq_values(t, inv);
+    /* [half] for the Range form, [1, half, 1] for HF's MatMul. */
+    if (t->angles == ANGLES_IDS_HF) return tb_const_f32(b, "inv_freq", TB_DIMS(1, half, 1), inv);
+    return tb_const_f32(b, "inv_freq", TB_DIMS(half), inv);
+}
+
+/* int64 [1] constant. */
+static int int1(tb_graph *b, const char *name, int64_t v) {
+    return tb_const_ints(b, name, TB_INTS(v));
+}
+
+/* "<base><tag><suffix>" in buf. */
+static const char *name3(char *buf, const char *base, const char *tag, const char *suffix) {
+    snprintf(buf, 64, "%s%s%s", base, tag, suffix);
+    return buf;
+}
+
 /* [S, half] -> [S, rot] with each value twice in place, as GPT-J exporters
  * write it: Concat(v[..., None], v[..., None]) or Expand(v[..., None]), then
  * Reshape. */
-static void repeat_pairwise(fu_sb *nodes, const char *in_name, const char *out_name, int expand) {
-    char in[160], out[160];
-    snprintf(in, sizeof in, "\"%s\", \"axis_last\"", in_name);
-    snprintf(out, sizeof out, "\"%s_u\"", out_name);
-    node(nodes, "Unsqueeze", in, out, NULL);
-    if (expand) {
-        snprintf(in, sizeof in, "\"%s_u\", \"pair_expand\"", out_name);
-        snprintf(out, sizeof out, "\"%s_p\"", out_name);
-        node(nodes, "Expand", in, out, NULL);
-    } else {
-        snprintf(in, sizeof in, "\"%s_u\", \"%s_u\"", out_name, out_name);
-        snprintf(out, sizeof out, "\"%s_p\"", out_name);
-        node(nodes, "Concat", in, out, "{\"axis\": -1}");
-    }
-    snprintf(in, sizeof in, "\"%s_p\", \"trig_flat\"", out_name);
-    snprintf(out, sizeof out, "\"%s\"", out_name);
-    node(nodes, "Reshape", in, out, NULL);
+static int repeat_pairwise(tb_graph *b, const rope_case *t, int in, const char *out_name, int expand) {
+    char n[64];
+    int u = tb_op(b, "Unsqueeze", name3(n, out_name, "", "_u"), in, int1(b, "axis_last", -1));
+    int p = expand ? tb_op(b, "Expand", name3(n, out_name, "", "_p"), u, tb_const_ints(b, "pair_expand", TB_INTS(1, 1, 2)))
+                   : tb_attr_int(b, tb_op(b, "Concat", name3(n, out_name, "", "_p"), u, u), "axis", -1);
+    return tb_op(b, "Reshape", out_name, p, tb_const_ints(b, "trig_flat", TB_INTS(0, t->rot)));
 }
 
-/* Cos and sin over positions Range(0, seq) + off, as [S, rot] in cat(f, f)
- * layout (or pairwise, see pair_dup); writes nodes, returns names in
- * cos_name / sin_name. */
-static void range_angles(fu_sb *nodes, int off, const char *tag, int pair_dup, char *cos_name, char *sin_name) {
-    char buf[256], pos[64];
-    snprintf(pos, sizeof pos, "pos%s", tag);
-    snprintf(buf, sizeof buf, "\"%s\"", pos);
-    node(nodes, "Range", "\"zero\", \"seq_len\", \"one\"", buf, NULL);
-    if (off) {
-        char in[128], out[64];
-        snprintf(in, sizeof in, "\"%s\", \"off%s\"", pos, tag);
-        snprintf(out, sizeof out, "\"pos_off%s\"", tag);
-        node(nodes, "Add", in, out, NULL);
-        snprintf(pos, sizeof pos, "pos_off%s", tag);
-    }
-    char in[128], out[128];
-    snprintf(in, sizeof in, "\"%s\"", pos);
-    snprintf(out, sizeof out, "\"posf%s\"", tag);
-    node(nodes, "Cast", in, out, "{\"to\": 1}");
-    snprintf(in, sizeof in, "\"posf%s\", \"axes1\"", tag);
-    snprintf(out, sizeof out, "\"posu%s\"", tag);
-    node(nodes, "Unsqueeze", in, out, NULL);
-    snprintf(in, sizeof in, "\"posu%s\", \"inv_freq\"", tag);
-    snprintf(out, sizeof out, "\"freqs%s\"", tag);
-    node(nodes, "Mul", in, out, NULL);
-    char name[64], name2[64];
-    snprintf(name, sizeof name, "freqs%s", tag);
-    snprintf(name2, sizeof name2, "emb%s", tag);
-    if (pair_dup == PAIRS_BEFORE_TRIG) {
-        repeat_pairwise(nodes, name, name2, 0);
-    } else if (pair_dup == HALVES_CONCAT) {
-        snprintf(in, sizeof in, "\"freqs%s\", \"freqs%s\"", tag, tag);
-        snprintf(out, sizeof out, "\"emb%s\"", tag);
-        node(nodes, "Concat", in, out, "{\"axis\": -1}");
-    }
-    const char *arg = pair_dup == PAIRS_AFTER_TRIG ? "freqs" : "emb";
-    const char *res = pair_dup == PAIRS_AFTER_TRIG ? "_half" : "";
-    snprintf(in, sizeof in, "\"%s%s\"", arg, tag);
-    snprintf(out, sizeof out, "\"cos_raw%s%s\"", tag, res);
-    node(nodes, "Cos", in, out, NULL);
-    snprintf(out, sizeof out, "\"sin_raw%s%s\"", tag, res);
-    node(nodes, "Sin", in, out, NULL);
-    snprintf(cos_name, 64, "cos_raw%s", tag);
-    snprintf(sin_name, 64, "sin_raw%s", tag);
-    if (pair_dup == PAIRS_AFTER_TRIG) {
-        snprintf(name, sizeof name, "cos_raw%s_half", tag);
-        repeat_pairwise(nodes, name, cos_name, 1);
-        snprintf(name, sizeof name, "sin_raw%s_half", tag);
-        repeat_pairwise(nodes, name, sin_name, 1);
+/* Cos and sin over positions Range(0, seq) (+ off<tag> when add_off), as
+ * [S, rot] in cat(f, f) layout (or pairwise, see pair_dup). */
+static void range_angles(tb_graph *b, const rope_case *t, int seq_len, int add_off, const char *tag, int *cos_raw,
+                         int *sin_raw) {
+    char n[64], n2[64];
+    int pos = tb_op(b, "Range", name3(n, "pos", tag, ""), tb_scalar_i64(b, "zero", 0), seq_len, tb_scalar_i64(b, "one", 1));
+    if (add_off)
+        pos = tb_op(b, "Add", name3(n, "pos_off", tag, ""), pos,
+                    tb_scalar_i64(b, name3(n2, "off", tag, ""), t->offset + (*tag ? t->sin_offset : 0)));
+    int posf = tb_attr_int(b, tb_op(b, "Cast", name3(n, "posf", tag, ""), pos), "to", 1);
+    int posu = tb_op(b, "Unsqueeze", name3(n, "posu", tag, ""), posf, int1(b, "axes1", 1));
+    int freqs = tb_op(b, "Mul", name3(n, "freqs", tag, ""), posu, inv_freq(b, t)), arg = freqs;
+    if (t->pair_dup == PAIRS_BEFORE_TRIG)
+        arg = repeat_pairwise(b, t, freqs, name3(n, "emb", tag, ""), 0);
+    else if (t->pair_dup == HALVES_CONCAT)
+        arg = tb_attr_int(b, tb_op(b, "Concat", name3(n, "emb", tag, ""), freqs, freqs), "axis", -1);
+    const char *res = t->pair_dup == PAIRS_AFTER_TRIG ? "_half" : "";
+    *cos_raw = tb_op(b, "Cos", name3(n, "cos_raw", tag, res), arg);
+    *sin_raw = tb_op(b, "Sin", name3(n, "sin_raw", tag, res), arg);
+    if (t->pair_dup == PAIRS_AFTER_TRIG) {
+        *cos_raw = repeat_pairwise(b, t, *cos_raw, name3(n, "cos_raw", tag, ""), 1);
+        *sin_raw = repeat_pairwise(b, t, *sin_raw, name3(n, "sin_raw", tag, ""), 1);
     }
 }
 
 /* Multiplies by the amplitude (when not 1) and unsqueezes to broadcast over
  * heads: `axis` -1 leaves the value as it is. */
-static void finish_trig(fu_sb *nodes, const rope_case *t, const char *in_name, const char *out_name, int axis) {
-    char in[128], out[128], cur[64];
-    snprintf(cur, sizeof cur, "%s", in_name);
-    if (t->amplitude != 1.0) {
-        snprintf(in, sizeof in, "\"%s\", \"amplitude\"", cur);
-        snprintf(out, sizeof out, "\"%s_amp\"", out_name);
-        node(nodes, "Mul", in, out, NULL);
-        snprintf(cur, sizeof cur, "%s_amp", out_name);
-    }
-    snprintf(in, sizeof in, axis >= 0 ? "\"%s\", \"axes%d\"" : "\"%s\"", cur, axis);
-    snprintf(out, sizeof out, "\"%s\"", out_name);
-    node(nodes, axis >= 0 ? "Unsqueeze" : "Identity", in, out, NULL);
+static int finish_trig(tb_graph *b, const rope_case *t, int in, const char *out_name, int axis) {
+    char n[64];
+    if (t->amplitude != 1.0)
+        in = tb_op(b, "Mul", name3(n, out_name, "", "_amp"), in, tb_scalar_f32(b, "amplitude", (float)t->amplitude));
+    if (axis < 0) return tb_op(b, "Identity", out_name, in);
+    snprintf(n, sizeof n, "axes%d", axis);
+    return tb_op(b, "Unsqueeze", out_name, in, int1(b, n, axis));
 }
 
-static char *model_json(const rope_case *t) {
-    fu_sb nodes = {0}, inits = {0}, doc = {0};
-    int half = t->rot / 2, D = t->head_dim, S = t->seq;
-    char seq[32];
-    if (t->symbolic) snprintf(seq, sizeof seq, "\"seq\"");
-    else snprintf(seq, sizeof seq, "%d", S);
-    char xshape[128];
-    if (t->bshd) snprintf(xshape, sizeof xshape, "%d, %s, %d, %d", t->batch, seq, t->heads, D);
-    else snprintf(xshape, sizeof xshape, "%d, %d, %s, %d", t->batch, t->heads, seq, D);
-
-    int64_t zero = 0, one = 1, seq_axis = t->bshd ? 1 : 2, end = INT64_MAX;
-    init_ints(&inits, "zero", 0, "", 1, &zero);
-    init_ints(&inits, "one", 0, "", 1, &one);
-    init_ints(&inits, "seq_axis", 0, "", 1, &seq_axis);
-    for (int a = 0; a < 3; a++) {
-        char name[16];
-        int64_t v = a;
-        snprintf(name, sizeof name, "axes%d", a);
-        init_ints(&inits, name, 1, "1", 1, &v);
-    }
-    int64_t last = -1;
-    init_ints(&inits, "axis_last", 1, "1", 1, &last);
-    init_ints(&inits, "end", 1, "1", 1, &end);
-    int64_t split_at = t->slice_at ? t->slice_at : half, rot64 = t->rot;
-    init_ints(&inits, "split_at", 1, "1", 1, &split_at);
-    init_ints(&inits, "rot", 1, "1", 1, &rot64);
-    init_ints(&inits, "zero1", 1, "1", 1, &zero);
-    int64_t pairs_shape[5] = {0, 0, 0, half, 2}, flat_shape[4] = {0, 0, 0, t->rot}, trig_flat[2] = {0, t->rot};
-    int64_t pair_expand[3] = {1, 1, 2}, two = 2;
-    init_ints(&inits, "pairs_shape", 1, "5", 5, pairs_shape);
-    init_ints(&inits, "flat_shape", 1, "4", 4, flat_shape);
-    init_ints(&inits, "trig_flat", 1, "2", 2, trig_flat);
-    init_ints(&inits, "pair_expand", 1, "3", 3, pair_expand);
-    init_ints(&inits, "step2", 1, "1", 1, &two);
-    float amplitude = (float)t->amplitude;
-    init_floats(&inits, "amplitude", "", 1, &amplitude);
-    float inv[512];
-    inv_freq_values(t, inv);
+static tb_graph *build_model(const rope_case *t) {
+    int half = t->rot / 2, D = t->head_dim;
+    tb_graph *b = tb_new("rope");
+    int64_t seq = t->symbolic ? tb_symbol(b, "seq", 32) : t->seq;
+    int x = t->bshd ? tb_input(b, "x", FU_F32, TB_DIMS(t->batch, seq, t->heads, D))
+                    : tb_input(b, "x", FU_F32, TB_DIMS(t->batch, t->heads, seq, D));
+    int ids = t->angles != ANGLES_RANGE ? tb_input(b, "position_ids", FU_I64, TB_DIMS(t->batch, seq)) : -1;
+    int axis_last = int1(b, "axis_last", -1), end = int1(b, "end", INT64_MAX), zero1 = int1(b, "zero1", 0);
+    int split_at = int1(b, "split_at", t->slice_at ? t->slice_at : half);
 
     /* The rotated part: all of x, or x[..., :rot]. */
-    const char *xr = "x";
+    int xr = x, x_pass = -1;
     if (t->rot < D) {
         if (t->partial_split) {
-            int64_t sizes[2] = {t->rot, D - t->rot};
-            init_ints(&inits, "split_sizes", 1, "2", 2, sizes);
-            node(&nodes, "Split", "\"x\", \"split_sizes\"", "\"x_rot\", \"x_pass\"", "{\"axis\": -1}");
+            int outs[2];
+            tb_node_n(b, "Split", 2, (const int[]){x, tb_const_ints(b, "split_sizes", TB_INTS(t->rot, D - t->rot))}, 2,
+                      (const char *const[]){"x_rot", "x_pass"}, outs);
+            tb_attr_int(b, outs[0], "axis", -1);
+            xr = outs[0], x_pass = outs[1];
         } else {
-            node(&nodes, "Slice", "\"x\", \"zero1\", \"rot\", \"axis_last\"", "\"x_rot\"", NULL);
-            node(&nodes, "Slice", "\"x\", \"rot\", \"end\", \"axis_last\"", "\"x_pass\"", NULL);
+            int rot = int1(b, "rot", t->rot);
+            xr = tb_op(b, "Slice", "x_rot", x, zero1, rot, axis_last);
+            x_pass = tb_op(b, "Slice", "x_pass", x, rot, end, axis_last);
         }
-        xr = "x_rot";
     }
 
-    char cos_raw[64], sin_raw[64];
-    int bcast_axis = t->bshd ? 2 : 1;
+    int cos_raw, sin_raw;
     if (t->angles == ANGLES_RANGE) {
-        node(&nodes, "Shape", "\"x\"", "\"xs\"", NULL);
-        node(&nodes, "Gather", "\"xs\", \"seq_axis\"", "\"seq_len\"", "{\"axis\": 0}");
-        int64_t off = t->offset, off2 = t->offset + t->sin_offset;
-        init_ints(&inits, "off", 0, "", 1, &off);
-        init_ints(&inits, "off_s", 0, "", 1, &off2);
-        range_angles(&nodes, t->offset, "", t->pair_dup, cos_raw, sin_raw);
+        int xs = tb_op(b, "Shape", "xs", x);
+        int seq_len = tb_attr_int(b, tb_op(b, "Gather", "seq_len", xs, tb_scalar_i64(b, "seq_axis", t->bshd ? 1 : 2)),
+                                  "axis", 0);
+        range_angles(b, t, seq_len, t->offset != 0, "", &cos_raw, &sin_raw);
         if (t->sin_offset) {
-            char c2[64], s2[64];
-            range_angles(&nodes, 1, "_s", t->pair_dup, c2, s2);
-            snprintf(sin_raw, sizeof sin_raw, "%s", s2);
+            int c2;
+            range_angles(b, t, seq_len, 1, "_s", &c2, &sin_raw);
         }
-        /* [S, rot] broadcasts over [B, H, S, rot]; BSHD needs [S, 1, rot]. */
-        finish_trig(&nodes, t, cos_raw, "cos", t->bshd ? 1 : -1);
-        finish_trig(&nodes, t, sin_raw, "sin", t->bshd ? 1 : -1);
     } else if (t->angles == ANGLES_IDS_HF) {
         /* HF: (inv_freq[None, :, None] @ ids[:, None, :].float()).transpose(1, 2) */
-        node(&nodes, "Unsqueeze", "\"position_ids\", \"axes1\"", "\"ids_u\"", NULL);
-        node(&nodes, "Cast", "\"ids_u\"", "\"ids_f\"", "{\"to\": 1}");
-        node(&nodes, "MatMul", "\"inv_freq\", \"ids_f\"", "\"freqs_t\"", NULL);
-        node(&nodes, "Transpose", "\"freqs_t\"", "\"freqs\"", "{\"perm\": [0, 2, 1]}");
-        node(&nodes, "Concat", "\"freqs\", \"freqs\"", "\"emb\"", "{\"axis\": -1}");
-        node(&nodes, "Cos", "\"emb\"", "\"cos_raw\"", NULL);
-        node(&nodes, "Sin", "\"emb\"", "\"sin_raw\"", NULL);
-        finish_trig(&nodes, t, "cos_raw", "cos", bcast_axis);
-        finish_trig(&nodes, t, "sin_raw", "sin", bcast_axis);
+        int ids_u = tb_op(b, "Unsqueeze", "ids_u", ids, int1(b, "axes1", 1));
+        int ids_f = tb_attr_int(b, tb_op(b, "Cast", "ids_f", ids_u), "to", 1);
+        int freqs_t = tb_op(b, "MatMul", "freqs_t", inv_freq(b, t), ids_f);
+        int freqs = tb_attr_ints(b, tb_op(b, "Transpose", "freqs", freqs_t), "perm", TB_INTS(0, 2, 1));
+        int emb = tb_attr_int(b, tb_op(b, "Concat", "emb", freqs, freqs), "axis", -1);
+        cos_raw = tb_op(b, "Cos", "cos_raw", emb);
+        sin_raw = tb_op(b, "Sin", "sin_raw", emb);
     } else {
+        float inv[512];
+        inv_freq_values(t, inv);
         float *cos_cache = malloc(sizeof(float) * CACHE_ROWS * (size_t)t->rot);
         float *sin_cache = malloc(sizeof(float) * CACHE_ROWS * (size_t)t->rot);
         for (int p = 0; p < CACHE_ROWS; p++)
@@ -254,85 +179,53 @@ static char *model_json(const rope_case *t) {
                 cos_cache[p * t->rot + i] = (float)cos(angle);
                 sin_cache[p * t->rot + i] = (float)sin(angle);
             }
-        char shape[32];
-        snprintf(shape, sizeof shape, "%d, %d", CACHE_ROWS, t->rot);
-        init_floats(&inits, "cos_cache", shape, CACHE_ROWS * t->rot, cos_cache);
-        init_floats(&inits, "sin_cache", shape, CACHE_ROWS * t->rot, sin_cache);
+        int cc = tb_const_f32(b, "cos_cache", TB_DIMS(CACHE_ROWS, t->rot), cos_cache);
+        int sc = tb_const_f32(b, "sin_cache", TB_DIMS(CACHE_ROWS, t->rot), sin_cache);
         free(cos_cache);
         free(sin_cache);
-        node(&nodes, "Gather", "\"cos_cache\", \"position_ids\"", "\"cos_raw\"", "{\"axis\": 0}");
-        node(&nodes, "Gather", "\"sin_cache\", \"position_ids\"", "\"sin_raw\"", "{\"axis\": 0}");
-        finish_trig(&nodes, t, "cos_raw", "cos", bcast_axis);
-        finish_trig(&nodes, t, "sin_raw", "sin", bcast_axis);
+        cos_raw = tb_attr_int(b, tb_op(b, "Gather", "cos_raw", cc, ids), "axis", 0);
+        sin_raw = tb_attr_int(b, tb_op(b, "Gather", "sin_raw", sc, ids), "axis", 0);
     }
+    /* Broadcast over heads: [S, rot] already does for [B, H, S, rot]; BSHD
+     * needs [S, 1, rot]; from ids [B, S, rot] -> [B, 1, S, rot] or [B, S, 1, rot]. */
+    int axis = t->angles == ANGLES_RANGE ? (t->bshd ? 1 : -1) : t->bshd ? 2 : 1;
+    int cos_v = finish_trig(b, t, cos_raw, "cos", axis), sin_v = finish_trig(b, t, sin_raw, "sin", axis);
 
-    char in[256];
+    int rh;
     if (t->interleaved) {
         /* GPT-J: stack((-x[..., 1::2], x[..., 0::2]), -1).flatten(-2) */
+        int x_even, x_odd;
         if (t->gptj_slices) {
-            snprintf(in, sizeof in, "\"%s\", \"zero1\", \"end\", \"axis_last\", \"step2\"", xr);
-            node(&nodes, "Slice", in, "\"x_even\"", NULL);
-            snprintf(in, sizeof in, "\"%s\", \"axes1\", \"end\", \"axis_last\", \"step2\"", xr);
-            node(&nodes, "Slice", in, "\"x_odd\"", NULL);
+            int step2 = int1(b, "step2", 2);
+            x_even = tb_op(b, "Slice", "x_even", xr, zero1, end, axis_last, step2);
+            x_odd = tb_op(b, "Slice", "x_odd", xr, int1(b, "axes1", 1), end, axis_last, step2);
         } else {
-            snprintf(in, sizeof in, "\"%s\", \"pairs_shape\"", xr);
-            node(&nodes, "Reshape", in, "\"x_pairs\"", NULL);
-            node(&nodes, "Gather", "\"x_pairs\", \"zero\"", "\"x_even\"", "{\"axis\": -1}");
-            node(&nodes, "Gather", "\"x_pairs\", \"one\"", "\"x_odd\"", "{\"axis\": -1}");
+            int x_pairs = tb_op(b, "Reshape", "x_pairs", xr, tb_const_ints(b, "pairs_shape", TB_INTS(0, 0, 0, half, 2)));
+            x_even = tb_attr_int(b, tb_op(b, "Gather", "x_even", x_pairs, tb_scalar_i64(b, "zero", 0)), "axis", -1);
+            x_odd = tb_attr_int(b, tb_op(b, "Gather", "x_odd", x_pairs, tb_scalar_i64(b, "one", 1)), "axis", -1);
         }
-        node(&nodes, "Neg", "\"x_odd\"", "\"neg\"", NULL);
-        node(&nodes, "Unsqueeze", "\"neg\", \"axis_last\"", "\"neg_u\"", NULL);
-        node(&nodes, "Unsqueeze", "\"x_even\", \"axis_last\"", "\"even_u\"", NULL);
-        node(&nodes, "Concat", t->pairs_wrong_order ? "\"even_u\", \"neg_u\"" : "\"neg_u\", \"even_u\"",
-             "\"stacked\"", "{\"axis\": -1}");
-        node(&nodes, "Reshape", "\"stacked\", \"flat_shape\"", "\"rh\"", NULL);
+        int neg = tb_op(b, "Neg", "neg", x_odd);
+        int neg_u = tb_op(b, "Unsqueeze", "neg_u", neg, axis_last);
+        int even_u = tb_op(b, "Unsqueeze", "even_u", x_even, axis_last);
+        int stacked = t->pairs_wrong_order ? tb_op(b, "Concat", "stacked", even_u, neg_u)
+                                           : tb_op(b, "Concat", "stacked", neg_u, even_u);
+        tb_attr_int(b, stacked, "axis", -1);
+        rh = tb_op(b, "Reshape", "rh", stacked, tb_const_ints(b, "flat_shape", TB_INTS(0, 0, 0, t->rot)));
     } else {
         /* rotate_half(xr) = Concat(Neg(xr[..., h:]), xr[..., :h]) */
-        snprintf(in, sizeof in, "\"%s\", \"zero1\", \"split_at\", \"axis_last\"", xr);
-        node(&nodes, "Slice", in, "\"x1\"", NULL);
-        snprintf(in, sizeof in, "\"%s\", \"split_at\", \"end\", \"axis_last\"", xr);
-        node(&nodes, "Slice", in, "\"x2\"", NULL);
-        if (t->neg_wrong_half) {
-            node(&nodes, "Neg", "\"x1\"", "\"neg\"", NULL);
-            node(&nodes, "Concat", "\"x2\", \"neg\"", "\"rh\"", "{\"axis\": -1}");
-        } else {
-            node(&nodes, "Neg", "\"x2\"", "\"neg\"", NULL);
-            node(&nodes, "Concat", "\"neg\", \"x1\"", "\"rh\"", "{\"axis\": -1}");
-        }
+        int x1 = tb_op(b, "Slice", "x1", xr, zero1, split_at, axis_last);
+        int x2 = tb_op(b, "Slice", "x2", xr, split_at, end, axis_last);
+        if (t->neg_wrong_half) rh = tb_op(b, "Concat", "rh", x2, tb_op(b, "Neg", "neg", x1));
+        else rh = tb_op(b, "Concat", "rh", tb_op(b, "Neg", "neg", x2), x1);
+        tb_attr_int(b, rh, "axis", -1);
     }
-    const char *c = t->swap_cos_sin ? "sin" : "cos", *s = t->swap_cos_sin ? "cos" : "sin";
-    snprintf(in, sizeof in, "\"%s\", \"%s\"", c, xr);   /* cos first: either operand order */
-    node(&nodes, "Mul", in, "\"xc\"", NULL);
-    snprintf(in, sizeof in, "\"rh\", \"%s\"", s);
-    node(&nodes, "Mul", in, "\"rs\"", NULL);
-    const char *rope_out = t->rot < D ? "rope" : "y";
-    snprintf(in, sizeof in, "\"%s\"", rope_out);
-    node(&nodes, "Add", "\"rs\", \"xc\"", in, NULL);
-    if (t->rot < D) node(&nodes, "Concat", "\"rope\", \"x_pass\"", "\"y\"", "{\"axis\": -1}");
-    if (t->extra_use) node(&nodes, "Neg", "\"rh\"", "\"y2\"", NULL);
-
-    /* inv_freq: [half] for the Range form, [1, half, 1] for HF's MatMul. */
-    fu_sb inv_init = {0};
-    char inv_shape[32];
-    if (t->angles == ANGLES_IDS_HF) snprintf(inv_shape, sizeof inv_shape, "1, %d, 1", half);
-    else snprintf(inv_shape, sizeof inv_shape, "%d", half);
-    init_floats(&inv_init, "inv_freq", inv_shape, half, inv);
-
-    char ids_input[160] = "";
-    if (t->angles != ANGLES_RANGE)
-        snprintf(ids_input, sizeof ids_input, ",\n  {\"name\": \"position_ids\", \"dtype\": \"int64\", \"shape\": [%d, %s]}",
-                 t->batch, seq);
-    fu_sb_printf(&doc,
-                 "{\"ir_version\": 1, \"name\": \"rope\"%s,\n"
-                 " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [%s]}%s],\n"
-                 " \"outputs\": [{\"name\": \"y\"}%s],\n"
-                 " \"initializers\": [%s,\n%s],\n"
-                 " \"nodes\": [%s]}\n",
-                 t->symbolic ? ", \"symbols\": {\"seq\": 32}" : "", xshape, ids_input, t->extra_use ? ", {\"name\": \"y2\"}" : "", inits.s, inv_init.s, nodes.s);
-    fu_sb_free(&nodes);
-    fu_sb_free(&inits);
-    fu_sb_free(&inv_init);
-    return doc.s;
+    int xc = tb_op(b, "Mul", "xc", t->swap_cos_sin ? sin_v : cos_v, xr);   /* cos first: either operand order */
+    int rs = tb_op(b, "Mul", "rs", rh, t->swap_cos_sin ? cos_v : sin_v);
+    int y = tb_op(b, "Add", t->rot < D ? "rope" : "y", rs, xc);
+    if (t->rot < D) y = tb_attr_int(b, tb_op(b, "Concat", "y", y, x_pass), "axis", -1);
+    tb_output(b, y);
+    if (t->extra_use) tb_output(b, tb_op(b, "Neg", "y2", rh));
+    return b;
 }
 
 /* ---- running ------------------------------------------------------------------ */
@@ -406,9 +299,9 @@ static void compare_bare_fast(const char *path, const rope_case *t) {
 /* The case must fuse into exactly one RotaryEmbedding with the given input
  * form, and fast must match bare. */
 static void expect_fused(const rope_case *t, int computed_angles) {
-    char *json = model_json(t);
-    char *path = tu_write_temp(".json", json);
-    free(json);
+    tb_graph *b = build_model(t);
+    char *path = tb_save(b);
+    tb_free(b);
     fu_fusion_log log = {0};
     fu_graph *g = fast_graph(path, &log);
     int ropes = count_op(g, "RotaryEmbedding"), fused = fu_fusion_log_count(&log, "rotary_embedding", 1);
@@ -431,14 +324,13 @@ static void expect_fused(const rope_case *t, int computed_angles) {
     assert_int_equal(trig, 0);   /* the cos/sin subgraph died (or was never there) */
     (void)adds;
     compare_bare_fast(path, t);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 static void expect_near_miss(const rope_case *t, const char *reason) {
-    char *json = model_json(t);
-    char *path = tu_write_temp(".json", json);
-    free(json);
+    tb_graph *b = build_model(t);
+    char *path = tb_save(b);
+    tb_free(b);
     fu_fusion_log log = {0};
     fu_graph *g = fast_graph(path, &log);
     int ropes = count_op(g, "RotaryEmbedding");
@@ -457,8 +349,7 @@ static void expect_near_miss(const rope_case *t, const char *reason) {
     assert_int_equal(fused, 0);
     assert_true(found);
     if (!t->extra_use) compare_bare_fast(path, t);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 static rope_case base_case(void) {
@@ -718,12 +609,12 @@ static void test_near_miss_intermediate_used(void **state) {
  * fast graph is the fused one; here check the op's input validation. */
 static void test_op_rejects_bad_inputs(void **state) {
     (void)state;
-    const char *json =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [1, 2, 3, 8]}],\n"
-        " \"outputs\": [{\"name\": \"y\"}],\n"
-        " \"initializers\": [{\"name\": \"f\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [1, 0.5, 0.25]}],\n"
-        " \"nodes\": [{\"op\": \"RotaryEmbedding\", \"inputs\": [\"x\", \"\", \"\", \"\", \"f\"], \"outputs\": [\"y\"]}]}";
-    char *path = tu_write_temp(".json", json);
+    tb_graph *b = tb_new("model");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(1, 2, 3, 8));
+    int f = tb_const_f32(b, "f", TB_DIMS(3), (const float[]){1, 0.5f, 0.25f});
+    tb_output(b, tb_op(b, "RotaryEmbedding", "y", x, TB_NONE, TB_NONE, TB_NONE, f));
+    char *path = tb_save(b);
+    tb_free(b);
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
     assert_non_null(g);
@@ -731,8 +622,7 @@ static void test_op_rejects_bad_inputs(void **state) {
     assert_int_not_equal(fu_run_pipeline(g, &opts, NULL, &err), 0);
     assert_non_null(strstr(err.msg, "length of inv_freq"));
     fu_graph_free(g);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 /* The op with an inv_freq input, 3-D X and num_heads, run against a plain C
@@ -741,15 +631,15 @@ static void test_op_inv_freq_3d(void **state) {
     (void)state;
     const int B = 1, S = 5, H = 3, D = 8, half = 4;
     const float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f};
-    fu_sb doc = {0};
-    fu_sb_printf(&doc,
-                 "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [1, 5, 24]}],\n"
-                 " \"outputs\": [{\"name\": \"y\"}],\n"
-                 " \"initializers\": [{\"name\": \"f\", \"dtype\": \"float32\", \"shape\": [4], \"data\": [1, 0.1, 0.01, 0.001]}],\n"
-                 " \"nodes\": [{\"op\": \"RotaryEmbedding\", \"inputs\": [\"x\", \"\", \"\", \"\", \"f\"], \"outputs\": [\"y\"],\n"
-                 "   \"attrs\": {\"num_heads\": 3, \"pos_offset\": 4, \"amplitude\": 2.0}}]}");
-    char *path = tu_write_temp(".json", doc.s);
-    fu_sb_free(&doc);
+    tb_graph *b = tb_new("model");
+    int xin = tb_input(b, "x", FU_F32, TB_DIMS(1, 5, 24));
+    int y = tb_op(b, "RotaryEmbedding", "y", xin, TB_NONE, TB_NONE, TB_NONE, tb_const_f32(b, "f", TB_DIMS(4), inv));
+    tb_attr_int(b, y, "num_heads", 3);
+    tb_attr_int(b, y, "pos_offset", 4);
+    tb_attr_float(b, y, "amplitude", 2.0);
+    tb_output(b, y);
+    char *path = tb_save(b);
+    tb_free(b);
     fusec_options opts = {.profile = "bare", .backend = "jit", .cache_dir = NULL};
     char err[1024];
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
@@ -775,21 +665,20 @@ static void test_op_inv_freq_3d(void **state) {
     double diff = tu_max_abs_diff(want, data, B * S * H * D);
     if (diff > 1e-5 * tu_max_abs(want, B * S * H * D)) fail_msg("op differs from reference by %g", diff);
     fusec_free(m);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 /* A position id outside the cache makes the run fail, naming the node. */
 static void test_op_position_out_of_cache(void **state) {
     (void)state;
-    const char *json =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [1, 1, 2, 4]},\n"
-        "  {\"name\": \"ids\", \"dtype\": \"int64\", \"shape\": [1, 2]}],\n"
-        " \"outputs\": [{\"name\": \"y\"}],\n"
-        " \"initializers\": [{\"name\": \"c\", \"dtype\": \"float32\", \"shape\": [3, 2], \"data\": [1, 1, 0.5, 0.5, 0, 0]},\n"
-        "  {\"name\": \"s\", \"dtype\": \"float32\", \"shape\": [3, 2], \"data\": [0, 0, 0.5, 0.5, 1, 1]}],\n"
-        " \"nodes\": [{\"op\": \"RotaryEmbedding\", \"inputs\": [\"x\", \"c\", \"s\", \"ids\"], \"outputs\": [\"y\"]}]}";
-    char *path = tu_write_temp(".json", json);
+    tb_graph *b = tb_new("model");
+    int xin = tb_input(b, "x", FU_F32, TB_DIMS(1, 1, 2, 4));
+    int ids_in = tb_input(b, "ids", FU_I64, TB_DIMS(1, 2));
+    int c = tb_const_f32(b, "c", TB_DIMS(3, 2), (const float[]){1, 1, 0.5f, 0.5f, 0, 0});
+    int s = tb_const_f32(b, "s", TB_DIMS(3, 2), (const float[]){0, 0, 0.5f, 0.5f, 1, 1});
+    tb_output(b, tb_op(b, "RotaryEmbedding", "y", xin, c, s, ids_in));
+    char *path = tb_save(b);
+    tb_free(b);
     fusec_options opts = {.profile = "bare", .backend = "jit", .cache_dir = NULL};
     char err[1024];
     fusec_model *m = fusec_load(path, &opts, err, sizeof err);
@@ -802,8 +691,7 @@ static void test_op_position_out_of_cache(void **state) {
     ids[1] = 2;
     assert_int_equal(fusec_run(m), 0);
     fusec_free(m);
-    unlink(path);
-    free(path);
+    tb_remove(path);
 }
 
 /* The Qwen3 fixture: every q and k rope of every layer fuses. */

@@ -20,50 +20,35 @@
 #include "../compiler/emit.h"
 #include "../api/fusec.h"
 #include "graphutil.h"
+#include "graph_builder.h"
 
-/* ---- JSON builders ---------------------------------------------------------- */
+/* ---- model builders --------------------------------------------------------- */
 
-static void node(fu_sb *b, const char *op, const char *ins, const char *out, const char *attrs) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s_node\", \"op\": \"%s\", \"inputs\": [", b->len ? ",\n" : "", out, op);
-    const char *p = ins;
-    for (int first = 1;; first = 0) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        fu_sb_printf(b, "%s\"%.*s\"", first ? "" : ", ", (int)len, p);
-        if (!comma) break;
-        p = comma + 1;
-    }
-    fu_sb_printf(b, "], \"outputs\": [\"%s\"]", out);
-    if (attrs) fu_sb_printf(b, ", \"attrs\": %s", attrs);
-    fu_sb_printf(b, "}");
-}
-
-static void input(fu_sb *b, const char *name, const char *shape) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"float32\", \"shape\": %s}", b->len ? ",\n" : "", name, shape);
-}
-
-/* A float32 initializer of pseudo-random values. */
-static void weight(fu_sb *b, const char *name, const char *shape, int count, unsigned seed) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"float32\", \"shape\": %s, \"data\": [", b->len ? ",\n" : "",
-                 name, shape);
-    for (int i = 0; i < count; i++) {
+/* A float32 constant of pseudo-random values in [-1, 1). */
+static int weight(tb_graph *b, const char *name, int rank, const int64_t *dims, unsigned seed) {
+    int64_t count = 1;
+    for (int i = 0; i < rank; i++) count *= dims[i];
+    float *v = malloc(sizeof(float) * (size_t)count);
+    for (int64_t i = 0; i < count; i++) {
         seed = seed * 1103515245u + 12345u;
-        fu_sb_printf(b, "%s%.4f", i ? ", " : "", ((seed >> 8) % 2000) / 1000.0 - 1.0);
+        v[i] = (float)(((seed >> 8) % 2000) / 1000.0 - 1.0);
     }
-    fu_sb_printf(b, "]}");
+    int w = tb_const_f32(b, name, rank, dims, v);
+    free(v);
+    return w;
 }
 
-static char *model(fu_sb *ins, fu_sb *inits, fu_sb *nodes, const char *outputs, const char *symbols) {
-    fu_sb m = {0};
-    fu_sb_printf(&m, "{\"ir_version\": 1, \"name\": \"t\",\n");
-    if (symbols) fu_sb_printf(&m, " \"symbols\": %s,\n", symbols);
-    fu_sb_printf(&m, " \"inputs\": [\n%s],\n \"outputs\": [%s],\n \"initializers\": [\n%s],\n \"nodes\": [\n%s]}\n",
-                 ins->s, outputs, inits->s ? inits->s : "", nodes->s);
-    assert_false(m.oom || ins->oom || inits->oom || nodes->oom);
-    fu_sb_free(ins);
-    fu_sb_free(inits);
-    fu_sb_free(nodes);
-    return m.s;
+/* A builder whose nodes are named after their output ("y_node"). */
+static tb_graph *new_model(void) {
+    tb_graph *b = tb_new("t");
+    b->node_suffix = "_node";
+    return b;
+}
+
+static char *save(tb_graph *b) {
+    char *path = tb_save(b);
+    tb_free(b);
+    return path;
 }
 
 /* ---- running ------------------------------------------------------------------ */
@@ -97,14 +82,13 @@ static void dump_log(const fu_fusion_log *log) {
                       log->events[i].node, log->events[i].reason);
 }
 
-static void check(char *json, const expectation *want) {
-    char *path = tu_write_temp(".json", json);
+static void check(char *path, const expectation *want) {
     fu_err err = {{0}};
     fu_graph *g = fu_ir_load(path, &err);
-    if (!g) fail_msg("load: %s\n%s", err.msg, json);
+    if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = &log, .evaluate = fu_evaluate_graph};
-    if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s\n%s", err.msg, json);
+    if (fu_run_pipeline(g, &opts, NULL, &err)) fail_msg("pipeline: %s", err.msg);
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
     int fused = tu_count_op(g, want->op);
     if (fused != want->fused || fu_fusion_log_count(&log, want->rule, 1) != want->fused) {
@@ -144,9 +128,7 @@ static void check(char *json, const expectation *want) {
         fusec_free(fast);
     }
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 /* ---- SwiGLU -------------------------------------------------------------------- */
@@ -154,38 +136,32 @@ static void check(char *json, const expectation *want) {
 /* The three factors g, Sigmoid(g), u grouped as (a*b)*c, in the order given
  * by `form`: "gs_u" = (g*s)*u, "u_sg" = u*(s*g), "su_g" = (s*u)*g,
  * "gu_s" = s*(g*u). gate and up come from projections of x [seq, 64]. */
-static char *build_swiglu(const char *form, const char *sig_of, const char *up_shape, int expose_inner) {
-    fu_sb ins = {0}, inits = {0}, nodes = {0};
-    input(&ins, "x", "[\"seq\", 64]");
-    input(&ins, "other", "[\"seq\", 96]");
-    if (up_shape) input(&ins, "u_in", up_shape);
-    weight(&inits, "wg", "[64, 96]", 64 * 96, 1);
-    weight(&inits, "wu", "[64, 96]", 64 * 96, 2);
-    node(&nodes, "MatMul", "x,wg", "g", NULL);
-    node(&nodes, "MatMul", "x,wu", "u0", NULL);
-    const char *u = up_shape ? "u_in" : "u0";
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%s", sig_of ? sig_of : "g");
-    node(&nodes, "Sigmoid", tmp, "s", NULL);
+static char *build_swiglu(const char *form, const char *sig_of, int up_broadcast, int expose_inner) {
+    tb_graph *b = new_model();
+    int64_t seq = tb_symbol(b, "seq", 7);
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(seq, 64));
+    int other = tb_input(b, "other", FU_F32, TB_DIMS(seq, 96));
+    int u_in = up_broadcast ? tb_input(b, "u_in", FU_F32, TB_DIMS(96)) : -1;
+    int g = tb_op(b, "MatMul", "g", x, weight(b, "wg", TB_DIMS(64, 96), 1));
+    int u0 = tb_op(b, "MatMul", "u0", x, weight(b, "wu", TB_DIMS(64, 96), 2));
+    int u = up_broadcast ? u_in : u0;
+    int s = tb_op(b, "Sigmoid", "s", sig_of ? other : g);
+    int inner;
     if (!strcmp(form, "gs_u")) {
-        node(&nodes, "Mul", "g,s", "inner", NULL);
-        snprintf(tmp, sizeof tmp, "inner,%s", u);
-        node(&nodes, "Mul", tmp, "y", NULL);
+        inner = tb_op(b, "Mul", "inner", g, s);
+        tb_output(b, tb_op(b, "Mul", "y", inner, u));
     } else if (!strcmp(form, "u_sg")) {
-        node(&nodes, "Mul", "s,g", "inner", NULL);
-        snprintf(tmp, sizeof tmp, "%s,inner", u);
-        node(&nodes, "Mul", tmp, "y", NULL);
+        inner = tb_op(b, "Mul", "inner", s, g);
+        tb_output(b, tb_op(b, "Mul", "y", u, inner));
     } else if (!strcmp(form, "su_g")) {
-        snprintf(tmp, sizeof tmp, "s,%s", u);
-        node(&nodes, "Mul", tmp, "inner", NULL);
-        node(&nodes, "Mul", "inner,g", "y", NULL);
+        inner = tb_op(b, "Mul", "inner", s, u);
+        tb_output(b, tb_op(b, "Mul", "y", inner, g));
     } else {
-        snprintf(tmp, sizeof tmp, "g,%s", u);
-        node(&nodes, "Mul", tmp, "inner", NULL);
-        node(&nodes, "Mul", "s,inner", "y", NULL);
+        inner = tb_op(b, "Mul", "inner", g, u);
+        tb_output(b, tb_op(b, "Mul", "y", s, inner));
     }
-    return model(&ins, &inits, &nodes, expose_inner ? "{\"name\": \"y\"}, {\"name\": \"inner\"}" : "{\"name\": \"y\"}",
-                 "{\"seq\": 7}");
+    if (expose_inner) tb_output(b, inner);
+    return save(b);
 }
 
 static void test_swiglu_forms(void **state) {
@@ -193,32 +169,32 @@ static void test_swiglu_forms(void **state) {
     const char *forms[] = {"gs_u", "u_sg", "su_g", "gu_s"};
     for (int i = 0; i < 4; i++) {
         expectation e = {.rule = "swiglu", .op = "SwiGLU", .fused = 1, .gone = "Sigmoid"};
-        check(build_swiglu(forms[i], NULL, NULL, 0), &e);
+        check(build_swiglu(forms[i], NULL, 0, 0), &e);
     }
 }
 
 static void test_swiglu_miss_sigmoid_of_other(void **state) {
     (void)state;
     expectation e = {.rule = "swiglu", .op = "SwiGLU", .fused = 0, .reason = "sigmoid of a different tensor"};
-    check(build_swiglu("gs_u", "other", NULL, 0), &e);
+    check(build_swiglu("gs_u", "other", 0, 0), &e);
 }
 
 static void test_swiglu_miss_inner_exported(void **state) {
     (void)state;
     expectation e = {.rule = "swiglu", .op = "SwiGLU", .fused = 0, .reason = "'inner' is a graph output"};
-    check(build_swiglu("gs_u", NULL, NULL, 1), &e);
+    check(build_swiglu("gs_u", NULL, 0, 1), &e);
 }
 
 static void test_swiglu_miss_broadcast_up(void **state) {
     (void)state;
     expectation e = {.rule = "swiglu", .op = "SwiGLU", .fused = 0, .reason = "shapes differ"};
-    check(build_swiglu("gs_u", NULL, "[96]", 0), &e);
+    check(build_swiglu("gs_u", NULL, 1, 0), &e);
 }
 
 /* ---- MatMul + bias ------------------------------------------------------------ */
 
 typedef struct {
-    const char *x_shape;   /* default "[\"seq\", 48]" */
+    int x_batch;           /* x is [x_batch, seq, k]; 0: [seq, k] */
     int k, n;              /* x's last dim, output dim */
     int transposed;        /* W given as [n, k] through Transpose(perm [1, 0]) */
     const char *bias;      /* NULL none, "const" [n], "row" [1, n], "input" graph input [n], "col" [seq, 1] */
@@ -228,42 +204,33 @@ typedef struct {
 } mm_spec;
 
 static char *build_mm(const mm_spec *s) {
-    fu_sb ins = {0}, inits = {0}, nodes = {0};
-    char shape[64], tmp[64];
-    input(&ins, "x", s->x_shape ? s->x_shape : "[\"seq\", 48]");
-    const char *w = "w";
+    tb_graph *b = new_model();
+    int64_t seq = tb_symbol(b, "seq", 9);
+    int x = s->x_batch ? tb_input(b, "x", FU_F32, TB_DIMS(s->x_batch, seq, s->k))
+                           : tb_input(b, "x", FU_F32, TB_DIMS(seq, s->k));
+    int w;
     if (s->mm_b_batched) {
-        snprintf(shape, sizeof shape, "[2, %d, %d]", s->k, s->n);
-        input(&ins, "w", shape);
+        w = tb_input(b, "w", FU_F32, TB_DIMS(2, s->k, s->n));
     } else if (s->transposed) {
         /* A graph input, as large weights from the file stay unfolded. */
-        snprintf(shape, sizeof shape, "[%d, %d]", s->n, s->k);
-        input(&ins, "w_out_in", shape);
-        node(&nodes, "Transpose", "w_out_in", "w_t", "{\"perm\": [1, 0]}");
-        w = "w_t";
+        int w_out_in = tb_input(b, "w_out_in", FU_F32, TB_DIMS(s->n, s->k));
+        w = tb_attr_ints(b, tb_op(b, "Transpose", "w_t", w_out_in), "perm", TB_INTS(1, 0));
     } else {
-        snprintf(shape, sizeof shape, "[%d, %d]", s->k, s->n);
-        weight(&inits, "w", shape, s->n * s->k, 5);
+        w = weight(b, "w", TB_DIMS(s->k, s->n), 5);
     }
-    snprintf(tmp, sizeof tmp, "x,%s", w);
-    node(&nodes, "MatMul", tmp, s->bias ? "mm" : "y", NULL);
+    int mm = tb_op(b, "MatMul", s->bias ? "mm" : "y", x, w);
+    int y = mm;
     if (s->bias) {
-        if (!strcmp(s->bias, "const")) {
-            snprintf(shape, sizeof shape, "[%d]", s->n);
-            weight(&inits, "b", shape, s->n, 9);
-        } else if (!strcmp(s->bias, "row")) {
-            snprintf(shape, sizeof shape, "[1, %d]", s->n);
-            weight(&inits, "b", shape, s->n, 9);
-        } else if (!strcmp(s->bias, "input")) {
-            snprintf(shape, sizeof shape, "[%d]", s->n);
-            input(&ins, "b", shape);
-        } else {
-            input(&ins, "b", "[\"seq\", 1]");
-        }
-        node(&nodes, "Add", s->bias_left ? "b,mm" : "mm,b", "y", NULL);
+        int bias;
+        if (!strcmp(s->bias, "const")) bias = weight(b, "b", TB_DIMS(s->n), 9);
+        else if (!strcmp(s->bias, "row")) bias = weight(b, "b", TB_DIMS(1, s->n), 9);
+        else if (!strcmp(s->bias, "input")) bias = tb_input(b, "b", FU_F32, TB_DIMS(s->n));
+        else bias = tb_input(b, "b", FU_F32, TB_DIMS(seq, 1));
+        y = s->bias_left ? tb_op(b, "Add", "y", bias, mm) : tb_op(b, "Add", "y", mm, bias);
     }
-    return model(&ins, &inits, &nodes, s->expose_mm ? "{\"name\": \"y\"}, {\"name\": \"mm\"}" : "{\"name\": \"y\"}",
-                 "{\"seq\": 9}");
+    tb_output(b, y);
+    if (s->expose_mm) tb_output(b, mm);
+    return save(b);
 }
 
 static void test_mm_const_bias(void **state) {
@@ -276,7 +243,7 @@ static void test_mm_const_bias(void **state) {
 /* Bias on the left, a [1, n] bias, 3-D activations. */
 static void test_mm_row_bias_left_3d(void **state) {
     (void)state;
-    mm_spec s = {.x_shape = "[2, \"seq\", 48]", .k = 48, .n = 40, .bias = "row", .bias_left = 1};
+    mm_spec s = {.x_batch = 2, .k = 48, .n = 40, .bias = "row", .bias_left = 1};
     expectation e = {.rule = "matmul_bias", .op = "FusedMatMul", .fused = 1, .bias = 1, .gone = "Add"};
     check(build_mm(&s), &e);
 }
@@ -285,7 +252,7 @@ static void test_mm_row_bias_left_3d(void **state) {
  * input: transB, and no Transpose left to run. */
 static void test_mm_transposed_weight_input_bias(void **state) {
     (void)state;
-    mm_spec s = {.x_shape = "[\"seq\", 96]", .k = 96, .n = 72, .transposed = 1, .bias = "input"};
+    mm_spec s = {.k = 96, .n = 72, .transposed = 1, .bias = "input"};
     expectation e = {.rule = "matmul_bias", .op = "FusedMatMul", .fused = 1, .trans_b = 1, .bias = 1,
                      .gone = "Transpose"};
     check(build_mm(&s), &e);
@@ -294,7 +261,7 @@ static void test_mm_transposed_weight_input_bias(void **state) {
 /* MatMul(x, Transpose(W)) without a bias. */
 static void test_mm_transposed_weight_no_bias(void **state) {
     (void)state;
-    mm_spec s = {.x_shape = "[1, \"seq\", 96]", .k = 96, .n = 72, .transposed = 1};
+    mm_spec s = {.x_batch = 1, .k = 96, .n = 72, .transposed = 1};
     expectation e = {.rule = "matmul_bias", .op = "FusedMatMul", .fused = 1, .trans_b = 1, .bias = 0,
                      .gone = "Transpose"};
     check(build_mm(&s), &e);
@@ -303,7 +270,7 @@ static void test_mm_transposed_weight_no_bias(void **state) {
 /* Batched B (batching like MatMul) with a bias. */
 static void test_mm_batched_bias(void **state) {
     (void)state;
-    mm_spec s = {.x_shape = "[2, \"seq\", 16]", .k = 16, .n = 24, .mm_b_batched = 1, .bias = "const"};
+    mm_spec s = {.x_batch = 2, .k = 16, .n = 24, .mm_b_batched = 1, .bias = "const"};
     expectation e = {.rule = "matmul_bias", .op = "FusedMatMul", .fused = 1, .bias = 1, .gone = "Add"};
     check(build_mm(&s), &e);
 }
@@ -330,64 +297,70 @@ static void test_mm_miss_output_used(void **state) {
  * with a named reason. */
 static void test_ops_direct(void **state) {
     (void)state;
-    const char *gemm =
-        "{\"ir_version\": 1, \"inputs\": [{\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [5, 3]},"
-        " {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [4, 5]}, {\"name\": \"c\", \"dtype\": \"float32\","
-        " \"shape\": [4]}], \"outputs\": [{\"name\": \"y\"}],"
-        " \"nodes\": [{\"op\": \"%s\", \"inputs\": [\"a\", \"b\", \"c\"], \"outputs\": [\"y\"],"
-        " \"attrs\": {\"transA\": 1, \"transB\": 1, \"alpha\": 0.5}}]}";
     float out[2][12];
     for (int which = 0; which < 2; which++) {
-        char json[1024];
-        snprintf(json, sizeof json, gemm, which ? "FusedMatMul" : "Gemm");
-        char *path = tu_write_temp(".json", json);
+        tb_graph *b = tb_new("model");
+        int a_in = tb_input(b, "a", FU_F32, TB_DIMS(5, 3));
+        int b_in = tb_input(b, "b", FU_F32, TB_DIMS(4, 5));
+        int c_in = tb_input(b, "c", FU_F32, TB_DIMS(4));
+        int y = tb_op(b, which ? "FusedMatMul" : "Gemm", "y", a_in, b_in, c_in);
+        tb_attr_int(b, y, "transA", 1);
+        tb_attr_int(b, y, "transB", 1);
+        tb_attr_float(b, y, "alpha", 0.5);
+        tb_output(b, y);
+        char *path = save(b);
         char err[FU_ERR_LEN] = "";
         fusec_model *m = fusec_load(path, NULL, err, sizeof err);
         if (!m) fail_msg("%s", err);
-        float a[15], b[20], c[4];
+        float a[15], bv[20], c[4];
         for (int i = 0; i < 15; i++) a[i] = (float)(i % 7) - 3.0f;
-        for (int i = 0; i < 20; i++) b[i] = (float)(i % 5) * 0.5f - 1.0f;
+        for (int i = 0; i < 20; i++) bv[i] = (float)(i % 5) * 0.5f - 1.0f;
         for (int i = 0; i < 4; i++) c[i] = (float)i + 0.25f;
         int64_t sa[2] = {5, 3}, sb[2] = {4, 5}, sc[1] = {4};
         assert_int_equal(fusec_set_input(m, "a", FUSEC_FLOAT32, 2, sa, a), 0);
-        assert_int_equal(fusec_set_input(m, "b", FUSEC_FLOAT32, 2, sb, b), 0);
+        assert_int_equal(fusec_set_input(m, "b", FUSEC_FLOAT32, 2, sb, bv), 0);
         assert_int_equal(fusec_set_input(m, "c", FUSEC_FLOAT32, 1, sc, c), 0);
         assert_int_equal(fusec_run(m), 0);
         long n;
-        float *y = tu_output_f32(m, "y", &n);
+        float *yv = tu_output_f32(m, "y", &n);
         assert_int_equal(n, 12);
-        memcpy(out[which], y, sizeof out[which]);
-        free(y);
+        memcpy(out[which], yv, sizeof out[which]);
+        free(yv);
         fusec_free(m);
-        unlink(path);
-        free(path);
+        tb_remove(path);
     }
     assert_true(tu_max_abs_diff(out[0], out[1], 12) <= 1e-5 * tu_max_abs(out[0], 12));
 
     struct {
-        const char *op, *shapes, *attrs, *error;
+        const char *op;
+        int rank[3];
+        int64_t shape[3][3];
+        int trans_a;       /* FusedMatMul: transA 1, else alpha 1.0 */
+        const char *error;
     } bad[] = {
-        {"FusedMatMul", "[2, 3, 4], [4, 5], [5]", "\"transA\": 1", "transA needs a 2-D A"},
-        {"FusedMatMul", "[3, 4], [4, 5], [3, 1]", "\"alpha\": 1.0", "bias must broadcast along the last axis"},
-        {"SwiGLU", "[3, 4], [4], [4]", "\"alpha\": 1.0", "same shape"},
+        {"FusedMatMul", {3, 2, 1}, {{2, 3, 4}, {4, 5}, {5}}, 1, "transA needs a 2-D A"},
+        {"FusedMatMul", {2, 2, 2}, {{3, 4}, {4, 5}, {3, 1}}, 0, "bias must broadcast along the last axis"},
+        {"SwiGLU", {2, 1, 1}, {{3, 4}, {4}, {4}}, 0, "same shape"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char json[1024], s[3][32];
-        sscanf(bad[i].shapes, "%31[^]]], %31[^]]], %31[^]]]", s[0], s[1], s[2]);
-        int swiglu = !strcmp(bad[i].op, "SwiGLU");
-        snprintf(json, sizeof json,
-                 "{\"ir_version\": 1, \"inputs\": [{\"name\": \"a\", \"dtype\": \"float32\", \"shape\": %s]},"
-                 " {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": %s]}, {\"name\": \"c\", \"dtype\": \"float32\","
-                 " \"shape\": %s]}], \"outputs\": [{\"name\": \"y\"}], \"nodes\": [{\"op\": \"%s\", \"inputs\": "
-                 "[\"a\", \"b\"%s], \"outputs\": [\"y\"]%s%s%s}]}",
-                 s[0], s[1], s[2], bad[i].op, swiglu ? "" : ", \"c\"", swiglu ? "" : ", \"attrs\": {",
-                 swiglu ? "" : bad[i].attrs, swiglu ? "" : "}");
-        char *path = tu_write_temp(".json", json);
+        tb_graph *b = tb_new("model");
+        int a_in = tb_input(b, "a", FU_F32, bad[i].rank[0], bad[i].shape[0]);
+        int b_in = tb_input(b, "b", FU_F32, bad[i].rank[1], bad[i].shape[1]);
+        int c_in = tb_input(b, "c", FU_F32, bad[i].rank[2], bad[i].shape[2]);
+        int y;
+        if (!strcmp(bad[i].op, "SwiGLU")) {
+            y = tb_op(b, "SwiGLU", "y", a_in, b_in);
+        } else {
+            y = tb_op(b, bad[i].op, "y", a_in, b_in, c_in);
+            if (bad[i].trans_a) tb_attr_int(b, y, "transA", 1);
+            else tb_attr_float(b, y, "alpha", 1.0);
+        }
+        tb_output(b, y);
+        char *path = save(b);
         char err[FU_ERR_LEN] = "";
         fusec_model *m = fusec_load(path, NULL, err, sizeof err);
         if (m || !strstr(err, bad[i].error)) fail_msg("case %zu: expected '%s', got '%s'", i, bad[i].error, err);
-        unlink(path);
-        free(path);
+        tb_remove(path);
     }
 }
 

@@ -12,6 +12,7 @@
 #include "../ir/npy.h"
 #include "../ops/infer.h"
 #include "../ir/weights.h"
+#include "graph_builder.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -618,28 +619,46 @@ static void test_bad_names_and_shapes(void **state) {
                       "node 'n1' (Relu): attribute 'a' has unsupported JSON type null");
 }
 
+/* x [4] -> node 'a' (op, `n_in` times x) -> y, y declared as given. */
+static tb_graph *one_node(const char *op, int n_in, fu_dtype y_dtype, int y_rank, int64_t y_dim) {
+    tb_graph *b = tb_new("model");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(4));
+    int y = tb_name(b, tb_node(b, op, "y", n_in, (const int[]){x, x, x}), "a");
+    if (y_dtype == FU_UNDEF) tb_output(b, y);
+    else tb_output_decl(b, y, y_dtype, y_rank, &y_dim);
+    return b;
+}
+
+/* Loads the builder's model (which must succeed) and expects fu_infer to
+ * fail with `want`. */
+static void expect_built_infer_error(tb_graph *b, const char *want) {
+    fu_graph *g = tb_load(b);
+    tb_free(b);
+    fu_err err = {{0}};
+    int rc = fu_infer(g, &err);
+    fu_graph_free(g);
+    if (rc == 0) fail_msg("expected inference error containing \"%s\"", want);
+    if (!strstr(err.msg, want)) fail_msg("error \"%s\" does not contain \"%s\"", err.msg, want);
+}
+
 static void test_bad_graphs_for_infer(void **state) {
     (void)state;
+    /* nodes naming a value produced later: only a file can say that */
     expect_infer_error(HEAD X_IN Y_OUT "\"nodes\": ["
                        "{\"name\": \"a\", \"op\": \"Add\", \"inputs\": [\"x\", \"z\"], \"outputs\": [\"y\"]},"
                        "{\"name\": \"b\", \"op\": \"Relu\", \"inputs\": [\"y\"], \"outputs\": [\"z\"]}]}",
                        "cycle in graph");
-    expect_infer_error(HEAD X_IN Y_OUT "\"nodes\": [{\"name\": \"a\", \"op\": \"Foo\", \"inputs\": [\"x\"], "
-                       "\"outputs\": [\"y\"]}]}", "node 'a' (Foo): unknown op 'Foo'");
-    expect_infer_error(HEAD X_IN Y_OUT "\"nodes\": [{\"name\": \"a\", \"op\": \"Add\", \"inputs\": "
-                       "[\"x\", \"x\", \"x\"], \"outputs\": [\"y\"]}]}",
-                       "node 'a' (Add): expects 2 inputs, got 3");
-    expect_infer_error(HEAD X_IN "\"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [5]}], "
-                       "\"nodes\": [{\"name\": \"a\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}",
-                       "output 'y' declared float32 [5] but inferred float32 [4]");
-    expect_infer_error(HEAD X_IN "\"outputs\": [{\"name\": \"y\", \"dtype\": \"int64\"}], "
-                       "\"nodes\": [{\"name\": \"a\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}",
-                       "declared int64 but inferred float32 [4]");
+    expect_built_infer_error(one_node("Foo", 1, FU_UNDEF, 0, 0), "node 'a' (Foo): unknown op 'Foo'");
+    expect_built_infer_error(one_node("Add", 3, FU_UNDEF, 0, 0), "node 'a' (Add): expects 2 inputs, got 3");
+    expect_built_infer_error(one_node("Relu", 1, FU_F32, 1, 5), "output 'y' declared float32 [5] but inferred float32 [4]");
+    expect_built_infer_error(one_node("Relu", 1, FU_I64, -1, 0), "declared int64 but inferred float32 [4]");
 
     /* a pass killing a producer leaves a dangling input */
-    fu_graph *g = parse_ok(HEAD X_IN Y_OUT "\"nodes\": ["
-                           "{\"name\": \"a\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"t\"]},"
-                           "{\"name\": \"b\", \"op\": \"Relu\", \"inputs\": [\"t\"], \"outputs\": [\"y\"]}]}");
+    tb_graph *b = tb_new("model");
+    int t = tb_name(b, tb_op(b, "Relu", "t", tb_input(b, "x", FU_F32, TB_DIMS(4))), "a");
+    tb_output(b, tb_name(b, tb_op(b, "Relu", "y", t), "b"));
+    fu_graph *g = tb_load(b);
+    tb_free(b);
     g->nodes[0].dead = 1;
     fu_err err = {{0}};
     assert_int_equal(fu_infer(g, &err), -1);

@@ -18,7 +18,9 @@
 #include <cmocka.h>
 #include "testutil.h"
 #include "../ir/ir.h"
+#include "../ir/json_ir.h"
 #include "../api/fusec.h"
+#include "graph_builder.h"
 
 extern char **environ;
 
@@ -26,21 +28,23 @@ extern char **environ;
  * their Transpose / Cast to the fusion rules instead of baking a copy. */
 enum { M = 5, K1 = 256, N1 = 300, N2 = 256, N3 = 272 };
 
-static const char model_json[] =
-    "{\"ir_version\": 1, \"name\": \"packed\", \"weights\": \"w.safetensors\", \"symbols\": {\"m\": 8},"
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [\"m\", 256]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [\"m\", 272]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"W1\", \"dtype\": \"float32\", \"shape\": [300, 256]},"
-    "   {\"name\": \"W2\", \"dtype\": \"float32\", \"shape\": [300, 256]},"
-    "   {\"name\": \"W3\", \"dtype\": \"bfloat16\", \"shape\": [272, 256]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"t1\", \"op\": \"Transpose\", \"inputs\": [\"W1\"], \"outputs\": [\"W1t\"], \"attrs\": {\"perm\": [1, 0]}},"
-    "   {\"name\": \"mm1\", \"op\": \"MatMul\", \"inputs\": [\"x\", \"W1t\"], \"outputs\": [\"h1\"]},"
-    "   {\"name\": \"mm2\", \"op\": \"MatMul\", \"inputs\": [\"h1\", \"W2\"], \"outputs\": [\"h2\"]},"
-    "   {\"name\": \"c3\", \"op\": \"Cast\", \"inputs\": [\"W3\"], \"outputs\": [\"W3f\"], \"attrs\": {\"to\": 1}},"
-    "   {\"name\": \"t3\", \"op\": \"Transpose\", \"inputs\": [\"W3f\"], \"outputs\": [\"W3t\"], \"attrs\": {\"perm\": [1, 0]}},"
-    "   {\"name\": \"mm3\", \"op\": \"MatMul\", \"inputs\": [\"h2\", \"W3t\"], \"outputs\": [\"y\"]}]}";
+/* y = ((x W1^T) W2) W3^T, the weights from w.safetensors (write_weights). */
+static tb_graph *model(void) {
+    tb_graph *b = tb_new("packed");
+    int64_t m = tb_symbol(b, "m", 8);
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(m, 256));
+    tb_weights_file(b, "w.safetensors");
+    int w1 = tb_external(b, "W1", FU_F32, TB_DIMS(300, 256));
+    int w2 = tb_external(b, "W2", FU_F32, TB_DIMS(300, 256));
+    int w3 = tb_external(b, "W3", FU_BF16, TB_DIMS(272, 256));
+    int w1t = tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "W1t", w1), "perm", TB_INTS(1, 0)), "t1");
+    int h1 = tb_name(b, tb_op(b, "MatMul", "h1", x, w1t), "mm1");
+    int h2 = tb_name(b, tb_op(b, "MatMul", "h2", h1, w2), "mm2");
+    int w3f = tb_name(b, tb_attr_int(b, tb_op(b, "Cast", "W3f", w3), "to", 1), "c3");
+    int w3t = tb_name(b, tb_attr_ints(b, tb_op(b, "Transpose", "W3t", w3f), "perm", TB_INTS(1, 0)), "t3");
+    tb_output_decl(b, tb_name(b, tb_op(b, "MatMul", "y", h2, w3t), "mm3"), FU_F32, TB_DIMS(m, 272));
+    return b;
+}
 
 static char dir[256], model_path[300], weights_path[300];
 static float W1[N1 * K1], W2[N1 * N2], W3[N3 * N2];   /* W3 holds bf16-exact values */
@@ -178,10 +182,9 @@ static int setup(void **state) {
     snprintf(d, sizeof d, "/tmp/fusec_packed_%d", (int)getpid());
     set_paths(d);
     mkdir(dir, 0777);
-    FILE *f = fopen(model_path, "w");
-    assert_non_null(f);
-    fputs(model_json, f);
-    fclose(f);
+    tb_graph *b = model();
+    tb_save_to(b, model_path);
+    tb_free(b);
     write_weights(1);
     return 0;
 }

@@ -1,7 +1,7 @@
 /* Tests for the pass manager and the graph-cleaning passes: dce, cse, fold.
- * Each graph is written as JSON IR, loaded and inferred; after a pass the
- * graph must still verify, and where numbers matter it is compiled with the
- * JIT and run. */
+ * Each graph is built in memory (graph_builder.h) and inferred; after a
+ * pass the graph must still verify, and where numbers matter it is compiled
+ * with the JIT and run. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,16 +15,14 @@
 #include "../passes/passes.h"
 #include "../compiler/emit.h"
 #include "../compiler/backend.h"
+#include "graph_builder.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static fu_graph *load_inferred(const char *json) {
-    char *path = tu_write_temp(".json", json);
+/* The builder's graph, inferred (the builder is freed). */
+static fu_graph *load_inferred(tb_graph *b) {
     fu_err err = {{0}};
-    fu_graph *g = fu_ir_load(path, &err);
-    unlink(path);
-    free(path);
-    if (!g) fail_msg("load failed: %s", err.msg);
+    fu_graph *g = tb_take(b);
     if (fu_infer(g, &err)) {
         fu_graph_free(g);
         fail_msg("infer failed: %s", err.msg);
@@ -77,22 +75,21 @@ static void compile_and_run(fu_graph *g, const float *input, float *result, long
 
 /* ---- dce ------------------------------------------------------------- */
 
-static const char *dce_model =
-    "{\"ir_version\": 1, \"name\": \"dce\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [4]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [4]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"two\", \"dtype\": \"float32\", \"shape\": [4], \"data\": [2, 2, 2, 2]},"
-    "   {\"name\": \"unused_init\", \"dtype\": \"float32\", \"shape\": [4], \"data\": [9, 9, 9, 9]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"dead_relu\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"r\"]},"
-    "   {\"name\": \"dead_neg\", \"op\": \"Neg\", \"inputs\": [\"r\"], \"outputs\": [\"nr\"]},"
-    "   {\"name\": \"dead_add\", \"op\": \"Add\", \"inputs\": [\"nr\", \"two\"], \"outputs\": [\"z\"]},"
-    "   {\"name\": \"mul\", \"op\": \"Mul\", \"inputs\": [\"x\", \"two\"], \"outputs\": [\"y\"]}]}";
+static tb_graph *dce_model(void) {
+    tb_graph *b = tb_new("dce");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(4));
+    int two = tb_const_f32(b, "two", TB_DIMS(4), (const float[]){2, 2, 2, 2});
+    tb_const_f32(b, "unused_init", TB_DIMS(4), (const float[]){9, 9, 9, 9});
+    int r = tb_name(b, tb_op(b, "Relu", "r", x), "dead_relu");
+    int nr = tb_name(b, tb_op(b, "Neg", "nr", r), "dead_neg");
+    tb_name(b, tb_op(b, "Add", "z", nr, two), "dead_add");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Mul", "y", x, two), "mul"), FU_F32, TB_DIMS(4));
+    return b;
+}
 
 static void test_dce_removes_unused_chain_and_initializer(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(dce_model);
+    fu_graph *g = load_inferred(dce_model());
     assert_int_equal(count_nodes(g, NULL), 4);
     assert_true(fu_graph_find_value(g, "unused_init") >= 0);
     run_pass(g, fu_pass_dce);
@@ -114,21 +111,18 @@ static void test_dce_removes_unused_chain_and_initializer(void **state) {
 
 /* add_a and add_b read equal constants: merging the constants makes the
  * nodes identical. The Softmax pair differs only in its axis. */
-static const char *cse_model =
-    "{\"ir_version\": 1, \"name\": \"cse\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2, 2]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"c1\", \"dtype\": \"float32\", \"shape\": [2], \"data\": [1, 2]},"
-    "   {\"name\": \"c2\", \"dtype\": \"float32\", \"shape\": [2], \"data\": [1, 2]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"add_a\", \"op\": \"Add\", \"inputs\": [\"x\", \"c1\"], \"outputs\": [\"a\"]},"
-    "   {\"name\": \"add_b\", \"op\": \"Add\", \"inputs\": [\"x\", \"c2\"], \"outputs\": [\"b\"]},"
-    "   {\"name\": \"sm0\", \"op\": \"Softmax\", \"inputs\": [\"a\"], \"outputs\": [\"s0\"],"
-    "    \"attrs\": {\"axis\": 0}},"
-    "   {\"name\": \"sm1\", \"op\": \"Softmax\", \"inputs\": [\"b\"], \"outputs\": [\"s1\"],"
-    "    \"attrs\": {\"axis\": 1}},"
-    "   {\"name\": \"sum\", \"op\": \"Add\", \"inputs\": [\"s0\", \"s1\"], \"outputs\": [\"y\"]}]}";
+static tb_graph *cse_model(void) {
+    tb_graph *b = tb_new("cse");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(2, 2));
+    int c1 = tb_const_f32(b, "c1", TB_DIMS(2), (const float[]){1, 2});
+    int c2 = tb_const_f32(b, "c2", TB_DIMS(2), (const float[]){1, 2});
+    int a = tb_name(b, tb_op(b, "Add", "a", x, c1), "add_a");
+    int ab = tb_name(b, tb_op(b, "Add", "b", x, c2), "add_b");
+    int s0 = tb_name(b, tb_attr_int(b, tb_op(b, "Softmax", "s0", a), "axis", 0), "sm0");
+    int s1 = tb_name(b, tb_attr_int(b, tb_op(b, "Softmax", "s1", ab), "axis", 1), "sm1");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Add", "y", s0, s1), "sum"), FU_F32, TB_DIMS(2, 2));
+    return b;
+}
 
 static void softmax_reference(const float *x, float *y) {
     float a[4];
@@ -144,7 +138,7 @@ static void softmax_reference(const float *x, float *y) {
 
 static void test_cse_merges_identical_nodes_and_constants(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(cse_model);
+    fu_graph *g = load_inferred(cse_model());
     assert_int_equal(count_nodes(g, "Add"), 3);
     assert_int_equal(count_consts(g), 2);
     run_pass(g, fu_pass_cse);
@@ -166,18 +160,20 @@ static void test_cse_merges_identical_nodes_and_constants(void **state) {
     fu_graph_free(g);
 }
 
+static tb_graph *cse_out_model(void) {
+    tb_graph *b = tb_new("cse_out");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(3));
+    int e = tb_name(b, tb_op(b, "Exp", "e", x), "e1");
+    int z = tb_name(b, tb_op(b, "Exp", "z", x), "e2");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Neg", "y", e), "n1"), FU_F32, TB_DIMS(3));
+    tb_output_decl(b, z, FU_F32, TB_DIMS(3));
+    return b;
+}
+
 /* A duplicate whose output is a graph output must keep producing it. */
 static void test_cse_keeps_duplicate_graph_output(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(
-        "{\"ir_version\": 1, \"name\": \"cse_out\","
-        " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [3]}],"
-        " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [3]},"
-        "             {\"name\": \"z\", \"dtype\": \"float32\", \"shape\": [3]}],"
-        " \"nodes\": ["
-        "   {\"name\": \"e1\", \"op\": \"Exp\", \"inputs\": [\"x\"], \"outputs\": [\"e\"]},"
-        "   {\"name\": \"e2\", \"op\": \"Exp\", \"inputs\": [\"x\"], \"outputs\": [\"z\"]},"
-        "   {\"name\": \"n1\", \"op\": \"Neg\", \"inputs\": [\"e\"], \"outputs\": [\"y\"]}]}");
+    fu_graph *g = load_inferred(cse_out_model());
     run_pass(g, fu_pass_cse);
     assert_int_equal(count_nodes(g, "Exp"), 2);
     int z = fu_graph_find_value(g, "z");
@@ -188,19 +184,20 @@ static void test_cse_keeps_duplicate_graph_output(void **state) {
 
 /* ---- fold ------------------------------------------------------------ */
 
+static tb_graph *fold_add_model(void) {
+    tb_graph *b = tb_new("fold_add");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(3));
+    int a = tb_const_f32(b, "a", TB_DIMS(3), (const float[]){1, 2, 3});
+    int c = tb_const_f32(b, "b", TB_DIMS(3), (const float[]){10, 20, 30.5f});
+    int s = tb_name(b, tb_op(b, "Add", "s", a, c), "sum");
+    int s2 = tb_name(b, tb_op(b, "Mul", "s2", s, s), "sq");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Mul", "y", x, s2), "mul"), FU_F32, TB_DIMS(3));
+    return b;
+}
+
 static void test_fold_add_of_constants(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(
-        "{\"ir_version\": 1, \"name\": \"fold_add\","
-        " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [3]}],"
-        " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [3]}],"
-        " \"initializers\": ["
-        "   {\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [1, 2, 3]},"
-        "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [3], \"data\": [10, 20, 30.5]}],"
-        " \"nodes\": ["
-        "   {\"name\": \"sum\", \"op\": \"Add\", \"inputs\": [\"a\", \"b\"], \"outputs\": [\"s\"]},"
-        "   {\"name\": \"sq\", \"op\": \"Mul\", \"inputs\": [\"s\", \"s\"], \"outputs\": [\"s2\"]},"
-        "   {\"name\": \"mul\", \"op\": \"Mul\", \"inputs\": [\"x\", \"s2\"], \"outputs\": [\"y\"]}]}");
+    fu_graph *g = load_inferred(fold_add_model());
     assert_int_equal(count_nodes(g, NULL), 3);
     run_pass(g, fu_pass_fold);
     assert_int_equal(count_nodes(g, NULL), 1);
@@ -218,26 +215,23 @@ static void test_fold_add_of_constants(void **state) {
 }
 
 /* Reshape target built from the input's static shape. */
-static const char *shape_chain_model =
-    "{\"ir_version\": 1, \"name\": \"fold_shape\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3, 4]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [3, 8]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"one\", \"dtype\": \"int64\", \"shape\": [], \"data\": [1]},"
-    "   {\"name\": \"axes0\", \"dtype\": \"int64\", \"shape\": [1], \"data\": [0]},"
-    "   {\"name\": \"minus1\", \"dtype\": \"int64\", \"shape\": [1], \"data\": [-1]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"shape\", \"op\": \"Shape\", \"inputs\": [\"x\"], \"outputs\": [\"sh\"]},"
-    "   {\"name\": \"gather\", \"op\": \"Gather\", \"inputs\": [\"sh\", \"one\"], \"outputs\": [\"d1\"],"
-    "    \"attrs\": {\"axis\": 0}},"
-    "   {\"name\": \"unsq\", \"op\": \"Unsqueeze\", \"inputs\": [\"d1\", \"axes0\"], \"outputs\": [\"u\"]},"
-    "   {\"name\": \"cat\", \"op\": \"Concat\", \"inputs\": [\"u\", \"minus1\"], \"outputs\": [\"target\"],"
-    "    \"attrs\": {\"axis\": 0}},"
-    "   {\"name\": \"reshape\", \"op\": \"Reshape\", \"inputs\": [\"x\", \"target\"], \"outputs\": [\"y\"]}]}";
+static tb_graph *shape_chain_model(void) {
+    tb_graph *b = tb_new("fold_shape");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(2, 3, 4));
+    int one = tb_scalar_i64(b, "one", 1);
+    int axes0 = tb_const_ints(b, "axes0", TB_INTS(0));
+    int minus1 = tb_const_ints(b, "minus1", TB_INTS(-1));
+    int sh = tb_name(b, tb_op(b, "Shape", "sh", x), "shape");
+    int d1 = tb_name(b, tb_attr_int(b, tb_op(b, "Gather", "d1", sh, one), "axis", 0), "gather");
+    int u = tb_name(b, tb_op(b, "Unsqueeze", "u", d1, axes0), "unsq");
+    int target = tb_name(b, tb_attr_int(b, tb_op(b, "Concat", "target", u, minus1), "axis", 0), "cat");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Reshape", "y", x, target), "reshape"), FU_F32, TB_DIMS(3, 8));
+    return b;
+}
 
 static void test_fold_shape_chain(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(shape_chain_model);
+    fu_graph *g = load_inferred(shape_chain_model());
     assert_int_equal(count_nodes(g, NULL), 5);
     run_pass(g, fu_pass_fold);
     assert_int_equal(count_nodes(g, NULL), 1);
@@ -264,7 +258,7 @@ static void test_fold_shape_chain(void **state) {
 /* Folding leaves nodes on graph inputs alone. */
 static void test_fold_keeps_input_dependent_nodes(void **state) {
     (void)state;
-    fu_graph *g = load_inferred(dce_model);
+    fu_graph *g = load_inferred(dce_model());
     run_pass(g, fu_pass_fold);
     assert_int_equal(count_nodes(g, NULL), 4);
     fu_graph_free(g);
@@ -273,17 +267,16 @@ static void test_fold_keeps_input_dependent_nodes(void **state) {
 /* ---- pass manager ----------------------------------------------------- */
 
 /* An unused node (dce's job), a foldable Add (fold's job). */
-static const char *pipeline_model =
-    "{\"ir_version\": 1, \"name\": \"pipe\","
-    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2]}],"
-    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [2]}],"
-    " \"initializers\": ["
-    "   {\"name\": \"a\", \"dtype\": \"float32\", \"shape\": [2], \"data\": [1, 2]},"
-    "   {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [2], \"data\": [3, 4]}],"
-    " \"nodes\": ["
-    "   {\"name\": \"unused\", \"op\": \"Neg\", \"inputs\": [\"x\"], \"outputs\": [\"n\"]},"
-    "   {\"name\": \"sum\", \"op\": \"Add\", \"inputs\": [\"a\", \"b\"], \"outputs\": [\"s\"]},"
-    "   {\"name\": \"mul\", \"op\": \"Mul\", \"inputs\": [\"x\", \"s\"], \"outputs\": [\"y\"]}]}";
+static tb_graph *pipeline_model(void) {
+    tb_graph *b = tb_new("pipe");
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(2));
+    int a = tb_const_f32(b, "a", TB_DIMS(2), (const float[]){1, 2});
+    int c = tb_const_f32(b, "b", TB_DIMS(2), (const float[]){3, 4});
+    tb_name(b, tb_op(b, "Neg", "n", x), "unused");
+    int s = tb_name(b, tb_op(b, "Add", "s", a, c), "sum");
+    tb_output_decl(b, tb_name(b, tb_op(b, "Mul", "y", x, s), "mul"), FU_F32, TB_DIMS(2));
+    return b;
+}
 
 static void test_pipeline_tables(void **state) {
     (void)state;
@@ -305,25 +298,25 @@ static void test_pipeline_stops_after_pass(void **state) {
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
     fu_err err = {{0}};
 
-    fu_graph *g = load_inferred(pipeline_model);
+    fu_graph *g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "infer", &err), 0);
     assert_int_equal(count_nodes(g, NULL), 3);
     fu_graph_free(g);
 
-    g = load_inferred(pipeline_model);
+    g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "fold", &err), 0);
     assert_int_equal(count_nodes(g, NULL), 2);  /* Add folded, Neg not yet removed */
     assert_int_equal(count_nodes(g, "Neg"), 1);
     assert_int_equal(g->arena_bytes, 0);        /* no plan yet */
     fu_graph_free(g);
 
-    g = load_inferred(pipeline_model);
+    g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "dce", &err), 0);
     assert_int_equal(count_nodes(g, NULL), 1);
     assert_int_equal(g->arena_bytes, 0);
     fu_graph_free(g);
 
-    g = load_inferred(pipeline_model);
+    g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, NULL, &err), 0);
     assert_int_equal(count_nodes(g, NULL), 1);
     int y = fu_graph_find_value(g, "y");
@@ -335,7 +328,7 @@ static void test_pipeline_unknown_pass(void **state) {
     (void)state;
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
     fu_err err = {{0}};
-    fu_graph *g = load_inferred(pipeline_model);
+    fu_graph *g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "fusion", &err), -1);
     assert_non_null(strstr(err.msg, "unknown pass 'fusion'"));
     assert_non_null(strstr(err.msg, "infer, fold"));

@@ -28,6 +28,7 @@
 #include "../compiler/emit.h"
 #include "../api/fusec.h"
 #include "graphutil.h"
+#include "graph_builder.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -249,44 +250,30 @@ static void test_router_logits_unchanged(void **state) {
 
 /* ---- small graphs ------------------------------------------------------------------ */
 
-static void node(fu_sb *b, const char *name, const char *op, const char *ins, const char *attrs) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"op\": \"%s\", \"inputs\": [", b->len ? ",\n" : "", name, op);
-    for (const char *p = ins, *comma;; p = comma + 1) {
-        comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        fu_sb_printf(b, "%s\"%.*s\"", p == ins ? "" : ", ", (int)len, p);
-        if (!comma) break;
-    }
-    fu_sb_printf(b, "], \"outputs\": [\"%s\"]", name);
-    if (attrs) fu_sb_printf(b, ", \"attrs\": %s", attrs);
-    fu_sb_printf(b, "}");
-}
-
-/* A float32 initializer of deterministic values in [-scale, scale]. */
-static void weights(fu_sb *b, const char *name, int rows, int cols, double scale, unsigned seed) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"float32\", \"shape\": [%d, %d], \"data\": [",
-                 b->len ? ",\n" : "", name, rows, cols);
+/* A float32 constant [rows, cols] of deterministic values in [-scale, scale]
+ * (6 decimals). */
+static int weights(tb_graph *b, const char *name, int rows, int cols, double scale, unsigned seed) {
+    float *v = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int i = 0; i < rows * cols; i++) {
         seed = seed * 1664525u + 1013904223u;
-        fu_sb_printf(b, "%s%.6f", i ? ", " : "", scale * ((double)((seed >> 8) % 2001) / 1000.0 - 1.0));
+        v[i] = (float)(round(scale * ((double)((seed >> 8) % 2001) / 1000.0 - 1.0) * 1e6) / 1e6);
     }
-    fu_sb_printf(b, "]}");
+    int w = tb_const_f32(b, name, TB_DIMS(rows, cols), v);
+    free(v);
+    return w;
 }
 
-static void ints(fu_sb *b, const char *name, const char *shape, const char *data) {
-    fu_sb_printf(b, "%s    {\"name\": \"%s\", \"dtype\": \"int64\", \"shape\": %s, \"data\": %s}", b->len ? ",\n" : "",
-                 name, shape, data);
+/* A builder whose nodes are named after their output. */
+static tb_graph *new_model(void) {
+    tb_graph *b = tb_new("prune");
+    b->node_suffix = "";
+    return b;
 }
 
-static char *model_json(const char *inputs, const char *outputs, const char *symbols, fu_sb *inits, fu_sb *nodes) {
-    fu_sb m = {0};
-    fu_sb_printf(&m, "{\"ir_version\": 1, \"name\": \"prune\", %s \"inputs\": [%s],\n \"outputs\": [%s],\n"
-                     " \"initializers\": [\n%s],\n \"nodes\": [\n%s]}\n",
-                 symbols, inputs, outputs, inits->s, nodes->s);
-    assert_false(m.oom || inits->oom || nodes->oom);
-    fu_sb_free(inits);
-    fu_sb_free(nodes);
-    return m.s;
+static char *save(tb_graph *b) {
+    char *path = tb_save(b);
+    tb_free(b);
+    return path;
 }
 
 /* Deterministic float inputs in [-2, 2]; the row index from `index`. */
@@ -330,79 +317,60 @@ enum { SELECT_SCALAR, SELECT_LIST, SELECT_SLICE_FRONT, SELECT_SLICE_BACK };
 /* x [1, seq, 16] -> RMSNorm -> q (2 heads of 8, q_norm, RoPE), k and v (one
  * kv head; from x, or from a longer `memory` [1, 9, 16] when cross) ->
  * causal Attention -> o_proj + residual -> LayerNorm -> the selection. */
-static char *decoder_json(int select, int cross) {
-    fu_sb n = {0}, w = {0};
-    weights(&w, "wq", 16, 16, 0.4, 1);
-    weights(&w, "wk", 16, 8, 0.4, 2);
-    weights(&w, "wv", 16, 8, 0.4, 3);
-    weights(&w, "wo", 16, 16, 0.4, 4);
-    fu_sb_printf(&w, ",\n    {\"name\": \"scale16\", \"dtype\": \"float32\", \"shape\": [16], \"data\": "
-                     "[1.1, 0.9, 1.0, 1.2, 0.8, 1.0, 1.05, 0.95, 1.1, 0.9, 1.0, 1.2, 0.8, 1.0, 1.05, 0.95]}");
-    fu_sb_printf(&w, ",\n    {\"name\": \"bias16\", \"dtype\": \"float32\", \"shape\": [16], \"data\": "
-                     "[0.1, -0.1, 0.2, 0, 0, 0.3, -0.2, 0.1, 0.1, -0.1, 0.2, 0, 0, 0.3, -0.2, 0.1]}");
-    fu_sb_printf(&w, ",\n    {\"name\": \"scale8\", \"dtype\": \"float32\", \"shape\": [8], \"data\": "
-                     "[1.1, 0.9, 1.0, 1.2, 0.8, 1.0, 1.05, 0.95]}");
-    fu_sb_printf(&w, ",\n    {\"name\": \"inv_freq\", \"dtype\": \"float32\", \"shape\": [4], \"data\": "
-                     "[1.0, 0.1, 0.01, 0.001]}");
-    ints(&w, "q_heads", "[4]", "[0, -1, 2, 8]");
-    ints(&w, "kv_heads", "[4]", "[0, -1, 1, 8]");
-    ints(&w, "merge", "[3]", "[0, -1, 16]");
-    const char *kv_src = "h";
-    node(&n, "h", "RMSNormalization", "x,scale16", "{\"epsilon\": 1e-6}");
-    if (cross) {
-        node(&n, "hm", "RMSNormalization", "memory,scale16", "{\"epsilon\": 1e-6}");
-        kv_src = "hm";
-    }
-    char in[128];
-    node(&n, "q", "MatMul", "h,wq", NULL);
-    node(&n, "q4", "Reshape", "q,q_heads", NULL);
-    node(&n, "qn", "RMSNormalization", "q4,scale8", "{\"epsilon\": 1e-6}");
-    node(&n, "qt", "Transpose", "qn", "{\"perm\": [0, 2, 1, 3]}");
+static char *decoder_model(int select, int cross) {
+    tb_graph *b = new_model();
+    int x = cross ? tb_input(b, "x", FU_F32, TB_DIMS(1, 5, 16)) : tb_input(b, "x", FU_F32, TB_DIMS(1, tb_symbol(b, "seq", 7), 16));
+    int memory = cross ? tb_input(b, "memory", FU_F32, TB_DIMS(1, 9, 16)) : -1;
+    int index = select == SELECT_SCALAR ? tb_input(b, "index", FU_I64, TB_SCALAR)
+              : select == SELECT_LIST   ? tb_input(b, "index", FU_I64, TB_DIMS(3)) : -1;
+    const float scale[16] = {1.1f, 0.9f, 1.0f, 1.2f, 0.8f, 1.0f, 1.05f, 0.95f, 1.1f, 0.9f, 1.0f, 1.2f, 0.8f, 1.0f, 1.05f, 0.95f};
+    const float bias[16] = {0.1f, -0.1f, 0.2f, 0, 0, 0.3f, -0.2f, 0.1f, 0.1f, -0.1f, 0.2f, 0, 0, 0.3f, -0.2f, 0.1f};
+    int scale16 = tb_const_f32(b, "scale16", TB_DIMS(16), scale), scale8 = tb_const_f32(b, "scale8", TB_DIMS(8), scale);
+    int inv_freq = tb_const_f32(b, "inv_freq", TB_DIMS(4), (const float[]){1.0f, 0.1f, 0.01f, 0.001f});
+    int kv_heads = tb_const_ints(b, "kv_heads", TB_INTS(0, -1, 1, 8));
+
+    int h = tb_attr_float(b, tb_op(b, "RMSNormalization", "h", x, scale16), "epsilon", 1e-6);
+    int kv_src = h;
+    if (cross) kv_src = tb_attr_float(b, tb_op(b, "RMSNormalization", "hm", memory, scale16), "epsilon", 1e-6);
+    int q = tb_op(b, "MatMul", "q", h, weights(b, "wq", 16, 16, 0.4, 1));
+    int q4 = tb_op(b, "Reshape", "q4", q, tb_const_ints(b, "q_heads", TB_INTS(0, -1, 2, 8)));
+    int qn = tb_attr_float(b, tb_op(b, "RMSNormalization", "qn", q4, scale8), "epsilon", 1e-6);
+    int qt = tb_attr_ints(b, tb_op(b, "Transpose", "qt", qn), "perm", TB_INTS(0, 2, 1, 3));
+    int qr = tb_op(b, "RotaryEmbedding", "qr", qt, TB_NONE, TB_NONE, TB_NONE, inv_freq);
     /* the queries of a cross block are the last 5 of the 9 positions */
-    node(&n, "qr", "RotaryEmbedding", "qt,,,,inv_freq", cross ? "{\"pos_offset\": 4}" : NULL);
-    snprintf(in, sizeof in, "%s,wk", kv_src);
-    node(&n, "k", "MatMul", in, NULL);
-    node(&n, "k4", "Reshape", "k,kv_heads", NULL);
-    node(&n, "kt", "Transpose", "k4", "{\"perm\": [0, 2, 1, 3]}");
-    node(&n, "kr", "RotaryEmbedding", "kt,,,,inv_freq", NULL);
-    snprintf(in, sizeof in, "%s,wv", kv_src);
-    node(&n, "v", "MatMul", in, NULL);
-    node(&n, "v4", "Reshape", "v,kv_heads", NULL);
-    node(&n, "a", "Attention", "qr,kr,v4",
-         "{\"is_causal\": 1, \"q_num_heads\": 2, \"kv_num_heads\": 1, \"qkv_layout\": \"BHSD,BHSD,BSHD\"}");
-    node(&n, "at", "Transpose", "a", "{\"perm\": [0, 2, 1, 3]}");
-    node(&n, "a3", "Reshape", "at,merge", NULL);
-    node(&n, "o", "MatMul", "a3,wo", NULL);
-    node(&n, "r", "Add", "x,o", NULL);
-    node(&n, "ln", "LayerNormalization", "r,scale16,bias16", "{\"epsilon\": 1e-5}");
-    const char *index_input = "";
+    if (cross) tb_attr_int(b, qr, "pos_offset", 4);
+    int k = tb_op(b, "MatMul", "k", kv_src, weights(b, "wk", 16, 8, 0.4, 2));
+    int k4 = tb_op(b, "Reshape", "k4", k, kv_heads);
+    int kt = tb_attr_ints(b, tb_op(b, "Transpose", "kt", k4), "perm", TB_INTS(0, 2, 1, 3));
+    int kr = tb_op(b, "RotaryEmbedding", "kr", kt, TB_NONE, TB_NONE, TB_NONE, inv_freq);
+    int v = tb_op(b, "MatMul", "v", kv_src, weights(b, "wv", 16, 8, 0.4, 3));
+    int v4 = tb_op(b, "Reshape", "v4", v, kv_heads);
+    int a = tb_op(b, "Attention", "a", qr, kr, v4);
+    tb_attr_int(b, a, "is_causal", 1);
+    tb_attr_int(b, a, "q_num_heads", 2);
+    tb_attr_int(b, a, "kv_num_heads", 1);
+    tb_attr_str(b, a, "qkv_layout", "BHSD,BHSD,BSHD");
+    int at = tb_attr_ints(b, tb_op(b, "Transpose", "at", a), "perm", TB_INTS(0, 2, 1, 3));
+    int a3 = tb_op(b, "Reshape", "a3", at, tb_const_ints(b, "merge", TB_INTS(0, -1, 16)));
+    int o = tb_op(b, "MatMul", "o", a3, weights(b, "wo", 16, 16, 0.4, 4));
+    int r = tb_op(b, "Add", "r", x, o);
+    int ln = tb_attr_float(b, tb_op(b, "LayerNormalization", "ln", r, scale16, tb_const_f32(b, "bias16", TB_DIMS(16), bias)),
+                           "epsilon", 1e-5);
+    int out;
     switch (select) {
-    case SELECT_SCALAR:
-        node(&n, "out", "Gather", "ln,index", "{\"axis\": 1}");
-        index_input = ", {\"name\": \"index\", \"dtype\": \"int64\", \"shape\": []}";
-        break;
-    case SELECT_LIST:
-        node(&n, "out", "Gather", "ln,index", "{\"axis\": -2}");
-        index_input = ", {\"name\": \"index\", \"dtype\": \"int64\", \"shape\": [3]}";
-        break;
+    case SELECT_SCALAR: out = tb_attr_int(b, tb_op(b, "Gather", "out", ln, index), "axis", 1); break;
+    case SELECT_LIST: out = tb_attr_int(b, tb_op(b, "Gather", "out", ln, index), "axis", -2); break;
     case SELECT_SLICE_FRONT:   /* rows [1, 4) */
-        ints(&w, "starts", "[1]", "[1]");
-        ints(&w, "ends", "[1]", "[4]");
-        ints(&w, "axis1", "[1]", "[1]");
-        node(&n, "out", "Slice", "ln,starts,ends,axis1", NULL);
+        out = tb_op(b, "Slice", "out", ln, tb_const_ints(b, "starts", TB_INTS(1)), tb_const_ints(b, "ends", TB_INTS(4)),
+                    tb_const_ints(b, "axis1", TB_INTS(1)));
         break;
     default:                   /* the last 3 rows */
-        ints(&w, "starts", "[1]", "[-3]");
-        ints(&w, "ends", "[1]", "[9223372036854775807]");
-        ints(&w, "axis1", "[1]", "[-2]");
-        node(&n, "out", "Slice", "ln,starts,ends,axis1", NULL);
+        out = tb_op(b, "Slice", "out", ln, tb_const_ints(b, "starts", TB_INTS(-3)),
+                    tb_const_ints(b, "ends", TB_INTS(INT64_MAX)), tb_const_ints(b, "axis1", TB_INTS(-2)));
         break;
     }
-    char inputs[512];
-    snprintf(inputs, sizeof inputs, "{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [1, %s, 16]}%s%s",
-             cross ? "5" : "\"seq\"", cross ? ", {\"name\": \"memory\", \"dtype\": \"float32\", \"shape\": [1, 9, 16]}" : "",
-             index_input);
-    return model_json(inputs, "{\"name\": \"out\"}", cross ? "" : "\"symbols\": {\"seq\": 7},", &w, &n);
+    tb_output(b, out);
+    return save(b);
 }
 
 /* Runs the fast pipeline on the decoder and checks that the q side and
@@ -440,22 +408,18 @@ static fu_graph *check_decoder_pruned(const char *path, int64_t rows, int moves,
 
 static void test_decoder_scalar_index(void **state) {
     (void)state;
-    char *json = decoder_json(SELECT_SCALAR, 0);
-    char *path = tu_write_temp(".json", json);
+    char *path = decoder_model(SELECT_SCALAR, 0);
     fu_graph *g = check_decoder_pruned(path, 1, 9, "'h' is also read by 'k' (MatMul)");
     /* T - 2 as the router reads, the first row, and negative indices */
     static const int64_t cases[][2] = {{7, 5}, {7, 0}, {7, -1}, {7, -7}, {4, 2}, {1, 0}, {1, -1}, {2, 1}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_same_as_bare(path, g, cases[i][0], &cases[i][1]);
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 static void test_decoder_index_list(void **state) {
     (void)state;
-    char *json = decoder_json(SELECT_LIST, 0);
-    char *path = tu_write_temp(".json", json);
+    char *path = decoder_model(SELECT_LIST, 0);
     fu_graph *g = check_decoder_pruned(path, 3, 9, "'h' is also read by");
     /* unsorted, repeated and negative rows */
     static const int64_t lists[][3] = {{3, 0, -1}, {6, 6, 1}, {-7, 2, 5}};
@@ -463,24 +427,19 @@ static void test_decoder_index_list(void **state) {
     static const int64_t short_list[3] = {3, 1, 2};
     check_same_as_bare(path, g, 4, short_list);
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 static void test_decoder_slices(void **state) {
     (void)state;
     for (int front = 1; front >= 0; front--) {
-        char *json = decoder_json(front ? SELECT_SLICE_FRONT : SELECT_SLICE_BACK, 0);
-        char *path = tu_write_temp(".json", json);
+        char *path = decoder_model(front ? SELECT_SLICE_FRONT : SELECT_SLICE_BACK, 0);
         fu_graph *g = check_decoder_pruned(path, 3, 9, "'h' is also read by");
         static const int64_t none[1] = {0};
         check_same_as_bare(path, g, 7, none);
         check_same_as_bare(path, g, 5, none);
         fu_graph_free(g);
-        unlink(path);
-        free(path);
-        free(json);
+        tb_remove(path);
     }
 }
 
@@ -488,15 +447,12 @@ static void test_decoder_slices(void **state) {
  * pos_offset 4 becomes part of the kept rows' position_ids. */
 static void test_decoder_queries_shorter_than_keys(void **state) {
     (void)state;
-    char *json = decoder_json(SELECT_SCALAR, 1);
-    char *path = tu_write_temp(".json", json);
+    char *path = decoder_model(SELECT_SCALAR, 1);
     /* here h feeds only q: the selection reaches the input x */
     fu_graph *g = check_decoder_pruned(path, 1, 10, NULL);
     for (int64_t index = -5; index < 5; index++) check_same_as_bare(path, g, 5, &index);
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 /* ---- where the rows are needed ---------------------------------------------------------- */
@@ -504,48 +460,35 @@ static void test_decoder_queries_shorter_than_keys(void **state) {
 /* x [1, seq, 8] -> h = MatMul(x, w1) -> middle -> Mul(b) -> Relu ->
  * Gather(index, axis 1). (A Mul, not an Add: h + b would fuse into the
  * matmul.) */
-static char *chain_json(const char *middle) {
-    fu_sb n = {0}, w = {0};
-    weights(&w, "w1", 8, 8, 0.5, 11);
-    fu_sb_printf(&w, ",\n    {\"name\": \"b\", \"dtype\": \"float32\", \"shape\": [8], \"data\": "
-                     "[1.1, -0.7, 0.3, 0.9, 0.5, -1.1, 0.2, 1.05]}");
-    ints(&w, "axes_seq", "[1]", "[1]");
-    node(&n, "h", "MatMul", "x,w1", NULL);
-    const char *m = "h", *outputs = "{\"name\": \"out\"}";
+static char *chain_model(const char *middle) {
+    tb_graph *b = new_model();
+    int x = tb_input(b, "x", FU_F32, TB_DIMS(1, tb_symbol(b, "seq", 6), 8));
+    int index = tb_input(b, "index", FU_I64, TB_SCALAR);
+    int h = tb_op(b, "MatMul", "h", x, weights(b, "w1", 8, 8, 0.5, 11)), m = h;
     if (!strcmp(middle, "softmax_rows")) {
-        node(&n, "m", "Softmax", "h", "{\"axis\": 1}");
-        m = "m";
+        m = tb_attr_int(b, tb_op(b, "Softmax", "m", h), "axis", 1);
     } else if (!strcmp(middle, "softmax_last")) {
-        node(&n, "m", "Softmax", "h", "{\"axis\": -1}");
-        m = "m";
+        m = tb_attr_int(b, tb_op(b, "Softmax", "m", h), "axis", -1);
     } else if (!strcmp(middle, "reduce_seq")) {   /* subtract the mean over the sequence */
-        node(&n, "mean", "ReduceMean", "h,axes_seq", "{\"keepdims\": 1}");
-        node(&n, "m", "Sub", "h,mean", NULL);
-        m = "m";
+        int mean = tb_op(b, "ReduceMean", "mean", h, tb_const_ints(b, "axes_seq", TB_INTS(1)));
+        tb_attr_int(b, mean, "keepdims", 1);
+        m = tb_op(b, "Sub", "m", h, mean);
     } else if (!strcmp(middle, "k_side")) {       /* h read as the K side of a product */
-        node(&n, "ht", "Transpose", "h", "{\"perm\": [0, 2, 1]}");
-        node(&n, "s", "MatMul", "h,ht", NULL);
-        node(&n, "p", "Softmax", "s", "{\"axis\": -1}");
-        node(&n, "m", "MatMul", "p,h", NULL);
-        m = "m";
-    } else if (!strcmp(middle, "exported")) {     /* h is also a graph output */
-        outputs = "{\"name\": \"out\"}, {\"name\": \"h\"}";
+        int ht = tb_attr_ints(b, tb_op(b, "Transpose", "ht", h), "perm", TB_INTS(0, 2, 1));
+        int p = tb_attr_int(b, tb_op(b, "Softmax", "p", tb_op(b, "MatMul", "s", h, ht)), "axis", -1);
+        m = tb_op(b, "MatMul", "m", p, h);
     }
-    char in[64];
-    snprintf(in, sizeof in, "%s,b", m);
-    node(&n, "y", "Mul", in, NULL);
-    node(&n, "r", "Relu", "y", NULL);
-    node(&n, "out", "Gather", "r,index", "{\"axis\": 1}");
-    return model_json("{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [1, \"seq\", 8]},"
-                      " {\"name\": \"index\", \"dtype\": \"int64\", \"shape\": []}",
-                      outputs, "\"symbols\": {\"seq\": 6},", &w, &n);
+    int bias = tb_const_f32(b, "b", TB_DIMS(8), (const float[]){1.1f, -0.7f, 0.3f, 0.9f, 0.5f, -1.1f, 0.2f, 1.05f});
+    int r = tb_op(b, "Relu", "r", tb_op(b, "Mul", "y", m, bias));
+    tb_output(b, tb_attr_int(b, tb_op(b, "Gather", "out", r, index), "axis", 1));
+    if (!strcmp(middle, "exported")) tb_output(b, h);   /* h is also a graph output */
+    return save(b);
 }
 
 /* Runs the chain; h's producer must compute `h_rows` rows (0: all), and a
  * stop must be logged naming `reason` (NULL: none logged). */
 static void check_chain(const char *middle, int64_t h_rows, const char *reason) {
-    char *json = chain_json(middle);
-    char *path = tu_write_temp(".json", json);
+    char *path = chain_model(middle);
     fu_fusion_log log = {0};
     fu_graph *g = run_fast_pipeline(path, &log, NULL);
     if (getenv("FUSEC_TEST_LOG")) dump_log(&log);
@@ -562,9 +505,7 @@ static void check_chain(const char *middle, int64_t h_rows, const char *reason) 
     static const int64_t cases[][2] = {{6, 4}, {6, 0}, {6, -1}, {1, 0}, {3, -3}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_same_as_bare(path, g, cases[i][0], &cases[i][1]);
     fu_graph_free(g);
-    unlink(path);
-    free(path);
-    free(json);
+    tb_remove(path);
 }
 
 static void test_chain_prunes_to_the_input(void **state) {

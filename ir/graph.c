@@ -719,3 +719,22 @@ int64_t fu_const_get_i(const fu_value *v, int64_t i) {
     }
     }
 }
+
+int fu_graph_add_const(fu_graph *g, const char *base, fu_dtype t, int rank, const int64_t *shape,
+                      const void *data, fu_err *err) {
+    char *name = fu_graph_unique_name(g, base);
+    int v = name ? fu_graph_add_value(g, name, FU_VAL_CONST) : -1;
+    free(name);
+    if (v < 0) return fu_fail(err, "out of memory adding a constant");
+    fu_value *val = &g->values[v];
+    val->dtype = t;
+    val->rank = rank;
+    size_t numel = 1;
+    for (int k = 0; k < rank; k++) {
+        val->shape[k] = fu_dim_const(shape[k]);
+        numel *= (size_t)shape[k];
+    }
+    val->producer = -1;
+    if (fu_value_set_data(val, data, numel * fu_dtype_size(t))) return fu_fail(err, "out of memory adding a constant");
+    return v;
+}

@@ -195,6 +195,10 @@ fu_graph *fu_graph_new(const char *name);
 void fu_graph_free(fu_graph *g);
 
 /* Adds a value (name copied); returns its index or -1 on a duplicate name. */
+/* Adds an owned constant value (data copied) named after base; returns its
+ * index, or -1 (err set) when out of memory. */
+int fu_graph_add_const(fu_graph *g, const char *base, fu_dtype t, int rank, const int64_t *shape, const void *data,
+                       fu_err *err);
 int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind);
 int fu_graph_find_value(const fu_graph *g, const char *name);  /* -1 if none */
 /* A fresh, unused value name derived from base ("base", "base_1", ...). */

@@ -33,7 +33,7 @@ static const fu_pat *const patterns[] = {
 static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
     const fu_value *x = &c->g->values[m->v[X]], *y = &c->g->values[c->g->nodes[m->anchor].out[0]];
     if (x->dtype != FU_F32) return snprintf(why, n, "x is %s; the fused Gelu takes float32", fu_dtype_name(x->dtype)), 0;
-    if (!fu_m_same_shape(x, y)) return snprintf(why, n, "the result is not x's shape (a broadcasting constant)"), 0;
+    if (!fu_value_same_shape(x, y)) return snprintf(why, n, "the result is not x's shape (a broadcasting constant)"), 0;
     return 1;
 }
 

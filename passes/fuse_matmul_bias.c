@@ -39,7 +39,7 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
     for (int i = 0; ok && i < bias->rank - 1; i++) ok = fu_dim_is_const(bias->shape[i]) && bias->shape[i].coef == 1;
     if (ok) return 1;
     char shape[128];
-    fu_m_shape_str(c->g, bias, shape, sizeof shape);
+    fu_shape_str(c->g, bias->rank, bias->shape, ", ", shape, sizeof shape);
     return snprintf(why, n, "bias shape %s is not broadcast along the last axis ([N])", shape), 0;
 }
 

@@ -40,7 +40,7 @@ int fu_norm_check_io(const fu_graph *g, int x, int result, double eps, char *why
                         fu_m_name(g, x), fu_dtype_name(xv->dtype), xv->rank), 0;
     if (!(eps >= 0)) return snprintf(why, n, "epsilon %g is negative", eps), 0;
     /* An epsilon of higher rank would broadcast the result. */
-    if (y->dtype != FU_F32 || !fu_m_same_shape(y, xv))
+    if (y->dtype != FU_F32 || !fu_value_same_shape(y, xv))
         return snprintf(why, n, "the result is not float32 of the input's shape"), 0;
     return 1;
 }

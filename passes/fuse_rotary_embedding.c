@@ -61,7 +61,6 @@ static const fu_pat *const patterns[] = {
 
 /* ---- shapes and slices ------------------------------------------------------ */
 
-static int dim_is(fu_dim d, int64_t c) { return fu_dim_is_const(d) && d.coef == c; }
 static fu_dim last_dim(const fu_graph *g, int v) { return g->values[v].shape[g->values[v].rank - 1]; }
 
 static int last_axis(const fu_graph *g, const fu_node *n, int64_t fallback) {
@@ -119,8 +118,8 @@ static int negations(const fu_graph *g, int v, int to) {
 /* x viewed as [.., d/2, 2]: reshape node r's input has twice its second-to-last dim. */
 static int pairs_view(const fu_graph *g, int r) {
     const fu_value *v = &g->values[g->nodes[r].out[0]], *x = &g->values[g->nodes[r].in[0]];
-    return v->rank >= 2 && x->rank == v->rank - 1 && dim_is(v->shape[v->rank - 1], 2) &&
-           fu_dim_is_const(v->shape[v->rank - 2]) && dim_is(last_dim(g, g->nodes[r].in[0]), 2 * v->shape[v->rank - 2].coef);
+    return v->rank >= 2 && x->rank == v->rank - 1 && fu_dim_is(v->shape[v->rank - 1], 2) &&
+           fu_dim_is_const(v->shape[v->rank - 2]) && fu_dim_is(last_dim(g, g->nodes[r].in[0]), 2 * v->shape[v->rank - 2].coef);
 }
 
 /* The index k (0 or 1) of pair element node e, or -1. */
@@ -138,7 +137,7 @@ static int pair_index(const fu_graph *g, int e) {
     }
     if (n->op_id == FU_OP_Squeeze) {
         int in = n->in[0];
-        if (g->values[in].rank != g->values[n->out[0]].rank + 1 || !dim_is(last_dim(g, in), 1)) return -1;
+        if (g->values[in].rank != g->values[n->out[0]].rank + 1 || !fu_dim_is(last_dim(g, in), 1)) return -1;
         e = g->values[in].producer;
     }
     if (!slice_last(g, e, &start, &len, &step) || (start != 0 && start != 1)) return -1;
@@ -170,7 +169,7 @@ static int check_rotation(const fu_graph *g, const fu_match *m, rope *r, char *w
         int concat = g->values[rot->in[0]].producer, ka = pair_index(g, m->node[PART_A]), kb = pair_index(g, m->node[PART_B]);
         const fu_node *cn = &g->nodes[concat];
         const fu_value *st = &g->values[rot->in[0]];
-        if (cn->n_in != 2 || !last_axis(g, cn, 0) || !dim_is(st->shape[st->rank - 1], 2) || ka < 0 || kb < 0) return 0;
+        if (cn->n_in != 2 || !last_axis(g, cn, 0) || !fu_dim_is(st->shape[st->rank - 1], 2) || ka < 0 || kb < 0) return 0;
         int na = negations(g, cn->in[0], m->v[PART_A]), nb = negations(g, cn->in[1], m->v[PART_B]);
         if (ka == 1 && na == 1 && kb == 0 && nb == 0) return 1;
         if (ka == 0 && na == 0 && kb == 1 && nb == 1)
@@ -224,15 +223,15 @@ static int pick_layout(const fu_graph *g, int cos_v, int sin_v, rope *r, char *w
     const fu_value *x = &g->values[r->x], *c = &g->values[cos_v], *s = &g->values[sin_v];
     if (c->rank != s->rank || c->rank < 1 || c->rank > 4)
         return snprintf(why, n, "cos/sin have ranks %d and %d (1 to 4 supported)", c->rank, s->rank), 0;
-    if (!fu_m_same_shape(c, s)) return snprintf(why, n, "cos and sin have different shapes"), 0;
+    if (!fu_value_same_shape(c, s)) return snprintf(why, n, "cos and sin have different shapes"), 0;
     fu_dim cd[4];
     for (int i = 0; i < 4; i++) cd[i] = i >= 4 - c->rank ? c->shape[i - (4 - c->rank)] : fu_dim_const(1);
     if (!fu_dim_eq(cd[3], x->shape[3])) return snprintf(why, n, "cos/sin last dim differs from the rotated head size"), 0;
-    if (!dim_is(cd[0], 1) && !fu_dim_eq(cd[0], x->shape[0])) return snprintf(why, n, "cos/sin batch dim differs from x's"), 0;
-    int on1 = !dim_is(cd[1], 1), on2 = !dim_is(cd[2], 1);
+    if (!fu_dim_is(cd[0], 1) && !fu_dim_eq(cd[0], x->shape[0])) return snprintf(why, n, "cos/sin batch dim differs from x's"), 0;
+    int on1 = !fu_dim_is(cd[1], 1), on2 = !fu_dim_is(cd[2], 1);
     if (on1 && on2) return snprintf(why, n, "cos/sin vary along both axes 1 and 2 (no heads axis to broadcast over)"), 0;
-    if (on2 || (!on1 && dim_is(x->shape[2], 1))) r->bshd = 0;
-    else if (on1 || dim_is(x->shape[1], 1)) r->bshd = 1;
+    if (on2 || (!on1 && fu_dim_is(x->shape[2], 1))) r->bshd = 0;
+    else if (on1 || fu_dim_is(x->shape[1], 1)) r->bshd = 1;
     else return snprintf(why, n, "cos/sin do not vary along a sequence axis"), 0;
     if ((on1 || on2) && !fu_dim_eq(cd[r->bshd ? 1 : 2], x->shape[r->bshd ? 1 : 2]))
         return snprintf(why, n, "cos/sin sequence length differs from x's"), 0;
@@ -339,8 +338,8 @@ static int walk_freqs(const fu_graph *g, int v, int64_t half, angles *a, char *w
         int fv = g->nodes[node].in[k], pv = g->nodes[node].in[1 - k];
         const fu_value *f = &g->values[fv], *p = &g->values[pv];
         int iv = inv_freq_const(g, fv, half);
-        if (iv < 0 || f->rank < from_end || !dim_is(f->shape[f->rank - from_end], half) || p->rank < 2 ||
-            !dim_is(p->shape[p->rank - from_end], 1))
+        if (iv < 0 || f->rank < from_end || !fu_dim_is(f->shape[f->rank - from_end], half) || p->rank < 2 ||
+            !fu_dim_is(p->shape[p->rank - from_end], 1))
             continue;
         a->inv_freq = iv;
         return walk_positions(g, pv, a, why, n);
@@ -356,7 +355,7 @@ static int table_shape(const fu_graph *g, int v, angles *a, char *why, size_t n)
     int big = 0;
     if (!fu_dtype_is_float(t->dtype) || t->rank < 1 || fu_value_numel_const(t, &numel))
         return snprintf(why, n, "cos/sin table is not a static float tensor"), 0;
-    for (int i = 0; i + 1 < t->rank; i++) big += !dim_is(t->shape[i], 1);
+    for (int i = 0; i + 1 < t->rank; i++) big += !fu_dim_is(t->shape[i], 1);
     if (big > 1) return snprintf(why, n, "cos/sin table varies along more than one axis besides the last"), 0;
     a->form = ANGLES_TABLE;
     a->table = v;
@@ -384,8 +383,8 @@ static int const_rows_slice(const fu_graph *g, int v, int64_t *start) {
 static int pairwise_duplicate(const fu_graph *g, int node) {
     if (g->nodes[node].op_id != FU_OP_Reshape) return -1;
     const fu_value *a = &g->values[g->nodes[node].in[0]], *b = &g->values[g->nodes[node].out[0]];
-    if (a->rank < 2 || b->rank != a->rank - 1 || !dim_is(a->shape[a->rank - 1], 2) ||
-        !fu_dim_is_const(a->shape[a->rank - 2]) || !dim_is(b->shape[b->rank - 1], 2 * a->shape[a->rank - 2].coef))
+    if (a->rank < 2 || b->rank != a->rank - 1 || !fu_dim_is(a->shape[a->rank - 1], 2) ||
+        !fu_dim_is_const(a->shape[a->rank - 2]) || !fu_dim_is(b->shape[b->rank - 1], 2 * a->shape[a->rank - 2].coef))
         return -1;
     int p = fu_m_producer(g, g->nodes[node].in[0], -1), c[2] = {-1, -2};
     const fu_node *pn = p >= 0 ? &g->nodes[p] : NULL;
@@ -398,7 +397,7 @@ static int pairwise_duplicate(const fu_graph *g, int node) {
     for (int k = 0; ok && k < (pn->op_id == FU_OP_Concat ? 2 : 1); k++) {
         int u = fu_m_producer(g, pn->in[k], FU_OP_Unsqueeze);
         const fu_value *in = u >= 0 ? &g->values[g->nodes[u].in[0]] : NULL, *out = &g->values[pn->in[k]];
-        if (in && out->rank == in->rank + 1 && dim_is(out->shape[out->rank - 1], 1) &&
+        if (in && out->rank == in->rank + 1 && fu_dim_is(out->shape[out->rank - 1], 1) &&
             fu_dim_eq(in->shape[in->rank - 1], out->shape[out->rank - 2]))
             c[k] = g->nodes[u].in[0];
     }
@@ -488,7 +487,7 @@ static int compare_angles(const fu_graph *g, const rope *r, const angles *c, con
         const fu_value *p = &g->values[c->ids], *x = &g->values[r->x];
         fu_dim seq = x->shape[r->bshd ? 1 : 2];
         if (p->rank == 1 ? !fu_dim_eq(p->shape[0], seq)
-                         : !fu_dim_eq(p->shape[1], seq) || !(dim_is(p->shape[0], 1) || fu_dim_eq(p->shape[0], x->shape[0])))
+                         : !fu_dim_eq(p->shape[1], seq) || !(fu_dim_is(p->shape[0], 1) || fu_dim_eq(p->shape[0], x->shape[0])))
             return snprintf(why, n, "position ids are not [B, S] for x's batch and sequence"), 0;
     }
     if ((c->doubled && c->doubled != want) || (s->doubled && s->doubled != want))
@@ -560,10 +559,10 @@ static int shared_const(fu_graph *g, const char *base, int rank, const int64_t *
         const fu_value *val = &g->values[v];
         int same = val->kind == FU_VAL_CONST && val->dtype == FU_F32 && val->rank == rank && val->data &&
                    val->nbytes == numel * sizeof(float);
-        for (int k = 0; k < rank && same; k++) same = dim_is(val->shape[k], shape[k]);
+        for (int k = 0; k < rank && same; k++) same = fu_dim_is(val->shape[k], shape[k]);
         if (same && memcmp(val->data, data, numel * sizeof(float)) == 0) return v;
     }
-    return fu_fuse_add_const(g, base, FU_F32, rank, shape, data, err);
+    return fu_graph_add_const(g, base, FU_F32, rank, shape, data, err);
 }
 
 /* Columns 0, step, .., (half-1)*step of a table, scaled: one value per frequency. */

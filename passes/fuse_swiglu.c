@@ -21,7 +21,7 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
     if (g->dtype != FU_F32 || u->dtype != FU_F32)
         return snprintf(why, n, "gate and up must be float32 (got %s and %s)", fu_dtype_name(g->dtype),
                         fu_dtype_name(u->dtype)), 0;
-    if (!fu_m_same_shape(g, u) || !fu_m_same_shape(g, &c->g->values[c->g->nodes[m->anchor].out[0]]))
+    if (!fu_value_same_shape(g, u) || !fu_value_same_shape(g, &c->g->values[c->g->nodes[m->anchor].out[0]]))
         return snprintf(why, n, "gate and up shapes differ (broadcast product)"), 0;
     return 1;
 }

@@ -19,6 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 #include "../ir/ir.h"
+#include "../ir/shape.h"
 #include "../ops/ops.h"
 
 /* ---- the pattern language ------------------------------------------------- */
@@ -161,10 +162,6 @@ int fu_m_ints(const fu_graph *g, int v, int64_t *out, int max, int *count);
 int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank);
 /* The nodes reading value v (live ones), at most max; returns the count. */
 int fu_m_readers(const fu_graph *g, int v, int *readers, int max);
-/* Same rank and dims. */
-int fu_m_same_shape(const fu_value *a, const fu_value *b);
-/* "[1, S0, 64]" */
-void fu_m_shape_str(const fu_graph *g, const fu_value *v, char *buf, size_t n);
 /* WHERE test: v = Transpose(W) swapping the axes of a 2-D W (passes/fuse_matmul_bias.c). */
 int fu_m_swaps_2d(const fu_graph *g, const fu_match *m, int v, char *why, size_t n);
 /* Sanitised value name, for messages (a ring of 4 buffers). */
@@ -182,10 +179,6 @@ int fu_fuse_replace_node(fu_fuse_ctx *c, int node, int op, const int *inputs, in
 void fu_fuse_set_input(fu_fuse_ctx *c, int n, int k, int v);
 /* Marks node n as changed by a rewrite: it is re-inferred. -1 when out of memory. */
 int fu_fuse_touch(fu_fuse_ctx *c, int n);
-/* Adds an owned constant value (e.g. a folded scale); returns its index. */
-int fu_fuse_add_const(fu_graph *g, const char *base, fu_dtype t, int rank, const int64_t *shape,
-                      const void *data, fu_err *err);
-
 void fu_fuse_accept(fu_fuse_ctx *c, int anchor, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Appends an event at node `node` (NULL log: nothing). A near miss already
  * logged for the same rule and node is not repeated. */

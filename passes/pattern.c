@@ -101,23 +101,6 @@ int fu_m_readers(const fu_graph *g, int v, int *readers, int max) {
     return n;
 }
 
-int fu_m_same_shape(const fu_value *a, const fu_value *b) {
-    if (a->rank != b->rank) return 0;
-    for (int i = 0; i < a->rank; i++)
-        if (!fu_dim_eq(a->shape[i], b->shape[i])) return 0;
-    return 1;
-}
-
-void fu_m_shape_str(const fu_graph *g, const fu_value *v, char *buf, size_t n) {
-    size_t len = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < v->rank && len < n; i++) {
-        char d[32];
-        fu_dim_str(g, v->shape[i], d, sizeof d);
-        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? ", " : "", d);
-    }
-    if (len < n) snprintf(buf + len, n - len, "]");
-}
-
 const char *fu_m_name(const fu_graph *g, int v) {
     static char ring[4][96];
     static int pos;

@@ -503,7 +503,7 @@ static int add_node(fu_graph *g, const char *base, const char *op, int n_in, con
 }
 
 static int add_i64(fu_graph *g, const char *base, int rank, int64_t count, const int64_t *data, fu_err *err) {
-    return fu_fuse_add_const(g, base, FU_I64, rank, &count, data, err);
+    return fu_graph_add_const(g, base, FU_I64, rank, &count, data, err);
 }
 
 /* Name of value v with a suffix, for new values derived from it. */

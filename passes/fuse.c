@@ -12,7 +12,7 @@
 
 /* One line per rule file. Where two rules can claim the same nodes the
  * first listed wins: the norms before rotary_embedding and attention. */
-#define RULES(X) X(rms_norm) X(layer_norm) X(swiglu) X(matmul_bias) \
+#define RULES(X) X(rms_norm) X(layer_norm) X(attention) X(swiglu) X(matmul_bias) \
     X(weight_cast) X(attention_layouts)
 
 #define DECLARE(name) extern const fu_fusion_rule fu_rule_##name;

@@ -1,26 +1,20 @@
 /* Fusion rule "attention": scaled dot-product attention
  *   MatMul(Softmax(MatMul(Q, Kᵀ) * scale [+ mask], axis=-1), V)  ->  Attention
- * Anchor: the MatMul with V. Accepted, in any combination:
- *   - scale: one Mul/Div of the scores by a constant scalar, any number on
- *     Q, K or Kᵀ (d^-1/4 on both), or none; the factors multiply into scale;
- *   - Kᵀ: Transpose(K, [0,1,3,2]) (3-D: [0,2,1]) or Transpose(K_bshd, [0,2,3,1]);
- *   - GQA: HF repeat_kv (Unsqueeze(axis 2) -> Expand|Tile -> Reshape) or an
- *     Expand|Tile of one kv head: K/V are read un-repeated (kv_num_heads);
- *     other repeats (Tile of several kv heads: h -> h mod Hkv, not the
- *     kernel's grouping) and K/V whose kv heads differ are read repeated;
- *     MatMul broadcasting of one kv head is read as is;
- *   - Q/K/V = Transpose([B, L, H, D], [0,2,1,3]): read in place (qkv_layout BSHD);
- *   - mask: Add of an additive float mask. A causal one (aligned to the end:
- *     query i sees keys j <= i + Lk - Lq) becomes is_causal: a constant of
- *     0 / blocked values, Trilu(upper=1, k = Lk - Lq + 1) of a blocked
- *     constant, or Where(cond, blocked, 0 | 0, blocked) with cond a
- *     comparison (under any Nots) of Range row [Lq, 1] and column [1, Lk]
- *     indices, each through leading Unsqueeze/Expand/Reshape/Cast. Other
- *     masks stay as attn_mask if their last axis is Lk and they broadcast;
- *   - masked fill Where(cond, scores, blocked | blocked, scores), cond causal;
- *   - 3-D scores [B, Lq, Lk] (one head on [B, L, D]): the 3-D form.
- * Patterns give the structure; the check proves a mask causal (or usable as
- * attn_mask), a repeat to be repeat_kv, and the shapes to line up. */
+ * Anchor: the MatMul with V. The patterns accept (docs/fusions.md lists it all):
+ *   - a scale on the scores (one Mul/Div by a constant scalar) and on Q, K or
+ *     Kᵀ (any number), all multiplied into `scale`;
+ *   - Kᵀ = Transpose(K, [0,1,3,2] / 3-D [0,2,1]) or Transpose(K_bshd, [0,2,3,1]);
+ *   - K/V under HF repeat_kv (Unsqueeze -> Expand|Tile -> Reshape) or an
+ *     Expand|Tile of one head, read un-repeated (kv_num_heads) when the
+ *     repeat is the kernel's grouping and K and V agree, else as they are
+ *     (a scaled V is read as it is);
+ *   - Q/K/V = Transpose([B, L, H, D], [0,2,1,3]), read in place (qkv_layout BSHD);
+ *   - a mask Add, or a masked fill Where(cond, scores, blocked) either way round;
+ *   - 3-D scores [B, Lq, Lk]: one head on [B, L, D] tensors, the 3-D form.
+ * The check proves a mask causal (then is_causal: query i sees keys
+ * j <= i + Lk - Lq) as a constant, a Trilu of blocked values or a Where of
+ * Range index comparisons, or else keeps it as attn_mask when it can be one;
+ * a masked fill must be causal. Then K/V heads and all shapes must line up. */
 #include <stdio.h>
 #include <string.h>
 #include "fusion.h"
@@ -122,17 +116,15 @@ static const fu_pat *const patterns[] = {
 
 /* ---- causal masks ---------------------------------------------------------------- */
 
-typedef struct {
-    fu_dim lq, lk;   /* query and key lengths of the scores */
-    int64_t off;     /* Lk - Lq, when `known` at compile time */
-    int known;
-} lens;
+/* Query and key lengths of the scores; Lk - Lq when known at compile time. */
+typedef struct { fu_dim lq, lk; int64_t off; int known; } lens;
 
 /* The last two dims of x are [a, b]. */
 static int ends_in(const fu_value *x, fu_dim a, fu_dim b) {
     return x->rank >= 2 && fu_dim_eq(x->shape[x->rank - 2], a) && fu_dim_eq(x->shape[x->rank - 1], b);
 }
 
+/* Nodes a mask or an index is looked through: Unsqueeze, Reshape, Cast (and Expand). */
 static int is_view(const fu_node *n, int expand) {
     return n->op_id == FU_OP_Unsqueeze || n->op_id == FU_OP_Reshape || n->op_id == FU_OP_Cast ||
            (expand && n->op_id == FU_OP_Expand);
@@ -320,9 +312,7 @@ static int repeat_ok(const fu_graph *g, int v) {
 }
 
 /* One of Q, K, V as the fused node reads it. */
-typedef struct {
-    int value, layout;
-} operand;
+typedef struct { int value, layout; } operand;
 
 /* Dim `axis` (batch, heads, length, head size) of an operand: BHSD, BSHD,
  * or 3-D [B, L, D] with one head. */

@@ -12,7 +12,7 @@
 
 /* One line per rule file. Where two rules can claim the same nodes the
  * first listed wins: the norms before rotary_embedding and attention. */
-#define RULES(X) X(rms_norm) X(layer_norm) X(rotary_embedding) X(swiglu) X(gelu) X(matmul_bias) \
+#define RULES(X) X(rms_norm) X(layer_norm) X(rotary_embedding) X(attention) X(swiglu) X(gelu) X(matmul_bias) \
     X(weight_cast) X(attention_layouts)
 
 #define DECLARE(name) extern const fu_fusion_rule fu_rule_##name;
@@ -186,31 +186,16 @@ static int push(worklist *w, int node) {
     return 0;
 }
 
-static int push_readers(fu_graph *g, worklist *w, int v) {
-    for (int i = 0; i < g->n_nodes; i++) {
-        const fu_node *n = &g->nodes[i];
-        for (int k = 0; !n->dead && k < n->n_in; k++)
-            if (n->in[k] == v) {
-                if (push(w, i)) return -1;
-                break;
-            }
-    }
-    return 0;
-}
-
-/* Re-infers node n; readers of any output whose type or shape changed are
- * re-inferred too. Every one of them goes back on the worklist. */
-static int infer_node(fu_fuse_ctx *c, worklist *w, int n, fu_err *err) {
-    fu_graph *g = c->g;
+/* Re-infers node n, its outputs reset first; *changed = 1 when an output's
+ * dtype or shape is not what it was. */
+static int infer_one(fu_graph *g, int n, int *changed, fu_err *err) {
     fu_node *node = &g->nodes[n];
-    if (node->dead) return 0;
-    node->def = fu_op_at(node->op_id);
-    if (!node->def) return fu_node_fail(err, g, node, "fusion made a node of an unknown op");
-    fu_value before[4];
-    int n_out = node->n_out < 4 ? node->n_out : 4;
-    for (int o = 0; o < n_out; o++) {
+    if (!(node->def = fu_op_at(node->op_id))) return fu_node_fail(err, g, node, "fusion made a node of an unknown op");
+    enum { KEEP = 4 };
+    fu_value before[KEEP];
+    for (int o = 0; o < node->n_out; o++) {
         fu_value *v = &g->values[node->out[o]];
-        before[o] = *v;
+        if (o < KEEP) before[o] = *v;
         v->rank = -1;
         v->dtype = FU_UNDEF;
         free(v->known);
@@ -218,19 +203,47 @@ static int infer_node(fu_fuse_ctx *c, worklist *w, int n, fu_err *err) {
         v->n_known = 0;
     }
     if (node->def->infer(g, node, err)) return -1;
-    if (push(w, n)) return fu_fail(err, "out of memory while fusing");
-    for (int o = 0; o < n_out; o++) {
+    *changed = node->n_out > KEEP;
+    for (int o = 0; o < node->n_out && o < KEEP; o++) {
         const fu_value *v = &g->values[node->out[o]];
-        int same = v->dtype == before[o].dtype && v->rank == before[o].rank;
-        for (int d = 0; same && d < v->rank; d++) same = fu_dim_eq(v->shape[d], before[o].shape[d]);
-        if (push_readers(g, w, node->out[o])) return fu_fail(err, "out of memory while fusing");
-        if (same) continue;
-        for (int i = 0; i < g->n_nodes; i++)
-            for (int k = 0; !g->nodes[i].dead && k < g->nodes[i].n_in; k++)
-                if (g->nodes[i].in[k] == node->out[o]) {
-                    if (infer_node(c, w, i, err)) return -1;
-                    break;
-                }
+        *changed |= v->dtype != before[o].dtype || !fu_shape_eq(v->rank, v->shape, before[o].rank, before[o].shape);
+    }
+    return 0;
+}
+
+static int reads(const fu_node *n, const fu_node *p) {
+    for (int k = 0; k < n->n_in; k++)
+        for (int o = 0; n->in[k] >= 0 && o < p->n_out; o++)
+            if (n->in[k] == p->out[o]) return 1;
+    return 0;
+}
+
+/* Re-infers what a rewrite touched: each touched node after the touched
+ * nodes it reads, then, breadth first, the readers of every output whose
+ * dtype or shape changed. All go back on the worklist with their readers. */
+static int settle(fu_fuse_ctx *c, worklist *w, fu_err *err) {
+    fu_graph *g = c->g;
+    int first_round = c->n_touched;
+    for (int t = 0; t < c->n_touched; t++) {
+        for (int k = t; t < first_round && k < first_round; k++) {
+            int ready = 1;
+            for (int j = t; j < first_round && ready; j++)
+                ready = j == k || !reads(&g->nodes[c->touched[k]], &g->nodes[c->touched[j]]);
+            if (!ready) continue;
+            int swap = c->touched[t];
+            c->touched[t] = c->touched[k], c->touched[k] = swap;
+            break;
+        }
+        int n = c->touched[t], changed = 0;
+        if (g->nodes[n].dead) continue;
+        if (infer_one(g, n, &changed, err)) return -1;
+        if (push(w, n)) return fu_fail(err, "out of memory while fusing");
+        for (int i = 0; i < g->n_nodes; i++) {
+            int pending = 0;
+            if (g->nodes[i].dead || !reads(&g->nodes[i], &g->nodes[n])) continue;
+            for (int j = t + 1; j < c->n_touched; j++) pending |= c->touched[j] == i;
+            if (push(w, i) || (changed && !pending && fu_fuse_touch(c, i))) return fu_fail(err, "out of memory while fusing");
+        }
     }
     return 0;
 }
@@ -298,7 +311,7 @@ int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
         c.n_touched = 0;
         int got = try_rules(&c, (const char (*)[FU_OP_COUNT])anchors, i, &m, err);
         if (got < 0) rc = -1;
-        for (int t = 0; rc == 0 && t < c.n_touched; t++) rc = infer_node(&c, &w, c.touched[t], err);
+        if (rc == 0) rc = settle(&c, &w, err);
         if (rc) {
             fu_err inner = *err;
             rc = fu_fail(err, "fusion produced an invalid graph: %s", inner.msg);

@@ -90,7 +90,7 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
-    int anchor = m->anchor, changed = 0;
+    int anchor = m->anchor, changed = 0, n_touched = c->n_touched;
     char layout[3][5], what[160] = "";
     layouts(&g->nodes[anchor], layout);
     char *live = malloc((size_t)g->n_nodes + 1);
@@ -125,7 +125,10 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
         size_t len = strlen(what);
         snprintf(what + len, sizeof what - len, "%soutput written as BSHD", changed++ ? ", " : "");
     }
-    if (!changed) return 0;
+    if (!changed) {  /* untouch the anchor, or it comes back on the worklist forever */
+        c->n_touched = n_touched;
+        return 0;
+    }
     char joined[16];
     snprintf(joined, sizeof joined, "%s,%s,%s", layout[0], layout[1], layout[2]);
     if (!fu_node_set_attr_string(&g->nodes[anchor], "qkv_layout", joined)) return fu_fail(err, "out of memory while fusing");

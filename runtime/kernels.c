@@ -40,48 +40,11 @@ typedef uint32_t vu8 __attribute__((vector_size(32)));
 
 /* ==== half precision ===================================================== */
 
-float fu_rt_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exponent = (h >> 10) & 0x1fu;
-    uint32_t mantissa = h & 0x3ffu;
-    union { uint32_t u; float f; } v;
-    if (exponent == 0) {
-        /* zero or subnormal: mantissa * 2^-24, exact in float */
-        v.f = (float)mantissa * (1.0f / 16777216.0f);
-        v.u |= sign;
-        return v.f;
-    }
-    if (exponent == 31)
-        v.u = sign | 0x7f800000u | (mantissa << 13);            /* inf, nan (payload kept) */
-    else
-        v.u = sign | ((exponent + 112u) << 23) | (mantissa << 13); /* rebias 15 -> 127 */
-    return v.f;
-}
+/* The conversions themselves are in numerics.h; these are the out-of-line
+ * symbols generated code calls. */
+float fu_rt_f16_to_f32(uint16_t h) { return fu_num_f16_to_f32(h); }
 
-uint16_t fu_rt_f32_to_f16(float f) {
-    union { uint32_t u; float f; } v;
-    v.f = f;
-    uint32_t sign = (v.u >> 16) & 0x8000u;
-    uint32_t abs = v.u & 0x7fffffffu;
-    if (abs > 0x7f800000u)                                  /* NaN: stays a quiet NaN */
-        return (uint16_t)(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
-    if (abs >= 0x477ff000u)                                 /* >= 65520 rounds to inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (abs >= 0x38800000u) {                               /* normal half (>= 2^-14) */
-        abs += 0xfffu + ((abs >> 13) & 1u);                 /* round to nearest even */
-        return (uint16_t)(sign | ((abs - 0x38000000u) >> 13));
-    }
-    /* subnormal half: count units of 2^-24, rounding to nearest even */
-    uint32_t exponent = abs >> 23;
-    if (exponent < 102) return (uint16_t)sign;              /* below 2^-25: rounds to 0 */
-    uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126 - exponent;                        /* 14 .. 24 */
-    uint32_t result = mantissa >> shift;
-    uint32_t rest = mantissa & ((1u << shift) - 1u);
-    uint32_t halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (result & 1u))) result++;
-    return (uint16_t)(sign | result);                       /* may carry into the smallest normal */
-}
+uint16_t fu_rt_f32_to_f16(float f) { return fu_num_f32_to_f16(f); }
 
 /* ==== matmul ============================================================== */
 

@@ -376,23 +376,14 @@ void fu_rt_reduce_f32(int kind, const float *x, float *y, int rank, const int64_
 /* ==== softmax ============================================================= */
 
 /* exp(x) for x <= 0 (NaN propagates), written without calls or branches so
- * that loops over it vectorise. Cephes-style: x = n ln2 + r, |r| <= ln2/2,
- * exp(r) by a degree-7 polynomial (about 1 ulp); results below 2^-126
- * flush to 0. */
+ * that loops over it vectorise: numerics.h's reduction and degree-7
+ * polynomial (about 1 ulp); results below 2^-126 flush to 0. */
 FU_RT_SIMD_INLINE float exp_nonpositive(float x) {
     x = x < -87.3f ? -103.0f : x;                 /* -103: 2^n underflows to exactly 0 below */
-    const float round_magic = 12582912.0f;        /* 1.5 * 2^23: adds round to integer */
-    float t = x * 1.44269504088896341f + round_magic;
-    float n = t - round_magic;                    /* round(x / ln 2) */
-    float r = x - n * 0.693359375f;               /* ln 2 split in two for exactness */
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float t = x * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;
+    float n = t - FU_NUM_ROUND_MAGIC;             /* round(x / ln 2) */
+    float r = FU_NUM_EXP_REDUCE(x, n);
+    float p = FU_NUM_EXP_POLY(r);
     union { float f; int32_t i; } tb, scale;
     tb.f = t;
     /* low mantissa bits of t hold n (two's complement); 2^n as float bits */
@@ -404,18 +395,10 @@ FU_RT_SIMD_INLINE float exp_nonpositive(float x) {
 /* exp_nonpositive on 8 lanes, same arithmetic. */
 FU_RT_SIMD_INLINE vf8 exp_nonpositive8(vf8 x) {
     x = select8(x < -87.3f, splat8(-103.0f), x);
-    const float round_magic = 12582912.0f;
-    vf8 t = x * 1.44269504088896341f + round_magic;
-    vf8 n = t - round_magic;
-    vf8 r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf8 p = splat8(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    vf8 t = x * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;
+    vf8 n = t - FU_NUM_ROUND_MAGIC;
+    vf8 r = FU_NUM_EXP_REDUCE(x, n);
+    vf8 p = FU_NUM_EXP_POLY(r);
     vi8 ni = (vi8)((vu8)t << 10) >> 10;   /* low 22 bits of t hold n, sign-extended */
     vi8 biased = ni + 127;
     biased &= biased > 0;             /* negative exponent: 2^n is 0 */

@@ -1,5 +1,5 @@
-/* fusec numerics: the one definition of each half-precision conversion,
- * shared by the runtime, the compiler side (ir/ and up) and
+/* fusec numerics: the one definition of each scalar conversion and of the
+ * exp polynomial, shared by the runtime, the compiler side (ir/ and up) and
  * generated code.
  *
  * Who includes it:
@@ -95,5 +95,32 @@ static inline uint16_t fu_num_f32_to_bf16(float f) {
     if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u); /* quiet NaN */
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);   /* round to nearest even */
 }
+
+/* ---- exp(x) without calls or branches ------------------------------------
+ * Cephes expf: x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2, then
+ * e^r = 1 + r + r^2 P5(r), a degree-7 polynomial (about 1 ulp), and
+ * e^x = 2^n e^r with 2^n built in a float's exponent bits. The pieces are
+ * macros so that the same text serves scalar code and GCC vector types
+ * (runtime/kernels.c's vf8; a scalar constant broadcasts), and loops over
+ * them vectorise. The callers own the range handling (clamping, underflow
+ * to 0) and the 2^n step, which differ with what they need.
+ *
+ *   t = x * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;   round(x / ln2) in t's low bits
+ *   n = t - FU_NUM_ROUND_MAGIC;                  ... and as a float
+ *   r = FU_NUM_EXP_REDUCE(x, n);
+ *   p = FU_NUM_EXP_POLY(r);                      e^r
+ *
+ * The arguments are evaluated more than once: pass variables. */
+#define FU_NUM_LOG2E 1.44269504088896341f
+#define FU_NUM_ROUND_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define FU_NUM_LN2_HI 0.693359375f     /* ln 2 split in two: n * LN2_HI is exact */
+#define FU_NUM_LN2_LO (-2.12194440e-4f)
+/* x - n ln2 */
+#define FU_NUM_EXP_REDUCE(x, n) (((x) - (n) * FU_NUM_LN2_HI) - (n) * FU_NUM_LN2_LO)
+/* e^r for |r| <= ln2/2: 1 + r + r^2 P5(r) by Horner */
+#define FU_NUM_EXP_POLY(r)                                                                     \
+    (((((((1.9875691500e-4f * (r) + 1.3981999507e-3f) * (r) + 8.3334519073e-3f) * (r) +          \
+         4.1665795894e-2f) * (r) + 1.6666665459e-1f) * (r) + 5.0000001201e-1f) * (r) * (r) +     \
+      (r)) + 1.0f)
 
 #endif

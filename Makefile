@@ -57,11 +57,12 @@ $(BUILD)/.deps:
 	  || { cat $(BUILD)/apt.log; exit 1; }; fi
 	@touch $@
 
-# The kernels header is embedded into every generated translation unit.
-$(BUILD)/kernels_header.c: runtime/fusec_kernels.h | $(BUILD)/.deps
+# The kernels header is embedded into every generated translation unit,
+# after the numerics it includes (whose guard then skips that #include).
+$(BUILD)/kernels_header.c: runtime/numerics.h runtime/fusec_kernels.h | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	@{ echo '/* generated from runtime/fusec_kernels.h */'; \
-	   echo 'const char fu_kernels_header[] = {'; xxd -i < $<; echo ', 0x00};'; } > $@
+	@{ echo '/* generated from runtime/numerics.h and runtime/fusec_kernels.h */'; \
+	   echo 'const char fu_kernels_header[] = {'; cat $^ | xxd -i; echo ', 0x00};'; } > $@
 
 $(BUILD)/obj/kernels_header.o: $(BUILD)/kernels_header.c
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -98,7 +99,7 @@ $(BUILD)/rtobj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(RT_CFLAGS) -c $< -o $@
 
-$(BUILD)/rtobj/runtime/gemm_kernels.%.o: runtime/gemm_kernels.c runtime/gemm_kernels.h | $(BUILD)/.deps
+$(BUILD)/rtobj/runtime/gemm_kernels.%.o: runtime/gemm_kernels.c runtime/gemm_kernels.h runtime/numerics.h | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(RT_CFLAGS) $(GEMM_FLAGS_$*) -c $< -o $@
 

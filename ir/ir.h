@@ -35,7 +35,9 @@ fu_dtype fu_dtype_from_name(const char *s);   /* FU_UNDEF if unknown */
 size_t fu_dtype_size(fu_dtype t);             /* bytes per element */
 int fu_dtype_is_float(fu_dtype t);            /* f32, f16, bf16 */
 
-/* Half-precision conversions (round to nearest even; NaN stays NaN). */
+/* Half-precision conversions (round to nearest even; a NaN stays a quiet
+ * NaN with its sign and top payload bits): runtime/numerics.h, the same
+ * bits as the runtime and generated code compute. */
 float fu_f16_to_f32(uint16_t h);
 uint16_t fu_f32_to_f16(float f);
 float fu_bf16_to_f32(uint16_t h);

@@ -1,9 +1,9 @@
 /* fusec runtime kernels: the functions generated code calls.
  *
- * This header is embedded verbatim at the top of every generated
- * translation unit (see compiler/emit.c), so it must stay plain C that both
- * tcc and gcc accept: no system includes beyond stdint/stddef, no vector
- * extensions. The kernels themselves are built by gcc -O3 -march=native
+ * This header is embedded verbatim, after runtime/numerics.h, at the top
+ * of every generated translation unit (see compiler/emit.c and the
+ * Makefile), so it must stay plain C that both tcc and gcc accept: no
+ * system includes beyond stdint/stddef, no vector extensions. The kernels themselves are built by gcc -O3 -march=native
  * into libfusec_rt.so; the JIT registers them with tcc_add_symbol and AOT
  * libraries link against that shared library.
  *
@@ -15,6 +15,11 @@
 
 #include <stdint.h>
 #include <stddef.h>
+/* In generated code numerics.h's text is pasted just above this header
+ * (see numerics.h), so the include is skipped there. */
+#ifndef FU_NUMERICS_H
+#include "numerics.h"
+#endif
 
 /* ---- scalar math (libm), declared here so generated code needs no <math.h> */
 float expf(float);
@@ -71,18 +76,13 @@ typedef struct fu_rt_profile fu_rt_profile;
 void fu_rt_profile_begin(fu_rt_profile *p);
 void fu_rt_profile_end(fu_rt_profile *p, int slot);
 
-/* ---- half types: stored as uint16_t, computed in float ------------------ */
-static inline float fu_rt_bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v;
-    v.u = (uint32_t)h << 16;
-    return v.f;
-}
-static inline uint16_t fu_rt_f32_to_bf16(float f) {
-    union { uint32_t u; float f; } v;
-    v.f = f;
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u); /* quiet NaN */
-    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);   /* round to nearest even */
-}
+/* ---- half types: stored as uint16_t, computed in float ------------------
+ * The conversions are defined once, in runtime/numerics.h. bfloat16's are
+ * used inline (these names are numerics.h's functions); float16's are
+ * called out of line (runtime/kernels.c wraps numerics.h's functions), as
+ * tcc does not inline and they are long. */
+#define fu_rt_bf16_to_f32 fu_num_bf16_to_f32
+#define fu_rt_f32_to_bf16 fu_num_f32_to_bf16
 float fu_rt_f16_to_f32(uint16_t h);
 uint16_t fu_rt_f32_to_f16(float f);
 

@@ -103,25 +103,16 @@ FU_RT_SIMD_INLINE float dot1(const float *restrict a, const float *restrict b, i
 }
 
 /* exp(x) within ~2 ulp for x in [-87.3, 88], written with plain arithmetic
- * and selects so loops calling it vectorise. Round-to-nearest of x*log2(e)
- * uses the 1.5*2^23 trick; the Cephes degree-6 polynomial covers the
- * remainder r in [-ln2/2, ln2/2]. Below -87.3 (including -inf) it returns 0,
- * above 88 it saturates at exp(88): softmax and sigmoid never need more. */
+ * and selects so loops calling it vectorise: numerics.h's reduction and
+ * degree-7 polynomial. Below -87.3 (including -inf) it returns 0, above 88
+ * it saturates at exp(88): softmax and sigmoid never need more. */
 FU_RT_SIMD_INLINE float exp_approx(float x) {
-    const float round_magic = 12582912.0f; /* 1.5 * 2^23 */
     float clamped = x > 88.0f ? 88.0f : x;
     clamped = clamped < -87.3f ? -87.3f : clamped;
-    float shifted = clamped * 1.44269504088896341f + round_magic;
-    float n = shifted - round_magic;
-    float r = clamped - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float shifted = clamped * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;
+    float n = shifted - FU_NUM_ROUND_MAGIC;
+    float r = FU_NUM_EXP_REDUCE(clamped, n);
+    float p = FU_NUM_EXP_POLY(r);
     union { float f; int32_t i; } bits = {shifted};
     union { int32_t i; float f; } scale;
     scale.i = (bits.i - 0x4B400000 + 127) * (1 << 23); /* 2^n from the integer in the low bits */

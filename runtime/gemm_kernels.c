@@ -13,8 +13,8 @@
  * compile-time constant inside each tile body (a switch instantiates every
  * row count), so the accumulators never touch memory. */
 #include <stdint.h>
-#include <string.h>
 #include "gemm_kernels.h"
+#include "numerics.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -259,13 +259,6 @@ const fu_gemm_kernels fu_gemm_kernels_avx2 = {
 
 enum { MR_PORTABLE = 8 };
 
-static float bf16_value(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 static void store_tile(int mr, int nc, float acc[][PANEL], float *c, int64_t ldc, float alpha, float beta) {
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nc; j++) {
@@ -292,8 +285,8 @@ static void tile_bf16(int mr, int nc, int64_t K, const void *a_, const uint16_t 
     for (int64_t kp = 0; kp < (K + 1) / 2; kp++, a += 2 * mr, b += 2 * PANEL)
         for (int i = 0; i < mr; i++)
             for (int j = 0; j < PANEL; j++) {
-                acc[i][j] += a[i] * bf16_value(b[2 * j]);
-                acc[i][j] += a[mr + i] * bf16_value(b[2 * j + 1]);
+                acc[i][j] += a[i] * fu_num_bf16_to_f32(b[2 * j]);
+                acc[i][j] += a[mr + i] * fu_num_bf16_to_f32(b[2 * j + 1]);
             }
     store_tile(mr, nc, acc, c, ldc, alpha, beta);
 }

@@ -40,48 +40,11 @@ typedef uint32_t vu8 __attribute__((vector_size(32)));
 
 /* ==== half precision ===================================================== */
 
-float fu_rt_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exponent = (h >> 10) & 0x1fu;
-    uint32_t mantissa = h & 0x3ffu;
-    union { uint32_t u; float f; } v;
-    if (exponent == 0) {
-        /* zero or subnormal: mantissa * 2^-24, exact in float */
-        v.f = (float)mantissa * (1.0f / 16777216.0f);
-        v.u |= sign;
-        return v.f;
-    }
-    if (exponent == 31)
-        v.u = sign | 0x7f800000u | (mantissa << 13);            /* inf, nan (payload kept) */
-    else
-        v.u = sign | ((exponent + 112u) << 23) | (mantissa << 13); /* rebias 15 -> 127 */
-    return v.f;
-}
+/* The conversions themselves are in numerics.h; these are the out-of-line
+ * symbols generated code calls. */
+float fu_rt_f16_to_f32(uint16_t h) { return fu_num_f16_to_f32(h); }
 
-uint16_t fu_rt_f32_to_f16(float f) {
-    union { uint32_t u; float f; } v;
-    v.f = f;
-    uint32_t sign = (v.u >> 16) & 0x8000u;
-    uint32_t abs = v.u & 0x7fffffffu;
-    if (abs > 0x7f800000u)                                  /* NaN: stays a quiet NaN */
-        return (uint16_t)(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
-    if (abs >= 0x477ff000u)                                 /* >= 65520 rounds to inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (abs >= 0x38800000u) {                               /* normal half (>= 2^-14) */
-        abs += 0xfffu + ((abs >> 13) & 1u);                 /* round to nearest even */
-        return (uint16_t)(sign | ((abs - 0x38000000u) >> 13));
-    }
-    /* subnormal half: count units of 2^-24, rounding to nearest even */
-    uint32_t exponent = abs >> 23;
-    if (exponent < 102) return (uint16_t)sign;              /* below 2^-25: rounds to 0 */
-    uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126 - exponent;                        /* 14 .. 24 */
-    uint32_t result = mantissa >> shift;
-    uint32_t rest = mantissa & ((1u << shift) - 1u);
-    uint32_t halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (result & 1u))) result++;
-    return (uint16_t)(sign | result);                       /* may carry into the smallest normal */
-}
+uint16_t fu_rt_f32_to_f16(float f) { return fu_num_f32_to_f16(f); }
 
 /* ==== matmul ============================================================== */
 
@@ -413,23 +376,14 @@ void fu_rt_reduce_f32(int kind, const float *x, float *y, int rank, const int64_
 /* ==== softmax ============================================================= */
 
 /* exp(x) for x <= 0 (NaN propagates), written without calls or branches so
- * that loops over it vectorise. Cephes-style: x = n ln2 + r, |r| <= ln2/2,
- * exp(r) by a degree-7 polynomial (about 1 ulp); results below 2^-126
- * flush to 0. */
+ * that loops over it vectorise: numerics.h's reduction and degree-7
+ * polynomial (about 1 ulp); results below 2^-126 flush to 0. */
 FU_RT_SIMD_INLINE float exp_nonpositive(float x) {
     x = x < -87.3f ? -103.0f : x;                 /* -103: 2^n underflows to exactly 0 below */
-    const float round_magic = 12582912.0f;        /* 1.5 * 2^23: adds round to integer */
-    float t = x * 1.44269504088896341f + round_magic;
-    float n = t - round_magic;                    /* round(x / ln 2) */
-    float r = x - n * 0.693359375f;               /* ln 2 split in two for exactness */
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float t = x * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;
+    float n = t - FU_NUM_ROUND_MAGIC;             /* round(x / ln 2) */
+    float r = FU_NUM_EXP_REDUCE(x, n);
+    float p = FU_NUM_EXP_POLY(r);
     union { float f; int32_t i; } tb, scale;
     tb.f = t;
     /* low mantissa bits of t hold n (two's complement); 2^n as float bits */
@@ -441,18 +395,10 @@ FU_RT_SIMD_INLINE float exp_nonpositive(float x) {
 /* exp_nonpositive on 8 lanes, same arithmetic. */
 FU_RT_SIMD_INLINE vf8 exp_nonpositive8(vf8 x) {
     x = select8(x < -87.3f, splat8(-103.0f), x);
-    const float round_magic = 12582912.0f;
-    vf8 t = x * 1.44269504088896341f + round_magic;
-    vf8 n = t - round_magic;
-    vf8 r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf8 p = splat8(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    vf8 t = x * FU_NUM_LOG2E + FU_NUM_ROUND_MAGIC;
+    vf8 n = t - FU_NUM_ROUND_MAGIC;
+    vf8 r = FU_NUM_EXP_REDUCE(x, n);
+    vf8 p = FU_NUM_EXP_POLY(r);
     vi8 ni = (vi8)((vu8)t << 10) >> 10;   /* low 22 bits of t hold n, sign-extended */
     vi8 biased = ni + 127;
     biased &= biased > 0;             /* negative exponent: 2^n is 0 */

@@ -3,7 +3,8 @@
  * This header is embedded verbatim, after runtime/numerics.h, at the top
  * of every generated translation unit (see compiler/emit.c and the
  * Makefile), so it must stay plain C that both tcc and gcc accept: no
- * system includes beyond stdint/stddef, no vector extensions. The kernels themselves are built by gcc -O3 -march=native
+ * system includes beyond stdint/stddef, no vector extensions. The kernels themselves
+ * are built by gcc -O3 for any x86-64 (hot loops multi-versioned, runtime/simd.h)
  * into libfusec_rt.so; the JIT registers them with tcc_add_symbol and AOT
  * libraries link against that shared library.
  *

@@ -108,7 +108,7 @@ static int output_fits(const fu_value *v, int64_t max_numel) {
  * and everything that reads it is a matmul's B or another such node. */
 static int weight_layout_for_matmul(const fu_graph *g, const fu_node *n, int depth) {
     if (depth > 3 || n->n_in < 1 || n->in[0] < 0 || n->n_out != 1 || n->out[0] < 0) return 0;
-    if (strcmp(n->op, "Transpose") != 0 && strcmp(n->op, "Cast") != 0) return 0;
+    if (n->op_id != FU_OP_Transpose && n->op_id != FU_OP_Cast) return 0;
     const fu_value *in = &g->values[n->in[0]];
     if (!in->external && (in->producer < 0 || depth > 0)) return 0;
     int out = n->out[0], readers = 0;
@@ -119,7 +119,7 @@ static int weight_layout_for_matmul(const fu_graph *g, const fu_node *n, int dep
         for (int k = 0; k < c->n_in; k++) {
             if (c->in[k] != out) continue;
             readers++;
-            int matmul_b = k == 1 && (!strcmp(c->op, "MatMul") || !strcmp(c->op, "FusedMatMul"));
+            int matmul_b = k == 1 && (c->op_id == FU_OP_MatMul || c->op_id == FU_OP_FusedMatMul);
             if (!matmul_b && !weight_layout_for_matmul(g, c, depth + 1)) return 0;
         }
     }

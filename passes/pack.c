@@ -32,8 +32,8 @@ static int packable_product(const fu_graph *g, const fu_node *n) {
     if (n->n_in < 2 || n->in[0] < 0 || n->in[1] < 0) return 0;
     if (g->values[n->in[0]].dtype != FU_F32 || g->values[n->in[0]].rank < 1) return 0;
     if (!packable_weight(&g->values[n->in[1]])) return 0;
-    if (strcmp(n->op, "MatMul") == 0) return 1;
-    return strcmp(n->op, "FusedMatMul") == 0 && !fu_attr_int(n, "transA", 0) && !fu_attr_int(n, "transBatchA", 0) &&
+    if (n->op_id == FU_OP_MatMul) return 1;
+    return n->op_id == FU_OP_FusedMatMul && !fu_attr_int(n, "transA", 0) && !fu_attr_int(n, "transBatchA", 0) &&
            !fu_attr_int(n, "transBatchB", 0);
 }
 
@@ -43,7 +43,7 @@ int fu_pass_pack(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     for (int i = 0; i < g->n_nodes; i++) {
         fu_node *n = &g->nodes[i];
         if (n->dead || !packable_product(g, n)) continue;
-        if (strcmp(n->op, "MatMul") == 0) {
+        if (n->op_id == FU_OP_MatMul) {
             char *op = strdup("FusedMatMul");
             if (!op) return fu_fail(err, "%s: out of memory", g->path ? g->path : "model");
             free(n->op);

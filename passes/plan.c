@@ -60,7 +60,7 @@ static int storage_root(const fu_graph *g, int v) {
 
 /* Node n reads input k as a packed weight: the layout (1 f32, 2 bf16), else 0. */
 static int packed_read(const fu_node *n, int k) {
-    if (k != 1 || !n->def || strcmp(n->op, "FusedMatMul") != 0) return 0;
+    if (k != 1 || !n->def || n->op_id != FU_OP_FusedMatMul) return 0;
     const char *layout = fu_attr_string(n, "packed_weight", NULL);
     if (!layout) return 0;
     return strcmp(layout, "bf16") == 0 ? 2 : 1;

@@ -95,7 +95,7 @@ static int read_selection(const fu_graph *g, int node, row_sel *s) {
     memset(s, 0, sizeof *s);
     s->node = node;
     s->index = s->starts = s->ends = s->steps = -1;
-    if (strcmp(n->op, "Gather") == 0) {
+    if (n->op_id == FU_OP_Gather) {
         if (n->n_in != 2 || n->in[1] < 0 || g->values[n->in[1]].rank > 1) return 0;
         s->kind = SEL_GATHER;
         s->axis = norm_axis(fu_attr_int(n, "axis", 0), x->rank);
@@ -103,7 +103,7 @@ static int read_selection(const fu_graph *g, int node, row_sel *s) {
         s->index = n->in[1];
         return s->axis >= 0;
     }
-    if (strcmp(n->op, "Slice") == 0) {
+    if (n->op_id == FU_OP_Slice) {
         /* input form only; one axis: starts and ends of one element each */
         if (n->n_in < 3 || n->in[1] < 0 || n->in[2] < 0) return 0;
         if (const_numel(g, n->in[1]) != 1 || const_numel(g, n->in[2]) != 1) return 0;
@@ -236,7 +236,7 @@ static int plan_matmul(const fu_graph *g, const fu_node *p, int a, row_plan *pla
             if (ax >= 0 && ax < x->rank - 2 && !fu_dim_is_one(x->shape[ax])) plan->axis[i] = ax;
         }
     }
-    if (strcmp(p->op, "Gemm") == 0 && input_present(p, 2)) {   /* C broadcasts to [M, N] */
+    if (p->op_id == FU_OP_Gemm && input_present(p, 2)) {   /* C broadcasts to [M, N] */
         plan->axis[2] = broadcast_axis(g, p->in[2], y, a);
         if (plan->axis[2] == -2) {
             snprintf(why, n, "C does not broadcast along the row axis");
@@ -292,7 +292,7 @@ static int plan_reshape_target(const fu_graph *g, const fu_node *p, int a, int i
 
 static int plan_view(const fu_graph *g, const fu_node *p, int a, row_plan *plan, char *why, size_t n) {
     const fu_value *x = &g->values[p->in[0]], *y = &g->values[p->out[0]];
-    if (strcmp(p->op, "Squeeze") == 0 && !input_present(p, 1) && !fu_node_attr(p, "axes")) {
+    if (p->op_id == FU_OP_Squeeze && !input_present(p, 1) && !fu_node_attr(p, "axes")) {
         snprintf(why, n, "a Squeeze without axes could drop the row axis");
         return 0;
     }
@@ -302,7 +302,7 @@ static int plan_view(const fu_graph *g, const fu_node *p, int a, row_plan *plan,
         return 0;
     }
     plan->axis[0] = in_axis;
-    if (strcmp(p->op, "Reshape") == 0) return plan_reshape_target(g, p, a, in_axis, plan, why, n);
+    if (p->op_id == FU_OP_Reshape) return plan_reshape_target(g, p, a, in_axis, plan, why, n);
     return 1;
 }
 
@@ -318,7 +318,7 @@ static int plan_transpose(const fu_graph *g, const fu_node *p, int a, row_plan *
  * when the row axis is not among them. */
 static int plan_reduction(const fu_graph *g, const fu_node *p, int a, row_plan *plan, char *why, size_t n) {
     int rank = g->values[p->in[0]].rank;
-    if (strstr(p->op, "Softmax")) {
+    if (p->op_id == FU_OP_Softmax || p->op_id == FU_OP_LogSoftmax) {
         if (norm_axis(fu_attr_int(p, "axis", -1), rank) == a) {
             snprintf(why, n, "it normalises across rows (axis %d)", a);
             return 0;
@@ -469,23 +469,22 @@ static int plan_producer(const fu_graph *g, int producer, int a, row_plan *plan,
         snprintf(why, n, "it has %d inputs", p->n_in);
         return 0;
     }
-    const char *op = p->op;
     if (p->def && p->def->elementwise_operands > 0 && p->n_in <= p->def->elementwise_operands)
         return plan_broadcast_all(g, p, a, plan, why, n);
-    if (!strcmp(op, "SwiGLU")) return plan_broadcast_all(g, p, a, plan, why, n);
-    if (!strcmp(op, "RMSNormalization") || !strcmp(op, "LayerNormalization")) return plan_norm(g, p, a, plan, why, n);
-    if (!strcmp(op, "MatMul") || !strcmp(op, "FusedMatMul") || !strcmp(op, "Gemm"))
-        return plan_matmul(g, p, a, plan, why, n);
-    if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze") || !strcmp(op, "Identity"))
-        return plan_view(g, p, a, plan, why, n);
-    if (!strcmp(op, "Transpose")) return plan_transpose(g, p, a, plan, why, n);
-    if (!strcmp(op, "Softmax") || !strcmp(op, "LogSoftmax") || !strcmp(op, "ReduceMean") ||
-        !strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMax"))
+    switch (p->op_id) {
+    case FU_OP_SwiGLU: case FU_OP_Gelu: return plan_broadcast_all(g, p, a, plan, why, n);
+    case FU_OP_RMSNormalization: case FU_OP_LayerNormalization: return plan_norm(g, p, a, plan, why, n);
+    case FU_OP_MatMul: case FU_OP_FusedMatMul: case FU_OP_Gemm: return plan_matmul(g, p, a, plan, why, n);
+    case FU_OP_Reshape: case FU_OP_Squeeze: case FU_OP_Unsqueeze: case FU_OP_Identity: return plan_view(g, p, a, plan, why, n);
+    case FU_OP_Transpose: return plan_transpose(g, p, a, plan, why, n);
+    case FU_OP_Softmax: case FU_OP_LogSoftmax: case FU_OP_ReduceMean: case FU_OP_ReduceSum: case FU_OP_ReduceMax:
         return plan_reduction(g, p, a, plan, why, n);
-    if (!strcmp(op, "Concat")) return plan_concat(g, p, a, plan, why, n);
-    if (!strcmp(op, "Attention")) return plan_attention(g, p, a, plan, why, n);
-    if (!strcmp(op, "RotaryEmbedding")) return plan_rotary(g, p, a, plan, why, n);
-    snprintf(why, n, "%s is not known to be row-wise", op);
+    case FU_OP_Concat: return plan_concat(g, p, a, plan, why, n);
+    case FU_OP_Attention: return plan_attention(g, p, a, plan, why, n);
+    case FU_OP_RotaryEmbedding: return plan_rotary(g, p, a, plan, why, n);
+    default: break;
+    }
+    snprintf(why, n, "%s is not known to be row-wise", p->op);
     return 0;
 }
 
@@ -518,10 +517,10 @@ static int select_rows(fu_graph *g, const row_sel *sel, int u, int axis, fu_err 
     for (int k = 0; k < g->n_nodes; k++) {
         const fu_node *n = &g->nodes[k];
         if (n->dead || n->n_out != 1 || n->n_in < 2 || n->in[0] != u) continue;
-        if (sel->kind == SEL_GATHER && !strcmp(n->op, "Gather") && n->in[1] == sel->index &&
+        if (sel->kind == SEL_GATHER && n->op_id == FU_OP_Gather && n->in[1] == sel->index &&
             fu_attr_int(n, "axis", 0) == axis)
             return n->out[0];
-        if (sel->kind == SEL_SLICE && !strcmp(n->op, "Slice") && n->n_in >= 4 && n->in[1] == sel->starts &&
+        if (sel->kind == SEL_SLICE && n->op_id == FU_OP_Slice && n->n_in >= 4 && n->in[1] == sel->starts &&
             n->in[2] == sel->ends && const_numel(g, n->in[3]) == 1 &&
             fu_const_get_i(&g->values[n->in[3]], 0) == axis &&
             (n->n_in > 4 ? n->in[4] : -1) == sel->steps)
@@ -547,7 +546,7 @@ static int select_rows(fu_graph *g, const row_sel *sel, int u, int axis, fu_err 
 static int index_as_list(fu_graph *g, int index, fu_err *err) {
     for (int k = 0; k < g->n_nodes; k++) {
         const fu_node *n = &g->nodes[k];
-        if (!n->dead && !strcmp(n->op, "Unsqueeze") && n->n_in == 2 && n->in[0] == index &&
+        if (!n->dead && n->op_id == FU_OP_Unsqueeze && n->n_in == 2 && n->in[0] == index &&
             const_numel(g, n->in[1]) == 1 && fu_const_get_i(&g->values[n->in[1]], 0) == 0)
             return n->out[0];
     }
@@ -569,7 +568,7 @@ static int row_count_value(fu_graph *g, fu_dim count, fu_err *err) {
     if (input < 0) return add_i64(g, "prune_rows/row_count", 0, 1, &count.coef, err);
     for (int k = 0; k < g->n_nodes; k++) {
         const fu_node *n = &g->nodes[k];
-        int shape = n->dead || strcmp(n->op, "Gather") || n->n_in != 2 ? -1 : fu_m_producer(g, n->in[0], FU_OP_Shape);
+        int shape = n->dead || n->op_id != FU_OP_Gather || n->n_in != 2 ? -1 : fu_m_producer(g, n->in[0], FU_OP_Shape);
         if (shape >= 0 && g->nodes[shape].in[0] == input && g->nodes[shape].n_in == 1 && !g->nodes[shape].n_attrs &&
             const_numel(g, n->in[1]) == 1 && g->values[n->in[1]].rank == 0 &&
             fu_const_get_i(&g->values[n->in[1]], 0) == axis && fu_attr_int(n, "axis", 0) == 0)
@@ -596,7 +595,7 @@ static int is_const_scalar(const fu_graph *g, int v, int64_t want) {
 static int row_numbers(fu_graph *g, int length, fu_err *err) {
     for (int k = 0; k < g->n_nodes; k++) {
         const fu_node *n = &g->nodes[k];
-        if (!n->dead && !strcmp(n->op, "Range") && n->n_in == 3 && n->in[1] == length &&
+        if (!n->dead && n->op_id == FU_OP_Range && n->n_in == 3 && n->in[1] == length &&
             is_const_scalar(g, n->in[0], 0) && is_const_scalar(g, n->in[2], 1))
             return n->out[0];
     }

@@ -24,7 +24,7 @@ static const char *compute_type(fu_dtype t) {
 
 typedef struct {
     int value;
-    char name[16];       /* pointer variable, or literal for inline scalars */
+    char name[FU_LITERAL_MAX];  /* pointer variable, or literal for inline scalars */
     int literal;
     int bcast[FU_MAX_RANK];   /* per collapsed loop dim: 1 = stride 0 */
     int full;                 /* same shape as the output */
@@ -36,20 +36,26 @@ static int find_operand(const operand *ops, int n, int v) {
     return -1;
 }
 
-/* Inline scalar constants become literals so the loop body folds them. */
+/* Inline scalar constants become literals so the loop body folds them.
+ * One whose literal would not fit stays a pointer operand (never cut). */
 static int scalar_literal(const fu_value *v, char *buf, size_t n) {
     if (v->kind != FU_VAL_CONST || v->external || !v->data) return 0;
     int64_t numel;
     if (fu_value_numel_const(v, &numel) || numel != 1) return 0;
+    char lit[FU_LITERAL_MAX];
+    int len;
     switch (v->dtype) {
     case FU_F32:
     case FU_F16:
-    case FU_BF16: fu_float_literal(fu_const_get_f(v, 0), buf, n); return 1;
-    case FU_I64: snprintf(buf, n, "((int64_t)%lldLL)", (long long)fu_const_get_i(v, 0)); return 1;
-    case FU_I32: snprintf(buf, n, "((int32_t)%lld)", (long long)fu_const_get_i(v, 0)); return 1;
-    case FU_BOOL: snprintf(buf, n, "%d", fu_const_get_i(v, 0) ? 1 : 0); return 1;
+    case FU_BF16: len = fu_float_literal(fu_const_get_f(v, 0), lit, sizeof lit); break;
+    case FU_I64: len = fu_int_literal(fu_const_get_i(v, 0), lit, sizeof lit); break;
+    case FU_I32: len = snprintf(lit, sizeof lit, "((int32_t)%lld)", (long long)fu_const_get_i(v, 0)); break;
+    case FU_BOOL: len = snprintf(lit, sizeof lit, "%d", fu_const_get_i(v, 0) ? 1 : 0); break;
     default: return 0;
     }
+    if (len < 0 || (size_t)len >= sizeof lit || (size_t)len >= n) return 0;
+    memcpy(buf, lit, (size_t)len + 1);
+    return 1;
 }
 
 static void load_expr(const operand *op, fu_dtype t, const char *index, char *buf, size_t n) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "json_check.h"
 #include "json_ir.h"
 #include "npy.h"
 #include "weights.h"
@@ -620,7 +621,10 @@ fu_graph *fu_ir_parse(const char *text, const char *path, fu_err *err) {
         fu_fail(err, "%s: model file too large", path);
         return NULL;
     }
-    /* The length includes the NUL so the tokener knows the text ended. */
+    /* Standard JSON only (no comments, single quotes or trailing commas);
+     * text after the object is reported below. The length includes the
+     * NUL so the tokener knows the text ended. */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
     json_object *root = json_tokener_parse_ex(tok, text, (int)len + 1);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
@@ -639,6 +643,13 @@ fu_graph *fu_ir_parse(const char *text, const char *path, fu_err *err) {
                                                           : json_tokener_error_desc(jerr);
         fu_fail(err, "%s: invalid JSON at line %d, column %d (offset %zu): %s", path, line, col,
                 end, why);
+        json_object_put(root);
+        return NULL;
+    }
+    fu_json_issue issue;
+    if (fu_json_check(text, len, &issue)) {
+        fu_fail(err, "%s: line %d, column %d%s%s: %s", path, issue.line, issue.column,
+                issue.path[0] ? ", " : "", issue.path, issue.reason);
         json_object_put(root);
         return NULL;
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "json_check.h"
 #include "npy.h"
 
 static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
@@ -26,38 +27,130 @@ static const struct {
     {"<f4", FU_F32}, {"<f2", FU_F16}, {"<i8", FU_I64}, {"<i4", FU_I32}, {"|b1", FU_BOOL},
 };
 
-/* Finds 'key' (single or double quoted) in a header dict; returns the text
- * after the following ':' with spaces skipped, or NULL. */
-static const char *dict_value(const char *h, const char *key) {
-    char q1[64], q2[64];
-    snprintf(q1, sizeof q1, "'%s'", key);
-    snprintf(q2, sizeof q2, "\"%s\"", key);
-    const char *p = strstr(h, q1);
-    if (!p) p = strstr(h, q2);
-    if (!p) return NULL;
-    p += strlen(q1);
-    while (*p == ' ') p++;
-    if (*p != ':') return NULL;
-    p++;
-    while (*p == ' ') p++;
-    return p;
+/* The header is the repr of a Python dict,
+ *   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+ * padded with spaces and a '\n'. It is read as exactly that: a small
+ * tokenizer for quoted strings (no escapes), True/False and tuples of
+ * non-negative integers; each of the three keys exactly once, no other
+ * key, nothing but whitespace after the '}'. */
+typedef struct {
+    const char *path;
+    const char *p;
+    fu_err *err;
+} npy_reader;
+
+static void npy_ws(npy_reader *r) {
+    while (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r') r->p++;
 }
 
-static int parse_npy_header(const char *path, const char *h, fu_array *out, fu_err *err) {
-    const char *p = dict_value(h, "descr");
-    if (!p || (*p != '\'' && *p != '"'))
-        return fu_fail(err, "%s: npy header has no 'descr'", path);
-    char quote = *p++;
-    char descr[32];
-    size_t n = 0;
-    while (*p && *p != quote && n + 1 < sizeof descr) descr[n++] = *p++;
-    descr[n] = 0;
-    if (*p != quote) return fu_fail(err, "%s: npy header 'descr' is malformed", path);
+static int npy_bad(npy_reader *r, const char *what) {
+    return fu_fail(r->err, "%s: npy header is malformed: %s", r->path, what);
+}
+
+/* A quoted string into buf (at most n - 1 bytes). */
+static int npy_string(npy_reader *r, char *buf, size_t n) {
+    char q = *r->p;
+    if (q != '\'' && q != '"') return npy_bad(r, "expected a quoted string");
+    r->p++;
+    size_t len = 0;
+    while (*r->p && *r->p != q) {
+        if (*r->p == '\\') return npy_bad(r, "escapes in strings are not supported");
+        if (len + 1 >= n) return npy_bad(r, "string too long");
+        buf[len++] = *r->p++;
+    }
+    if (*r->p != q) return npy_bad(r, "unterminated string");
+    r->p++;
+    buf[len] = 0;
+    return 0;
+}
+
+static int npy_shape(npy_reader *r, fu_array *out) {
+    if (*r->p != '(') return npy_bad(r, "'shape' must be a tuple like (2, 3) or (3,)");
+    r->p++;
+    out->rank = 0;
+    int commas = 0;
+    for (;;) {
+        npy_ws(r);
+        if (*r->p == ')') break;
+        if (*r->p < '0' || *r->p > '9') return npy_bad(r, "'shape' holds something other than a non-negative integer");
+        if (out->rank == FU_MAX_RANK)
+            return fu_fail(r->err, "%s: npy array rank exceeds %d", r->path, FU_MAX_RANK);
+        errno = 0;
+        char *end;
+        long long d = strtoll(r->p, &end, 10);
+        if (errno || d > FU_MAX_NUMEL) return fu_fail(r->err, "%s: npy shape entry too large", r->path);
+        out->shape[out->rank++] = d;
+        r->p = end;
+        npy_ws(r);
+        if (*r->p == ',') {
+            r->p++;
+            commas++;
+        } else if (*r->p != ')') {
+            return npy_bad(r, "expected ',' or ')' in 'shape'");
+        }
+    }
+    r->p++;
+    /* (3) is the integer 3 in Python, not a tuple */
+    if (out->rank == 1 && commas == 0) return npy_bad(r, "'shape' (n) is not a tuple (write (n,))");
+    return 0;
+}
+
+static int parse_npy_header(const char *path, const char *h, size_t hlen, fu_array *out, fu_err *err) {
+    if (strlen(h) != hlen) return fu_fail(err, "%s: npy header holds a NUL byte", path);
+    npy_reader rd = {path, h, err}, *r = &rd;
+    char descr[32] = "";
+    int seen[3] = {0, 0, 0}, fortran = 0;
+    npy_ws(r);
+    if (*r->p != '{') return npy_bad(r, "it is not a dict");
+    r->p++;
+    for (;;) {
+        npy_ws(r);
+        if (*r->p == '}') break;
+        char key[32];
+        if (npy_string(r, key, sizeof key)) return -1;
+        npy_ws(r);
+        if (*r->p != ':') return npy_bad(r, "expected ':' after a key");
+        r->p++;
+        npy_ws(r);
+        int k = strcmp(key, "descr") == 0 ? 0 : strcmp(key, "fortran_order") == 0 ? 1
+                : strcmp(key, "shape") == 0 ? 2 : -1;
+        if (k < 0) {
+            char safe[48];
+            fu_sanitize(key, safe, sizeof safe);
+            return fu_fail(err, "%s: npy header has an unknown key '%s' (only 'descr', 'fortran_order' "
+                           "and 'shape')", path, safe);
+        }
+        if (seen[k]) return fu_fail(err, "%s: npy header has the key '%s' twice", path, key);
+        seen[k] = 1;
+        if (k == 0) {
+            if (*r->p != '\'' && *r->p != '"')
+                return fu_fail(err, "%s: npy 'descr' is not a simple dtype string (structured arrays "
+                               "are not supported)", path);
+            if (npy_string(r, descr, sizeof descr)) return -1;
+        } else if (k == 1) {
+            if (strncmp(r->p, "True", 4) == 0) fortran = 1, r->p += 4;
+            else if (strncmp(r->p, "False", 5) == 0) r->p += 5;
+            else return npy_bad(r, "'fortran_order' must be True or False");
+        } else if (npy_shape(r, out)) {
+            return -1;
+        }
+        npy_ws(r);
+        if (*r->p == ',') r->p++;
+        else if (*r->p != '}') return npy_bad(r, "expected ',' or '}' after a value");
+    }
+    r->p++;
+    npy_ws(r);
+    if (*r->p) return npy_bad(r, "text after the dict");
+    if (!seen[0]) return fu_fail(err, "%s: npy header has no 'descr'", path);
+    if (!seen[1]) return fu_fail(err, "%s: npy header has no 'fortran_order'", path);
+    if (!seen[2]) return fu_fail(err, "%s: npy header has no 'shape' tuple", path);
+
     out->dtype = FU_UNDEF;
     for (size_t i = 0; i < sizeof npy_types / sizeof npy_types[0]; i++)
         if (strcmp(descr, npy_types[i].descr) == 0) out->dtype = npy_types[i].t;
     if (out->dtype == FU_UNDEF) {
         char safe[32];  /* keep the type characters ('<', '|', '>') readable */
+        size_t n;
         for (n = 0; descr[n]; n++) {
             char c = descr[n];
             int ok = c == '<' || c == '>' || c == '|' || c == '=' || (c >= '0' && c <= '9') ||
@@ -68,35 +161,7 @@ static int parse_npy_header(const char *path, const char *h, fu_array *out, fu_e
         return fu_fail(err, "%s: unsupported npy dtype '%s' (supported: <f4 <f2 <i8 <i4 |b1%s)",
                        path, safe, descr[0] == '>' ? "; big-endian data is not supported" : "");
     }
-
-    p = dict_value(h, "fortran_order");
-    if (!p) return fu_fail(err, "%s: npy header has no 'fortran_order'", path);
-    if (strncmp(p, "True", 4) == 0)
-        return fu_fail(err, "%s: Fortran-order npy arrays are not supported (use C order)", path);
-    if (strncmp(p, "False", 5) != 0)
-        return fu_fail(err, "%s: npy header 'fortran_order' is malformed", path);
-
-    p = dict_value(h, "shape");
-    if (!p || *p != '(') return fu_fail(err, "%s: npy header has no 'shape' tuple", path);
-    p++;
-    out->rank = 0;
-    for (;;) {
-        while (*p == ' ') p++;
-        if (*p == ')') break;
-        if (*p < '0' || *p > '9') return fu_fail(err, "%s: npy header 'shape' is malformed", path);
-        if (out->rank == FU_MAX_RANK)
-            return fu_fail(err, "%s: npy array rank exceeds %d", path, FU_MAX_RANK);
-        errno = 0;
-        char *end;
-        long long d = strtoll(p, &end, 10);
-        if (errno || d > FU_MAX_NUMEL)
-            return fu_fail(err, "%s: npy shape entry too large", path);
-        out->shape[out->rank++] = d;
-        p = end;
-        while (*p == ' ') p++;
-        if (*p == ',') p++;
-        else if (*p != ')') return fu_fail(err, "%s: npy header 'shape' is malformed", path);
-    }
+    if (fortran) return fu_fail(err, "%s: Fortran-order npy arrays are not supported (use C order)", path);
     return 0;
 }
 
@@ -138,7 +203,7 @@ int fu_npy_read(const char *path, fu_array *out, fu_err *err) {
         goto done;
     }
     header[hlen] = 0;
-    if (parse_npy_header(path, header, out, err)) goto done;
+    if (parse_npy_header(path, header, hlen, out, err)) goto done;
 
     int64_t numel = 1;
     for (int i = 0; i < out->rank; i++)
@@ -282,8 +347,11 @@ static int store_elem(json_object *o, fu_dtype t, void *dst, fu_err *err) {
         v = json_object_get_int64(o);
     } else {
         double d = json_object_get_double(o);
-        if (!(d == floor(d)) || fabs(d) > 9.0e18)
+        if (!(d == floor(d)))
             return fu_fail(err, "element %g is not an integer (dtype %s)", d, fu_dtype_name(t));
+        /* [-2^63, 2^63) exactly: beyond it the conversion would saturate */
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+            return fu_fail(err, "element %g is outside the int64 range", d);
         v = (int64_t)d;
     }
     if (t == FU_I64) {
@@ -361,6 +429,7 @@ int fu_array_from_json(const char *text, fu_dtype t, fu_array *out, fu_err *err)
     if (!tok) return fu_fail(err, "out of memory");
     /* The length includes the NUL so a bare number at the end completes. */
     size_t len = strlen(text);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
     json_object *root = json_tokener_parse_ex(tok, text, (int)(len + 1));
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
@@ -377,6 +446,11 @@ int fu_array_from_json(const char *text, fu_dtype t, fu_array *out, fu_err *err)
             json_object_put(root);
             return fu_fail(err, "JSON array: trailing text at offset %zu", (size_t)(p - text));
         }
+    fu_json_issue issue;
+    if (fu_json_check(text, len, &issue)) {
+        json_object_put(root);
+        return fu_fail(err, "JSON array: offset %zu: %s", issue.offset, issue.reason);
+    }
     fu_err inner;
     int rc = fu_array_from_json_value(root, t, out, &inner);
     json_object_put(root);

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "json_check.h"
 #include "weights.h"
 
 /* Headers beyond this are not real safetensors files. */
@@ -53,9 +54,12 @@ static int by_name(const void *a, const void *b) {
     return strcmp(((const tensor_entry *)a)->name, ((const tensor_entry *)b)->name);
 }
 
+/* By begin, then end: an empty tensor at a tensor's first byte sorts
+ * before it. */
 static int by_begin(const void *a, const void *b) {
     const tensor_entry *x = *(tensor_entry *const *)a, *y = *(tensor_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
 }
 
 /* Reads a JSON integer >= 0 (json-c keeps big values as uint64). */
@@ -141,6 +145,7 @@ static int parse_header(fu_weights *w, fu_err *err) {
 
     json_tokener *tok = json_tokener_new();
     if (!tok) return fu_fail(err, "%s: out of memory", p);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
     json_object *root = json_tokener_parse_ex(tok, (const char *)w->map + 8, (int)n);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
@@ -158,6 +163,12 @@ static int parse_header(fu_weights *w, fu_err *err) {
             json_object_put(root);
             return fu_fail(err, "%s: safetensors header has trailing bytes after the JSON", p);
         }
+    }
+    fu_json_issue issue;  /* duplicate tensor names, out-of-range numbers */
+    if (fu_json_check((const char *)w->map + 8, end, &issue)) {
+        json_object_put(root);
+        return fu_fail(err, "%s: safetensors header, byte %zu%s%s: %s", p, 8 + issue.offset,
+                       issue.path[0] ? ", " : "", issue.path, issue.reason);
     }
     if (!json_object_is_type(root, json_type_object)) {
         json_object_put(root);
@@ -183,19 +194,25 @@ static int parse_header(fu_weights *w, fu_err *err) {
     json_object_put(root);
     if (rc) return rc;
 
-    /* Tensors must not share bytes. */
+    /* Tensors must not share bytes, and an empty tensor must not sit
+     * strictly inside another's: in (begin, end) order each tensor starts
+     * at or after the furthest end seen so far, empty ones included. */
     tensor_entry **order = malloc(sizeof(tensor_entry *) * ((size_t)w->n + 1));
     if (!order) return fu_fail(err, "%s: out of memory", p);
     for (int i = 0; i < w->n; i++) order[i] = &w->tensors[i];
     qsort(order, (size_t)w->n, sizeof *order, by_begin);
-    for (int i = 1; i < w->n; i++) {
-        if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin) {
+    const tensor_entry *furthest = NULL;
+    for (int i = 0; i < w->n; i++) {
+        if (furthest && order[i]->begin < furthest->end) {
             char a[128], b[128];
-            fu_sanitize(order[i - 1]->name, a, sizeof a);
+            fu_sanitize(furthest->name, a, sizeof a);
             fu_sanitize(order[i]->name, b, sizeof b);
-            rc = fu_fail(err, "%s: tensors '%s' and '%s' overlap", p, a, b);
+            rc = fu_fail(err, "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap", p, a,
+                         (unsigned long long)furthest->begin, (unsigned long long)furthest->end, b,
+                         (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
             break;
         }
+        if (!furthest || order[i]->end > furthest->end) furthest = order[i];
     }
     free(order);
     if (rc) return rc;

@@ -119,19 +119,19 @@ const char *fu_emit_tmp(fu_emit *e, char *buf, size_t n) {
     return buf;
 }
 
-void fu_float_literal(double v, char *buf, size_t n) {
-    if (isnan(v)) {
-        snprintf(buf, n, "FU_RT_NAN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(buf, n, v > 0 ? "FU_RT_INF" : "(-FU_RT_INF)");
-        return;
-    }
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%.9g", (double)(float)v);
+int fu_float_literal(double v, char *buf, size_t n) {
+    float f = (float)v;  /* what the generated code computes with */
+    if (isnan(f)) return snprintf(buf, n, "FU_RT_NAN");
+    if (isinf(f)) return snprintf(buf, n, f > 0 ? "FU_RT_INF" : "(-FU_RT_INF)");
+    char tmp[FU_LITERAL_MAX];
+    snprintf(tmp, sizeof tmp, "%.9g", (double)f);
     if (!strpbrk(tmp, ".e")) strcat(tmp, ".0");
-    snprintf(buf, n, "%sf", tmp);
+    return snprintf(buf, n, "%sf", tmp);
+}
+
+int fu_int_literal(int64_t x, char *buf, size_t n) {
+    if (x == INT64_MIN) return snprintf(buf, n, "(-9223372036854775807LL - 1)");
+    return snprintf(buf, n, "%lldLL", (long long)x);
 }
 
 /* Address of value v's bytes, as an lvalue-free C expression. */

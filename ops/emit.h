@@ -52,7 +52,16 @@ const char *fu_emit_vptr(fu_emit *e, int v);
 const char *fu_c_type(fu_dtype t);
 /* Fresh identifier "t12". */
 const char *fu_emit_tmp(fu_emit *e, char *buf, size_t n);
-/* Formats a float as an exact C literal (handles inf / nan). */
-void fu_float_literal(double v, char *buf, size_t n);
+/* Room for any literal fu_float_literal or fu_int_literal writes, NUL
+ * included; both return the length they needed (as snprintf does). */
+#define FU_LITERAL_MAX 48
+/* Formats v rounded to float32 as an exact C float literal. Values that
+ * are not finite as a float (inf, nan, and finite doubles beyond the
+ * float range such as 1e308) become FU_RT_INF / (-FU_RT_INF) / FU_RT_NAN
+ * from the kernels header, which tcc and gcc both accept. */
+int fu_float_literal(double v, char *buf, size_t n);
+/* C literal for an int64 value ("123LL"; INT64_MIN has no literal of its
+ * own and becomes "(-9223372036854775807LL - 1)"). */
+int fu_int_literal(int64_t x, char *buf, size_t n);
 
 #endif

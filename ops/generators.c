@@ -24,12 +24,6 @@ static void set_known(fu_graph *g, const fu_node *n, int count, const fu_dim *va
     v->n_known = count;
 }
 
-/* C literal for an int64 value (INT64_MIN has no literal of its own). */
-static void int64_literal(int64_t x, char *buf, size_t n) {
-    if (x == INT64_MIN) snprintf(buf, n, "(-9223372036854775807LL - 1)");
-    else snprintf(buf, n, "%lldLL", (long long)x);
-}
-
 /* C literal for element i of raw data of dtype t, in the C element type. */
 static void raw_literal(fu_dtype t, const void *data, int64_t i, char *buf, size_t n) {
     const char *p = (const char *)data + (size_t)i * fu_dtype_size(t);
@@ -50,7 +44,7 @@ static void raw_literal(fu_dtype t, const void *data, int64_t i, char *buf, size
     case FU_I64: {
         int64_t x;
         memcpy(&x, p, 8);
-        int64_literal(x, buf, n);
+        fu_int_literal(x, buf, n);
         break;
     }
     case FU_I32: {
@@ -199,7 +193,7 @@ static void constant_literal(const constant_value *c, int64_t i, char *buf, size
     } else if (c->from_tensor) {
         raw_literal(c->dtype, a->t_data, i, buf, n);
     } else {
-        int64_literal(a->kind == FU_ATTR_INT ? a->i : a->ints[i], buf, n);
+        fu_int_literal(a->kind == FU_ATTR_INT ? a->i : a->ints[i], buf, n);
     }
 }
 

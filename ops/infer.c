@@ -149,6 +149,43 @@ static int check_size(const fu_graph *g, const fu_value *v, fu_err *err) {
                    (long long)FU_MAX_NUMEL);
 }
 
+/* Attribute names whose ONNX meaning is the same in every op that has
+ * them. An integer attribute given as a float (`"axis": 1.5`, `{"float":
+ * "nan"}`) would be ignored by fu_attr_int, which falls back to the
+ * default: an error instead. A float attribute takes integers too. */
+static const char *const int_attrs[] = {
+    "axis", "keepdims", "noop_with_empty_axes", "transA", "transB", "transBatchA", "transBatchB",
+    "to", "start", "end", "upper", "allowzero", "num_outputs", "is_causal", "interleaved",
+    "rotary_embedding_dim", "num_heads", "q_num_heads", "kv_num_heads", "pos_offset", NULL};
+static const char *const float_attrs[] = {"epsilon", "alpha", "beta", "scale", "softcap", "amplitude", NULL};
+
+static int listed(const char *const *names, const char *name) {
+    for (int i = 0; names[i]; i++)
+        if (strcmp(names[i], name) == 0) return 1;
+    return 0;
+}
+
+static int check_attr_kinds(const fu_graph *g, const fu_node *n, fu_err *err) {
+    static const char *const kinds[] = {"an integer", "a float", "a list of integers", "a list of floats",
+                                        "a string", "a tensor"};
+    for (int i = 0; i < n->n_attrs; i++) {
+        const fu_attr *a = &n->attrs[i];
+        char safe_name[64];
+        fu_sanitize(a->name, safe_name, sizeof safe_name);
+        if (listed(int_attrs, a->name) && a->kind != FU_ATTR_INT) {
+            if (a->kind == FU_ATTR_FLOAT)
+                return fu_node_fail(err, g, n, "attribute '%s' must be an integer, got the float %g",
+                                    safe_name, a->f);
+            return fu_node_fail(err, g, n, "attribute '%s' must be an integer, got %s", safe_name,
+                                kinds[a->kind]);
+        }
+        if (listed(float_attrs, a->name) && a->kind != FU_ATTR_FLOAT && a->kind != FU_ATTR_INT)
+            return fu_node_fail(err, g, n, "attribute '%s' must be a number, got %s", safe_name,
+                                kinds[a->kind]);
+    }
+    return 0;
+}
+
 static int check_declared_outputs(const fu_graph *g, fu_err *err) {
     for (int i = 0; i < g->n_outputs; i++) {
         const fu_value *v = &g->values[g->outputs[i]];
@@ -182,6 +219,7 @@ int fu_infer(fu_graph *g, fu_err *err) {
         fu_node *n = &g->nodes[k];
         if (n->dead) continue;
         if (!n->def->infer) return fu_node_fail(err, g, n, "op has no shape rule");
+        if (check_attr_kinds(g, n, err)) return -1;
         if (n->def->infer(g, n, err)) return -1;
         for (int o = 0; o < n->n_out; o++) {
             const fu_value *v = &g->values[n->out[o]];

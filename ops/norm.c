@@ -6,6 +6,7 @@
  * fusec extension: RMSNormalization's scale is optional (the fuse pass
  * leaves out a scale that is not a [n] vector). LayerNormalization's Mean
  * and InvStdDev outputs are not supported. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include "ops.h"
@@ -44,6 +45,10 @@ static int norm_check(const fu_graph *g, const fu_node *n, int n_params, fu_err 
     if (axis != -1 && axis != x->rank - 1)
         return fu_node_fail(err, g, n, "only axis = -1 (the last axis) is supported, got axis = %lld for rank %d",
                             (long long)axis, x->rank);
+    /* The kernels add epsilon in float32: it must stay a finite float. */
+    double eps = fu_attr_float(n, "epsilon", 1e-5);
+    if (!(eps >= 0) || !isfinite((float)eps))
+        return fu_node_fail(err, g, n, "attribute 'epsilon' must be finite and >= 0 as a float32, got %g", eps);
     static const char *const names[] = {"scale", "bias"};
     for (int i = 0; i < n_params; i++)
         if (check_channel_param(g, n, 1 + i, names[i], x->shape[x->rank - 1], err)) return -1;

@@ -565,7 +565,7 @@ static void test_bad_json(void **state) {
     expect_load_error("{\"ir_version\": 1,\n \"inputs\": [", "unexpected end of data");
     expect_load_error("{\"ir_version\": 1} trailing", "text after the top-level object");
     expect_load_error("[1, 2]", "must be a JSON object");
-    expect_load_error(HEAD X_IN Y_OUT "}", "missing field \"nodes\"");
+    expect_load_error(HEAD X_IN "\"outputs\": [{\"name\": \"y\"}]}", "missing field \"nodes\"");
     expect_load_error("{\"inputs\": [], \"outputs\": [], \"nodes\": []}", "missing field \"ir_version\"");
     expect_load_error("{\"ir_version\": 2, \"inputs\": [], \"outputs\": [], \"nodes\": []}",
                       "unsupported ir_version 2");
@@ -576,6 +576,91 @@ static void test_bad_json(void **state) {
                       "input 'x': missing field \"dtype\"");
     expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"name\": \"n\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}",
                       "missing field \"op\"");
+}
+
+/* Strict, unambiguous JSON: what json-c would let through (a second key
+ * silently winning, saturated integers, NaN / Infinity, 1e400 read as inf,
+ * a \u0000 cutting a name short, non-standard syntax) is an error that
+ * says where. */
+static void test_strict_json(void **state) {
+    (void)state;
+    /* duplicate keys: top level, in a node, among attributes, escaped alike */
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [], \"nodes\": [{\"op\": \"Relu\", \"inputs\": [\"x\"], "
+                      "\"outputs\": [\"y\"]}]}", "line 1, column 121: duplicate key \"nodes\"");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Relu\", \"op\": \"Neg\", \"inputs\": [\"x\"], "
+                      "\"outputs\": [\"y\"]}]}", "nodes[0]: duplicate key \"op\"");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Relu\", \"\\u006fp\": \"Neg\", \"inputs\": [\"x\"], "
+                      "\"outputs\": [\"y\"]}]}", "nodes[0]: duplicate key \"op\"");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Softmax\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], "
+                      "\"attrs\": {\"axis\": 0, \"axis\": -1}}]}", "nodes[0].attrs: duplicate key \"axis\"");
+    expect_load_error(HEAD "\"symbols\": {\"s\": 2, \"s\": 3}, " X_IN Y_OUT "\"nodes\": []}",
+                      "symbols: duplicate key \"s\"");
+    /* 18 keys: the sorted path of the check */
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], "
+                      "\"attrs\": {\"a\": 1, \"b\": 1, \"c\": 1, \"d\": 1, \"e\": 1, \"f\": 1, \"g\": 1, \"h\": 1, "
+                      "\"i\": 1, \"j\": 1, \"k\": 1, \"l\": 1, \"m\": 1, \"n\": 1, \"o\": 1, \"p\": 1, \"q\": 1, "
+                      "\"f\": 2}}]}", "nodes[0].attrs: duplicate key \"f\"");
+    /* numbers json-c would saturate or make non-finite */
+    const char *init = HEAD X_IN Y_OUT "\"initializers\": [{\"name\": \"c\", \"dtype\": \"%s\", \"shape\": [1], "
+                       "\"data\": [%s]}], \"nodes\": []}";
+    char json[1024];
+    snprintf(json, sizeof json, init, "int64", "9223372036854775808");
+    expect_load_error(json, "initializers[0].data[0]: integer 9223372036854775808 is outside the int64 range");
+    snprintf(json, sizeof json, init, "int64", "-9223372036854775809");
+    expect_load_error(json, "integer -9223372036854775809 is outside the int64 range");
+    snprintf(json, sizeof json, init, "int64", "100000000000000000000000");
+    expect_load_error(json, "is outside the int64 range");
+    snprintf(json, sizeof json, init, "int64", "1e23");
+    expect_load_error(json, "initializer 'c': data: element 1e+23 is outside the int64 range");
+    snprintf(json, sizeof json, init, "int64", "9.3e18");
+    expect_load_error(json, "is outside the int64 range");
+    snprintf(json, sizeof json, init, "float32", "1e400");
+    expect_load_error(json, "number 1e400 is too large for a double");
+    snprintf(json, sizeof json, init, "float32", "NaN");
+    expect_load_error(json, "NaN and Infinity are not JSON numbers");
+    snprintf(json, sizeof json, init, "float32", "-Infinity");
+    expect_load_error(json, "initializers[0].data[0]: NaN and Infinity are not JSON numbers");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Softmax\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], "
+                      "\"attrs\": {\"axis\": 1e400}}]}", "nodes[0].attrs.axis: number 1e400 is too large");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Softmax\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], "
+                      "\"attrs\": {\"axis\": NaN}}]}", "nodes[0].attrs.axis: NaN and Infinity");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Softmax\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], "
+                      "\"attrs\": {\"axis\": 18446744073709551615}}]}", "outside the int64 range");
+    /* a NUL in a name would make "y\u0000z" the value "y" */
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [{\"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"y\\u0000z\"]}]}",
+                      "nodes[0].outputs[0]: a string holds \\u0000");
+    /* not JSON: trailing comma, comment, single quotes */
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [],}", "invalid JSON");
+    expect_load_error(HEAD X_IN Y_OUT "\"nodes\": [] /* c */}", "invalid JSON");
+    expect_load_error(HEAD X_IN Y_OUT "'nodes': []}", "line 1");
+
+    /* still fine: the int64 extremes, "inf" strings, equal keys in different objects */
+    snprintf(json, sizeof json, HEAD X_IN "\"outputs\": [{\"name\": \"c\"}], \"initializers\": [{\"name\": \"c\", \"dtype\": \"int64\", "
+             "\"shape\": [2], \"data\": [-9223372036854775808, 9223372036854775807]}, {\"name\": \"f\", "
+             "\"dtype\": \"float32\", \"shape\": [3], \"data\": [\"inf\", \"-inf\", 1e-300]}], \"nodes\": []}");
+    fu_graph *g = parse_ok(json);
+    const fu_value *c = &g->values[fu_graph_find_value(g, "c")];
+    assert_true(((const int64_t *)c->data)[0] == INT64_MIN);
+    assert_true(((const int64_t *)c->data)[1] == INT64_MAX);
+    fu_graph_free(g);
+}
+
+/* The JSON-array inputs of `fusec run` follow the same rules. */
+static void test_strict_json_arrays(void **state) {
+    (void)state;
+    fu_array a;
+    fu_err err = {{0}};
+    assert_int_equal(fu_array_from_json("[1, 9223372036854775808]", FU_I64, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "outside the int64 range"));
+    assert_int_equal(fu_array_from_json("[NaN]", FU_F32, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "NaN and Infinity"));
+    assert_int_equal(fu_array_from_json("[1e400]", FU_F32, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "too large for a double"));
+    assert_int_equal(fu_array_from_json("[1e19]", FU_I64, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "outside the int64 range"));
+    assert_int_equal(fu_array_from_json("[-9223372036854775808, 2]", FU_I64, &a, &err), 0);
+    assert_true(((int64_t *)a.data)[0] == INT64_MIN);
+    fu_array_free(&a);
 }
 
 static void test_bad_names_and_shapes(void **state) {
@@ -740,6 +825,46 @@ static void test_safetensors(void **state) {
     expect_weights_error("{\"a\": {\"dtype\": \"F32\"", 8, -1, "not valid JSON");
 }
 
+/* The safetensors header: overlap is checked over every tensor, empty ones
+ * included (w [0,24) holds e [4,4) and v [8,12)); names are unique. */
+static void test_safetensors_strict(void **state) {
+    (void)state;
+    expect_weights_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [6], \"data_offsets\": [0, 24]},"
+                         " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]},"
+                         " \"v\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 12]}}", 24, -1,
+                         "overlap");
+    /* an empty tensor strictly inside another's bytes */
+    expect_weights_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+                         " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]}}", 8, -1,
+                         "tensors 'w' [0, 8) and 'e' [4, 4) overlap");
+    /* a tensor inside a long one, past a short one that starts between */
+    expect_weights_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0, 32]},"
+                         " \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]},"
+                         " \"c\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [16, 20]}}", 32, -1,
+                         "overlap");
+    expect_weights_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+                         " \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", 8, -1,
+                         "duplicate key \"a\"");
+    expect_weights_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 18446744073709551616]}}",
+                         8, -1, "a.data_offsets[1]: integer 18446744073709551616 is outside the int64 range");
+    /* empty tensors at a boundary, at the same offset, or at the end are fine */
+    static const char ok[] =
+        "{\"e0\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]},"
+        " \"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+        " \"e1\": {\"dtype\": \"I64\", \"shape\": [0, 3], \"data_offsets\": [8, 8]},"
+        " \"e2\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 8]},"
+        " \"v\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 12]},"
+        " \"e3\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [12, 12]}}";
+    unsigned char data[12] = {0};
+    char *path = write_safetensors(ok, data, sizeof data, -1);
+    fu_err err = {{0}};
+    fu_weights *w = fu_weights_open(path, &err);
+    if (!w) fail_msg("open: %s", err.msg);
+    fu_weights_close(w);
+    unlink(path);
+    free(path);
+}
+
 static void test_model_weights_errors(void **state) {
     (void)state;
     char *wpath = write_tiny_weights();
@@ -872,6 +997,45 @@ static void test_npy_bad(void **state) {
     assert_non_null(strstr(err.msg, "/nonexistent/x.npy"));
 }
 
+/* The .npy header is read as the Python dict it is: a 'descr' inside
+ * another value cannot pose as the real one, keys come once, in any order,
+ * and nothing else may follow. */
+static void test_npy_header_strict(void **state) {
+    (void)state;
+    /* 8 bytes: two <f4, or one <i8; the spoof said <f4, the real descr <i8 */
+    expect_npy_error("{'note': \"'descr': '<f4',\", 'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n", 8,
+                     "unknown key 'note'");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'descr': '<i8', }\n", 8,
+                     "the key 'descr' twice");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } junk\n", 8, "text after the dict");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2), }\n", 8, "is not a tuple");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': Falsey, 'shape': (2,), }\n", 8, "malformed");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -1), }\n", 8, "malformed");
+    expect_npy_error("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }\n", 8,
+                     "structured arrays");
+    expect_npy_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2,) \n", 8, "malformed");
+    expect_npy_error("{'fortran_order': False, 'shape': (2,), }\n", 8, "no 'descr'");
+    /* any key order, double quotes, no trailing comma, a scalar */
+    int64_t two[2] = {5, -6};
+    char *p = write_raw_npy("{\"shape\": (2,), \"fortran_order\": False, \"descr\": \"<i8\"}    \n", two, 16, 1);
+    fu_array a;
+    fu_err err = {{0}};
+    if (fu_npy_read(p, &a, &err)) fail_msg("reordered header: %s", err.msg);
+    assert_int_equal(a.dtype, FU_I64);
+    assert_int_equal(a.rank, 1);
+    assert_true(((int64_t *)a.data)[1] == -6);
+    fu_array_free(&a);
+    unlink(p);
+    free(p);
+    float one = 1;
+    p = write_raw_npy("{'descr': '<f4', 'fortran_order': False, 'shape': ()}\n", &one, 4, 1);
+    if (fu_npy_read(p, &a, &err)) fail_msg("scalar header: %s", err.msg);
+    assert_int_equal(a.rank, 0);
+    fu_array_free(&a);
+    unlink(p);
+    free(p);
+}
+
 static void test_array_from_json(void **state) {
     (void)state;
     fu_array a;
@@ -963,12 +1127,16 @@ int main(void) {
         cmocka_unit_test(test_dims_and_messages),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_strict_json),
+        cmocka_unit_test(test_strict_json_arrays),
         cmocka_unit_test(test_bad_names_and_shapes),
         cmocka_unit_test(test_bad_graphs_for_infer),
         cmocka_unit_test(test_safetensors),
+        cmocka_unit_test(test_safetensors_strict),
         cmocka_unit_test(test_model_weights_errors),
         cmocka_unit_test(test_npy_round_trip),
         cmocka_unit_test(test_npy_bad),
+        cmocka_unit_test(test_npy_header_strict),
         cmocka_unit_test(test_array_from_json),
         cmocka_unit_test(test_doc_example),
     };

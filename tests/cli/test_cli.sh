@@ -121,7 +121,8 @@ status 0 "run (jit, bare profile)" run "$tmp/small.json" --input "x=$x_json" --p
 check "bare profile gives the same output" grep -qxF "$y_line" "$tmp/out"
 status 0 "run (aot)" run "$tmp/small.json" --input "x=$x_json" --backend aot --cache-dir "$tmp/cache"
 check "aot prints the output" grep -qxF "$y_line" "$tmp/out"
-check "aot cached one library" test "$(ls "$tmp/cache" | wc -l)" -eq 1
+check "aot cached one library" test "$(ls "$tmp/cache"/*.so | wc -l)" -eq 1
+check "aot cached its sha256 beside it" bash -c 'cd "$1" && sha256sum --quiet -c ./*.so.sha256' _ "$tmp/cache"
 status 0 "run --repeat" run "$tmp/small.json" --input "x=$x_json" --repeat 3
 check "--repeat reports the first run and the median" grep -qE "first run [0-9.]+ ms; median of the next [0-9]+ runs [0-9.]+ ms" "$tmp/err"
 status 1 "run with a missing input" run "$tmp/small.json"

@@ -13,8 +13,9 @@
  * `sha256sum` format), and a cached library is dlopen'ed only after it and
  * its sidecar are found private and its sha256 matches. Anything else is
  * rebuilt over, never loaded. Installs of a library and its sidecar happen
- * under an exclusive flock of the cache directory, and readers take it
- * shared while they open the pair, so they always see a matching pair. */
+ * under an exclusive flock of the cache directory, and readers hold it
+ * shared from opening the pair to the dlopen, so they always see a matching
+ * pair, and dlopen maps the file that was checked. */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -612,39 +613,33 @@ int fu_aot_cache_load(const char *so_path, fu_compiled *out, char *why, size_t w
     snprintf(side_path, sizeof side_path, "%s.sha256", so_path);
     char *dir = dir_of(so_path);
     if (!dir) return fu_fail(err, "aot: out of memory");
-    /* The pair as one install left it: open both under the shared lock. */
+    /* Under the shared lock no install can happen: the pair is as one
+     * install left it, and the file checked is the file dlopen maps. */
     int lock = lock_dir(dir, LOCK_SH);
     free(dir);
-    int so_fd = -1, side_fd = -1;
-    struct stat so_st, side_st;
-    if (!open_private(so_path, &so_fd, &so_st, why, why_len) &&
-        !open_private(side_path, &side_fd, &side_st, why, why_len)) {
-        ssize_t k = side_st.st_size < (off_t)sizeof have ? pread(side_fd, have, sizeof have - 1, 0) : -1;
-        have[k > 0 ? k : 0] = 0;
-        close(side_fd);
-    }
-    unlock_dir(lock);
-    if (why[0]) {
-        if (so_fd >= 0) close(so_fd);
-        return 1;
-    }
-    /* so_fd pins the file we check; only we can write it, so it is what dlopen maps. */
+    int so_fd = -1, side_fd = -1, rc = 1;
+    struct stat so_st, side_st, now;
+    if (open_private(so_path, &so_fd, &so_st, why, why_len) || open_private(side_path, &side_fd, &side_st, why, why_len))
+        goto done;
+    ssize_t k = side_st.st_size < (off_t)sizeof have ? pread(side_fd, have, sizeof have - 1, 0) : -1;
+    have[k > 0 ? k : 0] = 0;
+    /* so_fd pins the file we hash; only we can write it or its directory. */
     if (sha256_fd(so_fd, hex) != 0) {
-        close(so_fd);
-        return fu_fail(err, "aot: cannot read %s: %s", so_path, strerror(errno));
+        rc = fu_fail(err, "aot: cannot read %s: %s", so_path, strerror(errno));
+        goto done;
     }
-    close(so_fd);
     sidecar_text(hex, so_path, want, sizeof want);
-    if (strcmp(have, want) != 0) {
+    if (strcmp(have, want) != 0)
         snprintf(why, why_len, "%s: its sha256 does not match %s", so_path, side_path);
-        return 1;
-    }
-    struct stat now;
-    if (lstat(so_path, &now) != 0 || now.st_dev != so_st.st_dev || now.st_ino != so_st.st_ino) {
-        snprintf(why, why_len, "%s: replaced while it was checked", so_path);
-        return 1;
-    }
-    return fu_aot_load(so_path, out, err);
+    else if (lstat(so_path, &now) != 0 || now.st_dev != so_st.st_dev || now.st_ino != so_st.st_ino)
+        snprintf(why, why_len, "%s: replaced while it was checked", so_path);   /* only when unlocked */
+    else
+        rc = fu_aot_load(so_path, out, err);
+done:
+    if (so_fd >= 0) close(so_fd);
+    if (side_fd >= 0) close(side_fd);
+    unlock_dir(lock);
+    return rc;
 }
 
 int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err) {

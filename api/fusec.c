@@ -214,7 +214,7 @@ static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
         else if (m->verbose)
             fprintf(stderr, "fusec: %s: %d packed weights (%.1f MB) %s in %.1f ms%s%s\n", m->path, m->n_packed,
                     m->packed_info.bytes / 1e6, m->packed_info.built ? "packed" : "mapped and checked",
-                    m->packed_info.ms, m->packed_info.in_memory ? " (in memory: the cache is not writable)" : "",
+                    m->packed_info.ms, m->packed_info.in_memory ? " (in memory: the cache is not writable or not private)" : "",
                     m->packed_info.path[0] ? m->packed_info.path : "");
     }
     free(req);

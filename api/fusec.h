@@ -27,7 +27,10 @@ typedef enum {
 typedef struct {
     const char *profile;    /* "fast" (default) or "bare" */
     const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
-    const char *cache_dir;  /* AOT build cache; default "build/cache" */
+    const char *cache_dir;  /* AOT build cache; default "build/cache". Must be private: a real
+                               directory (not a symlink) owned by you, not group/other-writable
+                               (created 0755 when missing); else aot refuses it and the packed
+                               weights go to memory (docs/security.md) */
     int verbose;            /* print compile steps to stderr */
     const char *precision;  /* matmul precision: "f32" (default) or "bf16" (activations rounded to
                                bfloat16 and weights packed as bfloat16; AVX512-BF16 dot products) */
@@ -68,7 +71,7 @@ typedef struct {
     int packed_weights;       /* matmul weights read in a packed layout */
     int64_t packed_bytes;     /* their size */
     int packed_built;         /* packed during this load (else mapped from the cache and checked) */
-    int packed_in_memory;     /* the cache could not be written: packed into memory */
+    int packed_in_memory;     /* the cache could not be written, or is not private: packed into memory */
     const char *packed_path;  /* the packed-weights file in the cache ("" if none) */
     const char *gemm_variant; /* the GEMM micro-kernels in use: avx512bf16, avx512, avx2 or portable */
 } fusec_load_info;

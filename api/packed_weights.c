@@ -151,10 +151,17 @@ static void *map_valid(const char *path, const char *key, const source *src, con
         return NULL;
     }
     struct stat st;
+    char why[128];
     entry *want = malloc(sizeof(entry) * (size_t)(n + 1));
     uint64_t size = want ? plan_file(src, n, want) : 0;
-    if (!want || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
-        snprintf(reason, reason_len, "truncated or the wrong size");
+    const char *bad_file = NULL;
+    if (!want || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
+        bad_file = "truncated or the wrong size";
+    /* Someone else could change it under the mapping after it is checked. */
+    else if (fu_cache_untrusted(&st, why, sizeof why))
+        bad_file = why;
+    if (bad_file) {
+        snprintf(reason, reason_len, "%s", bad_file);
         close(fd);
         free(want);
         return NULL;
@@ -247,7 +254,7 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off) {
  * written. */
 static void *build_file(const char *cache_dir, const char *path, const char *key, const source *src,
                         const fu_packed_request *req, int n, size_t *size_out, fu_err *err) {
-    if (fu_make_dirs(cache_dir, err)) return NULL;
+    fu_cache_remove_stale(cache_dir);   /* temp files of packings killed on the way */
     entry *e = malloc(sizeof(entry) * (size_t)(n + 1));
     uint64_t size = e ? plan_file(src, n, e) : 0, largest = align_up(header_bytes(n));
     for (int i = 0; e && i < n; i++) largest = e[i].bytes > largest ? e[i].bytes : largest;
@@ -258,7 +265,7 @@ static void *build_file(const char *cache_dir, const char *path, const char *key
         return NULL;
     }
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s/.packed-XXXXXX", cache_dir);
+    snprintf(tmp, sizeof tmp, "%s/.packed-%d-XXXXXX", cache_dir, (int)getpid());
     int fd = mkostemp(tmp, O_CLOEXEC);
     int ok = fd >= 0;
     if (!ok) fu_fail(err, "cannot create a file in %s: %s", cache_dir, strerror(errno));
@@ -323,11 +330,14 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
     if (find_sources(w, req, n, src, err) || packing_key(w, req, src, n, key, err)) goto fail;
     snprintf(info->path, sizeof info->path, "%s/packed-%.32s.bin", cache_dir, key);
     char reason[128];
-    p->map = map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason);
+    /* A cache directory others can write is neither read nor written
+     * (fu_cache_dir_check): the copies are packed into memory. */
+    fu_err cache_err = {{0}};
+    int private_dir = fu_cache_dir_check(cache_dir, &cache_err) == 0;
+    p->map = private_dir ? map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason) : NULL;
     if (!p->map) {
         info->built = 1;
-        fu_err cache_err = {{0}};
-        p->map = build_file(cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
+        if (private_dir) p->map = build_file(cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
         if (!p->map) {
             /* The cache is not writable: pack for this process only. */
             info->in_memory = p->in_memory = 1;

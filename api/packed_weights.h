@@ -8,8 +8,12 @@
  * layout). The file is written once, atomically (temp file + rename), and
  * mapped read-only. Before it is used its header, sizes and the xxh3
  * checksum of every packed weight are checked; a truncated, corrupt or
- * foreign file is rebuilt, never trusted. When the cache cannot be
- * written, the weights are packed into memory instead. */
+ * foreign file, or one that someone else owns or may write (it is mapped
+ * shared, so it could change after the check), is rebuilt, never trusted.
+ * When the cache directory cannot be written, or is not private
+ * (fu_cache_dir_check in compiler/backend.h), the weights are packed into
+ * memory instead. Temp files of packings killed on the way
+ * (.packed-<pid>-XXXXXX) are removed by the next packing. */
 #ifndef FUSEC_PACKED_WEIGHTS_H
 #define FUSEC_PACKED_WEIGHTS_H
 

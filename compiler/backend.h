@@ -62,12 +62,37 @@ int fu_aot_build(const char *c_source, const char *so_path, const char *header_p
  * key_parts (strings that together decide the generated code: the model
  * file's hash, the weights' identity, the options); the key also covers
  * fusec's build, gcc, its flags and the runtime library, so a cached
- * library is found without running the passes. *exists says whether it is
- * built already. *so_path_out is malloc'd. */
+ * library is found without running the passes. Creates cache_dir (mode
+ * 0755) or refuses it (fu_cache_dir_check). *exists says whether the
+ * library and its sidecar are there (fu_aot_cache_load decides whether
+ * they are trusted). *so_path_out is malloc'd. */
 int fu_aot_cache_path(const char *cache_dir, const char *const *key_parts, int n_parts, char **so_path_out,
                       int *exists, fu_err *err);
-/* Loads a library built by fu_aot_build. */
+/* fu_aot_build for a cache entry: also writes so_path.sha256 (a
+ * `sha256sum` line), installing both together under the directory's lock. */
+int fu_aot_cache_build(const char *c_source, const char *so_path, fu_err *err);
+/* Loads the cached library so_path only once it is trusted: it and its
+ * sidecar are regular files (no symlinks) owned by us or root and not
+ * group/other-writable, and its sha256 matches the sidecar. Returns 0
+ * loaded; 1 not trusted or missing (why says why: rebuild it; nothing was
+ * dlopen'ed); -1 an error (err). */
+int fu_aot_cache_load(const char *so_path, fu_compiled *out, char *why, size_t why_len, fu_err *err);
+/* Loads a library built by fu_aot_build (a path the caller trusts). */
 int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err);
+
+/* The build cache's trust rules (docs/security.md), shared with the packed
+ * weights (api/packed_weights.c). fu_cache_dir_check creates dir when
+ * missing (parents like mkdir -p, dir itself 0755) and fails, naming dir,
+ * the reason and the fix, unless it is a real directory (lstat: not a
+ * symlink) owned by us or root and not group/other-writable.
+ * fu_cache_untrusted: NULL when st (a file's or directory's stat) passes
+ * the owner and mode rule, else why not (in buf). fu_cache_remove_stale:
+ * removes temp entries (.fusec-build-<pid>-*, .packed-<pid>-*) in dir
+ * whose builder is dead, under the directory's lock. */
+struct stat;
+int fu_cache_dir_check(const char *dir, fu_err *err);
+const char *fu_cache_untrusted(const struct stat *st, char *buf, size_t n);
+void fu_cache_remove_stale(const char *dir);
 
 void fu_compiled_free(fu_compiled *c);
 

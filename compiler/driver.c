@@ -94,22 +94,32 @@ static int compile_aot(const char *path, fu_graph *g, const fu_compile_opts *o, 
     const char *key[4] = {model_hash, g->weights ? fu_weights_identity(g->weights) : "no weights",
                           o->profile == FU_PROFILE_FAST ? "fast" : "bare",
                           o->precision == FU_PRECISION_BF16 ? "bf16" : "f32"};
-    char *so_path = NULL;
+    char *so_path = NULL, why[4400] = "";
     int cached = 0;
     fu_sb c_source = {0};
     int rc = file_sha256(path, model_hash, err);
     if (rc == 0 && fu_aot_cache_path(o->cache_dir ? o->cache_dir : "build/cache", key, 4, &so_path, &cached, err))
         rc = backend_fail(path, err);
-    if (rc == 0 && !cached) {
+    /* A cached library is dlopen'ed only once it is trusted (its sidecar's
+     * sha256, owner and mode); anything else is built again over it. */
+    int loaded = 0, r;
+    if (rc == 0 && cached) {
+        if ((r = fu_aot_cache_load(so_path, &out->code, why, sizeof why, err)) < 0) rc = backend_fail(path, err);
+        loaded = r == 0;
+        if (r > 0 && o->verbose) fprintf(stderr, "fusec: %s: cached library not trusted (%s): building it again\n", path, why);
+    }
+    if (rc == 0 && !loaded) {
+        cached = 0;
         rc = passes_and_c(g, o, &c_source, err);
         fu_graph_free(g);
         g = NULL;
-        if (rc == 0 && fu_aot_build(c_source.s, so_path, NULL, err)) rc = backend_fail(path, err);
+        if (rc == 0 && fu_aot_cache_build(c_source.s, so_path, err)) rc = backend_fail(path, err);
+        if (rc == 0 && (r = fu_aot_cache_load(so_path, &out->code, why, sizeof why, err)) != 0)
+            rc = r < 0 ? backend_fail(path, err) : fu_fail(err, "%s: the library just built is not trusted: %s", path, why);
     }
     fu_graph_free(g);
     if (rc == 0 && o->verbose)
         fprintf(stderr, "fusec: %s: %s %s (%.1f ms)\n", path, cached ? "cache hit" : "built", so_path, now_ms() - t0);
-    if (rc == 0 && fu_aot_load(so_path, &out->code, err)) rc = backend_fail(path, err);
     free(so_path);
     fu_sb_free(&c_source);
     return rc;

@@ -2,7 +2,9 @@
  * the C API: a miss packs and writes the file, a hit maps it; a changed
  * weights file, a corrupt, truncated or foreign cache file, and two
  * processes building at once all end with correct results; an unwritable
- * cache packs into memory. The model multiplies by three weights: f32
+ * cache packs into memory, and so does one others can write (a file
+ * others can write is rebuilt, never mapped); temp files of dead packings
+ * are removed. The model multiplies by three weights: f32
  * [N, K] (Transpose + MatMul), f32 [K, N] (plain MatMul) and bf16 [N, K]
  * (Cast + Transpose + MatMul), so every packing path is used; results are
  * checked against a float64 reference computed here. */
@@ -333,6 +335,77 @@ static void test_unwritable_cache_packs_in_memory(void **state) {
     assert_string_equal(path, "");
 }
 
+/* A valid cache file that others could change under the mapping is packed
+ * again (replacing it), never mapped. */
+static void test_shared_writable_file_is_not_trusted(void **state) {
+    (void)state;
+    char cache[300], path[4096];
+    snprintf(cache, sizeof cache, "%s/cache_shared_file", dir);
+    load_and_check(cache, NULL, NULL, path);
+    static const mode_t modes[] = {0664, 0646};
+    fusec_load_info info;
+    struct stat st;
+    for (int i = 0; i < 2 + (geteuid() == 0); i++) {
+        if (i < 2) assert_int_equal(chmod(path, modes[i]), 0);
+        else assert_int_equal(chown(path, 65534, 65534), 0);   /* another user's (only root can) */
+        load_and_check(cache, NULL, &info, NULL);
+        assert_int_equal(info.packed_built, 1);
+        assert_int_equal(info.packed_in_memory, 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 022, 0);
+        assert_int_equal(st.st_uid, geteuid());
+        load_and_check(cache, NULL, &info, NULL);
+        assert_int_equal(info.packed_built, 0);   /* the new file is trusted */
+    }
+}
+
+/* A cache directory others can write is neither read nor written. */
+static void test_shared_writable_dir_packs_in_memory(void **state) {
+    (void)state;
+    char cache[300], path[4096];
+    snprintf(cache, sizeof cache, "%s/cache_shared_dir", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    assert_int_equal(chmod(cache, 0777), 0);
+    fusec_load_info info;
+    load_and_check(cache, NULL, &info, path);
+    assert_int_equal(info.packed_in_memory, 1);
+    assert_string_equal(path, "");
+    assert_int_equal(count_files(cache, "packed-") + count_files(cache, ".packed-"), 0);
+    /* A good file in a directory that became shared is not read either. */
+    assert_int_equal(chmod(cache, 0755), 0);
+    load_and_check(cache, NULL, &info, path);
+    assert_int_equal(info.packed_in_memory, 0);
+    assert_int_equal(chmod(cache, 0775), 0);
+    load_and_check(cache, NULL, &info, path);
+    assert_int_equal(info.packed_in_memory, 1);
+    assert_int_equal(info.packed_built, 1);
+}
+
+/* A packing killed on the way leaves .packed-<pid>-XXXXXX: the next packing
+ * in that cache removes it once its pid is gone. */
+static void test_dead_packings_temp_files_are_removed(void **state) {
+    (void)state;
+    char cache[300], dead[400], live[400];
+    snprintf(cache, sizeof cache, "%s/cache_stale", dir);
+    assert_int_equal(mkdir(cache, 0755), 0);
+    pid_t pid;
+    char *argv[] = {"true", NULL};
+    assert_int_equal(posix_spawnp(&pid, "true", NULL, NULL, argv, environ), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);   /* pid is dead now */
+    snprintf(dead, sizeof dead, "%s/.packed-%d-Ab12Cd", cache, (int)pid);
+    snprintf(live, sizeof live, "%s/.packed-%d-Xy34Zw", cache, (int)getpid());
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(i ? live : dead, "w");
+        assert_non_null(f);
+        fputs("half a packed file", f);
+        fclose(f);
+    }
+    load_and_check(cache, NULL, NULL, NULL);
+    assert_int_not_equal(access(dead, F_OK), 0);
+    assert_int_equal(access(live, F_OK), 0);   /* its packer (this process) is alive */
+}
+
 static void test_precision_bf16(void **state) {
     (void)state;
     char cache[300], f32_path[4096], bf16_path[4096];
@@ -363,6 +436,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_corrupt_file_is_rebuilt),
         cmocka_unit_test(test_two_processes_build_at_once),
         cmocka_unit_test(test_unwritable_cache_packs_in_memory),
+        cmocka_unit_test(test_shared_writable_file_is_not_trusted),
+        cmocka_unit_test(test_shared_writable_dir_packs_in_memory),
+        cmocka_unit_test(test_dead_packings_temp_files_are_removed),
         cmocka_unit_test(test_precision_bf16),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -121,7 +121,13 @@ status 0 "run (jit, bare profile)" run "$tmp/small.json" --input "x=$x_json" --p
 check "bare profile gives the same output" grep -qxF "$y_line" "$tmp/out"
 status 0 "run (aot)" run "$tmp/small.json" --input "x=$x_json" --backend aot --cache-dir "$tmp/cache"
 check "aot prints the output" grep -qxF "$y_line" "$tmp/out"
-check "aot cached one library" test "$(ls "$tmp/cache" | wc -l)" -eq 1
+check "aot cached one library" test "$(ls "$tmp/cache"/*.so | wc -l)" -eq 1
+check "aot cached its sha256 beside it" bash -c 'cd "$1" && sha256sum --quiet -c ./*.so.sha256' _ "$tmp/cache"
+mkdir "$tmp/shared_cache" && chmod 0775 "$tmp/shared_cache"
+status 1 "run (aot) with a group-writable cache" run "$tmp/small.json" --input "x=$x_json" --backend aot --cache-dir "$tmp/shared_cache"
+check "the refusal names the directory, the reason and the fix" \
+    grep -qF "refusing the cache directory $tmp/shared_cache: it is writable by its group (mode 0775), so others could plant code in it; fix it with \`chmod go-w $tmp/shared_cache\`" "$tmp/err"
+check "nothing was built there" test -z "$(ls -A "$tmp/shared_cache")"
 status 0 "run --repeat" run "$tmp/small.json" --input "x=$x_json" --repeat 3
 check "--repeat reports the first run and the median" grep -qE "first run [0-9.]+ ms; median of the next [0-9]+ runs [0-9.]+ ms" "$tmp/err"
 status 1 "run with a missing input" run "$tmp/small.json"

@@ -3,6 +3,8 @@
  * truncated under a loaded model is an error (not SIGBUS), and names are
  * escaped (docs/security.md, "Paths and files"). */
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 
 #include "../api/fusec.h"
 #include "../ir/json_ir.h"
+#include "../ir/mapguard.h"
 #include "../ir/npy.h"
 #include "../ir/weights.h"
 
@@ -281,6 +284,41 @@ static void test_truncated_while_loaded(void **state) {
     }
 }
 
+/* The forward's worker threads fault too: SIGBUS goes to the thread that
+ * touched the page, so the guard must work on any thread. */
+static void *read_last_page(void *arg) {
+    const volatile unsigned char *p = arg;
+    unsigned sum = 0;
+    for (size_t i = 0; i < 4 * N_W; i += 512) sum += p[i];
+    return (void *)(uintptr_t)sum;
+}
+
+static void test_truncated_on_a_worker_thread(void **state) {
+    (void)state;
+    char wpath[256];
+    path_in(wpath, sizeof wpath, mdir, "thread.safetensors");
+    write_weights(wpath);
+    int fd = open(wpath, O_RDONLY);
+    assert_true(fd >= 0);
+    size_t size = (size_t)lseek(fd, 0, SEEK_END);
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    assert_true(map != MAP_FAILED);
+    int slot = fu_mapguard_add(map, size);
+    assert_true(slot >= 0);
+    assert_int_equal(truncate(wpath, 0), 0);
+    fu_mapguard_enter();
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, read_last_page, map), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    fu_mapguard_leave();
+    assert_true(fu_mapguard_faulted(slot));
+    assert_true(ret == NULL);  /* the thread read zeros and finished */
+    fu_mapguard_remove(slot);
+    munmap(map, size);
+}
+
 /* Names with control characters are escaped: the sanitiser, the escaper,
  * and the API's error messages. */
 static void test_escaped_names(void **state) {
@@ -315,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_fifos),
         cmocka_unit_test(test_no_echoed_bytes),
         cmocka_unit_test(test_truncated_while_loaded),
+        cmocka_unit_test(test_truncated_on_a_worker_thread),
         cmocka_unit_test(test_escaped_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

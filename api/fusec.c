@@ -14,6 +14,7 @@
 
 #include "fusec.h"
 #include "../compiler/driver.h"
+#include "../ir/mapguard.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
 #include "../runtime/gemm.h"
@@ -69,10 +70,12 @@ struct fusec_model {
 
 static int model_fail(fusec_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int model_fail(fusec_model *m, const char *fmt, ...) {
+    char raw[sizeof m->err];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    fu_escape_controls(raw, m->err, sizeof m->err);  /* names from the model: no terminal controls */
     return -1;
 }
 
@@ -80,11 +83,19 @@ static int model_fail(fusec_model *m, const char *fmt, ...) {
 static void load_error(char *buf, size_t len, const char *path, const char *msg) {
     if (!buf || len == 0) return;
     size_t plen = strlen(path);
+    char raw[2 * FU_ERR_LEN];
     if (strncmp(msg, path, plen) == 0)
-        snprintf(buf, len, "%s", msg);
+        snprintf(raw, sizeof raw, "%s", msg);
     else
-        snprintf(buf, len, "%s: %s", path, msg);
+        snprintf(raw, sizeof raw, "%s: %s", path, msg);
+    fu_escape_controls(raw, buf, len);  /* names from the model: no terminal controls */
 }
+
+/* The weights mapping was hit by SIGBUS (ir/mapguard.h): the file shrank
+ * while the model used it. */
+static int weights_gone(const fusec_model *m) { return fu_weights_faulted(m->weights_file); }
+#define WEIGHTS_GONE_FMT "%s: the weights file %s was truncated while the model was using it (SIGBUS caught); " \
+                         "its data is gone: load the model again"
 
 static fusec_dtype to_api_dtype(fu_dtype t) {
     switch (t) {
@@ -356,7 +367,7 @@ static double now_ms(void) {
 /* JSON model -> fu_compile (JIT, or AOT through the build cache). */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
     fu_compile_opts copts = {.target = FU_TARGET_JIT, .profile = FU_PROFILE_FAST, .verbose = o->verbose,
-                             .cache_dir = o->cache_dir};
+                             .cache_dir = o->cache_dir, .allow_external_weights = o->allow_external_weights};
     if (o->precision && fu_precision_parse(o->precision, &copts.precision) != 0)
         return fu_fail(err, "unknown precision '%s' (expected f32 or bf16)", o->precision);
     if (o->profile && fu_profile_parse(o->profile, &copts.profile) != 0)
@@ -392,12 +403,16 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
     }
     int rc;
     double t0 = now_ms();
+    fu_mapguard_enter();  /* compiling, mapping and packing read the mapped weights */
     if (ends_with(path, ".so"))
         rc = fu_aot_load(path, &m->code, &e);
     else
         rc = compile_json_model(m, o, &e);
     double t1 = now_ms();
     if (rc == 0) rc = instantiate(m, o, &e);
+    fu_mapguard_leave();
+    if (rc == 0 && weights_gone(m))
+        rc = fu_fail(&e, WEIGHTS_GONE_FMT, path, fu_weights_path(m->weights_file));
     m->code_ms = t1 - t0;
     m->weights_ms = now_ms() - t1;
     if (rc != 0) {
@@ -658,7 +673,12 @@ int fusec_run(fusec_model *m) {
     int64_t sym[FU_MAX_SYMS];
     if (resolve(m, -1, NULL, 0, 1, sym) != 0) return -1;
     for (int i = 0; i < m->n_outputs; i++) m->output_data[i] = NULL;
+    if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
+    /* Worker threads read the weights too: the guard is process-wide. */
+    fu_mapguard_enter();
     int rc = run_code(m, sym);
+    fu_mapguard_leave();
+    if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
     if (rc != 0)
         return model_fail(m, "%s: run failed in node #%d (an index out of range)", m->path, rc - 1);
     for (int i = 0; i < m->n_outputs; i++)

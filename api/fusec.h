@@ -34,6 +34,8 @@ typedef struct {
     int verbose;            /* print compile steps to stderr */
     const char *precision;  /* matmul precision: "f32" (default) or "bf16" (activations rounded to
                                bfloat16 and weights packed as bfloat16; AVX512-BF16 dot products) */
+    int allow_external_weights; /* a .json model's weights path may be absolute or lead out of the
+                                   model file's folder (by default it must resolve inside it) */
 } fusec_options;
 
 typedef struct fusec_model fusec_model;

@@ -14,6 +14,13 @@ int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
  * NULL: the commands); returns EXIT_USAGE. */
 int usage(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Text from a model or a user never reaches the terminal raw: put_safe
+ * writes s with control characters and bytes >= 0x80 escaped (\n, \x1b),
+ * backslashes kept (for messages, whose names fu_sanitize already escaped);
+ * put_name also doubles backslashes (fu_escape: for a name printed alone). */
+void put_safe(FILE *f, const char *s);
+void put_name(FILE *f, const char *s);
+
 /* Matches option `name` (or its short form) at argv[*i], taking its value
  * from "--name=VALUE" or the next argument. Returns 1 on a match, 0 if
  * argv[*i] is another option, -1 if the value is missing. */

@@ -8,12 +8,42 @@
 
 /* ---- messages -------------------------------------------------------------- */
 
+static void put_char_escaped(FILE *f, unsigned char c) {
+    char one[2] = {(char)c, 0}, e[8];
+    fu_escape(one, e, sizeof e);
+    fputs(e, f);
+}
+
+void put_safe(FILE *f, const char *s) {
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c >= 0x7f) put_char_escaped(f, c);
+        else fputc(c, f);
+    }
+}
+
+void put_name(FILE *f, const char *s) {
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c >= 0x7f || c == '\\') put_char_escaped(f, c);
+        else fputc(c, f);
+    }
+}
+
+/* "fusec: message\n" on stderr, the message through put_safe. */
+static void message(const char *fmt, va_list ap) {
+    char *text = NULL;
+    fputs("fusec: ", stderr);
+    if (vasprintf(&text, fmt, ap) >= 0) put_safe(stderr, text);
+    else fputs("(out of memory formatting a message)", stderr);
+    free(text);
+    fputc('\n', stderr);
+}
+
 int fail(int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fusec: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    message(fmt, ap);
     va_end(ap);
     return status;
 }
@@ -21,9 +51,7 @@ int fail(int status, const char *fmt, ...) {
 int usage(const char *command, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fusec: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    message(fmt, ap);
     va_end(ap);
     if (command)
         fprintf(stderr, "Run `fusec %s --help` for its options.\n", command);

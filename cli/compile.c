@@ -18,6 +18,8 @@ const char help_compile[] =
     "  --profile bare|fast     pass pipeline (default fast)\n"
     "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
     "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "  --allow-external-weights  the model's weights file may be outside its folder\n"
+    "                          (absolute, .., or a symlink out; refused by default)\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
 
@@ -40,7 +42,7 @@ int cmd_compile(int argc, char **argv) {
     const char *model = NULL, *so_path = NULL, *header = NULL, *emit_c = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
     fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0;
+    int verbose = 0, allow_external = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -62,6 +64,8 @@ int cmd_compile(int argc, char **argv) {
             /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             emit_c = value;
+        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
+            allow_external = 1;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -80,7 +84,8 @@ int cmd_compile(int argc, char **argv) {
 
     char *default_header = header ? NULL : default_header_path(so_path);
     if (!header) header = default_header;
-    fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision, .verbose = verbose};
+    fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision, .verbose = verbose,
+                             .allow_external_weights = allow_external};
     fu_compile_result r = {0};
     int status = EXIT_USER;
     if (compile_model(model, &copts, &r) != 0) goto done;

@@ -27,6 +27,8 @@ const char help_dump[] =
     "                          only selected rows, where each row selection stops and why)\n"
     "                          (runs the whole fast pipeline)\n"
     "  -o, --output FILE       write to FILE (atomically) instead of stdout\n"
+    "  --allow-external-weights  the model's weights file may be outside its folder\n"
+    "                          (absolute, .., or a symlink out; refused by default)\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
 
@@ -34,7 +36,9 @@ const char help_dump[] =
 /* The --explain-fusions report: rules in the order they first appear in the
  * log, each with its counts, then every fused anchor and every near miss. */
 static void print_fusion_report(FILE *f, const char *model, const fu_fusion_log *log) {
-    fprintf(f, "fusion report for %s\n", model);
+    fputs("fusion report for ", f);
+    put_safe(f, model);
+    fputc('\n', f);
     if (log->n == 0) {
         fputs("no fusion rule matched anything (nothing fused, no near misses)\n", f);
         return;
@@ -54,16 +58,20 @@ static void print_fusion_report(FILE *f, const char *model, const fu_fusion_log 
         for (int i = 0; i < log->n; i++) {
             const fu_fusion_event *ev = &log->events[i];
             if (ev->fused != fused) continue;
-            fprintf(f, "  %-20s node '%s'%s %s\n", ev->rule, ev->node, fused ? " ->" : ":", ev->reason);
+            fprintf(f, "  %-20s node '", ev->rule);
+            put_safe(f, ev->node);  /* sanitised by the pass; control characters never reach the terminal */
+            fprintf(f, "'%s ", fused ? " ->" : ":");
+            put_safe(f, ev->reason);
+            fputc('\n', f);
         }
     }
 }
 
 /* Runs the fast pipeline with a fusion log and writes the report to f. */
-static int explain_fusions(const char *model, int verbose, FILE *f) {
+static int explain_fusions(const char *model, int verbose, int allow_external, FILE *f) {
     fu_fusion_log log = {0};
     fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_FAST, .verbose = verbose,
-                             .fusion_log = &log};
+                             .fusion_log = &log, .allow_external_weights = allow_external};
     fu_compile_result r;
     int rc = compile_model(model, &copts, &r);
     fu_compile_result_free(&r);
@@ -80,7 +88,7 @@ int cmd_dump(int argc, char **argv) {
     const char *model = NULL, *after = NULL, *format = "json", *out_path = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
     fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0, explain = 0, profile_given = 0;
+    int verbose = 0, explain = 0, profile_given = 0, allow_external = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -104,6 +112,8 @@ int cmd_dump(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             out_path = value;
+        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
+            allow_external = 1;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
         } else if (strcmp(argv[i], "--explain-fusions") == 0) {
@@ -129,7 +139,7 @@ int cmd_dump(int argc, char **argv) {
             if (atomic_open(&a, out_path) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
             f = a.f;
         }
-        int status = explain_fusions(model, verbose, f);
+        int status = explain_fusions(model, verbose, allow_external, f);
         if (out_path) {
             if (status != EXIT_OK) atomic_abort(&a);
             else if (atomic_commit(&a) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
@@ -140,7 +150,7 @@ int cmd_dump(int argc, char **argv) {
     }
 
     fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision,
-                             .verbose = verbose, .stop_after = after};
+                             .verbose = verbose, .stop_after = after, .allow_external_weights = allow_external};
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
     fu_graph *g = r.graph;

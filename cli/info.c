@@ -14,6 +14,8 @@ const char help_info[] =
     "  --profile bare|fast     pass pipeline (default fast)\n"
     "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
     "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "  --allow-external-weights  the model's weights file may be outside its folder\n"
+    "                          (absolute, .., or a symlink out; refused by default)\n"
     "  -v, --verbose           one line per pass on stderr\n"
     "  -h, --help              this text\n";
 
@@ -34,7 +36,9 @@ static void print_tensors(const fu_graph *g, const char *title, int n, const int
         const fu_value *v = &g->values[values[i]];
         char shape[512];
         fu_shape_str(g, v->rank, v->shape, ", ", shape, sizeof shape);
-        printf("  %s %s %s\n", v->name, fu_dtype_name(v->dtype), shape);
+        fputs("  ", stdout);
+        put_name(stdout, v->name);  /* names from the model are printed escaped */
+        printf(" %s %s\n", fu_dtype_name(v->dtype), shape);
     }
 }
 
@@ -42,7 +46,7 @@ int cmd_info(int argc, char **argv) {
     const char *model = NULL, *value;
     fu_profile profile = FU_PROFILE_FAST;
     fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0;
+    int verbose = 0, allow_external = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -54,6 +58,8 @@ int cmd_info(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
             if (r < 0) return usage("info", "%s needs a value", argv[i]);
             if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
+        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
+            allow_external = 1;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -65,7 +71,8 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose};
+    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose,
+                             .allow_external_weights = allow_external};
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
     fu_graph *g = r.graph;
@@ -95,17 +102,30 @@ int cmd_info(int argc, char **argv) {
         param_bytes += numel * (int64_t)fu_dtype_size(val->dtype);
     }
 
-    printf("model: %s (%s)\n", g->name ? g->name : "?", model);
-    printf("profile: %s\n", profile == FU_PROFILE_FAST ? "fast" : "bare");
+    fputs("model: ", stdout);
+    put_name(stdout, g->name ? g->name : "?");
+    fputs(" (", stdout);
+    put_safe(stdout, model);
+    printf(")\nprofile: %s\n", profile == FU_PROFILE_FAST ? "fast" : "bare");
     printf("nodes: %d\n", n_nodes);
-    for (int k = 0; k < n_ops; k++) printf("  %-16s %d\n", counts[k].op, counts[k].count);
+    for (int k = 0; k < n_ops; k++) {
+        char op[64];
+        fu_escape(counts[k].op, op, sizeof op);
+        printf("  %-16s %d\n", op, counts[k].count);
+    }
     printf("parameters: %lld (%lld bytes)\n", (long long)params, (long long)param_bytes);
     printf("symbols:%s\n", g->n_syms ? "" : " none");
-    for (int s = 0; s < g->n_syms; s++) printf("  %s <= %lld\n", g->sym_names[s], (long long)g->sym_max[s]);
+    for (int s = 0; s < g->n_syms; s++) {
+        fputs("  ", stdout);
+        put_name(stdout, g->sym_names[s]);
+        printf(" <= %lld\n", (long long)g->sym_max[s]);
+    }
     print_tensors(g, "inputs", g->n_inputs, g->inputs);
     print_tensors(g, "outputs", g->n_outputs, g->outputs);
     printf("arena: %lld bytes\n", (long long)g->arena_bytes);
-    printf("weights file: %s\n", g->weights_path ? g->weights_path : "none");
+    fputs("weights file: ", stdout);
+    put_safe(stdout, g->weights_path ? g->weights_path : "none");
+    fputc('\n', stdout);
     free(counts);
     fu_graph_free(g);
     return EXIT_OK;

@@ -41,6 +41,8 @@ const char help_run[] =
     "                              --repeat N the times are sums over runs 2..N (the first run pays\n"
     "                              the page faults of the mapped weights)\n"
     "  --profile-top K             nodes listed by --profile-ops (default 20; 0 lists every node)\n"
+    "  --allow-external-weights    the model's weights file may be outside its folder\n"
+    "                              (absolute, .., or a symlink out; refused by default)\n"
     "  -v, --verbose               compile steps on stderr\n"
     "  -h, --help                  this text\n";
 
@@ -75,7 +77,8 @@ static double element_as_double(fusec_dtype t, const void *data, int64_t i) {
 
 static void print_output(const char *name, fusec_dtype t, int rank, const int64_t *shape, const void *data) {
     int64_t numel = 1;
-    printf("%s %s [", name, fu_dtype_name((fu_dtype)t));
+    put_name(stdout, name);  /* from the model: escaped */
+    printf(" %s [", fu_dtype_name((fu_dtype)t));
     for (int k = 0; k < rank; k++) {
         printf("%s%lld", k ? ", " : "", (long long)shape[k]);
         numel *= shape[k];
@@ -314,6 +317,8 @@ int cmd_run(int argc, char **argv) {
             long k = strtol(value, &end, 10);
             if (*end || !*value || k < 0 || k > 1000000000) return usage("run", "--profile-top wants a count >= 0, got '%s'", value);
             profile_top = (int)k;
+        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
+            opts.allow_external_weights = 1;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             opts.verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -336,7 +341,7 @@ int cmd_run(int argc, char **argv) {
         if (len >= 3 && strcmp(model + len - 3, ".so") == 0)
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
         fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision,
-                                 .verbose = opts.verbose};
+                                 .verbose = opts.verbose, .allow_external_weights = opts.allow_external_weights};
         fu_compile_result r;
         if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
         int bad = write_text_atomic(emit_c, r.c_source.s);

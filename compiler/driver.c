@@ -8,6 +8,7 @@
 
 #include "driver.h"
 #include "../ir/json_ir.h"
+#include "../ir/mapguard.h"
 #include "../ir/weights.h"
 #include "../ops/infer.h"
 
@@ -127,8 +128,15 @@ static int compile_aot(const char *path, fu_graph *g, const fu_compile_opts *o, 
 
 int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *out, fu_err *err) {
     memset(out, 0, sizeof *out);
-    fu_graph *g = fu_ir_load(path, err);
-    if (!g) return -1;
+    fu_ir_opts io = {.allow_external_weights = o->allow_external_weights};
+    /* Folding and emission read the mapped weights (ir/mapguard.h). */
+    fu_mapguard_enter();
+    fu_graph *g = fu_ir_load_opts(path, &io, err);
+    if (!g) {
+        fu_mapguard_leave();
+        return -1;
+    }
+    fu_weights *weights = fu_weights_retain(g->weights);
     int rc;
     switch (o->target) {
     case FU_TARGET_JIT: rc = compile_jit(path, g, o, out, err), g = NULL; break;
@@ -139,6 +147,11 @@ int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *ou
         break;
     }
     fu_graph_free(g);
+    fu_mapguard_leave();
+    if (rc == 0 && fu_weights_faulted(weights))
+        rc = fu_fail(err, "%s: the weights file %s was truncated while it was being read (SIGBUS caught)", path,
+                     fu_weights_path(weights));
+    fu_weights_close(weights);
     if (rc) fu_compile_result_free(out);
     return rc;
 }

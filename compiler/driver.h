@@ -30,6 +30,7 @@ typedef struct {
     struct fu_fusion_log *fusion_log;   /* see fu_pass_opts */
     const char *stop_after;             /* FU_TARGET_GRAPH: last pass run ("load": none); NULL: all */
     const char *cache_dir;              /* FU_TARGET_AOT: NULL means build/cache */
+    int allow_external_weights;         /* the weights may lie outside the model's folder (fu_ir_opts) */
 } fu_compile_opts;
 
 typedef struct {

@@ -20,17 +20,55 @@ int fu_fail(fu_err *err, const char *fmt, ...) {
     return -1;
 }
 
-void fu_sanitize(const char *s, char *buf, size_t n) {
+/* The escape of byte c (\n, \t, \r, \\, \xNN) into e; its length. */
+static size_t escape_byte(unsigned char c, char e[5]) {
+    static const char hex[] = "0123456789abcdef";
+    char short_form = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : c == '\\' ? '\\' : 0;
+    e[0] = '\\';
+    if (short_form) {
+        e[1] = short_form;
+        return 2;
+    }
+    e[1] = 'x', e[2] = hex[c >> 4], e[3] = hex[c & 15];
+    return 4;
+}
+
+/* keep(c): 1 as is, 0 as '?', -1 escaped. */
+static void escape_into(const char *s, char *buf, size_t n, int (*keep)(unsigned char)) {
     if (n == 0) return;
     size_t j = 0;
-    for (; s && *s && j + 1 < n; s++) {
-        char c = *s;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '_' || c == '.' || c == ':' || c == '/' || c == ' ' || c == '-';
-        buf[j++] = ok ? c : '?';
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int k = keep(c);
+        char e[5];
+        size_t len = 1;
+        if (k > 0) e[0] = (char)c;
+        else if (k == 0) e[0] = '?';
+        else len = escape_byte(c, e);
+        if (j + len + 1 > n) break;
+        memcpy(buf + j, e, len);
+        j += len;
     }
     buf[j] = 0;
 }
+
+static int is_control(unsigned char c) { return c < 0x20 || c >= 0x7f; }
+
+static int sanitize_keep(unsigned char c) {
+    if (is_control(c)) return -1;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == ':' || c == '/' || c == ' ' || c == '-';
+}
+
+static int escape_keep(unsigned char c) { return is_control(c) || c == '\\' ? -1 : 1; }
+
+void fu_sanitize(const char *s, char *buf, size_t n) { escape_into(s, buf, n, sanitize_keep); }
+
+void fu_escape(const char *s, char *buf, size_t n) { escape_into(s, buf, n, escape_keep); }
+
+static int controls_keep(unsigned char c) { return is_control(c) ? -1 : 1; }
+
+void fu_escape_controls(const char *s, char *buf, size_t n) { escape_into(s, buf, n, controls_keep); }
 
 int fu_node_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *fmt, ...) {
     if (!err) return -1;

@@ -244,8 +244,19 @@ int fu_node_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *f
     __attribute__((format(printf, 4, 5)));
 
 /* Sanitises a model-supplied string for a C comment or a message:
- * only [A-Za-z0-9_.:/ -] survive, others become '?', and the text is cut
- * to fit buf. Never lets a comment terminator through. */
+ * [A-Za-z0-9_.:/ -] survive; control characters and bytes >= 0x80 are
+ * shown escaped (\n, \t, \r, \x1b), other punctuation becomes '?'; the text
+ * is cut to fit buf (never inside an escape). Never lets a comment
+ * terminator or a terminal control sequence through. */
 void fu_sanitize(const char *s, char *buf, size_t n);
+/* Escapes a model-supplied string for a terminal, keeping it readable:
+ * printable ASCII is kept, a backslash is doubled, control characters
+ * and bytes >= 0x80 are shown as \n, \t, \r, \xNN; cut to fit buf
+ * (never inside an escape). */
+void fu_escape(const char *s, char *buf, size_t n);
+/* Keeps every printable ASCII character (backslash too) and escapes only
+ * control characters and bytes >= 0x80: for whole messages whose names
+ * were already sanitised, so they never carry terminal controls. */
+void fu_escape_controls(const char *s, char *buf, size_t n);
 
 #endif

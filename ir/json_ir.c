@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "json_check.h"
+#include <unistd.h>
+#include "files.h"
 #include "json_ir.h"
 #include "npy.h"
 #include "weights.h"
@@ -20,6 +22,7 @@ typedef struct {
     fu_graph *g;
     const char *path;   /* model file, for messages */
     fu_err *err;
+    int allow_external; /* fu_ir_opts.allow_external_weights */
 } reader;
 
 /* Sanitised copy of a model-supplied string for messages. */
@@ -581,34 +584,27 @@ static int parse_outputs(reader *r, json_object *arr) {
     return 0;
 }
 
-/* Weights path relative to the model file's directory, made absolute so a
- * rewritten model refers to the same file from anywhere. */
+/* The weights path, resolved inside the model file's folder (ir/files.h;
+ * anywhere with allow_external) and made absolute, so a rewritten model
+ * refers to the same file from anywhere. */
 static int open_weights(reader *r, const char *rel) {
-    char *joined;
-    const char *slash = r->path ? strrchr(r->path, '/') : NULL;
-    if (rel[0] == '/' || !slash) {
-        joined = strdup(rel);
-    } else {
-        size_t dlen = (size_t)(slash - r->path) + 1;
-        joined = malloc(dlen + strlen(rel) + 1);
-        if (joined) {
-            memcpy(joined, r->path, dlen);
-            strcpy(joined + dlen, rel);
-        }
-    }
-    if (!joined) return fu_fail(r->err, "%s: out of memory", r->path);
-    char *abs = realpath(joined, NULL);
+    char *resolved = NULL;
+    int fd = fu_open_model_file(r->path, rel, r->allow_external, "weights file", &resolved, NULL, r->err);
+    if (fd < 0) return -1;
+    r->g->weights_path = resolved;
     fu_err werr;
-    r->g->weights = fu_weights_open(abs ? abs : joined, &werr);
-    r->g->weights_path = abs ? abs : joined;
-    if (abs) free(joined);
+    r->g->weights = fu_weights_open_fd(fd, resolved, &werr);
     if (!r->g->weights) return fu_fail(r->err, "%s: weights: %s", r->path, werr.msg);
     return 0;
 }
 
 fu_graph *fu_ir_parse(const char *text, const char *path, fu_err *err) {
+    return fu_ir_parse_opts(text, path, NULL, err);
+}
+
+fu_graph *fu_ir_parse_opts(const char *text, const char *path, const fu_ir_opts *o, fu_err *err) {
     if (!path) path = "model";
-    reader rd = {NULL, path, err};
+    reader rd = {NULL, path, err, o ? o->allow_external_weights : 0};
     reader *r = &rd;
     json_tokener *tok = json_tokener_new();
     if (!tok) {
@@ -707,10 +703,16 @@ fu_graph *fu_ir_parse(const char *text, const char *path, fu_err *err) {
     return g;
 }
 
-fu_graph *fu_ir_load(const char *path, fu_err *err) {
-    FILE *f = fopen(path, "rb");
+fu_graph *fu_ir_load(const char *path, fu_err *err) { return fu_ir_load_opts(path, NULL, err); }
+
+fu_graph *fu_ir_load_opts(const char *path, const fu_ir_opts *o, fu_err *err) {
+    int fd = fu_open_regular(path, "model", NULL, err);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
-        fu_fail(err, "%s: cannot open model: %s", path, strerror(errno));
+        if (fd >= 0) {
+            fu_fail(err, "%s: cannot open model: %s", path, strerror(errno));
+            close(fd);
+        }
         return NULL;
     }
     char *text = NULL;
@@ -744,7 +746,7 @@ fu_graph *fu_ir_load(const char *path, fu_err *err) {
         fu_fail(err, "%s: model file contains a NUL byte", path);
         return NULL;
     }
-    fu_graph *g = fu_ir_parse(text, path, err);
+    fu_graph *g = fu_ir_parse_opts(text, path, o, err);
     free(text);
     return g;
 }

@@ -13,6 +13,16 @@ fu_graph *fu_ir_load(const char *path, fu_err *err);
 /* Same, from a string; `path` is used for messages and to resolve the
  * weights path relative to it. */
 fu_graph *fu_ir_parse(const char *json_text, const char *path, fu_err *err);
+
+/* How a model may name its files. The weights path resolves inside the
+ * model file's folder (absolute paths, ".." and symlinks leading out are
+ * refused: ir/files.h) unless allow_external_weights is set. NULL options
+ * are all zero. */
+typedef struct {
+    int allow_external_weights;
+} fu_ir_opts;
+fu_graph *fu_ir_load_opts(const char *path, const fu_ir_opts *o, fu_err *err);
+fu_graph *fu_ir_parse_opts(const char *json_text, const char *path, const fu_ir_opts *o, fu_err *err);
 /* Writes g as JSON IR that fu_ir_parse reads back. Inferred shapes are
  * written on node outputs as "value_info"; external initializers keep
  * referring to the weights file; inline/folded constants are written with

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "json_check.h"
+#include "files.h"
 #include "npy.h"
 
 static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
@@ -167,8 +168,13 @@ static int parse_npy_header(const char *path, const char *h, size_t hlen, fu_arr
 
 int fu_npy_read(const char *path, fu_array *out, fu_err *err) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return fu_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    int fd = fu_open_regular(path, ".npy file", NULL, err);  /* a FIFO never blocks */
+    if (fd < 0) return -1;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return fu_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    }
     struct stat st;
     unsigned char pre[12];
     char *header = NULL;

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "json_check.h"
+#include "files.h"
+#include "mapguard.h"
 #include "weights.h"
 
 /* Headers beyond this are not real safetensors files. */
@@ -38,6 +40,7 @@ struct fu_weights {
     int n;
     tensor_entry *tensors;    /* sorted by name */
     char identity[4096 + 128];
+    int guard;                /* fu_mapguard slot of the mapping, or -1 */
 };
 
 static fu_dtype st_dtype(const char *s) {
@@ -135,12 +138,14 @@ static int parse_header(fu_weights *w, fu_err *err) {
     const char *p = w->path;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | w->map[i];
+    /* The length is 8 bytes of a file not yet known to be safetensors:
+     * never echoed (it could be the first bytes of /etc/shadow). */
     if (n > MAX_HEADER_BYTES)
-        return fu_fail(err, "%s: safetensors header length %llu is absurd (limit %llu)", p,
-                       (unsigned long long)n, (unsigned long long)MAX_HEADER_BYTES);
+        return fu_fail(err, "%s: not a safetensors file (header length over the %llu-byte limit)", p,
+                       (unsigned long long)MAX_HEADER_BYTES);
     if (n > w->size - 8)
-        return fu_fail(err, "%s: safetensors header length %llu exceeds the file size %zu", p,
-                       (unsigned long long)n, w->size);
+        return fu_fail(err, "%s: not a safetensors file (header length exceeds the file size %zu)", p,
+                       w->size);
     w->data_start = 8 + n;
 
     json_tokener *tok = json_tokener_new();
@@ -234,19 +239,22 @@ static int make_identity(fu_weights *w, const struct stat *st, fu_err *err) {
 }
 
 fu_weights *fu_weights_open(const char *path, fu_err *err) {
+    struct stat st;
+    int fd = fu_open_regular(path, "weights file", &st, err);
+    if (fd < 0) return NULL;
+    return fu_weights_open_fd(fd, path, err);
+}
+
+fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err) {
     fu_weights *w = calloc(1, sizeof *w);
     if (!w || !(w->path = strdup(path))) {
         free(w);
+        close(fd);
         fu_fail(err, "%s: out of memory", path);
         return NULL;
     }
     w->refs = 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fu_fail(err, "%s: cannot open weights file: %s", path, strerror(errno));
-        fu_weights_close(w);
-        return NULL;
-    }
+    w->guard = -1;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         fu_fail(err, "%s: not a regular file", path);
@@ -270,7 +278,13 @@ fu_weights *fu_weights_open(const char *path, fu_err *err) {
         return NULL;
     }
     w->map = m;
-    if (parse_header(w, err) || make_identity(w, &st, err)) {
+    w->guard = fu_mapguard_add(m, w->size);
+    fu_mapguard_enter();  /* the file may shrink under us while we read the header */
+    int bad = parse_header(w, err) || make_identity(w, &st, err);
+    fu_mapguard_leave();
+    if (fu_weights_faulted(w))
+        bad = fu_fail(err, "%s: the weights file shrank while it was being read", path);
+    if (bad) {
         fu_weights_close(w);
         return NULL;
     }
@@ -284,6 +298,7 @@ fu_weights *fu_weights_retain(fu_weights *w) {
 
 void fu_weights_close(fu_weights *w) {
     if (!w || --w->refs > 0) return;
+    fu_mapguard_remove(w->guard);
     if (w->map) munmap(w->map, w->size);
     for (int i = 0; i < w->n; i++) free(w->tensors[i].name);
     free(w->tensors);
@@ -309,3 +324,7 @@ int fu_weights_find(const fu_weights *w, const char *name, fu_dtype *dtype, int 
 const char *fu_weights_identity(const fu_weights *w) { return w ? w->identity : ""; }
 
 size_t fu_weights_file_size(const fu_weights *w) { return w ? w->size : 0; }
+
+const char *fu_weights_path(const fu_weights *w) { return w ? w->path : ""; }
+
+int fu_weights_faulted(const fu_weights *w) { return w && fu_mapguard_faulted(w->guard); }

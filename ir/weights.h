@@ -8,7 +8,11 @@
 
 typedef struct fu_weights fu_weights;
 
+/* Opens a regular file (ir/files.h: a FIFO never blocks) and maps it. */
 fu_weights *fu_weights_open(const char *path, fu_err *err);
+/* Maps the regular file open on fd (closed here, whatever happens); path
+ * names it in messages and in the identity. */
+fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err);
 /* The mapping is reference counted: retain adds a user (a cloned graph),
  * close drops one and unmaps when the last user is gone. */
 fu_weights *fu_weights_retain(fu_weights *w);
@@ -19,5 +23,10 @@ int fu_weights_find(const fu_weights *w, const char *name, fu_dtype *dtype, int 
 /* Identity for build caches: path, size, mtime and a hash of the header. */
 const char *fu_weights_identity(const fu_weights *w);
 size_t fu_weights_file_size(const fu_weights *w);
+const char *fu_weights_path(const fu_weights *w);
+/* 1 once reading the mapping hit a SIGBUS (the file was truncated while
+ * mapped; ir/mapguard.h): its data is gone, the model must be loaded again.
+ * Reads of the mapping must happen between fu_mapguard_enter and _leave. */
+int fu_weights_faulted(const fu_weights *w);
 
 #endif

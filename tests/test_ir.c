@@ -45,6 +45,16 @@ static fu_graph *parse_ok(const char *json) {
     return g;
 }
 
+/* A model fu_ir_write wrote names its weights file by absolute path, so
+ * reading it back takes the opt-in (ir/files.h). */
+static fu_graph *parse_written(const char *json) {
+    fu_err err = {{0}};
+    fu_ir_opts o = {.allow_external_weights = 1};
+    fu_graph *g = fu_ir_parse_opts(json, "/tmp/model.json", &o, &err);
+    if (!g) fail_msg("parse failed: %s", err.msg);
+    return g;
+}
+
 /* Parses json as a file in /tmp (so relative weights paths resolve there)
  * and expects failure with `want` in the message. */
 static void expect_load_error(const char *json, const char *want) {
@@ -203,7 +213,7 @@ static char *full_model(const char *weights_name) {
 static void test_parse_full_model(void **state) {
     (void)state;
     char *wpath = write_tiny_weights();
-    fu_graph *g = parse_ok(full_model(wpath));
+    fu_graph *g = parse_ok(full_model(base_name(wpath)));
     assert_string_equal(g->name, "tiny");
     assert_int_equal(g->n_syms, 2);
     assert_string_equal(g->sym_names[0], "seq");
@@ -283,7 +293,7 @@ static void test_round_trip(void **state) {
     char *wpath = write_tiny_weights();
     fu_graph *g = parse_ok(full_model(base_name(wpath)));
     char *text = write_to_string(g);
-    fu_graph *g2 = parse_ok(text);
+    fu_graph *g2 = parse_written(text);
     assert_same_structure(g, g2);
     /* and again: the writer's output is a fixed point */
     char *text2 = write_to_string(g2);
@@ -321,7 +331,7 @@ static void test_float_data_round_trip(void **state) {
     g->outputs[0] = v;
     g->n_outputs = 1;
     char *text = write_to_string(g);
-    fu_graph *g2 = parse_ok(text);
+    fu_graph *g2 = parse_written(text);
     const fu_value *c = &g2->values[fu_graph_find_value(g2, "c")];
     assert_int_equal(c->nbytes, sizeof bits);
     for (int i = 0; i < N; i++) {
@@ -339,7 +349,7 @@ static void test_float_data_round_trip(void **state) {
 static void test_truncated_models(void **state) {
     (void)state;
     char *wpath = write_tiny_weights();
-    const char *full = full_model(wpath);
+    const char *full = full_model(base_name(wpath));
     size_t len = strlen(full);
     char *buf = malloc(len + 1);
     for (size_t cut = 0; cut + 2 < len; cut++) {
@@ -410,7 +420,7 @@ static void test_infer_and_write(void **state) {
     char *text = write_to_string(g);
     assert_non_null(strstr(text, "\"value_info\""));
     assert_non_null(strstr(text, "{\"name\": \"t\", \"dtype\": \"float32\", \"shape\": [\"batch\", \"seq\", 2]}"));
-    fu_graph *g2 = parse_ok(text);
+    fu_graph *g2 = parse_written(text);
     if (fu_infer(g2, &err)) fail_msg("infer after round trip: %s", err.msg);
     assert_same_structure(g, g2);
     free(text);
@@ -511,7 +521,7 @@ static void test_dims_and_messages(void **state) {
     assert_int_equal(fu_dim_eval(two_seq, g->sym_max), 20);
 
     fu_sanitize("a*/b\"c\n", buf, sizeof buf);
-    assert_string_equal(buf, "a?/b?c?");
+    assert_string_equal(buf, "a?/b?c\\n");
     fu_sanitize("abcdef", buf, 4);
     assert_string_equal(buf, "abc");
 
@@ -807,7 +817,7 @@ static void test_safetensors(void **state) {
 
     const char *ok = "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}";
     expect_weights_error(ok, 8, 100000, "exceeds the file size");
-    expect_weights_error(ok, 8, 1LL << 40, "absurd");
+    expect_weights_error(ok, 8, 1LL << 40, "not a safetensors file (header length over");
     expect_weights_error(ok, 4, -1, "past the end of the file");
     expect_weights_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", 8, -1,
                          "tensor 'a': 8 data bytes but shape and dtype need 12");

@@ -240,7 +240,7 @@ status 2 "dump --explain-fusions with --profile bare" dump "$tmp/norms.json" --e
 q=fixtures/qwen3_small
 status 0 "dump --after fuse on the Qwen3-style decoder" dump $q/model.json --after fuse -o "$tmp/fused.json"
 check "fused IR holds fused nodes" grep -q '"RMSNormalization"' "$tmp/fused.json"
-status 0 "fused IR runs under the bare profile" run "$tmp/fused.json" --profile bare --input input_ids=$q/input_ids_5.npy --output-dir "$tmp/fused_out"
+status 0 "fused IR runs under the bare profile" run "$tmp/fused.json" --allow-external-weights --profile bare --input input_ids=$q/input_ids_5.npy --output-dir "$tmp/fused_out"
 status 0 "original runs under the bare profile" run $q/model.json --profile bare --input input_ids=$q/input_ids_5.npy --output-dir "$tmp/plain_out"
 check "fused IR agrees with the unfused model" /usr/bin/python3 -c "
 import numpy as np, sys

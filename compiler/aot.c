@@ -34,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "backend.h"
+#include "../ir/files.h"
 
 /* The Makefile defines FU_RUNTIME_DIR as the absolute build directory. */
 #ifndef FU_RUNTIME_DIR
@@ -652,6 +653,10 @@ int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err) {
         snprintf(local, sizeof local, "./%s", so_path);
         open_path = local;
     }
+    /* A FIFO or device named *.so would block dlopen: regular files only. */
+    int fd = fu_open_regular(so_path, "library", NULL, err);
+    if (fd < 0) return -1;
+    close(fd);
     void *h = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();

@@ -105,6 +105,9 @@ check "... not a regular file" grep -qF "not a regular file (a FIFO)" "$tmp/err"
 status 1 "info: FIFO model" info "$tmp/m/fifo.json"
 status 1 "run: FIFO model" run "$tmp/m/fifo.json" --input 'x=[1,2]'
 status 1 "run: a directory as .npy input" run "$tmp/m/inside.json" --input "x=$tmp/m/sub"
+mkfifo "$tmp/m/fifo.so"
+status 1 "run: FIFO named as a compiled library" run "$tmp/m/fifo.so"
+check "... not a regular file" grep -qF "not a regular file (a FIFO)" "$tmp/err"
 
 # ---- names print escaped ------------------------------------------------------------------
 # Names with a newline, ESC sequences (colour, clear screen, window title) and BEL.

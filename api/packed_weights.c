@@ -252,7 +252,7 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off) {
  * written to a temp file, which is renamed into place once complete; then
  * maps it read-only. NULL with the reason in err when the cache cannot be
  * written. */
-static void *build_file(const char *cache_dir, const char *path, const char *key, const source *src,
+static void *build_file(fu_weights *w, const char *cache_dir, const char *path, const char *key, const source *src,
                         const fu_packed_request *req, int n, size_t *size_out, fu_err *err) {
     fu_cache_remove_stale(cache_dir);   /* temp files of packings killed on the way */
     entry *e = malloc(sizeof(entry) * (size_t)(n + 1));
@@ -281,6 +281,12 @@ static void *build_file(const char *cache_dir, const char *path, const char *key
              fchmod(fd, 0644) == 0;   /* readable like the libraries beside it */
     }
     if (fd >= 0 && !ok && !err->msg[0]) fu_fail(err, "cannot write %s: %s", tmp, strerror(errno));
+    /* A weights file truncated under the packing read zeros (ir/mapguard.h):
+     * those must not be installed under the file's identity. */
+    if (ok && fu_weights_faulted(w)) {
+        fu_fail(err, "the weights file was truncated while it was packed");
+        ok = 0;
+    }
     if (ok && rename(tmp, path) != 0) {
         fu_fail(err, "cannot install %s: %s", path, strerror(errno));
         ok = 0;
@@ -337,7 +343,7 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
     p->map = private_dir ? map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason) : NULL;
     if (!p->map) {
         info->built = 1;
-        if (private_dir) p->map = build_file(cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
+        if (private_dir) p->map = build_file(w, cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
         if (!p->map) {
             /* The cache is not writable: pack for this process only. */
             info->in_memory = p->in_memory = 1;

@@ -138,6 +138,7 @@ typedef struct {
 
 struct fu_name_index {
     int *slots;          /* value index + 1; 0 = empty */
+    uint32_t *tags;      /* per slot: high bits of the name's hash (skips most strcmp) */
     size_t mask;         /* slot count - 1 */
     int n_indexed;
     name_hint *hints;
@@ -203,15 +204,28 @@ static uint64_t name_hash(const char *s) {
 }
 
 /* Slot of name: its entry, or the empty slot where it would go. */
-static size_t index_slot(const struct fu_name_index *ix, const fu_graph *g, const char *name) {
-    size_t i = (size_t)name_hash(name) & ix->mask;
-    while (ix->slots[i] && strcmp(g->values[ix->slots[i] - 1].name, name) != 0) i = (i + 1) & ix->mask;
+static size_t index_slot(const struct fu_name_index *ix, const fu_graph *g, const char *name, uint32_t *tag) {
+    uint64_t h = name_hash(name);
+    size_t i = (size_t)h & ix->mask;
+    *tag = (uint32_t)(h >> 32);
+    while (ix->slots[i] && (ix->tags[i] != *tag || strcmp(g->values[ix->slots[i] - 1].name, name) != 0))
+        i = (i + 1) & ix->mask;
     return i;
+}
+
+static void index_put(struct fu_name_index *ix, const fu_graph *g, int v) {
+    uint32_t tag;
+    size_t i = index_slot(ix, g, g->values[v].name, &tag);
+    if (ix->slots[i]) return;   /* a duplicate name: the first stays */
+    ix->slots[i] = v + 1;
+    ix->tags[i] = tag;
 }
 
 static void index_clear(struct fu_name_index *ix) {
     free(ix->slots);
+    free(ix->tags);
     ix->slots = NULL;
+    ix->tags = NULL;
     ix->mask = 0;
     ix->n_indexed = 0;
 }
@@ -226,26 +240,26 @@ static int index_sync(const fu_graph *g) {
     while (want < 2 * (size_t)g->n_values + 2) want *= 2;
     if (want > ix->mask + 1 || !ix->slots) {
         int *slots = calloc(want, sizeof *slots);
-        if (!slots) {
+        uint32_t *tags = malloc(want * sizeof *tags);
+        if (!slots || !tags) {
+            free(slots), free(tags);
             index_clear(ix);
             return -1;
         }
-        free(ix->slots);
+        index_clear(ix);
         ix->slots = slots;
+        ix->tags = tags;
         ix->mask = want - 1;
         ix->n_indexed = 0;   /* re-inserted below */
     }
-    for (int v = ix->n_indexed; v < g->n_values; v++) {
-        size_t i = index_slot(ix, g, g->values[v].name);
-        if (!ix->slots[i]) ix->slots[i] = v + 1;
-    }
+    for (int v = ix->n_indexed; v < g->n_values; v++) index_put(ix, g, v);
     ix->n_indexed = g->n_values;
     return 0;
 }
 
 static void index_free(struct fu_name_index *ix) {
     if (!ix) return;
-    free(ix->slots);
+    index_clear(ix);
     for (size_t i = 0; ix->hint_mask && i <= ix->hint_mask; i++) free(ix->hints[i].base);
     free(ix->hints);
     free(ix);
@@ -254,8 +268,8 @@ static void index_free(struct fu_name_index *ix) {
 int fu_graph_find_value(const fu_graph *g, const char *name) {
     if (!name) return -1;
     if (g->names && index_sync(g) == 0) {
-        int v = g->names->slots[index_slot(g->names, g, name)] - 1;
-        return v;
+        uint32_t tag;
+        return g->names->slots[index_slot(g->names, g, name, &tag)] - 1;
     }
     for (int i = 0; i < g->n_values; i++)   /* out of memory: scan */
         if (strcmp(g->values[i].name, name) == 0) return i;
@@ -314,7 +328,7 @@ int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind) {
             index_clear(g->names);   /* rebuilt larger on the next lookup */
             return g->n_values - 1;
         }
-        g->names->slots[index_slot(g->names, g, name)] = g->n_values + 1;
+        index_put(g->names, g, g->n_values);
         g->names->n_indexed = g->n_values + 1;
     }
     return g->n_values++;

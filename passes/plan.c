@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
+#include "../ir/model_limits.h"
 #include "../ir/shape.h"
 #include "../ops/ops.h"
 
@@ -309,6 +310,7 @@ int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     free(uses);
     if (rc) return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
     if (assign_storage(g, err) || plan_arena(g, err)) return -1;
+    if (fu_limit_check(FU_LIMIT_ARENA_BYTES, g->arena_bytes, g->path, "the planned arena in bytes", err)) return -1;
     if (o && o->verbose) {
         int64_t naive = 0;
         int buffers = 0;

@@ -91,28 +91,56 @@ static void emit_constant(fu_emit *e, const fu_value *v) {
  * slot of the per-node profile. */
 typedef enum { BLOCK_NONE, BLOCK_NODE, BLOCK_LOOP } block_kind;
 
-static block_kind block_at(const fu_graph *g, int i) {
+/* The members of each loop group, in node order: members[start[k] ..
+ * start[k + 1]) for group k (built once, so no block looks for its group's
+ * members over the whole graph). */
+typedef struct {
+    int *start;
+    int *members;
+} loop_groups;
+
+static void loop_groups_free(loop_groups *lg) {
+    free(lg->start);
+    free(lg->members);
+}
+
+static int loop_groups_build(const fu_graph *g, loop_groups *lg) {
+    int ng = g->n_loop_groups > 0 ? g->n_loop_groups : 0;
+    lg->start = calloc((size_t)ng + 2, sizeof(int));
+    lg->members = malloc(sizeof(int) * ((size_t)g->n_nodes + 1));
+    int *fill = calloc((size_t)ng + 1, sizeof(int));
+    int ok = lg->start && lg->members && fill;
+    for (int i = 0; ok && i < g->n_nodes; i++) {
+        int k = g->nodes[i].loop_group;
+        if (k >= ng) ok = 0;   /* not planned for this graph */
+        else if (k >= 0) lg->start[k + 1]++;
+    }
+    for (int k = 0; ok && k < ng; k++) lg->start[k + 1] += lg->start[k];
+    for (int i = 0; ok && i < g->n_nodes; i++) {
+        int k = g->nodes[i].loop_group;
+        if (k >= 0) lg->members[lg->start[k] + fill[k]++] = i;
+    }
+    free(fill);
+    if (!ok) loop_groups_free(lg);
+    return ok ? 0 : -1;
+}
+
+static block_kind block_at(const fu_graph *g, const loop_groups *lg, int i) {
     const fu_node *n = &g->nodes[i];
     if (n->dead) return BLOCK_NONE;
-    if (n->loop_group >= 0) {
-        for (int j = i + 1; j < g->n_nodes; j++)
-            if (g->nodes[j].loop_group == n->loop_group) return BLOCK_NONE;
-        return BLOCK_LOOP;
-    }
+    if (n->loop_group >= 0)
+        return lg->members[lg->start[n->loop_group + 1] - 1] == i ? BLOCK_LOOP : BLOCK_NONE;
     return n->def && n->def->is_view ? BLOCK_NONE : BLOCK_NODE;
 }
 
 /* Op kind of a loop group ending at node i, for the profile: "Loop:Add",
  * "Loop:Sub/Max", or "Loop:N ops" when the names do not fit (characters
  * that fu_sanitize keeps, so reports print it as is). */
-static void loop_kind(const fu_graph *g, int i, char *buf, size_t n) {
-    int count = 0;
+static void loop_kind(const fu_graph *g, const loop_groups *lg, int i, char *buf, size_t n) {
+    int k = g->nodes[i].loop_group, count = lg->start[k + 1] - lg->start[k];
     size_t len = (size_t)snprintf(buf, n, "Loop:");
-    for (int j = 0; j <= i; j++) {
-        if (g->nodes[j].loop_group != g->nodes[i].loop_group) continue;
-        if (len < n) len += (size_t)snprintf(buf + len, n - len, "%s%s", count ? "/" : "", g->nodes[j].op);
-        count++;
-    }
+    for (int j = lg->start[k]; j < lg->start[k + 1] && len < n; j++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", j > lg->start[k] ? "/" : "", g->nodes[lg->members[j]].op);
     if (len + 1 > n) snprintf(buf, n, "Loop:%d ops", count);
 }
 
@@ -137,7 +165,7 @@ static json_object *tensor_json(const fu_graph *g, const fu_value *v) {
     return o;
 }
 
-static char *build_meta(const fu_graph *g, const char *profile) {
+static char *build_meta(const fu_graph *g, const loop_groups *lg, const char *profile) {
     json_object *m = json_object_new_object();
     json_object_object_add(m, "fusec_meta", json_object_new_int(1));
     json_object_object_add(m, "name", json_object_new_string(g->name ? g->name : "model"));
@@ -180,14 +208,13 @@ static char *build_meta(const fu_graph *g, const char *profile) {
     /* The profiled blocks in slot order, named after the model's nodes. */
     json_object *slots = json_object_new_array();
     for (int i = 0; i < g->n_nodes; i++) {
-        block_kind kind = block_at(g, i);
+        block_kind kind = block_at(g, lg, i);
         if (kind == BLOCK_NONE) continue;
         char op[64];
         int ops = 1;
         if (kind == BLOCK_LOOP) {
-            loop_kind(g, i, op, sizeof op);
-            ops = 0;
-            for (int j = 0; j <= i; j++) ops += g->nodes[j].loop_group == g->nodes[i].loop_group;
+            loop_kind(g, lg, i, op, sizeof op);
+            ops = lg->start[g->nodes[i].loop_group + 1] - lg->start[g->nodes[i].loop_group];
         } else {
             snprintf(op, sizeof op, "%s", g->nodes[i].op);
         }
@@ -226,7 +253,13 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     for (int v = 0; v < g->n_values; v++)
         if (g->values[v].storage == FU_STORE_EMBEDDED) emit_constant(e, &g->values[v]);
 
-    char *meta = build_meta(g, g->profile[0] ? g->profile : "bare");
+    loop_groups lg = {0};
+    if (loop_groups_build(g, &lg)) {
+        fu_sb_free(&e->out);
+        free(e);
+        return fu_fail(err, "%s: loop groups not planned, or out of memory emitting code", g->path ? g->path : "model");
+    }
+    char *meta = build_meta(g, &lg, g->profile[0] ? g->profile : "bare");
     emit_meta_bytes(e, meta);
     free(meta);
 
@@ -249,9 +282,7 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     fu_emitf(e, "const fu_loop_context loop_ctx = {sym, in, w, A};");
     fu_emitf(e, "(void)sym; (void)in; (void)w; (void)A; (void)prof; (void)loop_ctx;");
 
-    /* Members of each loop group, in order; the group is emitted at its root. */
-    int *members = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
-    int rc = members ? 0 : fu_fail(err, "out of memory emitting code");
+    int rc = 0;
     int slot = 0;   /* profile slot of the next executed block */
     for (int i = 0; i < g->n_nodes && rc == 0; i++) {
         const fu_node *n = &g->nodes[i];
@@ -262,12 +293,11 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
             rc = fu_node_fail(err, g, n, "node was not inferred before code generation");
             break;
         }
-        block_kind kind = block_at(g, i);
+        block_kind kind = block_at(g, &lg, i);
         if (kind == BLOCK_NONE && n->loop_group >= 0) continue;   /* emitted with its group's last member */
         if (kind == BLOCK_LOOP) {
-            int count = 0;
-            for (int j = 0; j <= i; j++)
-                if (g->nodes[j].loop_group == n->loop_group) members[count++] = j;
+            const int *members = &lg.members[lg.start[n->loop_group]];
+            int count = lg.start[n->loop_group + 1] - lg.start[n->loop_group];
             fu_emitf(e, "/* node %d: loop of %d elementwise op%s ending in %s %s */", i, count,
                      count > 1 ? "s" : "", n->op, comment);
             fu_emitf(e, "if (prof) fu_rt_profile_begin(prof);");
@@ -288,7 +318,7 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
         }
         fu_emitf(e, "if (prof) fu_rt_profile_end(prof, %d);", slot++);
     }
-    free(members);
+    loop_groups_free(&lg);
     for (int i = 0; i < g->n_outputs && rc == 0; i++)
         fu_emitf(e, "out[%d] = %s;", i, fu_emit_vptr(e, g->outputs[i]));
     fu_emitf(e, "return 0;");

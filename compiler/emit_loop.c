@@ -129,14 +129,27 @@ typedef struct {
     int n_members;
     const fu_node *root;      /* the last member: its output is stored */
     const fu_value *out;
-    operand ops[64];          /* the values read from outside the group */
+    operand ops[FU_LOOP_MAX_OPERANDS];          /* the values read from outside the group */
     int n_ops;
     fu_dim dims[FU_MAX_RANK]; /* collapsed loop dims */
     int nd;
     int flat;                 /* every operand is the full shape or a scalar: one index */
     int parallel;             /* a range function run by fu_rt_parallel_for */
-    char index[64][256];      /* each operand's element index expression */
+    char index[FU_LOOP_MAX_OPERANDS][256];      /* each operand's element index expression */
 } loop_group;
+
+/* Position of node in the group's members (in node order), or -1: a
+ * binary search, so a long group costs no scan per member. */
+static int member_pos(const loop_group *L, int node) {
+    int lo = 0, hi = L->n_members - 1;
+    while (node >= 0 && lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (L->members[mid] == node) return mid;
+        if (L->members[mid] < node) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
 
 /* External operands, with per-dim broadcast flags against the output. */
 static int collect_operands(loop_group *L, fu_err *err) {
@@ -146,11 +159,9 @@ static int collect_operands(loop_group *L, fu_err *err) {
         for (int k = 0; k < n->def->elementwise_operands && k < n->n_in; k++) {
             int v = n->in[k];
             if (v < 0) continue;
-            int internal = 0;
-            for (int j = 0; j < m; j++)
-                if (g->values[v].producer == L->members[j]) internal = 1;
-            if (internal || find_operand(L->ops, L->n_ops, v) >= 0) continue;
-            if (L->n_ops == 64) return fu_node_fail(err, g, L->root, "too many operands in one fused loop");
+            int j = member_pos(L, g->values[v].producer);
+            if ((j >= 0 && j < m) || find_operand(L->ops, L->n_ops, v) >= 0) continue;
+            if (L->n_ops == FU_LOOP_MAX_OPERANDS) return fu_node_fail(err, g, L->root, "too many operands in one fused loop");
             operand *op = &L->ops[L->n_ops++];
             memset(op, 0, sizeof *op);
             op->value = v;
@@ -166,7 +177,7 @@ static int collect_operands(loop_group *L, fu_err *err) {
 static void collapse_dims(loop_group *L) {
     const fu_value *out = L->out;
     int r = out->rank;
-    int raw_bcast[64][FU_MAX_RANK];
+    int raw_bcast[FU_LOOP_MAX_OPERANDS][FU_MAX_RANK];
     for (int i = 0; i < L->n_ops; i++) {
         const fu_value *v = &L->g->values[L->ops[i].value];
         L->ops[i].full = v->rank == r;
@@ -302,9 +313,8 @@ static int member_expr(const loop_group *L, int m, char (*vars)[16], char *expr,
     int na = n->def->elementwise_operands < n->n_in ? n->def->elementwise_operands : n->n_in;
     if (na > 16) return fu_node_fail(err, g, n, "too many elementwise operands");
     for (int k = 0; k < na; k++) {
-        int v = n->in[k], slot = -1;
-        for (int j = 0; j < m; j++)
-            if (v >= 0 && g->values[v].producer == L->members[j]) slot = L->n_ops + j;
+        int v = n->in[k], slot = -1, j = v >= 0 ? member_pos(L, g->values[v].producer) : -1;
+        if (j >= 0 && j < m) slot = L->n_ops + j;
         if (slot < 0) slot = find_operand(L->ops, L->n_ops, v);
         args[k] = slot >= 0 ? vars[slot] : "0";
     }

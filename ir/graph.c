@@ -162,11 +162,38 @@ void fu_dim_str(const fu_graph *g, fu_dim d, char *buf, size_t n) {
 
 /* ---- graph tables ---------------------------------------------------- */
 
+/* Value names -> indices: open addressing with linear probing over a
+ * power-of-two table, at most half full. It covers values [0, n_indexed);
+ * values appended since (fu_graph_add_value inserts at once; a clone or a
+ * test's hand-made values do not) are indexed on the next lookup, and
+ * fu_graph_compact, which renumbers values, drops the table for a rebuild.
+ * The first of two equal names wins, as a scan in index order would.
+ * fu_graph_unique_name keeps, per base, the next suffix to try. */
+typedef struct {
+    char *base;
+    long next;
+} name_hint;
+
+struct fu_name_index {
+    int *slots;          /* value index + 1; 0 = empty */
+    uint32_t *tags;      /* per slot: high bits of the name's hash (skips most strcmp) */
+    size_t mask;         /* slot count - 1 */
+    int n_indexed;
+    name_hint *hints;
+    size_t hint_mask;    /* hint slot count - 1, 0 before the first */
+    size_t n_hints;
+};
+
+static void index_free(struct fu_name_index *ix);
+
 fu_graph *fu_graph_new(const char *name) {
     fu_graph *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->name = strdup(name ? name : "model");
-    if (!g->name) {
+    g->names = calloc(1, sizeof *g->names);
+    if (!g->name || !g->names) {
+        free(g->name);
+        free(g->names);
         free(g);
         return NULL;
     }
@@ -202,17 +229,120 @@ void fu_graph_free(fu_graph *g) {
     free(g->path);
     free(g->weights_path);
     free(g->packed);
+    index_free(g->names);
     free(g);
 }
 
+/* ---- value names ------------------------------------------------------ */
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* Slot of name: its entry, or the empty slot where it would go. */
+static size_t index_slot(const struct fu_name_index *ix, const fu_graph *g, const char *name, uint32_t *tag) {
+    uint64_t h = name_hash(name);
+    size_t i = (size_t)h & ix->mask;
+    *tag = (uint32_t)(h >> 32);
+    while (ix->slots[i] && (ix->tags[i] != *tag || strcmp(g->values[ix->slots[i] - 1].name, name) != 0))
+        i = (i + 1) & ix->mask;
+    return i;
+}
+
+static void index_put(struct fu_name_index *ix, const fu_graph *g, int v) {
+    uint32_t tag;
+    size_t i = index_slot(ix, g, g->values[v].name, &tag);
+    if (ix->slots[i]) return;   /* a duplicate name: the first stays */
+    ix->slots[i] = v + 1;
+    ix->tags[i] = tag;
+}
+
+static void index_clear(struct fu_name_index *ix) {
+    free(ix->slots);
+    free(ix->tags);
+    ix->slots = NULL;
+    ix->tags = NULL;
+    ix->mask = 0;
+    ix->n_indexed = 0;
+}
+
+/* Brings the table up to the graph's values; -1 when out of memory (the
+ * table is then empty and lookups scan). */
+static int index_sync(const fu_graph *g) {
+    struct fu_name_index *ix = g->names;
+    if (ix->n_indexed > g->n_values) index_clear(ix);
+    if (ix->n_indexed == g->n_values && ix->slots) return 0;
+    size_t want = 16;
+    while (want < 2 * (size_t)g->n_values + 2) want *= 2;
+    if (want > ix->mask + 1 || !ix->slots) {
+        int *slots = calloc(want, sizeof *slots);
+        uint32_t *tags = malloc(want * sizeof *tags);
+        if (!slots || !tags) {
+            free(slots), free(tags);
+            index_clear(ix);
+            return -1;
+        }
+        index_clear(ix);
+        ix->slots = slots;
+        ix->tags = tags;
+        ix->mask = want - 1;
+        ix->n_indexed = 0;   /* re-inserted below */
+    }
+    for (int v = ix->n_indexed; v < g->n_values; v++) index_put(ix, g, v);
+    ix->n_indexed = g->n_values;
+    return 0;
+}
+
+static void index_free(struct fu_name_index *ix) {
+    if (!ix) return;
+    index_clear(ix);
+    for (size_t i = 0; ix->hint_mask && i <= ix->hint_mask; i++) free(ix->hints[i].base);
+    free(ix->hints);
+    free(ix);
+}
+
 int fu_graph_find_value(const fu_graph *g, const char *name) {
-    for (int i = 0; i < g->n_values; i++)
+    if (!name) return -1;
+    if (g->names && index_sync(g) == 0) {
+        uint32_t tag;
+        return g->names->slots[index_slot(g->names, g, name, &tag)] - 1;
+    }
+    for (int i = 0; i < g->n_values; i++)   /* out of memory: scan */
         if (strcmp(g->values[i].name, name) == 0) return i;
     return -1;
 }
 
+/* The hint slot of base (NULL when there is no table and none can be made). */
+static name_hint *hint_slot(struct fu_name_index *ix, const char *base) {
+    if (2 * (ix->n_hints + 1) > ix->hint_mask + 1 || !ix->hint_mask) {
+        size_t cap = ix->hint_mask ? 2 * (ix->hint_mask + 1) : 16;
+        name_hint *h = calloc(cap, sizeof *h);
+        if (!h) return NULL;
+        for (size_t i = 0; ix->hint_mask && i <= ix->hint_mask; i++) {
+            if (!ix->hints[i].base) continue;
+            size_t j = (size_t)name_hash(ix->hints[i].base) & (cap - 1);
+            while (h[j].base) j = (j + 1) & (cap - 1);
+            h[j] = ix->hints[i];
+        }
+        free(ix->hints);
+        ix->hints = h;
+        ix->hint_mask = cap - 1;
+    }
+    size_t i = (size_t)name_hash(base) & ix->hint_mask;
+    while (ix->hints[i].base && strcmp(ix->hints[i].base, base) != 0) i = (i + 1) & ix->hint_mask;
+    if (!ix->hints[i].base) {
+        if (!(ix->hints[i].base = strdup(base))) return NULL;
+        ix->hints[i].next = 0;
+        ix->n_hints++;
+    }
+    return &ix->hints[i];
+}
+
 int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind) {
     if (!name || fu_graph_find_value(g, name) >= 0) return -1;
+    int indexed = g->names && g->names->slots && g->names->n_indexed == g->n_values;
     if (g->n_values == g->cap_values) {
         int cap = g->cap_values ? g->cap_values * 2 : 16;
         fu_value *nv = realloc(g->values, (size_t)cap * sizeof *nv);
@@ -230,6 +360,15 @@ int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind) {
     v->decl_rank = -1;
     v->alias_of = -1;
     v->index = -1;
+    if (indexed) {   /* fu_graph_find_value left name's slot empty; the table stays under half full */
+        if (2 * ((size_t)g->n_values + 2) > g->names->mask + 1) {
+            g->n_values++;
+            index_clear(g->names);   /* rebuilt larger on the next lookup */
+            return g->n_values - 1;
+        }
+        index_put(g->names, g, g->n_values);
+        g->names->n_indexed = g->n_values + 1;
+    }
     return g->n_values++;
 }
 
@@ -237,8 +376,14 @@ char *fu_graph_unique_name(const fu_graph *g, const char *base) {
     size_t n = strlen(base) + 24;
     char *s = malloc(n);
     if (!s) return NULL;
-    snprintf(s, n, "%s", base);
-    for (long k = 1; fu_graph_find_value(g, s) >= 0; k++) snprintf(s, n, "%s_%ld", base, k);
+    name_hint *hint = g->names ? hint_slot(g->names, base) : NULL;
+    long k = hint ? hint->next : 0;
+    for (;; k++) {
+        if (k) snprintf(s, n, "%s_%ld", base, k);
+        else snprintf(s, n, "%s", base);
+        if (fu_graph_find_value(g, s) < 0) break;
+    }
+    if (hint) hint->next = k + 1;
     return s;
 }
 
@@ -329,6 +474,7 @@ void fu_graph_compact(fu_graph *g) {
         }
     }
     g->n_values = nv;
+    if (g->names) index_clear(g->names);   /* renumbered: rebuilt on the next lookup */
     for (int i = 0; i < nv; i++)
         if (g->values[i].alias_of >= 0) g->values[i].alias_of = remap[g->values[i].alias_of];
     for (int i = 0; i < g->n_inputs; i++) g->inputs[i] = remap[g->inputs[i]];

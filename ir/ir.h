@@ -191,6 +191,9 @@ typedef struct fu_graph {
         int bf16;           /* layout: bfloat16 pairs (else float32) */
         int transposed;     /* the weight is stored [K, N] (else [N, K]) */
     } *packed;
+    /* Value names -> indices (ir/graph.c): kept by fu_graph_add_value and
+     * fu_graph_compact; values added another way are indexed lazily. */
+    struct fu_name_index *names;
 } fu_graph;
 
 fu_graph *fu_graph_new(const char *name);
@@ -202,8 +205,10 @@ void fu_graph_free(fu_graph *g);
 int fu_graph_add_const(fu_graph *g, const char *base, fu_dtype t, int rank, const int64_t *shape, const void *data,
                        fu_err *err);
 int fu_graph_add_value(fu_graph *g, const char *name, fu_val_kind kind);
-int fu_graph_find_value(const fu_graph *g, const char *name);  /* -1 if none */
-/* A fresh, unused value name derived from base ("base", "base_1", ...). */
+/* Index of the value named name, -1 if none: a hash lookup. */
+int fu_graph_find_value(const fu_graph *g, const char *name);
+/* A fresh, unused value name derived from base ("base", "base_1", ...);
+ * repeated calls with one base resume where the last one stopped. */
 char *fu_graph_unique_name(const fu_graph *g, const char *base);
 /* Appends a node; inputs/outputs are value indices. Returns node index. */
 int fu_graph_add_node(fu_graph *g, const char *name, const char *op,

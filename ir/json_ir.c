@@ -17,6 +17,7 @@
 #include "json_ir.h"
 #include "npy.h"
 #include "weights.h"
+#include "model_limits.h"
 
 typedef struct {
     fu_graph *g;
@@ -573,8 +574,7 @@ static int parse_outputs(reader *r, json_object *arr) {
         if (v < 0)
             return fu_fail(r->err, "%s: %s is not produced by any node, input or initializer",
                            r->path, what);
-        for (int j = 0; j < r->g->n_outputs; j++)
-            if (r->g->outputs[j] == v) return fu_fail(r->err, "%s: %s listed twice", r->path, what);
+        if (r->g->values[v].is_output) return fu_fail(r->err, "%s: %s listed twice", r->path, what);
         fu_value *val = &r->g->values[v];
         if (jd && (val->decl_dtype = parse_dtype(r, jd, what)) == FU_UNDEF) return -1;
         if (js && parse_shape(r, js, &val->decl_rank, val->decl_shape, 0, what)) return -1;
@@ -690,6 +690,9 @@ fu_graph *fu_ir_parse_opts(const char *text, const char *path, const fu_ir_opts 
     int rc = 0;
     if (jsyms) rc = parse_symbols(r, jsyms);
     if (!rc && jw) rc = open_weights(r, json_object_get_string(jw));
+    if (!rc && g->weights)
+        rc = fu_limit_check(FU_LIMIT_WEIGHTS_BYTES, (int64_t)fu_weights_file_size(g->weights), path, "the weights file's size in bytes", err);
+    if (!rc) rc = fu_limit_check(FU_LIMIT_NODES, (int64_t)json_object_array_length(jnodes), path, "the node count", err);
     if (!rc) rc = parse_inputs(r, jin);
     for (size_t i = 0; !rc && jinit && i < json_object_array_length(jinit); i++)
         rc = parse_initializer(r, json_object_array_get_idx(jinit, i), i);

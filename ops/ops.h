@@ -15,6 +15,11 @@
 
 struct fu_emit;
 
+/* Most values one elementwise loop group reads from outside itself: the
+ * plan (passes/plan.c) keeps groups under it, the emitter
+ * (compiler/emit_loop.c) sizes its tables by it. */
+#define FU_LOOP_MAX_OPERANDS 64
+
 typedef struct fu_op {
     const char *name;
     int min_in, max_in;

@@ -74,6 +74,118 @@ int fu_fusion_log_count(const fu_fusion_log *log, const char *rule, int fused) {
     return n;
 }
 
+/* ---- readers ------------------------------------------------------------------ */
+
+/* Per value, the nodes that read it: lists that rewrites only append to
+ * (fu_fuse_set_input, fu_fuse_replace_node), so an entry may be stale (the
+ * node died or reads something else now) or repeated; fu_fuse_readers
+ * drops those as it reads a list. A rule asking for a value's readers costs
+ * that value's readers, not a walk of the graph. */
+typedef struct {
+    int *nodes;
+    int n, cap;
+} reader_list;
+
+struct fu_readers {
+    reader_list *lists;   /* per value */
+    int n_lists;
+    unsigned *seen;       /* per node: stamp of the last list that kept it */
+    int n_seen;
+    unsigned stamp;
+    int oom;              /* an append failed: the pass fails */
+};
+
+static int readers_room(struct fu_readers *r, int n_values, int n_nodes) {
+    if (n_values > r->n_lists) {
+        int cap = n_values * 2;
+        reader_list *l = realloc(r->lists, sizeof *l * (size_t)cap);
+        if (!l) return r->oom = 1, -1;
+        memset(l + r->n_lists, 0, sizeof *l * (size_t)(cap - r->n_lists));
+        r->lists = l;
+        r->n_lists = cap;
+    }
+    if (n_nodes > r->n_seen) {
+        int cap = n_nodes * 2;
+        unsigned *s = realloc(r->seen, sizeof *s * (size_t)cap);
+        if (!s) return r->oom = 1, -1;
+        memset(s + r->n_seen, 0, sizeof *s * (size_t)(cap - r->n_seen));
+        r->seen = s;
+        r->n_seen = cap;
+    }
+    return 0;
+}
+
+static void readers_add(struct fu_readers *r, const fu_graph *g, int v, int node) {
+    if (v < 0 || readers_room(r, g->n_values, g->n_nodes)) return;
+    reader_list *l = &r->lists[v];
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 2;
+        int *nodes = realloc(l->nodes, sizeof *nodes * (size_t)cap);
+        if (!nodes) {
+            r->oom = 1;
+            return;
+        }
+        l->nodes = nodes;
+        l->cap = cap;
+    }
+    l->nodes[l->n++] = node;
+}
+
+static void readers_free(struct fu_readers *r) {
+    if (!r) return;
+    for (int v = 0; v < r->n_lists; v++) free(r->lists[v].nodes);
+    free(r->lists);
+    free(r->seen);
+    free(r);
+}
+
+static struct fu_readers *readers_build(const fu_graph *g) {
+    struct fu_readers *r = calloc(1, sizeof *r);
+    if (!r || readers_room(r, g->n_values, g->n_nodes)) {
+        readers_free(r);
+        return NULL;
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; !g->nodes[i].dead && k < g->nodes[i].n_in; k++) readers_add(r, g, g->nodes[i].in[k], i);
+    if (r->oom) {
+        readers_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+const int *fu_fuse_readers(const fu_fuse_ctx *c, int v, int *n) {
+    struct fu_readers *r = c->readers;
+    const fu_graph *g = c->g;
+    *n = 0;
+    if (v < 0 || v >= r->n_lists || readers_room(r, g->n_values, g->n_nodes)) return NULL;
+    if (++r->stamp == 0) {   /* wrapped: forget every mark */
+        memset(r->seen, 0, sizeof *r->seen * (size_t)r->n_seen);
+        r->stamp = 1;
+    }
+    reader_list *l = &r->lists[v];
+    int kept = 0, sorted = 1;
+    for (int e = 0; e < l->n; e++) {
+        int i = l->nodes[e], reads = 0;
+        const fu_node *node = &g->nodes[i];
+        if (node->dead || r->seen[i] == r->stamp) continue;
+        for (int k = 0; k < node->n_in && !reads; k++) reads = node->in[k] == v;
+        if (!reads) continue;
+        r->seen[i] = r->stamp;
+        if (kept && l->nodes[kept - 1] > i) sorted = 0;
+        l->nodes[kept++] = i;
+    }
+    l->n = kept;
+    if (!sorted) qsort(l->nodes, (size_t)kept, sizeof *l->nodes, cmp_int);
+    *n = kept;
+    return l->nodes;
+}
+
 /* ---- rewrite helpers ---------------------------------------------------------- */
 
 int fu_fuse_touch(fu_fuse_ctx *c, int n) {
@@ -128,6 +240,7 @@ void fu_fuse_set_input(fu_fuse_ctx *c, int n, int k, int v) {
     int old = c->g->nodes[n].in[k];
     c->g->nodes[n].in[k] = v;
     if (v >= 0) c->uses[v]++;
+    readers_add(c->readers, c->g, v, n);
     if (old >= 0) release(c, old);
 }
 
@@ -146,8 +259,10 @@ int fu_fuse_replace_node(fu_fuse_ctx *c, int node, int op, const int *inputs, in
     int idx = fu_graph_add_node(g, name, def->name, n_inputs, inputs, 1, &out);
     free(name);
     if (idx < 0 || fu_fuse_touch(c, idx) || grow_uses(c)) return fu_fail(err, "out of memory while fusing");
-    for (int k = 0; k < n_inputs; k++)
+    for (int k = 0; k < n_inputs; k++) {
         if (inputs[k] >= 0) c->uses[inputs[k]]++;
+        readers_add(c->readers, g, inputs[k], idx);
+    }
     /* The anchor hands its output over and dies with what only it read. */
     g->nodes[node].out[0] = -1;
     g->values[out].producer = idx;
@@ -162,6 +277,8 @@ typedef struct {
     int n, cap;
     char *queued;   /* per node */
     int cap_queued;
+    int *scratch;   /* settle: a node's readers */
+    int cap_scratch;
 } worklist;
 
 static int push(worklist *w, int node) {
@@ -218,6 +335,32 @@ static int reads(const fu_node *n, const fu_node *p) {
     return 0;
 }
 
+/* The live readers of node p's outputs, each once, in node order, into
+ * *buf (grown; *cap its room); the count, or -1 when out of memory. */
+static int node_readers(fu_fuse_ctx *c, const fu_node *p, int **buf, int *cap) {
+    int n = 0;
+    for (int o = 0; o < p->n_out; o++) {
+        int count;
+        const int *r = fu_fuse_readers(c, p->out[o], &count);
+        if (n + count > *cap) {
+            int want = 2 * (n + count) + 16;
+            int *b = realloc(*buf, sizeof *b * (size_t)want);
+            if (!b) return -1;
+            *buf = b, *cap = want;
+        }
+        if (count) memcpy(*buf + n, r, sizeof *r * (size_t)count);
+        n += count;
+    }
+    if (p->n_out > 1 && n > 1) {   /* several outputs: merge */
+        qsort(*buf, (size_t)n, sizeof **buf, cmp_int);
+        int u = 1;
+        for (int i = 1; i < n; i++)
+            if ((*buf)[i] != (*buf)[u - 1]) (*buf)[u++] = (*buf)[i];
+        n = u;
+    }
+    return n;
+}
+
 /* Re-infers what a rewrite touched: each touched node after the touched
  * nodes it reads, then, breadth first, the readers of every output whose
  * dtype or shape changed. All go back on the worklist with their readers. */
@@ -238,9 +381,10 @@ static int settle(fu_fuse_ctx *c, worklist *w, fu_err *err) {
         if (g->nodes[n].dead) continue;
         if (infer_one(g, n, &changed, err)) return -1;
         if (push(w, n)) return fu_fail(err, "out of memory while fusing");
-        for (int i = 0; i < g->n_nodes; i++) {
-            int pending = 0;
-            if (g->nodes[i].dead || !reads(&g->nodes[i], &g->nodes[n])) continue;
+        int n_readers = node_readers(c, &g->nodes[n], &w->scratch, &w->cap_scratch);
+        if (n_readers < 0 || c->readers->oom) return fu_fail(err, "out of memory while fusing");
+        for (int r = 0; r < n_readers; r++) {
+            int i = w->scratch[r], pending = 0;
             for (int j = t + 1; j < c->n_touched; j++) pending |= c->touched[j] == i;
             if (push(w, i) || (changed && !pending && fu_fuse_touch(c, i))) return fu_fail(err, "out of memory while fusing");
         }
@@ -285,11 +429,15 @@ static void bypass_noop_casts(fu_fuse_ctx *c) {
     for (int i = 0; i < g->n_nodes; i++) {
         fu_node *n = &g->nodes[i];
         if (n->dead || n->op_id != FU_OP_Cast || n->n_in < 1 || n->in[0] < 0) continue;
-        int src = n->in[0], out = n->out[0];
-        if (g->values[src].dtype != g->values[out].dtype || g->values[out].is_output) continue;
-        for (int k = 0; k < g->n_nodes; k++)
+        int src = n->in[0], out = n->out[0], n_readers;
+        if (g->values[src].dtype != g->values[out].dtype || g->values[out].is_output || src == out) continue;
+        /* out's list: set_input only appends to src's */
+        const int *readers = fu_fuse_readers(c, out, &n_readers);
+        for (int r = 0; r < n_readers; r++) {
+            int k = readers[r];
             for (int j = 0; !g->nodes[k].dead && j < g->nodes[k].n_in; j++)
                 if (g->nodes[k].in[j] == out) fu_fuse_set_input(c, k, j, src);
+        }
     }
 }
 
@@ -298,11 +446,12 @@ int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     for (int r = 0; r < N_RULES; r++)
         for (int k = 0; rules[r]->patterns[k]; k++) anchor_ops(rules[r]->patterns[k], anchors[r]);
     fu_fuse_ctx c = {.g = g, .uses = fu_graph_use_counts(g), .cap_uses = g->n_values,
-                     .log = o ? o->fusion_log : NULL};
+                     .log = o ? o->fusion_log : NULL, .readers = readers_build(g)};
     worklist w = {0};
     fu_match m = {0};
-    int rc = c.uses ? 0 : fu_fail(err, "out of memory while fusing");
+    int rc = c.uses && c.readers ? 0 : fu_fail(err, "out of memory while fusing");
     if (rc == 0) bypass_noop_casts(&c);
+    if (rc == 0 && c.readers->oom) rc = fu_fail(err, "out of memory while fusing");
     for (int i = 0; rc == 0 && i < g->n_nodes; i++)
         if (push(&w, i)) rc = fu_fail(err, "out of memory while fusing");
     while (rc == 0 && w.n > 0) {
@@ -320,6 +469,8 @@ int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     fu_match_free(&m);
     free(w.items);
     free(w.queued);
+    free(w.scratch);
+    readers_free(c.readers);
     free(c.touched);
     free(c.uses);
     if (rc) return -1;

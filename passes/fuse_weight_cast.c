@@ -14,6 +14,7 @@
  * a weight used as [K, N] and a float16 weight are near misses (no kernel
  * reads those). Anchor: a MatMul / FusedMatMul whose B is such a Cast. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "fusion.h"
 
@@ -47,7 +48,9 @@ static int reader_ok(const fu_fuse_ctx *c, int i, const fu_match *m, char *why, 
     char name[96];
     fu_sanitize(node->name, name, sizeof name);
     if (node->op_id == FU_OP_Transpose && fu_m_swaps_2d(g, m, node->out[0], NULL, 0)) {
-        int readers[64], r = fu_m_readers(g, node->out[0], readers, 64), pending = r <= 64;
+        int r;
+        const int *readers = fu_fuse_readers(c, node->out[0], &r);
+        int pending = r <= 64;
         for (int k = 0; k < r && k < 64; k++)
             pending &= g->nodes[readers[k]].op_id == FU_OP_MatMul && g->nodes[readers[k]].in[1] == node->out[0];
         if (pending && !g->values[node->out[0]].is_output) return -1;
@@ -76,7 +79,10 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
                         fu_dtype_name(t)), 0;
     if (g->values[cast].is_output)
         return snprintf(why, n, "the cast of weight '%s' is a graph output", fu_m_name(g, w)), 0;
-    for (int i = 0; i < g->n_nodes; i++) {
+    int n_readers;
+    const int *readers = fu_fuse_readers(c, cast, &n_readers);
+    for (int r = 0; r < n_readers; r++) {
+        int i = readers[r];
         int ok = reads_cast(c, i, cast) ? reader_ok(c, i, m, why, n) : 1;
         if (ok < 0) why[0] = 0;  /* not yet: the MatMuls come back as FusedMatMuls */
         if (ok <= 0) return 0;
@@ -87,20 +93,37 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
     int w = weight(m), cast = m->v[CAST], products = 0;
-    /* Rewriting a MatMul appends a node that reads W: only the nodes there now. */
-    for (int i = 0, n_nodes = g->n_nodes; i < n_nodes; i++) {
+    /* The readers there now (a rewrite appends a node reading W, and
+     * changes the lists). */
+    int n_readers;
+    const int *now = fu_fuse_readers(c, cast, &n_readers);
+    int *readers = malloc(sizeof *readers * (size_t)(n_readers + 1));
+    if (!readers) return fu_fail(err, "out of memory while fusing");
+    if (n_readers) memcpy(readers, now, sizeof *readers * (size_t)n_readers);
+    for (int r = 0; r < n_readers; r++) {
+        int i = readers[r];
         if (!reads_cast(c, i, cast)) continue;
         products++;
         int idx = i;
         if (g->nodes[i].op_id == FU_OP_FusedMatMul) {
             fu_fuse_set_input(c, i, 1, w);
-            if (fu_fuse_touch(c, i)) return fu_fail(err, "out of memory while fusing");
+            if (fu_fuse_touch(c, i)) {
+                free(readers);
+                return fu_fail(err, "out of memory while fusing");
+            }
         } else {
             int inputs[2] = {g->nodes[i].in[0], w};
-            if ((idx = fu_fuse_replace_node(c, i, FU_OP_FusedMatMul, inputs, 2, err)) < 0) return -1;
+            if ((idx = fu_fuse_replace_node(c, i, FU_OP_FusedMatMul, inputs, 2, err)) < 0) {
+                free(readers);
+                return -1;
+            }
         }
-        if (!fu_node_set_attr_int(&g->nodes[idx], "transB", 1)) return fu_fail(err, "out of memory while fusing");
+        if (!fu_node_set_attr_int(&g->nodes[idx], "transB", 1)) {
+            free(readers);
+            return fu_fail(err, "out of memory while fusing");
+        }
     }
+    free(readers);
     fu_fuse_accept(c, m->anchor, "FusedMatMul(transB=1) reads bfloat16 '%s' directly, no Cast%s (%d product%s)",
                    fu_m_name(g, w), m->v[W_T] >= 0 ? " or Transpose" : "", products, products == 1 ? "" : "s");
     return 0;

@@ -121,6 +121,7 @@ typedef struct {
     const char *rule;     /* the rule being applied */
     int *touched;         /* nodes a rewrite added or changed: re-inferred */
     int n_touched, cap_touched;
+    struct fu_readers *readers;   /* readers per value (fu_fuse_readers), kept by the rewrite helpers */
 } fu_fuse_ctx;
 
 typedef struct fu_fusion_rule {
@@ -160,8 +161,13 @@ int fu_m_reduce_axes(const fu_graph *g, int node, int64_t *axes, int max, int *c
 int fu_m_ints(const fu_graph *g, int v, int64_t *out, int max, int *count);
 /* The perm of Transpose node t equals want[rank]. */
 int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank);
-/* The nodes reading value v (live ones), at most max; returns the count. */
+/* The nodes reading value v (live ones), at most max; returns the count.
+ * A scan of the graph: inside the fuse pass, fu_fuse_readers. */
 int fu_m_readers(const fu_graph *g, int v, int *readers, int max);
+/* The live nodes reading value v, each once, in node order; *n is their
+ * count. From the fuse pass's reader index (no scan of the graph); valid
+ * until the next rewrite. */
+const int *fu_fuse_readers(const fu_fuse_ctx *c, int v, int *n);
 /* WHERE test: v = Transpose(W) swapping the axes of a 2-D W (passes/fuse_matmul_bias.c). */
 int fu_m_swaps_2d(const fu_graph *g, const fu_match *m, int v, char *why, size_t n);
 /* Sanitised value name, for messages (a ring of 4 buffers). */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "passes.h"
+#include "../ir/model_limits.h"
 #include "../ir/shape.h"
 #include "../ops/ops.h"
 
@@ -24,16 +25,30 @@
 
 static int is_elementwise(const fu_node *n) { return n->def && n->def->expr != NULL; }
 
-/* Walks consumers backwards from each group root, pulling in producers. */
-static void assign_loop_groups(fu_graph *g, const int *uses) {
+/* Operands node n reads into a loop (an elementwise node). */
+static int loop_operands(const fu_node *n) {
+    return n->def->elementwise_operands < n->n_in ? n->def->elementwise_operands : n->n_in;
+}
+
+/* Walks consumers backwards from each group root, pulling in producers. A
+ * group stops growing where its operands could pass FU_LOOP_MAX_OPERANDS
+ * (counted as the members' operand reads less the reads inside it: an
+ * upper bound on the distinct values read from outside). */
+static int assign_loop_groups(fu_graph *g, const int *uses) {
     int groups = 0;
     for (int i = 0; i < g->n_nodes; i++) g->nodes[i].loop_group = -1;
     int *root_of_group = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
+    int *operands = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
+    if (!root_of_group || !operands) {
+        free(root_of_group), free(operands);
+        return -1;
+    }
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         fu_node *n = &g->nodes[i];
         if (!is_elementwise(n)) continue;
         if (n->loop_group < 0) {
             root_of_group[groups] = i;
+            operands[groups] = loop_operands(n);
             n->loop_group = groups++;
         }
         const fu_value *root_out = &g->values[g->nodes[root_of_group[n->loop_group]].out[0]];
@@ -45,11 +60,15 @@ static void assign_loop_groups(fu_graph *g, const int *uses) {
             fu_node *p = &g->nodes[val->producer];
             if (!is_elementwise(p) || p->loop_group >= 0 || p->n_out != 1) continue;
             if (!fu_value_same_shape(val, root_out)) continue;
+            if (operands[n->loop_group] - 1 + loop_operands(p) > FU_LOOP_MAX_OPERANDS) continue;
+            operands[n->loop_group] += loop_operands(p) - 1;
             p->loop_group = n->loop_group;
         }
     }
     g->n_loop_groups = groups;
     free(root_of_group);
+    free(operands);
+    return 0;
 }
 
 /* The value whose bytes v uses (follows view aliases). */
@@ -246,6 +265,24 @@ static int plan_arena(fu_graph *g, fu_err *err) {
         }
     for (int i = 0; i < g->n_outputs; i++) last_use[storage_root(g, g->outputs[i])] = n;
 
+    /* The arena buffers each position releases, in value order: release[
+     * rstart[i] .. rstart[i + 1]) (a bucket per position, not a scan of
+     * every value at every node). */
+    int *rstart = calloc((size_t)n + 2, sizeof(int));
+    int *release = malloc(sizeof(int) * (size_t)(g->n_values + 1));
+    if (!rstart || !release) {
+        free(rstart), free(release), free(read_pos), free(last_use), free(group_root);
+        return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
+    }
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].storage == FU_STORE_ARENA && last_use[v] >= 0 && last_use[v] < n) rstart[last_use[v] + 1]++;
+    for (int i = 0; i < n; i++) rstart[i + 1] += rstart[i];
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].storage == FU_STORE_ARENA && last_use[v] >= 0 && last_use[v] < n)
+            release[rstart[last_use[v]]++] = v;
+    for (int i = n; i > 0; i--) rstart[i] = rstart[i - 1];   /* the fill moved each start to the next */
+    rstart[0] = 0;
+
     arena_alloc a = {0};
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
@@ -255,14 +292,13 @@ static int plan_arena(fu_graph *g, fu_err *err) {
             if (val->storage == FU_STORE_ARENA) val->offset = arena_take(&a, buffer_bytes(g, val));
         }
         /* Release every buffer whose last reader ran at this position. */
-        for (int v = 0; v < g->n_values && rc == 0; v++) {
-            fu_value *val = &g->values[v];
-            if (val->storage == FU_STORE_ARENA && last_use[v] == i && val->offset >= 0)
-                rc = arena_give(&a, val->offset, buffer_bytes(g, val));
+        for (int r = rstart[i]; r < rstart[i + 1] && rc == 0; r++) {
+            fu_value *val = &g->values[release[r]];
+            if (val->offset >= 0) rc = arena_give(&a, val->offset, buffer_bytes(g, val));
         }
     }
     g->arena_bytes = a.top;
-    free(a.free), free(read_pos), free(last_use), free(group_root);
+    free(a.free), free(read_pos), free(last_use), free(group_root), free(rstart), free(release);
     if (rc) return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
     return 0;
 }
@@ -270,9 +306,11 @@ static int plan_arena(fu_graph *g, fu_err *err) {
 int fu_pass_plan(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
     int *uses = fu_graph_use_counts(g);
     if (!uses) return fu_fail(err, "%s: out of memory", g->path ? g->path : "model");
-    assign_loop_groups(g, uses);
+    int rc = assign_loop_groups(g, uses);
     free(uses);
+    if (rc) return fu_fail(err, "%s: out of memory in the memory plan", g->path ? g->path : "model");
     if (assign_storage(g, err) || plan_arena(g, err)) return -1;
+    if (fu_limit_check(FU_LIMIT_ARENA_BYTES, g->arena_bytes, g->path, "the planned arena in bytes", err)) return -1;
     if (o && o->verbose) {
         int64_t naive = 0;
         int buffers = 0;

@@ -161,9 +161,6 @@ int fu_m_reduce_axes(const fu_graph *g, int node, int64_t *axes, int max, int *c
 int fu_m_ints(const fu_graph *g, int v, int64_t *out, int max, int *count);
 /* The perm of Transpose node t equals want[rank]. */
 int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank);
-/* The nodes reading value v (live ones), at most max; returns the count.
- * A scan of the graph: inside the fuse pass, fu_fuse_readers. */
-int fu_m_readers(const fu_graph *g, int v, int *readers, int max);
 /* The live nodes reading value v, each once, in node order; *n is their
  * count. From the fuse pass's reader index (no scan of the graph); valid
  * until the next rewrite. */

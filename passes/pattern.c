@@ -86,21 +86,6 @@ int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank) {
     return 1;
 }
 
-int fu_m_readers(const fu_graph *g, int v, int *readers, int max) {
-    int n = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-        const fu_node *node = &g->nodes[i];
-        if (node->dead) continue;
-        for (int k = 0; k < node->n_in; k++)
-            if (node->in[k] == v) {
-                if (n < max) readers[n] = i;
-                n++;
-                break;
-            }
-    }
-    return n;
-}
-
 const char *fu_m_name(const fu_graph *g, int v) {
     static char ring[4][96];
     static int pos;

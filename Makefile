@@ -158,7 +158,19 @@ fuzz-build: $(BUILD)/.deps $(FUZZ_BINS)
 fuzz: fuzz-build
 	@st=0; for t in $(FUZZ_TARGETS); do bash fuzz/run.sh $(BUILD) $$t $(FUZZ_SECONDS) || st=1; done; exit $$st
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS)
+# ThreadSanitizer build of the library (gcc) and its test
+# (tests/tsan/tsan_threads.c, run by tests/cli/test_tsan.sh).
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+$(BUILD)/tsan/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(TSAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+$(BUILD)/tsan/libfusec.a: $(patsubst %.c,$(BUILD)/tsan/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads
 	@bash tests/run_all.sh $(BUILD)
 
 clean:

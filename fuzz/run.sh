@@ -4,8 +4,9 @@
 #   BUILD_DIR/fuzz/fuzz_TARGET fuzzes from the committed seeds
 #   (fuzz/corpus/TARGET, read only) into a working corpus
 #   BUILD_DIR/fuzz/corpus/TARGET that grows across runs, with the dictionary
-#   fuzz/TARGET.dict. Crashing inputs go to BUILD_DIR/fuzz/artifacts/TARGET/,
-#   the full log to BUILD_DIR/fuzz/logs/TARGET.log.
+#   fuzz/TARGET.dict (FUZZ_WORK=DIR: DIR instead, as the smoke test does
+#   with a fresh folder). Crashing inputs go to BUILD_DIR/fuzz/artifacts/TARGET/,
+#   the full log to BUILD_DIR/fuzz/logs/TARGET.log (or FUZZ_LOG).
 # Prints: TARGET: N execs in S s (E/s), cov C, ft F, corpus U units, new N,
 #         peak rss M MB, and "FINDING: file" for each crash/leak/timeout.
 # Exit status 0 when the run ended without a finding.
@@ -14,7 +15,7 @@ build=${1:?build dir}; target=${2:?target}; seconds=${3:-60}; shift 3 || shift $
 bin=$build/fuzz/fuzz_$target
 here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$bin" ] || { echo "$target: $bin not built (make fuzz-build)"; exit 1; }
-work=$build/fuzz/corpus/$target; art=$build/fuzz/artifacts/$target; log=$build/fuzz/logs/$target.log
+work=${FUZZ_WORK:-$build/fuzz/corpus/$target}; art=$build/fuzz/artifacts/$target; log=${FUZZ_LOG:-$build/fuzz/logs/$target.log}
 mkdir -p "$work" "$art" "$(dirname "$log")"
 # compile: generated code runs inside the fuzzer (constant folding); give
 # each input time, and keep memory bounded on a 2-core box.

@@ -13,6 +13,10 @@ pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+# Each smoke run starts from the seeds alone (not the corpus `make fuzz`
+# grows), so it takes the same time every time.
+tmp=$(mktemp -d /tmp/fusec_fuzz_smoke_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
 for t in ir safetensors npy json_array compile; do
     bin=$build/fuzz/fuzz_$t
     if [ ! -x "$bin" ]; then bad "fuzz_$t: $bin not built (make fuzz-build)"; continue; fi
@@ -37,7 +41,8 @@ for t in ir safetensors npy json_array compile; do
             done
         fi
     done
-    if out=$(bash fuzz/run.sh "$build" "$t" "$seconds"); then ok "$out"; else bad "$out"; fi
+    mkdir -p "$tmp/$t"
+    if out=$(FUZZ_WORK=$tmp/$t FUZZ_LOG=$build/fuzz/logs/smoke-$t.log bash fuzz/run.sh "$build" "$t" "$seconds"); then ok "$out"; else bad "$out"; fi
 done
 echo "fuzz smoke: $pass passed, $fail failed"
 [ $fail -eq 0 ]

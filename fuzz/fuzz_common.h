@@ -9,7 +9,10 @@
 #ifndef FUSEC_FUZZ_COMMON_H
 #define FUSEC_FUZZ_COMMON_H
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +29,34 @@ static inline void fz_cleanup(void) {
     if (system(cmd) != 0) fprintf(stderr, "fuzz: cannot remove %s\n", fz_dir);
 }
 
+/* Removes scratch folders of harness processes that are gone: a crash
+ * ends the process with _Exit, so their atexit cleanup never ran. The
+ * folder's name carries its creator's pid (fusec-fuzz-<pid>-XXXXXX). */
+static inline void fz_remove_stale(const char *base) {
+    DIR *d = opendir(base);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int pid = 0;
+        char cmd[600];
+        struct stat st;
+        if (sscanf(e->d_name, "fusec-fuzz-%d-", &pid) != 1 || pid <= 0) continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        snprintf(cmd, sizeof cmd, "%s/%s", base, e->d_name);
+        if (lstat(cmd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+        snprintf(cmd, sizeof cmd, "rm -rf '%s/%s'", base, e->d_name);
+        if (system(cmd) != 0) fprintf(stderr, "fuzz: cannot remove %s/%s\n", base, e->d_name);
+    }
+    closedir(d);
+}
+
 /* The scratch folder: under /dev/shm when there is one (no disk writes). */
 static inline const char *fz_scratch(void) {
     if (fz_dir[0]) return fz_dir;
     struct stat st;
     const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
-    snprintf(fz_dir, sizeof fz_dir, "%s/fusec-fuzz-XXXXXX", base);
+    fz_remove_stale(base);
+    snprintf(fz_dir, sizeof fz_dir, "%s/fusec-fuzz-%d-XXXXXX", base, (int)getpid());
     if (!mkdtemp(fz_dir)) {
         perror("fuzz: mkdtemp");
         abort();

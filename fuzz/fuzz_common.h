@@ -2,10 +2,11 @@
  *
  * The readers under test take paths, so a harness writes each input into a
  * regular file of a private scratch folder (made once per process, removed
- * at exit, or by a later harness if it crashed) and hands the reader that path: the readers see what they see in
- * production (open, fstat, mmap of a regular file), and no entry point is
- * added only for fuzzing. The folder also holds a small safetensors file,
- * `w.safetensors`, for models that name weights (fuzz_ir, fuzz_compile). */
+ * at exit, or by a later harness if it crashed) and hands the reader that
+ * path: the readers see what they see in production (open, fstat, mmap of a
+ * regular file), and no entry point is added only for fuzzing. The folder
+ * also holds a small safetensors file, `w.safetensors`, for models that
+ * name weights (fuzz_ir, fuzz_compile). */
 #ifndef FUSEC_FUZZ_COMMON_H
 #define FUSEC_FUZZ_COMMON_H
 

@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
-            python3-numpy python3-onnx graphviz pkg-config libxxhash-dev
+            python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
+            clang-14 libclang-rt-14-dev valgrind
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -43,7 +44,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-unit test-asan bench clean fixtures router run
+.PHONY: all deps test test-unit test-asan bench clean fixtures router run fuzz fuzz-build
 
 all: $(BUILD)/.deps $(BUILD)/fusec
 
@@ -130,7 +131,47 @@ $(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libfusec.a 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $< $(BUILD)/asan/libfusec.a $(RT_LINK) $(LIBS) -lcmocka -o $@
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router
+# ---- fuzzing (docs/security.md) ----------------------------------------
+# libFuzzer targets (fuzz/fuzz_<target>.c) built with clang: the library
+# sources again, with ASan, UBSan and libFuzzer's coverage, under
+# build/fuzz/ (the generated sources and the runtime library are shared with
+# the gcc build: the runtime's kernels are not what is fuzzed).
+# `make fuzz` runs each target FUZZ_SECONDS (default 60) from its seeds
+# (fuzz/corpus/<target>) with its dictionary (fuzz/<target>.dict), growing a
+# working corpus under build/fuzz/corpus/, and prints execs and coverage.
+FUZZ_CC      := clang-14
+FUZZ_TARGETS := ir safetensors npy json_array compile
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -std=c11 $(WARN) -O1 -g -D_GNU_SOURCE -fPIC -I. -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+$(BUILD)/fuzz/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+$(BUILD)/fuzz/libfusec.a: $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(BUILD)/fuzz/libfusec.a $(BUILD)/libfusec_rt.so
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(BUILD)/fuzz/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+fuzz-build: $(BUILD)/.deps $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@st=0; for t in $(FUZZ_TARGETS); do bash fuzz/run.sh $(BUILD) $$t $(FUZZ_SECONDS) || st=1; done; exit $$st
+
+# ThreadSanitizer build of the library (gcc) and its test
+# (tests/tsan/tsan_threads.c, run by tests/cli/test_tsan.sh).
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+$(BUILD)/tsan/obj/%.o: %.c $(HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(TSAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+$(BUILD)/tsan/libfusec.a: $(patsubst %.c,$(BUILD)/tsan/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads
 	@bash tests/run_all.sh $(BUILD)
 
 clean:

@@ -524,7 +524,8 @@ static int split_sizes(const fu_graph *g, const fu_node *n, int *axis_out, fu_di
         int64_t sum = 0;
         for (int i = 0; i < count; i++) {
             if (given[i] < 0) return fu_node_fail(err, g, n, "split size %lld is negative", (long long)given[i]);
-            sum += given[i];
+            if (__builtin_add_overflow(sum, given[i], &sum))
+                return fu_node_fail(err, g, n, "split sizes add up to more than an int64");
             sizes[i] = fu_dim_const(given[i]);
         }
         if (!fu_dim_is_const(dim) || dim.coef != sum)

@@ -442,7 +442,7 @@ static void bypass_noop_casts(fu_fuse_ctx *c) {
 }
 
 int fu_pass_fuse(fu_graph *g, const fu_pass_opts *o, fu_err *err) {
-    static char anchors[N_RULES][FU_OP_COUNT];
+    char anchors[N_RULES][FU_OP_COUNT] = {{0}};   /* per call: two threads may fuse at once */
     for (int r = 0; r < N_RULES; r++)
         for (int k = 0; rules[r]->patterns[k]; k++) anchor_ops(rules[r]->patterns[k], anchors[r]);
     fu_fuse_ctx c = {.g = g, .uses = fu_graph_use_counts(g), .cap_uses = g->n_values,

@@ -16,7 +16,7 @@ check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; 
 # status WANT NAME COMMAND...: runs fusec COMMAND, wants exit status WANT
 status() {
     local want=$1 name=$2; shift 2
-    "$fusec" "$@" >"$tmp/out" 2>"$tmp/err"
+    ${FUSEC_WRAP:-} "$fusec" "$@" >"$tmp/out" 2>"$tmp/err"
     local got=$?
     if [ "$got" -eq "$want" ]; then ok "$name (exit $got)"; else bad "$name (exit $got, want $want)"; fi
 }

@@ -12,6 +12,10 @@
  * corpus covers all three: length mod 4 = 0 or 1: fast profile, float32;
  * 2: bare profile; 3: fast profile, bf16 matmuls.
  *
+ * One accepted model in FUZZ_GCC_EVERY (default 64, chosen by a hash of
+ * the input; 0: never) is also built with gcc (fu_aot_build, the AOT back
+ * end), which must succeed too: gcc and tcc differ in what C they take.
+ *
  * FUZZ_SHOW_MODEL=1 prints each generated model.
  * FUZZ_COMPILE_LENIENT=1 in the environment turns the abort into a line on
  * stderr (to survey failures without stopping at the first); FUZZ_STATS=1
@@ -24,11 +28,12 @@
 
 static char model_path[320];
 static int lenient;
-static long n_inputs, n_loaded, n_verified, n_compiled;
+static unsigned long gcc_every = 64;
+static long n_inputs, n_loaded, n_verified, n_compiled, n_gcc;
 
 static void print_stats(void) {
-    fprintf(stderr, "fuzz_compile: %ld inputs, %ld loaded, %ld verified, %ld compiled\n", n_inputs, n_loaded,
-            n_verified, n_compiled);
+    fprintf(stderr, "fuzz_compile: %ld inputs, %ld loaded, %ld verified, %ld compiled (%ld also with gcc)\n", n_inputs,
+            n_loaded, n_verified, n_compiled, n_gcc);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -39,6 +44,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     lenient = l && *l == '1';
     const char *st = getenv("FUZZ_STATS");
     if (st && *st == '1') atexit(print_stats);
+    const char *every = getenv("FUZZ_GCC_EVERY");
+    if (every) gcc_every = strtoul(every, NULL, 10);
     return 0;
 }
 
@@ -78,6 +85,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fu_compiled code;
         if (fu_jit_compile(c.s, &code, &err)) verified_but_failed("libtcc", &err);
         else fu_compiled_free(&code), n_compiled++;
+        /* a sample through gcc too, chosen by the input (FNV-1a) so a replay builds the same ones */
+        unsigned long h = 2166136261u;
+        for (size_t i = 0; i < size; i++) h = (h ^ data[i]) * 16777619u;
+        if (!err.msg[0] && gcc_every && h % gcc_every == 0) {
+            char so[400];
+            snprintf(so, sizeof so, "%s/sample.so", fz_scratch());
+            if (fu_aot_build(c.s, so, NULL, &err)) verified_but_failed("gcc", &err);
+            else n_gcc++;
+            unlink(so);
+        }
     }
     fu_sb_free(&c);
     fu_graph_free(g);

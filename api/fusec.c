@@ -367,7 +367,8 @@ static double now_ms(void) {
 /* JSON model -> fu_compile (JIT, or AOT through the build cache). */
 static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
     fu_compile_opts copts = {.target = FU_TARGET_JIT, .profile = FU_PROFILE_FAST, .verbose = o->verbose,
-                             .cache_dir = o->cache_dir, .allow_external_weights = o->allow_external_weights};
+                             .cache_dir = o->cache_dir, .allow_external_weights = o->allow_external_weights,
+                             .sym_max = o->sym_max};
     if (o->precision && fu_precision_parse(o->precision, &copts.precision) != 0)
         return fu_fail(err, "unknown precision '%s' (expected f32 or bf16)", o->precision);
     if (o->profile && fu_profile_parse(o->profile, &copts.profile) != 0)

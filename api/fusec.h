@@ -36,6 +36,8 @@ typedef struct {
                                bfloat16 and weights packed as bfloat16; AVX512-BF16 dot products) */
     int allow_external_weights; /* a .json model's weights path may be absolute or lead out of the
                                    model file's folder (by default it must resolve inside it) */
+    const char *sym_max;    /* a .onnx model's symbolic dims (dim_param) and their upper bounds,
+                               "seq=256,batch=4" */
 } fusec_options;
 
 typedef struct fusec_model fusec_model;

@@ -41,6 +41,7 @@ const char help_run[] =
     "                              --repeat N the times are sums over runs 2..N (the first run pays\n"
     "                              the page faults of the mapped weights)\n"
     "  --profile-top K             nodes listed by --profile-ops (default 20; 0 lists every node)\n"
+    "  --max NAME=N                upper bound of an ONNX model's symbolic dim NAME (dim_param)\n"
     "  --allow-external-weights    the model's weights file may be outside its folder\n"
     "                              (absolute, .., or a symlink out; refused by default)\n"
     "  -v, --verbose               compile steps on stderr\n"
@@ -269,6 +270,7 @@ int cmd_run(int argc, char **argv) {
     const char *inputs[MAX_INPUT_ARGS];
     int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20;
     fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
+    static char sym_max[1024];
     fu_profile profile = FU_PROFILE_FAST;
     fu_precision precision = FU_PRECISION_F32;
     for (int i = 0; i < argc; i++) {
@@ -319,6 +321,14 @@ int cmd_run(int argc, char **argv) {
             profile_top = (int)k;
         } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
             opts.allow_external_weights = 1;
+        } else if ((r = option_value(argc, argv, &i, "--max", NULL, &value))) {
+            /* an ONNX model's symbolic dim and its bound, NAME=N (repeatable) */
+            if (r < 0) return usage("run", "%s needs a value", argv[i]);
+            size_t used = strlen(sym_max);
+            if (!strchr(value, '=') || used + strlen(value) + 2 > sizeof sym_max)
+                return usage("run", "--max wants NAME=N, got '%s'", value);
+            snprintf(sym_max + used, sizeof sym_max - used, "%s%s", used ? "," : "", value);
+            opts.sym_max = sym_max;
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             opts.verbose = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -341,7 +351,8 @@ int cmd_run(int argc, char **argv) {
         if (len >= 3 && strcmp(model + len - 3, ".so") == 0)
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
         fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision,
-                                 .verbose = opts.verbose, .allow_external_weights = opts.allow_external_weights};
+                                 .verbose = opts.verbose, .allow_external_weights = opts.allow_external_weights,
+                                 .sym_max = opts.sym_max};
         fu_compile_result r;
         if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
         int bad = write_text_atomic(emit_c, r.c_source.s);

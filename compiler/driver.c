@@ -128,7 +128,7 @@ static int compile_aot(const char *path, fu_graph *g, const fu_compile_opts *o, 
 
 int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *out, fu_err *err) {
     memset(out, 0, sizeof *out);
-    fu_ir_opts io = {.allow_external_weights = o->allow_external_weights};
+    fu_ir_opts io = {.allow_external_weights = o->allow_external_weights, .sym_max = o->sym_max};
     /* Folding and emission read the mapped weights (ir/mapguard.h). */
     fu_mapguard_enter();
     fu_graph *g = fu_ir_load_opts(path, &io, err);

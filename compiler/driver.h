@@ -31,6 +31,7 @@ typedef struct {
     const char *stop_after;             /* FU_TARGET_GRAPH: last pass run ("load": none); NULL: all */
     const char *cache_dir;              /* FU_TARGET_AOT: NULL means build/cache */
     int allow_external_weights;         /* the weights may lie outside the model's folder (fu_ir_opts) */
+    const char *sym_max;                /* an ONNX model's dim_param bounds "seq=256,b=4" (fu_ir_opts) */
 } fu_compile_opts;
 
 typedef struct {

@@ -16,6 +16,7 @@
 #include "files.h"
 #include "json_ir.h"
 #include "npy.h"
+#include "onnx_read.h"
 #include "weights.h"
 #include "model_limits.h"
 
@@ -709,6 +710,7 @@ fu_graph *fu_ir_parse_opts(const char *text, const char *path, const fu_ir_opts 
 fu_graph *fu_ir_load(const char *path, fu_err *err) { return fu_ir_load_opts(path, NULL, err); }
 
 fu_graph *fu_ir_load_opts(const char *path, const fu_ir_opts *o, fu_err *err) {
+    if (fu_is_onnx_path(path)) return fu_onnx_load(path, o, err);
     int fd = fu_open_regular(path, "model", NULL, err);
     FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {

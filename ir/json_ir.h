@@ -20,6 +20,9 @@ fu_graph *fu_ir_parse(const char *json_text, const char *path, fu_err *err);
  * are all zero. */
 typedef struct {
     int allow_external_weights;
+    /* Bounds of an ONNX model's symbolic dims (dim_param), "seq=256,batch=4";
+     * NULL: none (ir/onnx_read.h). The JSON IR declares its own "symbols". */
+    const char *sym_max;
 } fu_ir_opts;
 fu_graph *fu_ir_load_opts(const char *path, const fu_ir_opts *o, fu_err *err);
 fu_graph *fu_ir_parse_opts(const char *json_text, const char *path, const fu_ir_opts *o, fu_err *err);

@@ -1,0 +1,612 @@
+/* ONNX reader: ModelProto (decoded by protoc-c's generated onnx.pb-c.c)
+ * -> fu_graph, with the same checks and contract as the JSON IR reader
+ * (ir/json_ir.c). See ir/onnx_read.h and docs/ir.md ("ONNX models"). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "onnx.pb-c.h"
+#include "files.h"
+#include "model_limits.h"
+#include "onnx_read.h"
+#include "op_ids.h"
+
+#define OPSET_MIN 13
+#define OPSET_MAX 23
+
+typedef struct {
+    fu_graph *g;
+    const char *path;
+    const fu_ir_opts *o;
+    fu_err *err;
+    int64_t opset;
+} reader;
+
+typedef struct {
+    char s[128];
+} safe_str;
+
+static safe_str safe(const char *s) {
+    safe_str r;
+    fu_sanitize(s ? s : "", r.s, sizeof r.s);
+    return r;
+}
+
+int fu_is_onnx_path(const char *path) {
+    size_t n = path ? strlen(path) : 0;
+    return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
+}
+
+static fu_dtype onnx_dtype(int32_t t) {
+    switch (t) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return FU_F32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return FU_F16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return FU_BF16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return FU_I64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return FU_I32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return FU_BOOL;
+    default: return FU_UNDEF;
+    }
+}
+
+/* ---- symbols ---------------------------------------------------------- */
+
+/* The bound of symbol `name` from o->sym_max ("a=1,b=2"); 0 if absent. */
+static int64_t sym_bound(const reader *r, const char *name) {
+    const char *p = r->o ? r->o->sym_max : NULL;
+    size_t n = strlen(name);
+    while (p && *p) {
+        const char *eq = strchr(p, '='), *comma = strchr(p, ',');
+        if (!eq || (comma && comma < eq)) return 0;
+        if ((size_t)(eq - p) == n && strncmp(p, name, n) == 0) {
+            char *end;
+            long long v = strtoll(eq + 1, &end, 10);
+            return (end != eq + 1 && (*end == 0 || *end == ',')) ? (int64_t)v : 0;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+static int symbol(reader *r, const char *name, const char *what, int d, fu_dim *out) {
+    for (int i = 0; i < r->g->n_syms; i++)
+        if (strcmp(r->g->sym_names[i], name) == 0) {
+            *out = fu_dim_sym(i);
+            return 0;
+        }
+    int64_t b = sym_bound(r, name);
+    if (b <= 0)
+        return fu_fail(r->err, "%s: %s: dim %d is symbolic ('%s') and has no upper bound: give one "
+                       "(fusec run --max %s=N; fusec_options.sym_max)", r->path, what, d, safe(name).s, safe(name).s);
+    if (b > FU_MAX_NUMEL)
+        return fu_fail(r->err, "%s: symbol '%s': bound %lld is out of range", r->path, safe(name).s, (long long)b);
+    if (r->g->n_syms == FU_MAX_SYMS) return fu_fail(r->err, "%s: more than %d symbolic dims", r->path, FU_MAX_SYMS);
+    int i = r->g->n_syms;
+    if (!(r->g->sym_names[i] = strdup(name))) return fu_fail(r->err, "%s: out of memory", r->path);
+    r->g->sym_max[i] = b;
+    r->g->n_syms++;
+    *out = fu_dim_sym(i);
+    return 0;
+}
+
+/* dtype and shape of a graph input or output. required: a missing or
+ * unsupported type is an error (else decl stays unset). */
+static int value_type(reader *r, const Onnx__ValueInfoProto *vi, const char *what, fu_dtype *dt, int *rank,
+                      fu_dim *shape, int required) {
+    *rank = -1;
+    *dt = FU_UNDEF;
+    const Onnx__TypeProto *tp = vi->type;
+    if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type) {
+        if (!required) return 0;
+        return fu_fail(r->err, "%s: %s: only tensor types are supported", r->path, what);
+    }
+    const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+    *dt = onnx_dtype(tt->elem_type);
+    if (*dt == FU_UNDEF && required)
+        return fu_fail(r->err, "%s: %s: element type %d is not supported (float32, float16, bfloat16, "
+                       "int64, int32, bool)", r->path, what, (int)tt->elem_type);
+    if (!tt->shape) {
+        if (required) return fu_fail(r->err, "%s: %s: the shape is not given", r->path, what);
+        return 0;
+    }
+    if (tt->shape->n_dim > FU_MAX_RANK)
+        return fu_fail(r->err, "%s: %s: rank %zu exceeds %d", r->path, what, tt->shape->n_dim, FU_MAX_RANK);
+    for (size_t d = 0; d < tt->shape->n_dim; d++) {
+        const Onnx__TensorShapeProto__Dimension *dm = tt->shape->dim[d];
+        if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) {
+            if (dm->dim_value < 0 || dm->dim_value > FU_MAX_NUMEL)
+                return fu_fail(r->err, "%s: %s: dim %zu (%lld) is out of range", r->path, what, d,
+                               (long long)dm->dim_value);
+            shape[d] = fu_dim_const(dm->dim_value);
+        } else if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && dm->dim_param[0]) {
+            if (!required) {
+                int known = 0;
+                for (int i = 0; i < r->g->n_syms; i++)
+                    if (strcmp(r->g->sym_names[i], dm->dim_param) == 0) known = 1;
+                if (!known) return 0;   /* an output's own symbol: left to inference */
+            }
+            if (symbol(r, dm->dim_param, what, (int)d, &shape[d])) return -1;
+        } else {
+            if (!required) return 0;
+            return fu_fail(r->err, "%s: %s: dim %zu has neither a value nor a name", r->path, what, d);
+        }
+    }
+    *rank = (int)tt->shape->n_dim;
+    return 0;
+}
+
+/* ---- tensors ---------------------------------------------------------- */
+
+/* A TensorProto's dtype, shape and bytes (malloc'd into *data). */
+static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, fu_dtype *dt, int *rank,
+                       int64_t *shape, void **data, size_t *nbytes) {
+    *data = NULL;
+    *dt = onnx_dtype(t->data_type);
+    if (*dt == FU_UNDEF)
+        return fu_fail(r->err, "%s: %s: data type %d is not supported (float32, float16, bfloat16, int64, "
+                       "int32, bool)", r->path, what, (int)t->data_type);
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return fu_fail(r->err, "%s: %s: external data is not supported yet (save the model with its "
+                       "tensors inside the .onnx file)", r->path, what);
+    if (t->segment) return fu_fail(r->err, "%s: %s: segmented tensors are not supported", r->path, what);
+    if (t->n_dims > FU_MAX_RANK)
+        return fu_fail(r->err, "%s: %s: rank %zu exceeds %d", r->path, what, t->n_dims, FU_MAX_RANK);
+    int64_t numel = 1;
+    for (size_t d = 0; d < t->n_dims; d++) {
+        if (t->dims[d] < 0 || t->dims[d] > FU_MAX_NUMEL || (t->dims[d] && numel > FU_MAX_NUMEL / t->dims[d]))
+            return fu_fail(r->err, "%s: %s: dims are negative or too large", r->path, what);
+        numel *= t->dims[d];
+        shape[d] = t->dims[d];
+    }
+    *rank = (int)t->n_dims;
+    size_t es = fu_dtype_size(*dt), want = (size_t)numel * es;
+    size_t have;
+    const char *field;
+    if (t->has_raw_data) {
+        have = t->raw_data.len / es;
+        field = "raw_data";
+        if (t->raw_data.len != want) have = (size_t)-1;
+    } else if (*dt == FU_F32) {
+        have = t->n_float_data;
+        field = "float_data";
+    } else if (*dt == FU_I64) {
+        have = t->n_int64_data;
+        field = "int64_data";
+    } else {
+        have = t->n_int32_data;
+        field = "int32_data";
+    }
+    if (have != (size_t)numel) {
+        if (have == (size_t)-1)
+            return fu_fail(r->err, "%s: %s: raw_data has %zu bytes but the shape needs %zu", r->path, what,
+                           t->raw_data.len, want);
+        return fu_fail(r->err, "%s: %s: %s has %zu elements but the shape needs %lld", r->path, what, field,
+                       have, (long long)numel);
+    }
+    uint8_t *buf = malloc(want ? want : 1);
+    if (!buf) return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
+    if (t->has_raw_data) {
+        if (want) memcpy(buf, t->raw_data.data, want);   /* little-endian, as the host */
+    } else if (*dt == FU_F32) {
+        if (want) memcpy(buf, t->float_data, want);
+    } else if (*dt == FU_I64) {
+        if (want) memcpy(buf, t->int64_data, want);
+    } else {
+        for (int64_t i = 0; i < numel; i++) {
+            int32_t x = t->int32_data[i];
+            if (*dt == FU_I32) memcpy(buf + i * 4, &x, 4);
+            else if (*dt == FU_BOOL) buf[i] = x != 0;
+            else {
+                uint16_t h = (uint16_t)x;   /* float16 / bfloat16 bits */
+                memcpy(buf + i * 2, &h, 2);
+            }
+        }
+    }
+    *data = buf;
+    *nbytes = want;
+    return 0;
+}
+
+/* Adds a constant value `name` holding the tensor. */
+static int add_const(reader *r, const char *name, const Onnx__TensorProto *t, const char *what) {
+    fu_dtype dt;
+    int rank;
+    int64_t shape[FU_MAX_RANK];
+    void *data;
+    size_t nbytes;
+    if (read_tensor(r, t, what, &dt, &rank, shape, &data, &nbytes)) return -1;
+    int vi = fu_graph_add_value(r->g, name, FU_VAL_CONST);
+    if (vi < 0) {
+        free(data);
+        return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, safe(name).s);
+    }
+    fu_value *v = &r->g->values[vi];
+    v->dtype = dt;
+    v->rank = rank;
+    for (int d = 0; d < rank; d++) v->shape[d] = fu_dim_const(shape[d]);
+    v->producer = -1;
+    v->data = data;
+    v->nbytes = nbytes;
+    v->owns_data = 1;
+    return 0;
+}
+
+/* ---- nodes ------------------------------------------------------------ */
+
+static int is_default_domain(const char *d) { return !d || !*d || strcmp(d, "ai.onnx") == 0; }
+
+/* Every op of the graph fusec lacks, with counts, in one message. */
+static int check_ops(reader *r, const Onnx__GraphProto *gp) {
+    char msg[FU_ERR_LEN] = "";
+    size_t len = 0;
+    int n_bad = 0;
+    for (size_t k = 0; k < gp->n_node; k++) {
+        const Onnx__NodeProto *n = gp->node[k];
+        int ok = is_default_domain(n->domain) && fu_op_id_find(n->op_type) >= 0;
+        if (ok) continue;
+        int seen = 0, count = 0;
+        for (size_t j = 0; j < gp->n_node; j++) {
+            const Onnx__NodeProto *m = gp->node[j];
+            int same = strcmp(m->op_type, n->op_type) == 0 && strcmp(m->domain ? m->domain : "", n->domain ? n->domain : "") == 0;
+            if (same && j < k) seen = 1;
+            if (same) count++;
+        }
+        if (seen) continue;
+        char dom[160] = "";
+        if (!is_default_domain(n->domain)) snprintf(dom, sizeof dom, "%s:", safe(n->domain).s);
+        if (len < sizeof msg)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s%s x%d", n_bad ? ", " : "", dom,
+                                    safe(n->op_type).s, count);
+        n_bad++;
+    }
+    if (n_bad) return fu_fail(r->err, "%s: unsupported ops: %s", r->path, msg);
+    return 0;
+}
+
+static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
+    fu_attr *fa = NULL;
+    const char *name = a->name ? a->name : "";
+    switch (a->type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: fa = fu_node_set_attr_int(node, name, a->i); break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: fa = fu_node_set_attr_float(node, name, a->f); break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
+        fa = fu_node_set_attr_ints(node, name, (int)a->n_ints, a->ints);
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: {
+        char *s = malloc(a->s.len + 1);
+        if (!s) break;
+        if (a->s.len) memcpy(s, a->s.data, a->s.len);
+        s[a->s.len] = 0;
+        if (strlen(s) != a->s.len) {
+            free(s);
+            return fu_node_fail(r->err, r->g, node, "string attribute '%s' contains a NUL byte", safe(name).s);
+        }
+        fa = fu_node_set_attr_string(node, name, s);
+        free(s);
+        break;
+    }
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        if ((fa = fu_node_set_attr_ints(node, name, 0, NULL))) {
+            fa->kind = FU_ATTR_FLOATS;
+            fa->floats = malloc(sizeof(double) * (a->n_floats + 1));
+            if (!fa->floats) {
+                fa = NULL;
+                break;
+            }
+            for (size_t i = 0; i < a->n_floats; i++) fa->floats[i] = a->floats[i];
+            fa->n = (int)a->n_floats;
+        }
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: {
+        if (!a->t) return fu_node_fail(r->err, r->g, node, "tensor attribute '%s' has no tensor", safe(name).s);
+        char what[512];
+        snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", safe(node->name).s, safe(node->op).s, safe(name).s);
+        fu_dtype dt;
+        int rank;
+        int64_t shape[FU_MAX_RANK];
+        void *data;
+        size_t nbytes;
+        if (read_tensor(r, a->t, what, &dt, &rank, shape, &data, &nbytes)) return -1;
+        if (!(fa = fu_node_set_attr_int(node, name, 0))) {
+            free(data);
+            break;
+        }
+        fa->kind = FU_ATTR_TENSOR;
+        fa->t_dtype = dt;
+        fa->t_rank = rank;
+        memcpy(fa->t_shape, shape, sizeof(int64_t) * (size_t)rank);
+        fa->t_data = data;
+        break;
+    }
+    default:
+        return fu_node_fail(r->err, r->g, node, "attribute '%s' has type %d, which fusec does not read "
+                            "(int, float, string, ints, floats, tensor)", safe(name).s, (int)a->type);
+    }
+    if (!fa) return fu_fail(r->err, "%s: out of memory", r->path);
+    return 0;
+}
+
+/* An attribute that became input `slot` in a later opset (Reduce* axes at
+ * 18, Split split and Squeeze/Unsqueeze axes at 13) becomes a constant int64
+ * input, fusec's (opset-18) form. */
+static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
+    fu_node *n = &r->g->nodes[ni];
+    const fu_attr *a = fu_node_attr(n, attr);
+    if (!a) return 0;
+    if (n->n_in > slot && n->in[slot] >= 0)
+        return fu_node_fail(r->err, r->g, n, "'%s' is given both as an attribute and as input %d", attr, slot);
+    if (a->kind != FU_ATTR_INTS && a->kind != FU_ATTR_INT)
+        return fu_node_fail(r->err, r->g, n, "attribute '%s' must be ints", attr);
+    int64_t one = a->i, len = a->kind == FU_ATTR_INTS ? a->n : 1;
+    char base[512];
+    snprintf(base, sizeof base, "%s_%s", n->name, attr);
+    int c = fu_graph_add_const(r->g, base, FU_I64, 1, &len, a->kind == FU_ATTR_INTS ? (const void *)a->ints : &one,
+                               r->err);
+    if (c < 0) return -1;
+    n = &r->g->nodes[ni];
+    int *in = realloc(n->in, sizeof(int) * (size_t)(slot + 1 > n->n_in ? slot + 1 : n->n_in));
+    if (!in) return fu_fail(r->err, "%s: out of memory", r->path);
+    n->in = in;
+    for (int i = n->n_in; i < slot; i++) in[i] = -1;
+    if (slot >= n->n_in) n->n_in = slot + 1;
+    in[slot] = c;
+    /* drop the attribute */
+    for (int i = 0; i < n->n_attrs; i++)
+        if (strcmp(n->attrs[i].name, attr) == 0) {
+            fu_attr_free(&n->attrs[i]);
+            memmove(&n->attrs[i], &n->attrs[i + 1], sizeof(fu_attr) * (size_t)(n->n_attrs - i - 1));
+            n->n_attrs--;
+            break;
+        }
+    return 0;
+}
+
+/* A Constant node becomes a constant value named after its output. */
+static int constant_node(reader *r, const Onnx__NodeProto *n) {
+    char what[512];
+    snprintf(what, sizeof what, "node '%s' (Constant)", safe(n->name).s);
+    if (n->n_output != 1 || n->n_attribute != 1 || !n->output[0][0])
+        return fu_fail(r->err, "%s: %s: wants one output and one attribute", r->path, what);
+    const Onnx__AttributeProto *a = n->attribute[0];
+    const char *an = a->name ? a->name : "";
+    const char *out = n->output[0];
+    if (strcmp(an, "value") == 0 && a->t) return add_const(r, out, a->t, what);
+    fu_dtype dt;
+    int64_t len = 1;
+    int rank = 0;
+    const void *src;
+    float f;
+    if (strcmp(an, "value_float") == 0) {
+        f = a->f;
+        dt = FU_F32, src = &f;
+    } else if (strcmp(an, "value_int") == 0) {
+        dt = FU_I64, src = &a->i;
+    } else if (strcmp(an, "value_floats") == 0) {
+        dt = FU_F32, src = a->floats, rank = 1, len = (int64_t)a->n_floats;
+    } else if (strcmp(an, "value_ints") == 0) {
+        dt = FU_I64, src = a->ints, rank = 1, len = (int64_t)a->n_ints;
+    } else {
+        return fu_fail(r->err, "%s: %s: attribute '%s' is not supported (value, value_float, value_int, "
+                       "value_floats, value_ints)", r->path, what, safe(an).s);
+    }
+    int vi = fu_graph_add_value(r->g, out, FU_VAL_CONST);
+    if (vi < 0) return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, safe(out).s);
+    fu_value *v = &r->g->values[vi];
+    v->dtype = dt;
+    v->rank = rank;
+    if (rank) v->shape[0] = fu_dim_const(len);
+    v->producer = -1;
+    if (fu_value_set_data(v, src, (size_t)len * fu_dtype_size(dt))) return fu_fail(r->err, "%s: out of memory", r->path);
+    return 0;
+}
+
+static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
+    /* outputs first, so nodes may refer to later ones (toposort later) */
+    int **outs = calloc(gp->n_node + 1, sizeof(int *));
+    int rc = -1;
+    if (!outs) return fu_fail(r->err, "%s: out of memory", r->path);
+    for (size_t k = 0; k < gp->n_node; k++) {
+        const Onnx__NodeProto *n = gp->node[k];
+        if (strcmp(n->op_type, "Constant") == 0) {
+            if (constant_node(r, n)) goto done;
+            continue;
+        }
+        if (n->n_output == 0) {
+            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, safe(n->name).s, safe(n->op_type).s);
+            goto done;
+        }
+        if (!(outs[k] = malloc(sizeof(int) * n->n_output))) {
+            fu_fail(r->err, "%s: out of memory", r->path);
+            goto done;
+        }
+        for (size_t o = 0; o < n->n_output; o++) {
+            const char *on = n->output[o];
+            char *fresh = NULL;
+            if (!*on) on = fresh = fu_graph_unique_name(r->g, "unused_output");
+            int v = on ? fu_graph_add_value(r->g, on, FU_VAL_NODE) : -1;
+            free(fresh);
+            if (v < 0) {
+                fu_fail(r->err, "%s: node '%s' (%s): duplicate name '%s' (already an input, initializer or "
+                        "another node's output)", r->path, safe(n->name).s, safe(n->op_type).s, safe(on).s);
+                goto done;
+            }
+            outs[k][o] = v;
+        }
+    }
+    for (size_t k = 0; k < gp->n_node; k++) {
+        const Onnx__NodeProto *n = gp->node[k];
+        if (!outs[k]) continue;   /* Constant */
+        char gen[32];
+        snprintf(gen, sizeof gen, "node_%zu", k);
+        int ni = fu_graph_add_node(r->g, n->name && *n->name ? n->name : gen, n->op_type, 0, NULL, (int)n->n_output,
+                                   outs[k]);
+        int *in = malloc(sizeof(int) * (n->n_input + 1));
+        if (ni < 0 || !in) {
+            free(in);
+            fu_fail(r->err, "%s: out of memory", r->path);
+            goto done;
+        }
+        fu_node *node = &r->g->nodes[ni];
+        for (size_t i = 0; i < n->n_input; i++) {
+            const char *iname = n->input[i];
+            in[i] = *iname ? fu_graph_find_value(r->g, iname) : -1;
+            if (*iname && in[i] < 0) {
+                free(in);
+                fu_node_fail(r->err, r->g, node, "dangling input '%s' (no input, initializer or node output has "
+                             "that name)", safe(iname).s);
+                goto done;
+            }
+        }
+        free(node->in);
+        node->in = in;
+        node->n_in = (int)n->n_input;
+        for (size_t a = 0; a < n->n_attribute; a++)
+            if (set_attr(r, &r->g->nodes[ni], n->attribute[a])) goto done;
+        const char *op = n->op_type;
+        int rc2 = 0;
+        if (!strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMean") || !strcmp(op, "ReduceMax") ||
+            !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
+            rc2 = attr_to_input(r, ni, "axes", 1);
+        else if (!strcmp(op, "Split"))
+            rc2 = attr_to_input(r, ni, "split", 1);
+        if (rc2) goto done;
+    }
+    rc = 0;
+done:
+    for (size_t k = 0; k < gp->n_node; k++) free(outs[k]);
+    free(outs);
+    return rc;
+}
+
+/* ---- model ------------------------------------------------------------ */
+
+static int read_graph(reader *r, const Onnx__ModelProto *m) {
+    const Onnx__GraphProto *gp = m->graph;
+    if (!gp) return fu_fail(r->err, "%s: the model has no graph", r->path);
+    int64_t opset = -1;
+    for (size_t i = 0; i < m->n_opset_import; i++)
+        if (is_default_domain(m->opset_import[i]->domain)) opset = m->opset_import[i]->version;
+    if (opset < OPSET_MIN || opset > OPSET_MAX)
+        return fu_fail(r->err, "%s: opset %lld of the default domain is not supported (fusec reads %d to %d)",
+                       r->path, (long long)opset, OPSET_MIN, OPSET_MAX);
+    r->opset = opset;
+    if (gp->n_sparse_initializer) return fu_fail(r->err, "%s: sparse initializers are not supported", r->path);
+    if (check_ops(r, gp)) return -1;
+    if (fu_limit_check(FU_LIMIT_NODES, (int64_t)gp->n_node, r->path, "the node count", r->err)) return -1;
+
+    /* inputs that are not initializers (older exporters list both) */
+    r->g->inputs = malloc(sizeof(int) * (gp->n_input + 1));
+    r->g->outputs = malloc(sizeof(int) * (gp->n_output + 1));
+    if (!r->g->inputs || !r->g->outputs) return fu_fail(r->err, "%s: out of memory", r->path);
+    for (size_t i = 0; i < gp->n_input; i++) {
+        const Onnx__ValueInfoProto *vi = gp->input[i];
+        int is_init = 0;
+        for (size_t j = 0; j < gp->n_initializer && !is_init; j++)
+            is_init = strcmp(gp->initializer[j]->name, vi->name) == 0;
+        if (is_init) continue;
+        char what[200];
+        snprintf(what, sizeof what, "input '%s'", safe(vi->name).s);
+        if (!*vi->name) return fu_fail(r->err, "%s: an input has no name", r->path);
+        int v = fu_graph_add_value(r->g, vi->name, FU_VAL_INPUT);
+        if (v < 0) return fu_fail(r->err, "%s: %s: duplicate name", r->path, what);
+        fu_value *val = &r->g->values[v];
+        fu_dtype dt;
+        int rank;
+        fu_dim shape[FU_MAX_RANK];
+        if (value_type(r, vi, what, &dt, &rank, shape, 1)) return -1;
+        val = &r->g->values[v];
+        val->dtype = dt;
+        val->rank = rank;
+        memcpy(val->shape, shape, sizeof(fu_dim) * (size_t)rank);
+        val->storage = FU_STORE_INPUT;
+        val->index = r->g->n_inputs;
+        r->g->inputs[r->g->n_inputs++] = v;
+    }
+    for (size_t j = 0; j < gp->n_initializer; j++) {
+        const Onnx__TensorProto *t = gp->initializer[j];
+        char what[200];
+        snprintf(what, sizeof what, "initializer '%s'", safe(t->name).s);
+        if (!t->name || !*t->name) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
+        if (add_const(r, t->name, t, what)) return -1;
+    }
+    if (read_nodes(r, gp)) return -1;
+    for (size_t i = 0; i < gp->n_output; i++) {
+        const Onnx__ValueInfoProto *vi = gp->output[i];
+        char what[200];
+        snprintf(what, sizeof what, "output '%s'", safe(vi->name).s);
+        int v = fu_graph_find_value(r->g, vi->name);
+        if (v < 0) return fu_fail(r->err, "%s: %s is not produced by any node, input or initializer", r->path, what);
+        fu_value *val = &r->g->values[v];
+        if (val->is_output) return fu_fail(r->err, "%s: %s listed twice", r->path, what);
+        fu_dtype dt;
+        int rank;
+        fu_dim shape[FU_MAX_RANK];
+        if (value_type(r, vi, what, &dt, &rank, shape, 0)) return -1;
+        val = &r->g->values[v];
+        val->decl_dtype = dt;
+        val->decl_rank = rank;
+        if (rank > 0) memcpy(val->decl_shape, shape, sizeof(fu_dim) * (size_t)rank);
+        val->is_output = 1;
+        r->g->outputs[r->g->n_outputs++] = v;
+    }
+    return fu_graph_toposort(r->g, r->err);
+}
+
+fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const fu_ir_opts *o, fu_err *err) {
+    if (!path) path = "model.onnx";
+    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
+    if (!m) {
+        fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
+        return NULL;
+    }
+    const char *name = m->graph && m->graph->name && *m->graph->name ? m->graph->name : "model";
+    fu_graph *g = fu_graph_new(name);
+    if (!g || !(g->path = strdup(path))) {
+        fu_graph_free(g);
+        onnx__model_proto__free_unpacked(m, NULL);
+        fu_fail(err, "%s: out of memory", path);
+        return NULL;
+    }
+    reader rd = {g, path, o, err, 0};
+    int rc = read_graph(&rd, m);
+    onnx__model_proto__free_unpacked(m, NULL);
+    if (rc) {
+        fu_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+fu_graph *fu_onnx_load(const char *path, const fu_ir_opts *o, fu_err *err) {
+    struct stat st;
+    int fd = fu_open_regular(path, "model", &st, err);
+    if (fd < 0) return NULL;
+    if (st.st_size > ((off_t)1 << 31)) {
+        close(fd);
+        fu_fail(err, "%s: the ONNX file is larger than 2 GiB (keep large tensors as external data)", path);
+        return NULL;
+    }
+    size_t len = (size_t)st.st_size, got = 0;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        close(fd);
+        fu_fail(err, "%s: out of memory reading the model", path);
+        return NULL;
+    }
+    while (got < len) {
+        ssize_t k = read(fd, buf + got, len - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    close(fd);
+    if (got != len) {
+        free(buf);
+        fu_fail(err, "%s: read error", path);
+        return NULL;
+    }
+    fu_graph *g = fu_onnx_parse(buf, len, path, o, err);
+    free(buf);
+    return g;
+}

@@ -4,6 +4,7 @@
  *   fusec run MODEL.json|LIB.so --input ...     run a model, print outputs
  *   fusec dump MODEL.json [--after PASS]        the graph after some pass
  *   fusec info MODEL.json                       summary of the planned graph
+ *   fusec import MODEL.onnx -o OUT.json         ONNX -> JSON IR + OUT.safetensors
  *
  * Exit status: 0 success, 1 user error (bad model, input, failed build),
  * 2 usage error. Every message goes to stderr as "fusec: ...". */
@@ -20,6 +21,7 @@ static const char help_main[] =
     "  run MODEL.json|LIB.so --input ...   run a model on inputs and print its outputs\n"
     "  dump MODEL.json                     write the graph (JSON IR or dot) after a pass\n"
     "  info MODEL.json                     op counts, parameters, shapes, arena size\n"
+    "  import MODEL.onnx -o OUT.json       an ONNX model as JSON IR + OUT.safetensors\n"
     "  help [COMMAND]                      this text, or a command's options\n"
     "\n"
     "Run `fusec COMMAND --help` for the options of a command.\n"
@@ -37,6 +39,7 @@ static const command commands[] = {
     {"run", cmd_run, help_run},
     {"dump", cmd_dump, help_dump},
     {"info", cmd_info, help_info},
+    {"import", cmd_import, help_import},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

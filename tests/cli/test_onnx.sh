@@ -54,6 +54,23 @@ for d in "$fx"/*/; do
     done
 done
 
+# fusec import: the JSON IR + OUT.safetensors run to the same outputs, and
+# no constant is inlined as JSON numbers
+for d in "$fx"/*/; do
+    c=$(basename "$d")
+    [ "$c" = unsupported ] && continue
+    rm -rf "$tmp/imp" "$tmp/out"; mkdir -p "$tmp/imp" "$tmp/out"
+    # shellcheck disable=SC2046
+    if "$fusec" import "$fx/$c/model.onnx" $(cat "$fx/$c/args") -o "$tmp/imp/m.json" 2>"$tmp/err" &&
+       [ -s "$tmp/imp/m.safetensors" ] && ! grep -q '"data"' "$tmp/imp/m.json" &&
+       "$fusec" run "$tmp/imp/m.json" $(inputs "$c") --profile bare --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" &&
+       compare "$tmp/out" "$c"; then
+        ok "$c: import round trip"
+    else
+        bad "$c: import round trip"
+    fi
+done
+
 # one failure listing every unsupported op with its count
 "$fusec" run "$fx/unsupported/model.onnx" --input x=[[[[1,2],[3,4]]]] >/dev/null 2>"$tmp/err"
 st=$?

@@ -1,0 +1,10 @@
+/* Writes every constant of g that holds its own data (not one mapped from a
+ * weights file) into a safetensors file at path: ir/safetensors_write.c. */
+#ifndef FUSEC_SAFETENSORS_WRITE_H
+#define FUSEC_SAFETENSORS_WRITE_H
+
+#include "ir.h"
+
+int fu_safetensors_write(const fu_graph *g, const char *path, fu_err *err);
+
+#endif

@@ -50,6 +50,9 @@ static fu_dtype onnx_dtype(int32_t t) {
     }
 }
 
+/* proto2 strings the file leaves out are NULL: read them as "". */
+static const char *str(const char *s) { return s ? s : ""; }
+
 /* ---- symbols ---------------------------------------------------------- */
 
 /* The bound of symbol `name` from o->sym_max ("a=1,b=2"); 0 if absent. */
@@ -119,14 +122,14 @@ static int value_type(reader *r, const Onnx__ValueInfoProto *vi, const char *wha
                 return fu_fail(r->err, "%s: %s: dim %zu (%lld) is out of range", r->path, what, d,
                                (long long)dm->dim_value);
             shape[d] = fu_dim_const(dm->dim_value);
-        } else if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && dm->dim_param[0]) {
+        } else if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && str(dm->dim_param)[0]) {
             if (!required) {
                 int known = 0;
                 for (int i = 0; i < r->g->n_syms; i++)
-                    if (strcmp(r->g->sym_names[i], dm->dim_param) == 0) known = 1;
+                    if (strcmp(r->g->sym_names[i], str(dm->dim_param)) == 0) known = 1;
                 if (!known) return 0;   /* an output's own symbol: left to inference */
             }
-            if (symbol(r, dm->dim_param, what, (int)d, &shape[d])) return -1;
+            if (symbol(r, str(dm->dim_param), what, (int)d, &shape[d])) return -1;
         } else {
             if (!required) return 0;
             return fu_fail(r->err, "%s: %s: dim %zu has neither a value nor a name", r->path, what, d);
@@ -243,12 +246,12 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
     int n_bad = 0;
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        int ok = is_default_domain(n->domain) && fu_op_id_find(n->op_type) >= 0;
+        int ok = is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0;
         if (ok) continue;
         int seen = 0, count = 0;
         for (size_t j = 0; j < gp->n_node; j++) {
             const Onnx__NodeProto *m = gp->node[j];
-            int same = strcmp(m->op_type, n->op_type) == 0 && strcmp(m->domain ? m->domain : "", n->domain ? n->domain : "") == 0;
+            int same = strcmp(str(m->op_type), str(n->op_type)) == 0 && strcmp(m->domain ? m->domain : "", n->domain ? n->domain : "") == 0;
             if (same && j < k) seen = 1;
             if (same) count++;
         }
@@ -257,7 +260,7 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
         if (!is_default_domain(n->domain)) snprintf(dom, sizeof dom, "%s:", safe(n->domain).s);
         if (len < sizeof msg)
             len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s%s x%d", n_bad ? ", " : "", dom,
-                                    safe(n->op_type).s, count);
+                                    safe(str(n->op_type)).s, count);
         n_bad++;
     }
     if (n_bad) return fu_fail(r->err, "%s: unsupported ops: %s", r->path, msg);
@@ -340,7 +343,7 @@ static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
         return fu_node_fail(r->err, r->g, n, "attribute '%s' must be ints", attr);
     int64_t one = a->i, len = a->kind == FU_ATTR_INTS ? a->n : 1;
     char base[512];
-    snprintf(base, sizeof base, "%s_%s", n->name, attr);
+    snprintf(base, sizeof base, "%s_%s", str(n->name), attr);
     int c = fu_graph_add_const(r->g, base, FU_I64, 1, &len, a->kind == FU_ATTR_INTS ? (const void *)a->ints : &one,
                                r->err);
     if (c < 0) return -1;
@@ -365,7 +368,7 @@ static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
 /* A Constant node becomes a constant value named after its output. */
 static int constant_node(reader *r, const Onnx__NodeProto *n) {
     char what[512];
-    snprintf(what, sizeof what, "node '%s' (Constant)", safe(n->name).s);
+    snprintf(what, sizeof what, "node '%s' (Constant)", safe(str(n->name)).s);
     if (n->n_output != 1 || n->n_attribute != 1 || !n->output[0][0])
         return fu_fail(r->err, "%s: %s: wants one output and one attribute", r->path, what);
     const Onnx__AttributeProto *a = n->attribute[0];
@@ -408,12 +411,12 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
     if (!outs) return fu_fail(r->err, "%s: out of memory", r->path);
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        if (strcmp(n->op_type, "Constant") == 0) {
+        if (strcmp(str(n->op_type), "Constant") == 0) {
             if (constant_node(r, n)) goto done;
             continue;
         }
         if (n->n_output == 0) {
-            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, safe(n->name).s, safe(n->op_type).s);
+            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, safe(str(n->name)).s, safe(str(n->op_type)).s);
             goto done;
         }
         if (!(outs[k] = malloc(sizeof(int) * n->n_output))) {
@@ -428,7 +431,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
             free(fresh);
             if (v < 0) {
                 fu_fail(r->err, "%s: node '%s' (%s): duplicate name '%s' (already an input, initializer or "
-                        "another node's output)", r->path, safe(n->name).s, safe(n->op_type).s, safe(on).s);
+                        "another node's output)", r->path, safe(str(n->name)).s, safe(str(n->op_type)).s, safe(on).s);
                 goto done;
             }
             outs[k][o] = v;
@@ -439,7 +442,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         if (!outs[k]) continue;   /* Constant */
         char gen[32];
         snprintf(gen, sizeof gen, "node_%zu", k);
-        int ni = fu_graph_add_node(r->g, n->name && *n->name ? n->name : gen, n->op_type, 0, NULL, (int)n->n_output,
+        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen, str(n->op_type), 0, NULL, (int)n->n_output,
                                    outs[k]);
         int *in = malloc(sizeof(int) * (n->n_input + 1));
         if (ni < 0 || !in) {
@@ -463,7 +466,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         node->n_in = (int)n->n_input;
         for (size_t a = 0; a < n->n_attribute; a++)
             if (set_attr(r, &r->g->nodes[ni], n->attribute[a])) goto done;
-        const char *op = n->op_type;
+        const char *op = str(n->op_type);
         int rc2 = 0;
         if (!strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMean") || !strcmp(op, "ReduceMax") ||
             !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
@@ -503,12 +506,12 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         const Onnx__ValueInfoProto *vi = gp->input[i];
         int is_init = 0;
         for (size_t j = 0; j < gp->n_initializer && !is_init; j++)
-            is_init = strcmp(gp->initializer[j]->name, vi->name) == 0;
+            is_init = strcmp(str(gp->initializer[j]->name), str(vi->name)) == 0;
         if (is_init) continue;
         char what[200];
-        snprintf(what, sizeof what, "input '%s'", safe(vi->name).s);
-        if (!*vi->name) return fu_fail(r->err, "%s: an input has no name", r->path);
-        int v = fu_graph_add_value(r->g, vi->name, FU_VAL_INPUT);
+        snprintf(what, sizeof what, "input '%s'", safe(str(vi->name)).s);
+        if (!*str(vi->name)) return fu_fail(r->err, "%s: an input has no name", r->path);
+        int v = fu_graph_add_value(r->g, str(vi->name), FU_VAL_INPUT);
         if (v < 0) return fu_fail(r->err, "%s: %s: duplicate name", r->path, what);
         fu_value *val = &r->g->values[v];
         fu_dtype dt;
@@ -526,16 +529,16 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     for (size_t j = 0; j < gp->n_initializer; j++) {
         const Onnx__TensorProto *t = gp->initializer[j];
         char what[200];
-        snprintf(what, sizeof what, "initializer '%s'", safe(t->name).s);
-        if (!t->name || !*t->name) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
-        if (add_const(r, t->name, t, what)) return -1;
+        snprintf(what, sizeof what, "initializer '%s'", safe(str(t->name)).s);
+        if (!str(t->name) || !*str(t->name)) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
+        if (add_const(r, str(t->name), t, what)) return -1;
     }
     if (read_nodes(r, gp)) return -1;
     for (size_t i = 0; i < gp->n_output; i++) {
         const Onnx__ValueInfoProto *vi = gp->output[i];
         char what[200];
-        snprintf(what, sizeof what, "output '%s'", safe(vi->name).s);
-        int v = fu_graph_find_value(r->g, vi->name);
+        snprintf(what, sizeof what, "output '%s'", safe(str(vi->name)).s);
+        int v = fu_graph_find_value(r->g, str(vi->name));
         if (v < 0) return fu_fail(r->err, "%s: %s is not produced by any node, input or initializer", r->path, what);
         fu_value *val = &r->g->values[v];
         if (val->is_output) return fu_fail(r->err, "%s: %s listed twice", r->path, what);
@@ -560,7 +563,7 @@ fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const 
         fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
         return NULL;
     }
-    const char *name = m->graph && m->graph->name && *m->graph->name ? m->graph->name : "model";
+    const char *name = m->graph && str(m->graph->name) && *str(m->graph->name) ? str(m->graph->name) : "model";
     fu_graph *g = fu_graph_new(name);
     if (!g || !(g->path = strdup(path))) {
         fu_graph_free(g);

@@ -154,7 +154,7 @@ $(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libfusec.a 
 # (fuzz/corpus/<target>) with its dictionary (fuzz/<target>.dict), growing a
 # working corpus under build/fuzz/corpus/, and prints execs and coverage.
 FUZZ_CC      := clang-14
-FUZZ_TARGETS := ir safetensors npy json_array compile
+FUZZ_TARGETS := ir safetensors npy json_array compile onnx
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -std=c11 $(WARN) -O1 -g -D_GNU_SOURCE -fPIC -I. -I$(BUILD)/onnx -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined

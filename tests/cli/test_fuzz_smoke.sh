@@ -17,7 +17,7 @@ export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 # grows), so it takes the same time every time.
 tmp=$(mktemp -d /tmp/fusec_fuzz_smoke_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-for t in ir safetensors npy json_array compile; do
+for t in ir safetensors npy json_array compile onnx; do
     bin=$build/fuzz/fuzz_$t
     if [ ! -x "$bin" ]; then bad "fuzz_$t: $bin not built (make fuzz-build)"; continue; fi
     for kind in regressions corpus; do

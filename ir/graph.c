@@ -71,6 +71,12 @@ static int controls_keep(unsigned char c) { return is_control(c) ? -1 : 1; }
 
 void fu_escape_controls(const char *s, char *buf, size_t n) { escape_into(s, buf, n, controls_keep); }
 
+fu_safe_str fu_safe(const char *s) {
+    fu_safe_str r;
+    fu_sanitize(s ? s : "", r.s, sizeof r.s);
+    return r;
+}
+
 int fu_node_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *fmt, ...) {
     if (!err) return -1;
     char name[128], op[64], reason[FU_ERR_LEN];

@@ -254,6 +254,12 @@ int fu_node_fail(fu_err *err, const fu_graph *g, const fu_node *n, const char *f
  * is cut to fit buf (never inside an escape). Never lets a comment
  * terminator or a terminal control sequence through. */
 void fu_sanitize(const char *s, char *buf, size_t n);
+/* fu_sanitize into a value, for a model-supplied string in a message:
+ * fu_safe(name).s (NULL reads as ""). */
+typedef struct {
+    char s[128];
+} fu_safe_str;
+fu_safe_str fu_safe(const char *s);
 /* Escapes a model-supplied string for a terminal, keeping it readable:
  * printable ASCII is kept, a backslash is doubled, control characters
  * and bytes >= 0x80 are shown as \n, \t, \r, \xNN; cut to fit buf

@@ -27,23 +27,12 @@ typedef struct {
     int allow_external; /* fu_ir_opts.allow_external_weights */
 } reader;
 
-/* Sanitised copy of a model-supplied string for messages. */
-typedef struct {
-    char s[128];
-} safe_str;
-
-static safe_str safe(const char *s) {
-    safe_str r;
-    fu_sanitize(s ? s : "", r.s, sizeof r.s);
-    return r;
-}
-
 static int check_keys(reader *r, json_object *obj, const char *const *allowed, const char *what) {
     json_object_object_foreach(obj, key, val) {
         (void)val;
         int ok = strcmp(key, "doc_string") == 0;
         for (int i = 0; allowed[i] && !ok; i++) ok = strcmp(key, allowed[i]) == 0;
-        if (!ok) return fu_fail(r->err, "%s: %s: unknown field '%s'", r->path, what, safe(key).s);
+        if (!ok) return fu_fail(r->err, "%s: %s: unknown field '%s'", r->path, what, fu_safe(key).s);
     }
     return 0;
 }
@@ -93,7 +82,7 @@ static int parse_dim_text(reader *r, const char *text, fu_dim *out, const char *
             char *end;
             long long c = strtoll(p, &end, 10);
             if (errno || c > FU_MAX_NUMEL)
-                return fu_fail(r->err, "%s: %s: dim '%s' is too large", r->path, what, safe(text).s);
+                return fu_fail(r->err, "%s: %s: dim '%s' is too large", r->path, what, fu_safe(text).s);
             factor = fu_dim_const(c);
             p = end;
         } else {
@@ -105,13 +94,13 @@ static int parse_dim_text(reader *r, const char *text, fu_dim *out, const char *
             name[n] = 0;
             if (n == 0)
                 return fu_fail(r->err, "%s: %s: cannot read dim '%s' (want an integer, a symbol or "
-                               "a product like 2*seq)", r->path, what, safe(text).s);
+                               "a product like 2*seq)", r->path, what, fu_safe(text).s);
             int sym = -1;
             for (int i = 0; i < r->g->n_syms; i++)
                 if (strcmp(r->g->sym_names[i], name) == 0) sym = i;
             if (sym < 0)
                 return fu_fail(r->err, "%s: %s: symbol '%s' has no bound in \"symbols\"", r->path,
-                               what, safe(name).s);
+                               what, fu_safe(name).s);
             factor = fu_dim_sym(sym);
             if (*p == '^') {
                 p++;
@@ -119,7 +108,7 @@ static int parse_dim_text(reader *r, const char *text, fu_dim *out, const char *
                 long pw = strtol(p, &end, 10);
                 if (end == p || pw < 1 || pw > 16)
                     return fu_fail(r->err, "%s: %s: bad power in dim '%s'", r->path, what,
-                                   safe(text).s);
+                                   fu_safe(text).s);
                 factor.pow[sym] = (uint8_t)pw;
                 p = end;
             }
@@ -127,12 +116,12 @@ static int parse_dim_text(reader *r, const char *text, fu_dim *out, const char *
         d = fu_dim_mul(d, factor);
         if (*p == 0) break;
         if (*p != '*')
-            return fu_fail(r->err, "%s: %s: cannot read dim '%s'", r->path, what, safe(text).s);
+            return fu_fail(r->err, "%s: %s: cannot read dim '%s'", r->path, what, fu_safe(text).s);
         p++;
     }
     if (fu_dim_eval(d, r->g->sym_max) > FU_MAX_NUMEL)
         return fu_fail(r->err, "%s: %s: dim '%s' exceeds %lld at the symbols' bounds", r->path,
-                       what, safe(text).s, (long long)FU_MAX_NUMEL);
+                       what, fu_safe(text).s, (long long)FU_MAX_NUMEL);
     *out = d;
     return 0;
 }
@@ -174,7 +163,7 @@ static fu_dtype parse_dtype(reader *r, json_object *o, const char *what) {
     fu_dtype t = fu_dtype_from_name(s);
     if (t == FU_UNDEF)
         fu_fail(r->err, "%s: %s: unknown dtype '%s' (float32, float16, bfloat16, int64, int32, bool)",
-                r->path, what, safe(s).s);
+                r->path, what, fu_safe(s).s);
     return t;
 }
 
@@ -185,13 +174,13 @@ static int parse_symbols(reader *r, json_object *syms) {
         if (r->g->n_syms == FU_MAX_SYMS)
             return fu_fail(r->err, "%s: more than %d symbols", r->path, FU_MAX_SYMS);
         if (!is_identifier(key))
-            return fu_fail(r->err, "%s: symbol '%s' is not an identifier", r->path, safe(key).s);
+            return fu_fail(r->err, "%s: symbol '%s' is not an identifier", r->path, fu_safe(key).s);
         if (!json_object_is_type(val, json_type_int))
-            return fu_fail(r->err, "%s: symbol '%s': bound must be an integer", r->path, safe(key).s);
+            return fu_fail(r->err, "%s: symbol '%s': bound must be an integer", r->path, fu_safe(key).s);
         int64_t b = json_object_get_int64(val);
         if (b < 1 || b > FU_MAX_NUMEL)
             return fu_fail(r->err, "%s: symbol '%s': bound %lld is out of range [1, %lld]", r->path,
-                           safe(key).s, (long long)b, (long long)FU_MAX_NUMEL);
+                           fu_safe(key).s, (long long)b, (long long)FU_MAX_NUMEL);
         int i = r->g->n_syms;
         if (!(r->g->sym_names[i] = strdup(key))) return fu_fail(r->err, "%s: out of memory", r->path);
         r->g->sym_max[i] = b;
@@ -214,7 +203,7 @@ static int parse_inputs(reader *r, json_object *arr) {
         int failed = 0;
         json_object *jn = member(r, e, "name", json_type_string, 1, what, &failed);
         if (failed) return -1;
-        snprintf(what, sizeof what, "input '%s'", safe(json_object_get_string(jn)).s);
+        snprintf(what, sizeof what, "input '%s'", fu_safe(json_object_get_string(jn)).s);
         json_object *jd = member(r, e, "dtype", json_type_string, 1, what, &failed);
         json_object *js = failed ? NULL : member(r, e, "shape", json_type_array, 1, what, &failed);
         if (failed || check_keys(r, e, keys, what)) return -1;
@@ -249,7 +238,7 @@ static int parse_initializer(reader *r, json_object *e, size_t idx) {
     json_object *jn = member(r, e, "name", json_type_string, 1, what, &failed);
     if (failed) return -1;
     const char *name = json_object_get_string(jn);
-    snprintf(what, sizeof what, "initializer '%s'", safe(name).s);
+    snprintf(what, sizeof what, "initializer '%s'", fu_safe(name).s);
     json_object *jd = member(r, e, "dtype", json_type_string, 1, what, &failed);
     json_object *js = failed ? NULL : member(r, e, "shape", json_type_array, 1, what, &failed);
     if (failed || check_keys(r, e, keys, what)) return -1;
@@ -360,7 +349,7 @@ static int parse_attr(reader *r, const fu_node *n, const char *key, json_object 
             double x;
             if (attr_float_elem(e, &x))
                 return fu_node_fail(err, g, n, "attribute '%s': list element %zu is not a number",
-                                    safe(key).s, i);
+                                    fu_safe(key).s, i);
             any_float = 1;
         }
         a->n = (int)len;
@@ -385,12 +374,12 @@ static int parse_attr(reader *r, const fu_node *n, const char *key, json_object 
             a->kind = FU_ATTR_FLOAT;  /* {"float": "inf"}: a non-finite float */
             if (attr_float_elem(jf, &a->f))
                 return fu_node_fail(err, g, n, "attribute '%s': \"float\" must be a number, "
-                                    "\"inf\", \"-inf\" or \"nan\"", safe(key).s);
+                                    "\"inf\", \"-inf\" or \"nan\"", fu_safe(key).s);
             return 0;
         }
         char what[512];
-        snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", safe(n->name).s,
-                 safe(n->op).s, safe(key).s);
+        snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", fu_safe(n->name).s,
+                 fu_safe(n->op).s, fu_safe(key).s);
         static const char *const keys[] = {"dtype", "shape", "data", NULL};
         int failed = 0;
         jd = member(r, val, "dtype", json_type_string, 1, what, &failed);
@@ -420,7 +409,7 @@ static int parse_attr(reader *r, const fu_node *n, const char *key, json_object 
         return 0;
     }
     default:
-        return fu_node_fail(err, g, n, "attribute '%s' has unsupported JSON type %s", safe(key).s,
+        return fu_node_fail(err, g, n, "attribute '%s' has unsupported JSON type %s", fu_safe(key).s,
                             json_type_to_name(json_object_get_type(val)));
     }
 }
@@ -453,7 +442,7 @@ static int parse_nodes(reader *r, json_object *arr) {
         memset(&tmp, 0, sizeof tmp);
         tmp.name = (char *)(jname ? json_object_get_string(jname) : gen);
         tmp.op = (char *)json_object_get_string(jop);
-        snprintf(what, sizeof what, "node '%s' (%s)", safe(tmp.name).s, safe(tmp.op).s);
+        snprintf(what, sizeof what, "node '%s' (%s)", fu_safe(tmp.name).s, fu_safe(tmp.op).s);
         json_object *jin = member(r, e, "inputs", json_type_array, 1, what, &failed);
         json_object *jout = failed ? NULL : member(r, e, "outputs", json_type_array, 1, what, &failed);
         if (failed || check_keys(r, e, keys, what)) goto done;
@@ -480,7 +469,7 @@ static int parse_nodes(reader *r, json_object *arr) {
             int v = fu_graph_add_value(r->g, oname, FU_VAL_NODE);
             if (v < 0) {
                 fu_node_fail(r->err, r->g, &tmp, "duplicate name '%s' (already an input, "
-                             "initializer or another node's output)", safe(oname).s);
+                             "initializer or another node's output)", fu_safe(oname).s);
                 goto done;
             }
             outs[k][o] = v;
@@ -525,7 +514,7 @@ static int parse_nodes(reader *r, json_object *arr) {
             if (in[i] < 0) {
                 free(in);
                 fu_node_fail(r->err, r->g, node, "dangling input '%s' (no input, initializer or "
-                             "node output has that name)", safe(iname).s);
+                             "node output has that name)", fu_safe(iname).s);
                 goto done;
             }
         }
@@ -567,7 +556,7 @@ static int parse_outputs(reader *r, json_object *arr) {
         json_object *jn = member(r, e, "name", json_type_string, 1, what, &failed);
         if (failed) return -1;
         const char *name = json_object_get_string(jn);
-        snprintf(what, sizeof what, "output '%s'", safe(name).s);
+        snprintf(what, sizeof what, "output '%s'", fu_safe(name).s);
         json_object *jd = member(r, e, "dtype", json_type_string, 0, what, &failed);
         json_object *js = failed ? NULL : member(r, e, "shape", json_type_array, 0, what, &failed);
         if (failed || check_keys(r, e, keys, what)) return -1;

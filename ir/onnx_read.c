@@ -23,16 +23,6 @@ typedef struct {
     int64_t opset;
 } reader;
 
-typedef struct {
-    char s[128];
-} safe_str;
-
-static safe_str safe(const char *s) {
-    safe_str r;
-    fu_sanitize(s ? s : "", r.s, sizeof r.s);
-    return r;
-}
-
 int fu_is_onnx_path(const char *path) {
     size_t n = path ? strlen(path) : 0;
     return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
@@ -81,9 +71,9 @@ static int symbol(reader *r, const char *name, const char *what, int d, fu_dim *
     int64_t b = sym_bound(r, name);
     if (b <= 0)
         return fu_fail(r->err, "%s: %s: dim %d is symbolic ('%s') and has no upper bound: give one "
-                       "(fusec run --max %s=N; fusec_options.sym_max)", r->path, what, d, safe(name).s, safe(name).s);
+                       "(fusec run --max %s=N; fusec_options.sym_max)", r->path, what, d, fu_safe(name).s, fu_safe(name).s);
     if (b > FU_MAX_NUMEL)
-        return fu_fail(r->err, "%s: symbol '%s': bound %lld is out of range", r->path, safe(name).s, (long long)b);
+        return fu_fail(r->err, "%s: symbol '%s': bound %lld is out of range", r->path, fu_safe(name).s, (long long)b);
     if (r->g->n_syms == FU_MAX_SYMS) return fu_fail(r->err, "%s: more than %d symbolic dims", r->path, FU_MAX_SYMS);
     int i = r->g->n_syms;
     if (!(r->g->sym_names[i] = strdup(name))) return fu_fail(r->err, "%s: out of memory", r->path);
@@ -222,7 +212,7 @@ static int add_const(reader *r, const char *name, const Onnx__TensorProto *t, co
     int vi = fu_graph_add_value(r->g, name, FU_VAL_CONST);
     if (vi < 0) {
         free(data);
-        return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, safe(name).s);
+        return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, fu_safe(name).s);
     }
     fu_value *v = &r->g->values[vi];
     v->dtype = dt;
@@ -257,10 +247,10 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
         }
         if (seen) continue;
         char dom[160] = "";
-        if (!is_default_domain(n->domain)) snprintf(dom, sizeof dom, "%s:", safe(n->domain).s);
+        if (!is_default_domain(n->domain)) snprintf(dom, sizeof dom, "%s:", fu_safe(n->domain).s);
         if (len < sizeof msg)
             len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s%s x%d", n_bad ? ", " : "", dom,
-                                    safe(str(n->op_type)).s, count);
+                                    fu_safe(str(n->op_type)).s, count);
         n_bad++;
     }
     if (n_bad) return fu_fail(r->err, "%s: unsupported ops: %s", r->path, msg);
@@ -283,7 +273,7 @@ static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
         s[a->s.len] = 0;
         if (strlen(s) != a->s.len) {
             free(s);
-            return fu_node_fail(r->err, r->g, node, "string attribute '%s' contains a NUL byte", safe(name).s);
+            return fu_node_fail(r->err, r->g, node, "string attribute '%s' contains a NUL byte", fu_safe(name).s);
         }
         fa = fu_node_set_attr_string(node, name, s);
         free(s);
@@ -302,9 +292,9 @@ static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
         }
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: {
-        if (!a->t) return fu_node_fail(r->err, r->g, node, "tensor attribute '%s' has no tensor", safe(name).s);
+        if (!a->t) return fu_node_fail(r->err, r->g, node, "tensor attribute '%s' has no tensor", fu_safe(name).s);
         char what[512];
-        snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", safe(node->name).s, safe(node->op).s, safe(name).s);
+        snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", fu_safe(node->name).s, fu_safe(node->op).s, fu_safe(name).s);
         fu_dtype dt;
         int rank;
         int64_t shape[FU_MAX_RANK];
@@ -324,7 +314,7 @@ static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
     }
     default:
         return fu_node_fail(r->err, r->g, node, "attribute '%s' has type %d, which fusec does not read "
-                            "(int, float, string, ints, floats, tensor)", safe(name).s, (int)a->type);
+                            "(int, float, string, ints, floats, tensor)", fu_safe(name).s, (int)a->type);
     }
     if (!fa) return fu_fail(r->err, "%s: out of memory", r->path);
     return 0;
@@ -368,7 +358,7 @@ static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
 /* A Constant node becomes a constant value named after its output. */
 static int constant_node(reader *r, const Onnx__NodeProto *n) {
     char what[512];
-    snprintf(what, sizeof what, "node '%s' (Constant)", safe(str(n->name)).s);
+    snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(str(n->name)).s);
     if (n->n_output != 1 || n->n_attribute != 1 || !n->output[0][0])
         return fu_fail(r->err, "%s: %s: wants one output and one attribute", r->path, what);
     const Onnx__AttributeProto *a = n->attribute[0];
@@ -391,10 +381,10 @@ static int constant_node(reader *r, const Onnx__NodeProto *n) {
         dt = FU_I64, src = a->ints, rank = 1, len = (int64_t)a->n_ints;
     } else {
         return fu_fail(r->err, "%s: %s: attribute '%s' is not supported (value, value_float, value_int, "
-                       "value_floats, value_ints)", r->path, what, safe(an).s);
+                       "value_floats, value_ints)", r->path, what, fu_safe(an).s);
     }
     int vi = fu_graph_add_value(r->g, out, FU_VAL_CONST);
-    if (vi < 0) return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, safe(out).s);
+    if (vi < 0) return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, fu_safe(out).s);
     fu_value *v = &r->g->values[vi];
     v->dtype = dt;
     v->rank = rank;
@@ -416,7 +406,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
             continue;
         }
         if (n->n_output == 0) {
-            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, safe(str(n->name)).s, safe(str(n->op_type)).s);
+            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, fu_safe(str(n->name)).s, fu_safe(str(n->op_type)).s);
             goto done;
         }
         if (!(outs[k] = malloc(sizeof(int) * n->n_output))) {
@@ -431,7 +421,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
             free(fresh);
             if (v < 0) {
                 fu_fail(r->err, "%s: node '%s' (%s): duplicate name '%s' (already an input, initializer or "
-                        "another node's output)", r->path, safe(str(n->name)).s, safe(str(n->op_type)).s, safe(on).s);
+                        "another node's output)", r->path, fu_safe(str(n->name)).s, fu_safe(str(n->op_type)).s, fu_safe(on).s);
                 goto done;
             }
             outs[k][o] = v;
@@ -457,7 +447,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
             if (*iname && in[i] < 0) {
                 free(in);
                 fu_node_fail(r->err, r->g, node, "dangling input '%s' (no input, initializer or node output has "
-                             "that name)", safe(iname).s);
+                             "that name)", fu_safe(iname).s);
                 goto done;
             }
         }
@@ -509,7 +499,7 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
             is_init = strcmp(str(gp->initializer[j]->name), str(vi->name)) == 0;
         if (is_init) continue;
         char what[200];
-        snprintf(what, sizeof what, "input '%s'", safe(str(vi->name)).s);
+        snprintf(what, sizeof what, "input '%s'", fu_safe(str(vi->name)).s);
         if (!*str(vi->name)) return fu_fail(r->err, "%s: an input has no name", r->path);
         int v = fu_graph_add_value(r->g, str(vi->name), FU_VAL_INPUT);
         if (v < 0) return fu_fail(r->err, "%s: %s: duplicate name", r->path, what);
@@ -529,7 +519,7 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     for (size_t j = 0; j < gp->n_initializer; j++) {
         const Onnx__TensorProto *t = gp->initializer[j];
         char what[200];
-        snprintf(what, sizeof what, "initializer '%s'", safe(str(t->name)).s);
+        snprintf(what, sizeof what, "initializer '%s'", fu_safe(str(t->name)).s);
         if (!str(t->name) || !*str(t->name)) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
         if (add_const(r, str(t->name), t, what)) return -1;
     }
@@ -537,7 +527,7 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     for (size_t i = 0; i < gp->n_output; i++) {
         const Onnx__ValueInfoProto *vi = gp->output[i];
         char what[200];
-        snprintf(what, sizeof what, "output '%s'", safe(str(vi->name)).s);
+        snprintf(what, sizeof what, "output '%s'", fu_safe(str(vi->name)).s);
         int v = fu_graph_find_value(r->g, str(vi->name));
         if (v < 0) return fu_fail(r->err, "%s: %s is not produced by any node, input or initializer", r->path, what);
         fu_value *val = &r->g->values[v];

@@ -328,3 +328,11 @@ size_t fu_weights_file_size(const fu_weights *w) { return w ? w->size : 0; }
 const char *fu_weights_path(const fu_weights *w) { return w ? w->path : ""; }
 
 int fu_weights_faulted(const fu_weights *w) { return w && fu_mapguard_faulted(w->guard); }
+
+int fu_weights_range(const fu_weights *w, const void *p, size_t n, uint64_t *offset) {
+    if (!w || !w->map || !p) return -1;
+    const unsigned char *b = p;
+    if (b < w->map || b > w->map + w->size || n > (size_t)(w->map + w->size - b)) return -1;
+    *offset = (uint64_t)(b - w->map);
+    return 0;
+}

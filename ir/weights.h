@@ -24,6 +24,9 @@ int fu_weights_find(const fu_weights *w, const char *name, fu_dtype *dtype, int 
 const char *fu_weights_identity(const fu_weights *w);
 size_t fu_weights_file_size(const fu_weights *w);
 const char *fu_weights_path(const fu_weights *w);
+/* The byte offset in the file of the n bytes at p (a tensor's data handed
+ * out by fu_weights_find); -1 when they are not inside the mapping. */
+int fu_weights_range(const fu_weights *w, const void *p, size_t n, uint64_t *offset);
 /* 1 once reading the mapping hit a SIGBUS (the file was truncated while
  * mapped; ir/mapguard.h): its data is gone, the model must be loaded again.
  * Reads of the mapping must happen between fu_mapguard_enter and _leave. */

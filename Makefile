@@ -229,6 +229,8 @@ $(ORT_STAMP): | $(BUILD)/.deps
 	@mkdir -p $(BUILD)/ort
 	@if npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION); \
 	then touch $@; else echo "make bench: installing onnxruntime-node failed: no ONNX Runtime lane"; fi
+# make test runs exported models under ONNX Runtime (tests/cli/test_onnx_export.sh).
+test: $(ORT_STAMP)
 
 # The packed GEMM against the roofline (bench/bench_gemm.c).
 $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so

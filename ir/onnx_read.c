@@ -10,6 +10,7 @@
 #include "files.h"
 #include "model_limits.h"
 #include "onnx_read.h"
+#include "onnx_fusec.h"
 #include "op_ids.h"
 
 #define OPSET_MIN 13
@@ -21,6 +22,7 @@ typedef struct {
     const fu_ir_opts *o;
     fu_err *err;
     int64_t opset;
+    const char *meta_syms;      /* metadata "fusec.symbols" of a model fusec exported */
 } reader;
 
 int fu_is_onnx_path(const char *path) {
@@ -46,8 +48,12 @@ static const char *str(const char *s) { return s ? s : ""; }
 /* ---- symbols ---------------------------------------------------------- */
 
 /* The bound of symbol `name` from o->sym_max ("a=1,b=2"); 0 if absent. */
+static int64_t sym_bound_in(const char *p, const char *name);
 static int64_t sym_bound(const reader *r, const char *name) {
-    const char *p = r->o ? r->o->sym_max : NULL;
+    int64_t b = sym_bound_in(r->o ? r->o->sym_max : NULL, name);
+    return b > 0 ? b : sym_bound_in(r->meta_syms, name);
+}
+static int64_t sym_bound_in(const char *p, const char *name) {
     size_t n = strlen(name);
     while (p && *p) {
         const char *eq = strchr(p, '='), *comma = strchr(p, ',');
@@ -139,9 +145,7 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
     if (*dt == FU_UNDEF)
         return fu_fail(r->err, "%s: %s: data type %d is not supported (float32, float16, bfloat16, int64, "
                        "int32, bool)", r->path, what, (int)t->data_type);
-    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return fu_fail(r->err, "%s: %s: external data is not supported yet (save the model with its "
-                       "tensors inside the .onnx file)", r->path, what);
+    int external = t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (t->segment) return fu_fail(r->err, "%s: %s: segmented tensors are not supported", r->path, what);
     if (t->n_dims > FU_MAX_RANK)
         return fu_fail(r->err, "%s: %s: rank %zu exceeds %d", r->path, what, t->n_dims, FU_MAX_RANK);
@@ -156,7 +160,10 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
     size_t es = fu_dtype_size(*dt), want = (size_t)numel * es;
     size_t have;
     const char *field;
-    if (t->has_raw_data) {
+    if (external) {
+        have = (size_t)numel;
+        field = "external data";
+    } else if (t->has_raw_data) {
         have = t->raw_data.len / es;
         field = "raw_data";
         if (t->raw_data.len != want) have = (size_t)-1;
@@ -179,7 +186,12 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
     }
     uint8_t *buf = malloc(want ? want : 1);
     if (!buf) return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
-    if (t->has_raw_data) {
+    if (external) {
+        if (fu_onnx_read_external(t, r->path, r->o && r->o->allow_external_weights, what, buf, want, r->err)) {
+            free(buf);
+            return -1;
+        }
+    } else if (t->has_raw_data) {
         if (want) memcpy(buf, t->raw_data.data, want);   /* little-endian, as the host */
     } else if (*dt == FU_F32) {
         if (want) memcpy(buf, t->float_data, want);
@@ -236,7 +248,8 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
     int n_bad = 0;
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        int ok = is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0;
+        int ok = (is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0) ||
+                 fu_onnx_fusec_op(n->domain, str(n->op_type));
         if (ok) continue;
         int seen = 0, count = 0;
         for (size_t j = 0; j < gp->n_node; j++) {
@@ -432,8 +445,9 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         if (!outs[k]) continue;   /* Constant */
         char gen[32];
         snprintf(gen, sizeof gen, "node_%zu", k);
-        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen, str(n->op_type), 0, NULL, (int)n->n_output,
-                                   outs[k]);
+        const char *fusec_op = fu_onnx_fusec_op(n->domain, str(n->op_type));
+        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen,
+                                   fusec_op ? fusec_op : str(n->op_type), 0, NULL, (int)n->n_output, outs[k]);
         int *in = malloc(sizeof(int) * (n->n_input + 1));
         if (ni < 0 || !in) {
             free(in);
@@ -456,6 +470,10 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         node->n_in = (int)n->n_input;
         for (size_t a = 0; a < n->n_attribute; a++)
             if (set_attr(r, &r->g->nodes[ni], n->attribute[a])) goto done;
+        if (fusec_op && fu_onnx_fusec_attrs(&r->g->nodes[ni], str(n->op_type))) {
+            fu_fail(r->err, "%s: out of memory", r->path);
+            goto done;
+        }
         const char *op = str(n->op_type);
         int rc2 = 0;
         if (!strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMean") || !strcmp(op, "ReduceMax") ||
@@ -484,6 +502,8 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         return fu_fail(r->err, "%s: opset %lld of the default domain is not supported (fusec reads %d to %d)",
                        r->path, (long long)opset, OPSET_MIN, OPSET_MAX);
     r->opset = opset;
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (strcmp(str(m->metadata_props[i]->key), "fusec.symbols") == 0) r->meta_syms = m->metadata_props[i]->value;
     if (gp->n_sparse_initializer) return fu_fail(r->err, "%s: sparse initializers are not supported", r->path);
     if (check_ops(r, gp)) return -1;
     if (fu_limit_check(FU_LIMIT_NODES, (int64_t)gp->n_node, r->path, "the node count", r->err)) return -1;
@@ -561,7 +581,7 @@ fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const 
         fu_fail(err, "%s: out of memory", path);
         return NULL;
     }
-    reader rd = {g, path, o, err, 0};
+    reader rd = {g, path, o, err, 0, NULL};
     int rc = read_graph(&rd, m);
     onnx__model_proto__free_unpacked(m, NULL);
     if (rc) {

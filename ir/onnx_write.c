@@ -797,7 +797,6 @@ static int export_node(writer *w, int k) {
     case FU_OP_Attention: return export_attention(w, k);
     case FU_OP_SwiGLU: return export_swiglu(w, k);
     case FU_OP_FusedMatMul: return export_fused_matmul(w, k);
-    case FU_OP_Constant: return 0;   /* its output is a constant value */
     default:
         if (n->op_id < 0) return fu_node_fail(w->err, w->g, n, "op is unknown to fusec, cannot export");
         return copy_node(w, k, NULL, n->op, NULL, n->n_in) ? 0 : -1;
@@ -976,6 +975,14 @@ int fu_onnx_write(const fu_graph *g, const char *out_path, fu_onnx_write_info *i
     uint8_t *buf = NULL;
     int rc = -1, fd = -1;
     int has_external = 0;
+    char *dir = folder_of(out_path);
+    struct stat st;
+    if (!dir || stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        int e = !dir ? ENOMEM : stat(dir, &st) ? errno : ENOTDIR;
+        free(dir);
+        return fu_fail(err, "%s: cannot create: its folder: %s", out_path, strerror(e));
+    }
+    free(dir);
     for (int i = 0; i < g->n_values; i++)
         has_external |= g->values[i].kind == FU_VAL_CONST && g->values[i].external;
     if (has_external) {

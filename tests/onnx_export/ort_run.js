@@ -11,7 +11,7 @@ const path = require('path');
 
 const DTYPES = {
   '<f4': ['float32', Float32Array], '<i8': ['int64', BigInt64Array], '<i4': ['int32', Int32Array],
-  '|b1': ['bool', Uint8Array],
+  '|b1': ['bool', Uint8Array], '<f2': ['float16', Uint16Array],
 };
 
 function readNpy(file) {
@@ -32,7 +32,7 @@ function readNpy(file) {
 }
 
 function writeNpy(file, tensor) {
-  const descr = { float32: '<f4', int64: '<i8', int32: '<i4', bool: '|b1' }[tensor.type];
+  const descr = { float32: '<f4', int64: '<i8', int32: '<i4', bool: '|b1', float16: '<f2' }[tensor.type];
   if (!descr) throw new Error('output type ' + tensor.type + ' not supported');
   const dims = tensor.dims.map(Number);
   let header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims.join(', ') +

@@ -98,6 +98,7 @@ static void push(writer *w, void ***arr, size_t *n, size_t *cap, void *p) {
 }
 
 static void free_all(writer *w) {
+    for (size_t i = 0; i < w->n_funcs; i++) free(w->funcs[i]->node);   /* grown by push, not w_alloc */
     for (size_t i = 0; i < w->n_allocs; i++) free(w->allocs[i]);
     free(w->allocs);
     free(w->nodes);

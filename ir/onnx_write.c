@@ -38,6 +38,15 @@ typedef struct {
     Onnx__FunctionProto **funcs;
     size_t n_funcs, cap_funcs;
     char *const_needed;         /* per value: written as an initializer */
+    /* cos/sin caches made from a RotaryEmbedding's inv_freq, shared by the
+     * nodes with the same inv_freq, pos_offset, amplitude and length */
+    struct rope_cache {
+        int inv_freq;
+        int64_t pos_offset, max_pos;
+        double amplitude;
+        const char *cos, *sin;
+    } caches[16];
+    int n_caches;
     int fresh;                  /* counter for names the writer makes */
 } writer;
 
@@ -543,6 +552,14 @@ static int export_rotary(writer *w, int k) {
         fu_dim s = x->rank == 4 ? x->shape[bshd ? 1 : 2] : x->shape[1];
         int64_t max_pos = pos_offset + fu_dim_eval(s, g->sym_max);
         int64_t half = (int64_t)(f->nbytes / sizeof(float));
+        for (int i = 0; i < w->n_caches; i++) {
+            const struct rope_cache *rc = &w->caches[i];
+            if (rc->inv_freq == n->in[4] && rc->pos_offset == pos_offset && rc->max_pos == max_pos &&
+                rc->amplitude == amplitude) {
+                cos_name = rc->cos, sin_name = rc->sin;
+                goto have_caches;
+            }
+        }
         if (max_pos <= 0 || max_pos > ((int64_t)1 << 24) / (half ? half : 1))
             return fu_node_fail(w->err, g, n, "the cos/sin caches would have %lld rows", (long long)max_pos);
         float *c = malloc(sizeof(float) * (size_t)(max_pos * half)), *sn = malloc(sizeof(float) * (size_t)(max_pos * half));
@@ -561,6 +578,9 @@ static int export_rotary(writer *w, int k) {
         cos_name = const_f32(w, k, "cos_cache", 2, shape, c);
         sin_name = const_f32(w, k, "sin_cache", 2, shape, sn);
         free(c), free(sn);
+        if (w->n_caches < (int)(sizeof w->caches / sizeof w->caches[0]))
+            w->caches[w->n_caches++] = (struct rope_cache){n->in[4], pos_offset, max_pos, amplitude, cos_name, sin_name};
+    have_caches:
         cache_2d = 1;
     } else {
         if (amplitude != 1.0) return fu_node_fail(w->err, g, n, "amplitude applies to inv_freq only");

@@ -150,6 +150,29 @@ assert sorted(f.name for f in m.functions) == ["FusedMatMul_tB2", "SwiGLU"], [f.
         fi
     done
     ok "op and gelu fixtures, fused, under ONNX Runtime match fusec ($n_ort models)"
+
+    # ONNX in, ONNX out: the fixtures of fixtures/onnx (fusec export MODEL.onnx)
+    n_onnx=0
+    for d in fixtures/onnx/*/; do
+        c=$(basename "$d")
+        [ "$c" = unsupported ] && continue
+        rm -rf "$tmp/o"; mkdir -p "$tmp/o"
+        binds=(); iargs=()
+        for f in "$d"*.npy; do
+            b=$(basename "$f" .npy)
+            case "$b" in expected_*) ;; *) binds+=("$b=$f"); iargs+=(-i "$b=$f") ;; esac
+        done
+        # shellcheck disable=SC2046
+        if "$fusec" export "$d/model.onnx" $(cat "$d/args" 2>/dev/null) -o "$tmp/o/m.onnx" 2>"$tmp/err" &&
+           node tests/onnx_export/ort_run.js "$ort_dir" "$tmp/o/m.onnx" "$tmp/o/ort" "${binds[@]}" 2>>"$tmp/err" &&
+           "$fusec" run "$d/model.onnx" $(cat "$d/args" 2>/dev/null) "${iargs[@]}" --output-dir "$tmp/o/fu" >/dev/null 2>>"$tmp/err" &&
+           ort_compare "$tmp/o/fu" "$tmp/o/ort" 2>>"$tmp/err"; then
+            n_onnx=$((n_onnx + 1))
+        else
+            bad "ONNX fixture $c exported again runs under ONNX Runtime"
+        fi
+    done
+    ok "ONNX fixtures exported again run under ONNX Runtime ($n_onnx models)"
 fi
 
 # ---- errors ------------------------------------------------------------------------

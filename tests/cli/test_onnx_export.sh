@@ -81,6 +81,18 @@ for t in ext:
     assert int(d["offset"]) == 8 + n + begin and int(d["length"]) == end - begin, (t.name, d)
 PY
 
+# another file system (tmpfs /dev/shm, when it is one): no hard link, a copy, said on stderr
+if [ -d /dev/shm ] && [ "$(stat -c %d /dev/shm)" != "$(stat -c %d fixtures)" ]; then
+    shm=$(mktemp -d /dev/shm/fusec_export_XXXXXX)
+    if "$fusec" export "$m" -o "$shm/q.onnx" 2>"$tmp/err" && grep -q "copied the weights to q.safetensors" "$tmp/err" &&
+       cmp -s "$shm/q.safetensors" fixtures/qwen3_small/model.safetensors; then
+        ok "weights on another file system are copied, and it says so"
+    else
+        bad "weights on another file system are copied, and it says so"
+    fi
+    rm -rf "$shm"
+fi
+
 # ---- the fused graph under ONNX Runtime ----------------------------------------
 # ort_compare FUSEC_DIR ORT_DIR [GOLDEN.npy]: every output within 1e-5 x max|fusec|
 ort_compare() {

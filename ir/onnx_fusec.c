@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include "files.h"
 #include "onnx_fusec.h"
+#include "weights.h"
 
 static int parse_u64(const char *s, uint64_t *out) {
     if (!s || !*s) return -1;
@@ -17,16 +18,18 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-int fu_onnx_read_external(const Onnx__TensorProto *t, const char *model_path, int allow_external, const char *what,
-                          void *buf, size_t want, fu_err *err) {
-    const char *location = NULL;
-    uint64_t offset = 0, length = want;
+/* location, offset and length of an external tensor. */
+static int ext_fields(const Onnx__TensorProto *t, const char *model_path, const char *what, size_t want,
+                      const char **location, uint64_t *offset, fu_err *err) {
+    uint64_t length = want;
     int has_length = 0;
+    *location = NULL;
+    *offset = 0;
     for (size_t i = 0; i < t->n_external_data; i++) {
         const char *k = t->external_data[i]->key ? t->external_data[i]->key : "";
         const char *v = t->external_data[i]->value ? t->external_data[i]->value : "";
-        if (strcmp(k, "location") == 0) location = v;
-        else if (strcmp(k, "offset") == 0 && parse_u64(v, &offset))
+        if (strcmp(k, "location") == 0) *location = v;
+        else if (strcmp(k, "offset") == 0 && parse_u64(v, offset))
             return fu_fail(err, "%s: %s: external data offset '%s' is not a number", model_path, what, fu_safe(v).s);
         else if (strcmp(k, "length") == 0) {
             if (parse_u64(v, &length))
@@ -34,10 +37,83 @@ int fu_onnx_read_external(const Onnx__TensorProto *t, const char *model_path, in
             has_length = 1;
         }
     }
-    if (!location || !*location) return fu_fail(err, "%s: %s: external data has no location", model_path, what);
+    if (!*location || !**location) return fu_fail(err, "%s: %s: external data has no location", model_path, what);
     if (has_length && length != want)
         return fu_fail(err, "%s: %s: external data length %llu but the shape needs %zu bytes", model_path, what,
                        (unsigned long long)length, want);
+    return 0;
+}
+
+static fu_dtype tensor_dtype(int32_t t) {
+    switch (t) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return FU_F32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return FU_F16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return FU_BF16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return FU_I64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return FU_I32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return FU_BOOL;
+    default: return FU_UNDEF;
+    }
+}
+
+int fu_onnx_add_mapped(fu_graph *g, const char *name, const Onnx__TensorProto *t, const char *model_path,
+                       int allow_external, const char *what, fu_err *err) {
+    fu_dtype dt = tensor_dtype(t->data_type);
+    if (dt == FU_UNDEF || t->n_dims > FU_MAX_RANK || t->segment) return 0;   /* the reader says why */
+    int64_t numel = 1;
+    for (size_t d = 0; d < t->n_dims; d++) {
+        if (t->dims[d] < 0 || t->dims[d] > FU_MAX_NUMEL || (t->dims[d] && numel > FU_MAX_NUMEL / t->dims[d])) return 0;
+        numel *= t->dims[d];
+    }
+    size_t want = (size_t)numel * fu_dtype_size(dt);
+    const char *location;
+    uint64_t offset;
+    if (ext_fields(t, model_path, what, want, &location, &offset, err)) return -1;
+    char *resolved = NULL;
+    int fd = fu_open_model_file(model_path, location, allow_external, "external data file", &resolved, NULL, err);
+    if (fd < 0) return -1;
+    if (g->weights && (!g->weights_path || strcmp(resolved, g->weights_path) != 0)) {
+        close(fd);
+        free(resolved);
+        return 0;   /* a second file: read into memory */
+    }
+    if (!g->weights) {
+        fu_err werr;
+        fu_weights *w = fu_weights_open_fd(fd, resolved, &werr);
+        if (!w) {
+            free(resolved);
+            return 0;   /* not a safetensors file: read into memory */
+        }
+        g->weights = w;
+        free(g->weights_path);
+        g->weights_path = resolved;
+    } else {
+        close(fd);
+        free(resolved);
+    }
+    const void *data = fu_weights_at(g->weights, offset, want);
+    if (!data)
+        return fu_fail(err, "%s: %s: external data [%llu, +%zu) is not inside the data of '%s'", model_path, what,
+                       (unsigned long long)offset, want, fu_safe(location).s);
+    int vi = fu_graph_add_value(g, name, FU_VAL_CONST);
+    if (vi < 0) return fu_fail(err, "%s: %s: duplicate name '%s'", model_path, what, fu_safe(name).s);
+    fu_value *v = &g->values[vi];
+    v->dtype = dt;
+    v->rank = (int)t->n_dims;
+    for (size_t d = 0; d < t->n_dims; d++) v->shape[d] = fu_dim_const(t->dims[d]);
+    v->producer = -1;
+    v->data = (void *)data;
+    v->nbytes = want;
+    v->owns_data = 0;
+    v->external = 1;
+    return 1;
+}
+
+int fu_onnx_read_external(const Onnx__TensorProto *t, const char *model_path, int allow_external, const char *what,
+                          void *buf, size_t want, fu_err *err) {
+    const char *location;
+    uint64_t offset;
+    if (ext_fields(t, model_path, what, want, &location, &offset, err)) return -1;
     struct stat st;
     int fd = fu_open_model_file(model_path, location, allow_external, "external data file", NULL, &st, err);
     if (fd < 0) return -1;

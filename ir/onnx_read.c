@@ -215,6 +215,11 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
 
 /* Adds a constant value `name` holding the tensor. */
 static int add_const(reader *r, const char *name, const Onnx__TensorProto *t, const char *what) {
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+        /* in a safetensors file: mapped as the graph's weights, not copied */
+        int mapped = fu_onnx_add_mapped(r->g, name, t, r->path, r->o && r->o->allow_external_weights, what, r->err);
+        if (mapped) return mapped < 0 ? -1 : 0;
+    }
     fu_dtype dt;
     int rank;
     int64_t shape[FU_MAX_RANK];

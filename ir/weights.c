@@ -336,3 +336,8 @@ int fu_weights_range(const fu_weights *w, const void *p, size_t n, uint64_t *off
     *offset = (uint64_t)(b - w->map);
     return 0;
 }
+
+const void *fu_weights_at(const fu_weights *w, uint64_t offset, size_t n) {
+    if (!w || !w->map || offset < w->data_start || offset > w->size || n > w->size - offset) return NULL;
+    return w->map + offset;
+}

@@ -27,6 +27,9 @@ const char *fu_weights_path(const fu_weights *w);
 /* The byte offset in the file of the n bytes at p (a tensor's data handed
  * out by fu_weights_find); -1 when they are not inside the mapping. */
 int fu_weights_range(const fu_weights *w, const void *p, size_t n, uint64_t *offset);
+/* The n bytes at file offset `offset`, when they lie in the data area (after
+ * the header); NULL otherwise. */
+const void *fu_weights_at(const fu_weights *w, uint64_t offset, size_t n);
 /* 1 once reading the mapping hit a SIGBUS (the file was truncated while
  * mapped; ir/mapguard.h): its data is gone, the model must be loaded again.
  * Reads of the mapping must happen between fu_mapguard_enter and _leave. */

@@ -80,6 +80,10 @@ static void round_trip(const char *after) {
     fu_graph *h = fu_onnx_load(path, NULL, &err);
     if (!h) fail_msg("%s", err.msg);
     if (fu_infer(h, &err)) fail_msg("%s", err.msg);
+    /* the weights are mapped from m.safetensors (a link to the source), not copied */
+    assert_non_null(h->weights);
+    int w = fu_graph_find_value(h, "model.embed_tokens.weight");
+    assert_true(w >= 0 && h->values[w].external && !h->values[w].owns_data);
     assert_int_equal(h->n_syms, g->n_syms);
     assert_int_equal(h->sym_max[0], g->sym_max[0]);
     static const char *const ops[] = {"MatMul", "Add", "Mul", "SwiGLU", "FusedMatMul", "Attention",

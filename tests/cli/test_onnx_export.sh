@@ -93,6 +93,31 @@ if [ -d /dev/shm ] && [ "$(stat -c %d /dev/shm)" != "$(stat -c %d fixtures)" ]; 
     rm -rf "$shm"
 fi
 
+# external data the reader copies (not a safetensors file) or refuses (outside the model's folder)
+mkdir -p "$tmp/x/sub"
+"$py" - fixtures/onnx/mlp_raw/model.onnx "$tmp/x/sub" <<'PY' 2>"$tmp/err"
+import sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.save_model(m, sys.argv[2] + "/model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                location="w.bin", size_threshold=0)
+for t in m.graph.initializer:
+    for e in t.external_data:
+        if e.key == "location":
+            e.value = "../w.bin"
+onnx.save_model(m, sys.argv[2] + "/escape.onnx")
+PY
+cp "$tmp/x/sub/w.bin" "$tmp/x/w.bin" 2>>"$tmp/err"
+if "$fusec" run "$tmp/x/sub/model.onnx" --input x=fixtures/onnx/mlp_raw/x.npy --output-dir "$tmp/x/out" >/dev/null 2>>"$tmp/err" &&
+   "$py" -c 'import sys, numpy as np; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()' \
+       "$tmp/x/out/y.npy" fixtures/onnx/mlp_raw/expected_y.npy 2>>"$tmp/err"; then
+    ok "external data in a plain file is read"
+else
+    bad "external data in a plain file is read"
+fi
+"$fusec" run "$tmp/x/sub/escape.onnx" --input x=fixtures/onnx/mlp_raw/x.npy >/dev/null 2>"$tmp/err"; rc=$?
+if [ $rc -eq 1 ] && grep -q "leads outside the model.s folder" "$tmp/err"; then ok "external data outside the model's folder is refused"
+else bad "external data outside the model's folder is refused"; fi
+
 # ---- the fused graph under ONNX Runtime ----------------------------------------
 # ort_compare FUSEC_DIR ORT_DIR [GOLDEN.npy]: every output within 1e-5 x max|fusec|
 ort_compare() {

@@ -21,7 +21,7 @@ const char help_export[] =
     "options:\n"
     "  -o, --output OUT.onnx   the model to write (required; atomically)\n"
     "  --after PASS            stop after this pass (default: fuse with the fast\n"
-    "                          profile, i.e. the fused graph; cse with bare);\n"
+    "                          profile, i.e. the fused graph; dce with bare);\n"
     "                          `load` means no pass at all\n"
     "  --profile bare|fast     pass pipeline (default fast)\n"
     "  --max NAME=N            upper bound of a symbolic dim NAME of an ONNX model\n"
@@ -69,7 +69,7 @@ int cmd_export(int argc, char **argv) {
     if (!model) return usage("export", "no model given");
     size_t n = out ? strlen(out) : 0;
     if (n < 6 || strcmp(out + n - 5, ".onnx") != 0) return usage("export", "-o wants OUT.onnx");
-    if (!after) after = profile == FU_PROFILE_FAST ? "fuse" : "cse";
+    if (!after) after = profile == FU_PROFILE_FAST ? "fuse" : "dce";
     fu_err err = {{0}};
     if (fu_pass_check_stop(profile, after, &err) != 0) return usage("export", "%s", err.msg);
     fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .verbose = verbose, .stop_after = after,

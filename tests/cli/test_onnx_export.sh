@@ -156,6 +156,17 @@ else
             bad "qwen3_small fused (seq $n) under ONNX Runtime matches fusec and numpy"
         fi
     done
+    # the bare profile's graph (composed ops, after dce) runs too
+    rm -rf "$tmp/q"; mkdir -p "$tmp/q"
+    if "$fusec" export "$m" --profile bare -o "$tmp/q/bare.onnx" 2>"$tmp/err" &&
+       "$fusec" run "$m" --profile bare -i input_ids=fixtures/qwen3_small/input_ids_17.npy --output-dir "$tmp/q/fu" >/dev/null 2>>"$tmp/err" &&
+       node tests/onnx_export/ort_run.js "$ort_dir" "$tmp/q/bare.onnx" "$tmp/q/ort" \
+           input_ids=fixtures/qwen3_small/input_ids_17.npy 2>>"$tmp/err" &&
+       ort_compare "$tmp/q/fu" "$tmp/q/ort" fixtures/qwen3_small/expected_logits_17.npy 2>>"$tmp/err"; then
+        ok "qwen3_small composed (--profile bare) under ONNX Runtime matches fusec and numpy"
+    else
+        bad "qwen3_small composed (--profile bare) under ONNX Runtime matches fusec and numpy"
+    fi
     "$py" -c '
 import sys, onnx, collections
 m = onnx.load(sys.argv[1], load_external_data=False)

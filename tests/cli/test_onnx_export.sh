@@ -199,6 +199,40 @@ assert sorted(f.name for f in m.functions) == ["FusedMatMul_tB2", "SwiGLU"], [f.
     done
     ok "op and gelu fixtures, fused, under ONNX Runtime match fusec ($n_ort models)"
 
+    # fusec's own forms: RotaryEmbedding BHSD with inv_freq, pos_offset and
+    # amplitude (computed caches, positions, transposes); Attention with mixed
+    # layouts BHSD,BSHD,BSHD and a BSHD output (3-D form with head counts)
+    rm -rf "$tmp/mix"; mkdir -p "$tmp/mix"
+    "$py" - "$tmp/mix" <<'PY' 2>"$tmp/err"
+import json, os, sys
+import numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+inv = (1.0 / (10000 ** (np.arange(0, 8, 2) / 8))).astype(np.float32)
+shapes = {"x": [1, 2, 5, 8], "q": [1, 4, 5, 8], "k": [1, 5, 2, 8], "v": [1, 5, 2, 8]}
+m = {"ir_version": 1, "name": "mix",
+     "inputs": [{"name": n, "dtype": "float32", "shape": s} for n, s in shapes.items()],
+     "outputs": [{"name": "y"}, {"name": "a"}],
+     "initializers": [{"name": "inv_freq", "dtype": "float32", "shape": [4], "data": [float(f) for f in inv]}],
+     "nodes": [
+         {"name": "rope", "op": "RotaryEmbedding", "inputs": ["x", "", "", "", "inv_freq"], "outputs": ["y"],
+          "attrs": {"layout": "BHSD", "pos_offset": 3, "amplitude": 1.5}},
+         {"name": "attn", "op": "Attention", "inputs": ["q", "k", "v"], "outputs": ["a"],
+          "attrs": {"qkv_layout": "BHSD,BSHD,BSHD", "out_layout": "BSHD", "is_causal": 1, "scale": 0.3}}]}
+json.dump(m, open(os.path.join(d, "model.json"), "w"))
+for n, s in shapes.items():
+    np.save(os.path.join(d, n + ".npy"), rng.standard_normal(s).astype(np.float32))
+PY
+    mx="$tmp/mix"
+    if "$fusec" export "$mx/model.json" -o "$mx/m.onnx" 2>>"$tmp/err" &&
+       node tests/onnx_export/ort_run.js "$ort_dir" "$mx/m.onnx" "$mx/ort" x="$mx/x.npy" q="$mx/q.npy" k="$mx/k.npy" v="$mx/v.npy" 2>>"$tmp/err" &&
+       "$fusec" run "$mx/model.json" -i x="$mx/x.npy" -i q="$mx/q.npy" -i k="$mx/k.npy" -i v="$mx/v.npy" --output-dir "$mx/fu" >/dev/null 2>>"$tmp/err" &&
+       ort_compare "$mx/fu" "$mx/ort" 2>>"$tmp/err"; then
+        ok "rope (BHSD, inv_freq, pos_offset, amplitude) and attention (mixed layouts) under ONNX Runtime match fusec"
+    else
+        bad "rope (BHSD, inv_freq, pos_offset, amplitude) and attention (mixed layouts) under ONNX Runtime match fusec"
+    fi
+
     # ONNX in, ONNX out: the fixtures of fixtures/onnx (fusec export MODEL.onnx)
     n_onnx=0
     for d in fixtures/onnx/*/; do

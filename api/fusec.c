@@ -15,6 +15,7 @@
 #include "fusec.h"
 #include "../compiler/driver.h"
 #include "../ir/mapguard.h"
+#include "../ir/onnx_read.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
 #include "../runtime/gemm.h"
@@ -256,7 +257,12 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         goto done;
     }
     const char *wpath = json_object_get_string(file);
-    if (!(m->weights_file = fu_weights_open(wpath, err))) goto done;
+    json_object *outside = get_field(meta, "weights_allow_external", json_type_boolean);
+    if (fu_is_onnx_path(wpath))   /* an ONNX model's initializers */
+        m->weights_file = fu_onnx_weights_open(wpath, outside && json_object_get_boolean(outside), err);
+    else
+        m->weights_file = fu_weights_open(wpath, err);
+    if (!m->weights_file) goto done;
     /* Constants folded from the weights are baked into the code, so the
      * code is only valid with the exact file it was compiled against. */
     json_object *identity = get_field(meta, "weights_identity", json_type_string);

@@ -58,6 +58,7 @@ static uint64_t align_up(uint64_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
 /* What each copy is packed from, looked up in the weights file. */
 typedef struct {
     const void *src;
+    const fu_weights *from;   /* the table src belongs to */
     int src_bf16;
     int64_t n, k;
     int layout;
@@ -74,6 +75,7 @@ static int find_sources(fu_weights *w, const fu_packed_request *req, int n, sour
             return fu_fail(err, "weight '%s' to pack is missing from the weights file", req[i].name);
         if (rank != 2 || (dtype != FU_F32 && dtype != FU_BF16))
             return fu_fail(err, "weight '%s' to pack is not a 2-D float32 or bfloat16 tensor", req[i].name);
+        src[i].from = w;
         src[i].src_bf16 = dtype == FU_BF16;
         src[i].n = req[i].transposed ? shape[1] : shape[0];
         src[i].k = req[i].transposed ? shape[0] : shape[1];
@@ -229,12 +231,8 @@ static void pack_entry(unsigned char *out, const source *src, const fu_packed_re
     e->transposed = (uint32_t)req->transposed;
     e->checksum = XXH3_64bits(out, e->bytes);
     /* The model reads the packed copy from now on: drop the source's pages
-     * from this process (they stay in the page cache, and fault back in if
-     * anything else reads them), so packing does not double the RSS. */
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t begin = (uintptr_t)src->src / page * page;
-    uintptr_t end = (uintptr_t)src->src + (uintptr_t)(src->n * src->k * (src->src_bf16 ? 2 : 4));
-    madvise((void *)begin, end - begin, MADV_DONTNEED);
+     * from this process, so packing does not double the RSS. */
+    fu_weights_drop_pages(src->from, src->src, (size_t)(src->n * src->k * (src->src_bf16 ? 2 : 4)));
 }
 
 static int write_all(int fd, const void *buf, size_t len, uint64_t off) {

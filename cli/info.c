@@ -3,6 +3,7 @@
 #include <string.h>
 #include "cli.h"
 #include "../ir/shape.h"
+#include "../ir/weights.h"
 
 const char help_info[] =
     "usage: fusec info MODEL.json [options]\n"
@@ -126,6 +127,13 @@ int cmd_info(int argc, char **argv) {
     fputs("weights file: ", stdout);
     put_safe(stdout, g->weights_path ? g->weights_path : "none");
     fputc('\n', stdout);
+    for (int i = 0; i < fu_weights_n_files(g->weights); i++) {   /* mapped, not copied */
+        const char *f = fu_weights_file_path(g->weights, i);
+        if (strcmp(f, g->weights_path ? g->weights_path : "") == 0) continue;
+        fputs("  mapped: ", stdout);
+        put_safe(stdout, f);
+        fputc('\n', stdout);
+    }
     free(counts);
     fu_graph_free(g);
     return EXIT_OK;

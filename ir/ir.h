@@ -162,7 +162,9 @@ typedef struct fu_node {
 typedef struct fu_graph {
     char *name;
     char *path;           /* model file, for error messages */
-    char *weights_path;   /* resolved path of the safetensors file, or NULL */
+    char *weights_path;   /* resolved path of the safetensors file (or of the ONNX
+                           * model holding the weights), or NULL */
+    int weights_allow_external;  /* the weights may lie outside the model's folder */
 
     int n_syms;
     char *sym_names[FU_MAX_SYMS];

@@ -18,7 +18,7 @@ static const char *st_dtype(fu_dtype t) {
     }
 }
 
-static int stored(const fu_value *v) { return v->kind == FU_VAL_CONST && v->data && !v->external && v->rank >= 0; }
+static int stored(const fu_value *v) { return v->kind == FU_VAL_CONST && v->data && v->rank >= 0; }
 
 int fu_safetensors_write(const fu_graph *g, const char *path, fu_err *err) {
     json_object *hdr = json_object_new_object();

@@ -1,5 +1,6 @@
-/* Writes every constant of g that holds its own data (not one mapped from a
- * weights file) into a safetensors file at path: ir/safetensors_write.c. */
+/* Writes every constant of g with data (its own, or mapped from a weights
+ * file or an ONNX model's external data) into a safetensors file at path:
+ * ir/safetensors_write.c. */
 #ifndef FUSEC_SAFETENSORS_WRITE_H
 #define FUSEC_SAFETENSORS_WRITE_H
 

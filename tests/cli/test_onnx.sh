@@ -92,5 +92,55 @@ st=$?
 if [ $st -eq 1 ] && grep -q "bad.onnx: not a valid ONNX model" "$tmp/err"; then ok "garbage file refused"
 else bad "garbage file refused (exit $st)"; fi
 
+# external data is mapped from its files (listed by info), and a compiled
+# library binds to the same files: a changed file is refused, not misread
+cp -r "$fx/external_data" "$tmp/ext"
+"$fusec" info "$tmp/ext/model.onnx" >"$tmp/info" 2>"$tmp/err"
+if grep -q "mapped: .*/ext/weights.bin" "$tmp/info" && grep -q "mapped: .*/ext/data/w2.bin" "$tmp/info"; then
+    ok "external data files mapped (info)"
+else bad "external data files mapped (info)"; fi
+rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+if "$fusec" compile "$tmp/ext/model.onnx" -o "$tmp/libext.so" >/dev/null 2>"$tmp/err" &&
+   "$fusec" run "$tmp/libext.so" --input x="$fx/external_data/x.npy" --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" &&
+   compare "$tmp/out" external_data; then
+    ok "external data: compiled library runs"
+else bad "external data: compiled library runs"; fi
+touch -d '2001-01-01' "$tmp/ext/data/w2.bin"
+"$fusec" run "$tmp/libext.so" --input x="$fx/external_data/x.npy" >/dev/null 2>"$tmp/err"
+st=$?
+if [ $st -eq 1 ] && grep -q "changed since the model was compiled" "$tmp/err"; then
+    ok "external data changed after compile: refused"
+else bad "external data changed after compile: refused (exit $st)"; fi
+
+# an external-data file that is a symlink out of the model's folder
+mkdir -p "$tmp/outside" && cp -r "$fx/external_data" "$tmp/sym"
+mv "$tmp/sym/weights.bin" "$tmp/outside/weights.bin" && ln -s "$tmp/outside/weights.bin" "$tmp/sym/weights.bin"
+"$fusec" run "$tmp/sym/model.onnx" --input x="$fx/external_data/x.npy" >/dev/null 2>"$tmp/err"
+st=$?
+if [ $st -eq 1 ] && grep -q "outside the model's folder" "$tmp/err"; then ok "external data symlinked out: refused"
+else bad "external data symlinked out: refused (exit $st)"; fi
+if "$fusec" run "$tmp/sym/model.onnx" --allow-external-weights --input x="$fx/external_data/x.npy" \
+       --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" && compare "$tmp/out" external_data; then
+    ok "external data symlinked out: allowed with --allow-external-weights"
+else bad "external data symlinked out: allowed with --allow-external-weights"; fi
+
+# hostile files: a clear error (exit 1, the reason named), no crash, no
+# output file, from info, compile and import alike
+hx=fixtures/onnx_hostile
+while IFS='|' read -r c msg; do
+    good=1
+    rm -rf "$tmp/h"; mkdir -p "$tmp/h"
+    for cmd in "info" "compile -o $tmp/h/lib.so" "import -o $tmp/h/m.json" "run --input x=$fx/mlp_raw/x.npy --output-dir $tmp/h/out"; do
+        # shellcheck disable=SC2086
+        "$fusec" $cmd "$hx/$c.onnx" >/dev/null 2>"$tmp/err"
+        st=$?
+        if [ $st -ne 1 ] || ! grep -qF -- "$msg" "$tmp/err"; then
+            good=0; echo "       $c: '$cmd' exit $st"
+        fi
+    done
+    [ -z "$(ls -A "$tmp/h")" ] || { good=0; echo "       $c: left $(ls "$tmp/h")"; }
+    if [ $good = 1 ]; then ok "hostile $c: clear error, no output"; else bad "hostile $c"; fi
+done <"$hx/expected.txt"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -38,6 +38,7 @@ struct fusec_model {
 
     int n_inputs, n_outputs, n_weights;
     io_tensor *inputs, *outputs;
+    json_object *compiled_in;   /* names of the inputs compiled in, or NULL */
 
     fu_weights *weights_file;
     const void **weight_ptrs;   /* w[] for the entry point: raw weights, then packed copies */
@@ -336,6 +337,8 @@ static int instantiate(fusec_model *m, const fusec_options *o, fu_err *err) {
     if (parse_symbols(m, meta, err) || parse_tensor_list(m, meta, "inputs", &m->inputs, &m->n_inputs, err) ||
         parse_tensor_list(m, meta, "outputs", &m->outputs, &m->n_outputs, err) || bind_weights(m, meta, err))
         goto done;
+    json_object *compiled_in = get_field(meta, "compiled_in", json_type_array);
+    if (compiled_in) m->compiled_in = json_object_get(compiled_in);
     m->arena_bytes = json_object_get_int64(arena);
     if (m->arena_bytes < 0) {
         fu_fail(err, "negative arena size in metadata");
@@ -381,8 +384,23 @@ static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *er
         return fu_fail(err, "unknown profile '%s' (expected fast or bare)", o->profile);
     if (o->backend && fu_backend_parse(o->backend, &copts.target) != 0)
         return fu_fail(err, "unknown backend '%s' (expected jit or aot)", o->backend);
+    fu_known_input *known = calloc((size_t)o->n_known_inputs + 1, sizeof *known);
+    if (!known) return fu_fail(err, "out of memory");
+    for (int i = 0; i < o->n_known_inputs; i++) {
+        const fusec_tensor *t = &o->known_inputs[i];
+        known[i] = (fu_known_input){t->name, (fu_dtype)t->dtype, t->rank, t->shape, t->data};
+        if (!t->name || t->rank < 0 || t->rank > FU_MAX_RANK || (!t->data && t->rank)) {
+            free(known);
+            return fu_fail(err, "known input %d is malformed (no name, a rank outside 0..%d or no data)", i,
+                           FU_MAX_RANK);
+        }
+    }
+    copts.known = known;
+    copts.n_known = o->n_known_inputs;
     fu_compile_result r;
-    if (fu_compile(m->path, &copts, &r, err)) return -1;
+    int rc = fu_compile(m->path, &copts, &r, err);
+    free(known);
+    if (rc) return -1;
     m->code = r.code;
     return 0;
 }
@@ -395,7 +413,7 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
         if (err && errlen) snprintf(err, errlen, "fusec_load: no model path given");
         return NULL;
     }
-    fu_err e = {{0}};
+    fu_err e = {0};
     fusec_model *m = calloc(1, sizeof *m);
     if (!m || !(m->path = strdup(path))) {
         free(m);
@@ -434,6 +452,7 @@ static void free_profile(struct model_profile *p);
 
 void fusec_free(fusec_model *m) {
     if (!m) return;
+    json_object_put(m->compiled_in);
     free_profile(m->profile);
     fu_compiled_free(&m->code);
     for (int s = 0; s < m->n_syms; s++) free(m->sym_names[s]);
@@ -457,6 +476,12 @@ void fusec_free(fusec_model *m) {
 }
 
 /* ---- introspection --------------------------------------------------------- */
+
+int fusec_input_compiled_in(const fusec_model *m, const char *name) {
+    for (size_t i = 0; m && name && m->compiled_in && i < json_object_array_length(m->compiled_in); i++)
+        if (strcmp(json_object_get_string(json_object_array_get_idx(m->compiled_in, i)), name) == 0) return 1;
+    return 0;
+}
 
 int fusec_num_inputs(const fusec_model *m) { return m ? m->n_inputs : 0; }
 int fusec_num_outputs(const fusec_model *m) { return m ? m->n_outputs : 0; }

@@ -24,6 +24,15 @@ typedef enum {
     FUSEC_BOOL = 6,
 } fusec_dtype;
 
+/* A tensor given by the caller: its values are read, not kept. */
+typedef struct {
+    const char *name;
+    fusec_dtype dtype;
+    int rank;
+    const int64_t *shape;
+    const void *data;
+} fusec_tensor;
+
 typedef struct {
     const char *profile;    /* "fast" (default) or "bare" */
     const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
@@ -38,6 +47,11 @@ typedef struct {
                                    model file's folder (by default it must resolve inside it) */
     const char *sym_max;    /* a .onnx model's symbolic dims (dim_param) and their upper bounds,
                                "seq=256,batch=4" */
+    const fusec_tensor *known_inputs; /* input values known before compiling: an input whose values
+                                         decide shapes (a Reshape target, Slice bounds, Range
+                                         bounds...) is compiled in with them, and is then no longer an
+                                         input of the loaded model; the others are ignored */
+    int n_known_inputs;
 } fusec_options;
 
 typedef struct fusec_model fusec_model;
@@ -52,6 +66,10 @@ int fusec_num_outputs(const fusec_model *m);
 const char *fusec_input_name(const fusec_model *m, int i);
 const char *fusec_output_name(const fusec_model *m, int i);
 fusec_dtype fusec_input_dtype(const fusec_model *m, int i);
+/* 1 when input `name` of the model file was compiled in with the value
+ * given in fusec_options.known_inputs (or `fusec compile --specialize`):
+ * it is no longer an input; else 0. */
+int fusec_input_compiled_in(const fusec_model *m, const char *name);
 
 /* Binds input `name`. The data is not copied: it must stay valid until
  * fusec_run returns. Returns 0, or -1 with fusec_last_error set. */

@@ -336,7 +336,7 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
     char reason[128];
     /* A cache directory others can write is neither read nor written
      * (fu_cache_dir_check): the copies are packed into memory. */
-    fu_err cache_err = {{0}};
+    fu_err cache_err = {0};
     int private_dir = fu_cache_dir_check(cache_dir, &cache_err) == 0;
     p->map = private_dir ? map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason) : NULL;
     if (!p->map) {

@@ -12,13 +12,8 @@ const char help_info[] =
     "symbols, input and output shapes, arena bytes and the weights file.\n"
     "\n"
     "options:\n"
-    "  --profile bare|fast     pass pipeline (default fast)\n"
-    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
-    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
-    "  --allow-external-weights  the model's weights file may be outside its folder\n"
-    "                          (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose           one line per pass on stderr\n"
-    "  -h, --help              this text\n";
+    MODEL_OPTIONS_HELP
+    "  -h, --help                  this text\n";
 
 typedef struct {
     const char *op;
@@ -44,25 +39,16 @@ static void print_tensors(const fu_graph *g, const char *title, int n, const int
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *model = NULL, *value;
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0, allow_external = 0;
+    const char *model = NULL;
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
             fputs(help_info, stdout);
             return EXIT_OK;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("info", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("info", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            allow_external = 1;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            verbose = 1;
+        } else if ((r = model_option("info", argc, argv, &i, &mo, 0))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("info", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -72,8 +58,7 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose,
-                             .allow_external_weights = allow_external};
+    fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_GRAPH);
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
     fu_graph *g = r.graph;
@@ -107,7 +92,7 @@ int cmd_info(int argc, char **argv) {
     put_name(stdout, g->name ? g->name : "?");
     fputs(" (", stdout);
     put_safe(stdout, model);
-    printf(")\nprofile: %s\n", profile == FU_PROFILE_FAST ? "fast" : "bare");
+    printf(")\nprofile: %s\n", mo.profile == FU_PROFILE_FAST ? "fast" : "bare");
     printf("nodes: %d\n", n_nodes);
     for (int k = 0; k < n_ops; k++) {
         char op[64];

@@ -28,9 +28,8 @@ const char help_run[] =
     "  -i, --input NAME=[...]      bind input NAME to a JSON array, e.g. x=[[1,2],[3,4]]\n"
     "                              (converted to the input's dtype)\n"
     "  --backend jit|aot           libtcc in memory (default) or gcc into a cached library\n"
-    "  --profile bare|fast         pass pipeline (default fast)\n"
-    "  --precision f32|bf16        matmul precision (default f32); bf16 rounds activations\n"
-    "                              to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "                              An input whose values decide shapes (a Reshape target,\n"
+    "                              Slice bounds...) is compiled in with the value given.\n"
     "  --cache-dir DIR             where aot libraries and packed weights are cached\n"
     "                              (default build/cache; must be private: yours, not\n"
     "                              group/other-writable, not a symlink)\n"
@@ -41,10 +40,8 @@ const char help_run[] =
     "                              --repeat N the times are sums over runs 2..N (the first run pays\n"
     "                              the page faults of the mapped weights)\n"
     "  --profile-top K             nodes listed by --profile-ops (default 20; 0 lists every node)\n"
-    "  --max NAME=N                upper bound of an ONNX model's symbolic dim NAME (dim_param)\n"
-    "  --allow-external-weights    the model's weights file may be outside its folder\n"
-    "                              (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose               compile steps on stderr\n"
+    "  --emit-c FILE.c             also write the generated C\n"
+    MODEL_OPTIONS_HELP
     "  -h, --help                  this text\n";
 
 
@@ -106,21 +103,13 @@ static int bind_input(fusec_model *m, const char *arg, fu_array *array) {
     int index = -1;
     for (int i = 0; name && i < fusec_num_inputs(m); i++)
         if (strcmp(fusec_input_name(m, i), name) == 0) index = i;
-    if (index < 0) {
-        int status = fail(EXIT_USER, "the model has no input named '%s'", name ? name : arg);
+    if (index < 0) {   /* an input whose values decided shapes is in the code */
+        int status = fusec_input_compiled_in(m, name) ? EXIT_OK : fail(EXIT_USER, "the model has no input named '%s'", name ? name : arg);
         free(name);
         return status;
     }
-    fu_err err = {{0}};
-    const char *p = value;
-    while (*p == ' ') p++;
-    /* A path like 3.npy is not a number: a scalar must parse in full. */
-    char *number_end;
-    strtod(p, &number_end);
-    int is_number = number_end != p && strspn(number_end, " ") == strlen(number_end);
-    int is_json = *p == '[' || is_number || strcmp(p, "true") == 0 || strcmp(p, "false") == 0;
-    int rc = is_json ? fu_array_from_json(value, (fu_dtype)fusec_input_dtype(m, index), array, &err)
-                     : fu_npy_read(value, array, &err);
+    fu_err err = {0};
+    int rc = read_value_arg(value, (fu_dtype)fusec_input_dtype(m, index), array, &err);
     if (rc != 0) {
         fail(EXIT_USER, "input '%s': %s", name, err.msg);
         free(name);
@@ -170,7 +159,7 @@ static int write_outputs(fusec_model *m, const char *dir) {
         for (int k = 0; k < a.rank; k++) numel *= a.shape[k];
         a.nbytes = (size_t)numel * fu_dtype_size(a.dtype);
         a.data = (void *)data;   /* borrowed: not freed here */
-        fu_err err = {{0}};
+        fu_err err = {0};
         if (fu_npy_write(path, &a, &err) != 0) status = fail(EXIT_USER, "%s", err.msg);
         free(path);
     }
@@ -269,10 +258,9 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *emit_c = NULL, *value;
     const char *inputs[MAX_INPUT_ARGS];
     int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20;
-    fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
-    static char sym_max[1024];
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
+    fusec_options opts = {.backend = "jit", .cache_dir = NULL};
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -287,14 +275,6 @@ int cmd_run(int argc, char **argv) {
             if (strcmp(value, "jit") != 0 && strcmp(value, "aot") != 0)
                 return usage("run", "unknown backend '%s' (jit or aot)", value);
             opts.backend = value;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("run", "unknown profile '%s' (bare or fast)", value);
-            opts.profile = value;
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("run", "unknown precision '%s' (f32 or bf16)", value);
-            opts.precision = value;
         } else if ((r = option_value(argc, argv, &i, "--cache-dir", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             opts.cache_dir = value;
@@ -308,7 +288,6 @@ int cmd_run(int argc, char **argv) {
             if (*end || n < 1 || n > 1000000000) return usage("run", "--repeat wants a positive count, got '%s'", value);
             repeat = (int)n;
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
-            /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             emit_c = value;
         } else if (strcmp(argv[i], "--profile-ops") == 0) {
@@ -319,18 +298,8 @@ int cmd_run(int argc, char **argv) {
             long k = strtol(value, &end, 10);
             if (*end || !*value || k < 0 || k > 1000000000) return usage("run", "--profile-top wants a count >= 0, got '%s'", value);
             profile_top = (int)k;
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            opts.allow_external_weights = 1;
-        } else if ((r = option_value(argc, argv, &i, "--max", NULL, &value))) {
-            /* an ONNX model's symbolic dim and its bound, NAME=N (repeatable) */
-            if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            size_t used = strlen(sym_max);
-            if (!strchr(value, '=') || used + strlen(value) + 2 > sizeof sym_max)
-                return usage("run", "--max wants NAME=N, got '%s'", value);
-            snprintf(sym_max + used, sizeof sym_max - used, "%s%s", used ? "," : "", value);
-            opts.sym_max = sym_max;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            opts.verbose = 1;
+        } else if ((r = model_option("run", argc, argv, &i, &mo, 0))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("run", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -340,6 +309,11 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (!model) return usage("run", "no model given");
+    opts.profile = mo.profile == FU_PROFILE_FAST ? "fast" : "bare";
+    opts.precision = mo.precision == FU_PRECISION_BF16 ? "bf16" : "f32";
+    opts.verbose = mo.verbose;
+    opts.allow_external_weights = mo.allow_external;
+    opts.sym_max = mo.sym_max[0] ? mo.sym_max : NULL;
     for (int k = 0; k < n_inputs; k++) {
         const char *eq = strchr(inputs[k], '=');
         if (!eq || eq == inputs[k])
@@ -350,9 +324,7 @@ int cmd_run(int argc, char **argv) {
         size_t len = strlen(model);
         if (len >= 3 && strcmp(model + len - 3, ".so") == 0)
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
-        fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision,
-                                 .verbose = opts.verbose, .allow_external_weights = opts.allow_external_weights,
-                                 .sym_max = opts.sym_max};
+        fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_C);
         fu_compile_result r;
         if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
         int bad = write_text_atomic(emit_c, r.c_source.s);
@@ -360,9 +332,28 @@ int cmd_run(int argc, char **argv) {
         if (bad) return fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
     }
 
+    /* The integer inputs' values, known before compiling: those that
+     * decide shapes are compiled in (and then bound no more). */
+    known_inputs known;
+    if (known_inputs_read(inputs, n_inputs, 1, &known) != 0) return EXIT_USER;
+    fusec_tensor *known_tensors = calloc((size_t)known.n + 1, sizeof *known_tensors);
+    if (!known_tensors) {
+        known_inputs_free(&known);
+        return fail(EXIT_USER, "out of memory");
+    }
+    for (int k = 0; k < known.n; k++) {
+        const fu_known_input *ki = &known.known[k];
+        known_tensors[k] = (fusec_tensor){ki->name, (fusec_dtype)ki->dtype, ki->rank, ki->shape, ki->data};
+    }
+    opts.known_inputs = known_tensors;
+    opts.n_known_inputs = known.n;
     char err[FU_ERR_LEN];
     fusec_model *m = fusec_load(model, &opts, err, sizeof err);
-    if (!m) return fail(EXIT_USER, "%s", err);
+    if (!m) {
+        free(known_tensors);
+        known_inputs_free(&known);
+        return fail(EXIT_USER, "%s", err);
+    }
     fu_array arrays[MAX_INPUT_ARGS];
     memset(arrays, 0, sizeof arrays);
     int status = EXIT_OK;
@@ -403,6 +394,8 @@ int cmd_run(int argc, char **argv) {
     if (status == EXIT_OK && profile_ops) status = print_profile(m, repeat > 1, profile_top);
     for (int k = 0; k < n_inputs; k++) fu_array_free(&arrays[k]);
     fusec_free(m);
+    free(known_tensors);
+    known_inputs_free(&known);
     return status;
 }
 

@@ -9,6 +9,7 @@
 #ifndef FUSEC_DRIVER_H
 #define FUSEC_DRIVER_H
 
+#include "specialize.h"
 #include "backend.h"
 #include "emit.h"
 #include "../passes/passes.h"
@@ -32,6 +33,12 @@ typedef struct {
     const char *cache_dir;              /* FU_TARGET_AOT: NULL means build/cache */
     int allow_external_weights;         /* the weights may lie outside the model's folder (fu_ir_opts) */
     const char *sym_max;                /* an ONNX model's dim_param bounds "seq=256,b=4" (fu_ir_opts) */
+    /* Values of graph inputs known before compiling: those whose values
+     * decide shapes are compiled in (compiler/specialize.h); with
+     * specialize_always, all of them (fusec compile --specialize). */
+    const fu_known_input *known;
+    int n_known;
+    int specialize_always;
 } fu_compile_opts;
 
 typedef struct {

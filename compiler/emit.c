@@ -203,6 +203,10 @@ static char *build_meta(const fu_graph *g, const loop_groups *lg, const char *pr
     json_object_object_add(m, "packed", packed);
     json_object_object_add(m, "weights_file", g->weights_path ? json_object_new_string(g->weights_path) : NULL);
     if (g->weights_allow_external) json_object_object_add(m, "weights_allow_external", json_object_new_boolean(1));
+    json_object *compiled_in = json_object_new_array();   /* inputs whose values the code holds */
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].compiled_in) json_object_array_add(compiled_in, json_object_new_string(g->values[v].name));
+    json_object_object_add(m, "compiled_in", compiled_in);
     json_object_object_add(m, "weights_identity",
                            json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));
     json_object_object_add(m, "arena_bytes", json_object_new_int64(g->arena_bytes));

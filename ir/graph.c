@@ -17,6 +17,7 @@ int fu_fail(fu_err *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        err->needs_values = 0;
     }
     return -1;
 }

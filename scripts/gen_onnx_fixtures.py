@@ -170,6 +170,20 @@ save("large_inline", model([
     [numpy_helper.from_array(wl, "wl"), numpy_helper.from_array(np.array([0], np.int64), "ax0")], opset=13),
     {"x": xl}, {"y": xl @ wl + cl.sum(axis=0, keepdims=True)})
 
+# Inputs whose values decide shapes (a Reshape target, Slice bounds): fusec
+# run compiles them in with the values given; fusec compile wants
+# --specialize (tests/cli/test_onnx.sh)
+xsp = rng.standard_normal((4, 6)).astype(np.float32)
+sp = {"x": xsp, "shape": np.array([6, 4], np.int64), "starts": np.array([1], np.int64),
+      "ends": np.array([3], np.int64)}
+save("specialize", model([
+    helper.make_node("Reshape", ["x", "shape"], ["r"]),
+    helper.make_node("Slice", ["r", "starts", "ends"], ["s"]),
+    helper.make_node("Relu", ["s"], ["y"])],
+    [vi("x", [4, 6]), vi("shape", [2], TensorProto.INT64), vi("starts", [1], TensorProto.INT64),
+     vi("ends", [1], TensorProto.INT64)], [vi("y", None)], opset=18),
+    sp, {"y": np.maximum(xsp.reshape(6, 4)[1:3], 0)})
+
 # Hostile files (fixtures/onnx_hostile/<case>.onnx): each must give a clear
 # error naming its reason (the line in expected.txt), never a crash or an
 # output file. tests/cli/test_onnx.sh and tests/test_onnx.c read them.

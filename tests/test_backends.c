@@ -183,7 +183,7 @@ static void test_aot_matches_jit(void **state) {
 
 /* Emits the C of a model file through the normal pipeline. */
 static char *emit_model_c(const char *path) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("%s", err.msg);
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
@@ -200,7 +200,7 @@ static void test_aot_cache_hit(void **state) {
     char *c = emit_model_c(path);
     char cache[256];
     snprintf(cache, sizeof cache, "%s/cache2/nested", temp_dir);
-    fu_err err = {{0}};
+    fu_err err = {0};
     char *so1 = NULL, *so2 = NULL, *so3 = NULL;
     int exists = -1;
     const char *key[2] = {"model hash", "fast"};
@@ -239,7 +239,7 @@ static void test_failed_build_leaves_nothing(void **state) {
     assert_int_equal(mkdir(dir, 0777), 0);
     snprintf(so, sizeof so, "%s/libbad.so", dir);
     snprintf(header, sizeof header, "%s/bad.h", dir);
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_aot_build("int fusec_model_run( { not C", so, header, &err), -1);
     assert_non_null(strstr(err.msg, "gcc failed"));
     assert_int_equal(count_entries(dir), 0);
@@ -293,7 +293,7 @@ static void test_jit_links_every_kernel(void **state) {
              " void **o) { (void)s; (void)i; (void)w; (void)a; (void)o; return fusec_probe[0] == 0; }\n");
     assert_true(found >= 20);
     fu_compiled code;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_jit_compile(src, &code, &err) != 0) fail_msg("%s", err.msg);
     assert_int_equal(code.run(NULL, NULL, NULL, NULL, NULL), 0);
     fu_compiled_free(&code);
@@ -308,7 +308,7 @@ static void test_build_writes_header(void **state) {
     char so[300], header[300], err_text[1024];
     snprintf(so, sizeof so, "%s/libsmall.so", temp_dir);
     snprintf(header, sizeof header, "%s/small.h", temp_dir);
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_aot_build(c, so, header, &err), 0);
     assert_int_equal(access(header, R_OK), 0);
     /* The library loads through the public API like a JSON model. */
@@ -438,7 +438,7 @@ static void test_external_weights(void **state) {
     /* A compiled library maps the same file at load time... */
     char *c = emit_model_c(path);
     snprintf(so, sizeof so, "%s/libexternal.so", temp_dir);
-    fu_err e = {{0}};
+    fu_err e = {0};
     assert_int_equal(fu_aot_build(c, so, NULL, &e), 0);
     m = fusec_load(so, NULL, err, sizeof err);
     if (!m) fail_msg("%s", err);

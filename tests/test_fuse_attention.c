@@ -231,7 +231,7 @@ static void dump_log(const fu_fusion_log *log) {
 static void check_model(tb_graph *b, int hq, int repeated_kv, const expectation *want) {
     char *path = tb_save(b);
     tb_free(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};
@@ -579,7 +579,7 @@ static char *layouts_model(int q_exported) {
  * left; then bare and fast agree on every output. */
 static void check_layouts(int q_exported, const char *want_qkv, int want_transposes) {
     char *path = layouts_model(q_exported);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("%s", err.msg);
     fu_pass_opts o = {.profile = FU_PROFILE_FAST, .evaluate = fu_evaluate_graph};

@@ -42,7 +42,7 @@ static void test_fixtures_load_and_verify(void **state) {
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         char path[256];
         snprintf(path, sizeof path, "fixtures/onnx/%s/model.onnx", models[i]);
-        fu_err err = {{0}};
+        fu_err err = {0};
         fu_graph *g = fu_onnx_load(path, &opts, &err);
         if (!g) fail_msg("%s: %s", path, err.msg);
         if (fu_infer(g, &err)) fail_msg("%s: verifier: %s", path, err.msg);
@@ -53,7 +53,7 @@ static void test_fixtures_load_and_verify(void **state) {
 
 static void test_unsupported_ops_listed(void **state) {
     (void)state;
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_onnx_load("fixtures/onnx/unsupported/model.onnx", &opts, &err);
     assert_null(g);
     if (!strstr(err.msg, "unsupported ops:")) fail_msg("got '%s'", err.msg);
@@ -61,7 +61,7 @@ static void test_unsupported_ops_listed(void **state) {
 
 static void test_no_bound_names_the_dim(void **state) {
     (void)state;
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_onnx_load("fixtures/onnx/dim_param/model.onnx", NULL, &err);
     assert_null(g);
     if (!strstr(err.msg, "'seq'")) fail_msg("got '%s'", err.msg);
@@ -82,7 +82,7 @@ static void test_hostile_files(void **state) {
         *bar = 0;
         char path[600];
         snprintf(path, sizeof path, "fixtures/onnx_hostile/%s.onnx", line);
-        fu_err err = {{0}};
+        fu_err err = {0};
         fu_graph *g = fu_onnx_load(path, &opts, &err);
         if (g) fail_msg("%s: loaded", path);
         if (!strstr(err.msg, bar + 1)) fail_msg("%s: got '%s', want '%s'", path, err.msg, bar + 1);
@@ -97,7 +97,7 @@ static void test_hostile_files(void **state) {
  * one a constant of the code. */
 static void test_weights_mapped_or_held(void **state) {
     (void)state;
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_onnx_load("fixtures/onnx/external_data/model.onnx", &opts, &err);
     if (!g) fail_msg("%s", err.msg);
     assert_int_equal(fu_weights_n_files(g->weights), 2);
@@ -144,7 +144,7 @@ static void test_damaged_bytes(void **state) {
         size_t len;
         uint8_t *good = read_model(models[m], &len), *buf = malloc(len);
         for (size_t cut = 0; cut < len; cut += 1 + cut / 64) {
-            fu_err err = {{0}};
+            fu_err err = {0};
             fu_graph *g = fu_onnx_parse(good, cut, "cut.onnx", &opts, &err);
             if (g) fu_graph_free(g);
             else refused++, assert_true(err.msg[0] != 0);
@@ -153,7 +153,7 @@ static void test_damaged_bytes(void **state) {
             for (int bit = 0; bit < 8; bit += 3) {
                 memcpy(buf, good, len);
                 buf[at] ^= (uint8_t)(1u << bit);
-                fu_err err = {{0}};
+                fu_err err = {0};
                 fu_graph *g = fu_onnx_parse(buf, len, "flip.onnx", &opts, &err);
                 if (g) {
                     fu_infer(g, &err);

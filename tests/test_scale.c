@@ -106,7 +106,7 @@ static float expected_last(model_kind kind, int n) {
 static double compile_seconds(const char *path, model_kind kind, int n, fu_profile profile) {
     fu_compile_opts o = {.target = FU_TARGET_JIT, .profile = profile, .precision = FU_PRECISION_F32};
     fu_compile_result r;
-    fu_err err = {{0}};
+    fu_err err = {0};
     double t0 = now_s();
     if (fu_compile(path, &o, &r, &err)) fail_msg("compile %s: %s", path, err.msg);
     double t = now_s() - t0;
@@ -161,7 +161,7 @@ static void test_fan_of_constants_fast(void **state) {
 static void expect_compile_error(const char *path, fu_profile profile, const char *needle) {
     fu_compile_opts o = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = FU_PRECISION_F32};
     fu_compile_result r;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_compile(path, &o, &r, &err) == 0) {
         fu_compile_result_free(&r);
         fail_msg("compiled despite the limit (wanted '%s')", needle);
@@ -180,7 +180,7 @@ static void test_limits(void **state) {
     unsetenv("FUSEC_MAX_ARENA_BYTES");
     fu_compile_opts o = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_BARE};
     fu_compile_result r;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_compile(path, &o, &r, &err)) fail_msg("within the limits: %s", err.msg);
     assert_true(r.graph->arena_bytes > 0);
     char limit[32];
@@ -225,7 +225,7 @@ static void test_weights_limit(void **state) {
     setenv("FUSEC_MAX_WEIGHTS_BYTES", limit, 1);
     fu_compile_opts o = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_BARE};
     fu_compile_result r;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_compile(mpath, &o, &r, &err)) fail_msg("at the limit: %s", err.msg);
     fu_compile_result_free(&r);
     snprintf(limit, sizeof limit, "%ld", size - 1);

@@ -124,6 +124,50 @@ if "$fusec" run "$tmp/sym/model.onnx" --allow-external-weights --input x="$fx/ex
     ok "external data symlinked out: allowed with --allow-external-weights"
 else bad "external data symlinked out: allowed with --allow-external-weights"; fi
 
+# inputs that decide shapes: run compiles them in (the fixture loop above);
+# compile names them and takes --specialize
+sp="$fx/specialize"
+"$fusec" compile "$sp/model.onnx" -o "$tmp/libsp.so" >/dev/null 2>"$tmp/err"
+st=$?
+if [ $st -eq 1 ] && grep -q "it is computed from input 'shape', whose values decide shapes" "$tmp/err" &&
+   grep -q -- "--specialize NAME=VALUE" "$tmp/err" && [ ! -e "$tmp/libsp.so" ]; then
+    ok "compile names the inputs that decide shapes"
+else bad "compile names the inputs that decide shapes (exit $st)"; fi
+rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+if "$fusec" compile "$sp/model.onnx" -o "$tmp/libsp.so" --specialize shape="$sp/shape.npy" \
+       --specialize 'starts=[1]' --specialize ends="$sp/ends.npy" >/dev/null 2>"$tmp/err" &&
+   "$fusec" run "$tmp/libsp.so" --input x="$sp/x.npy" --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" &&
+   compare "$tmp/out" specialize; then
+    ok "compile --specialize: the library takes only x"
+else bad "compile --specialize: the library takes only x"; fi
+"$fusec" compile "$sp/model.onnx" -o "$tmp/libsp2.so" --specialize 'nope=[1]' >/dev/null 2>"$tmp/err"
+st=$?
+if [ $st -eq 1 ] && grep -q "the model has no input named 'nope'" "$tmp/err"; then ok "--specialize of no input: error"
+else bad "--specialize of no input: error (exit $st)"; fi
+# other values, other code (the AOT cache is keyed on them)
+for v in "[6,4]:2, 4" "[3,8]:2, 8"; do
+    "$fusec" run "$sp/model.onnx" --backend aot --input x="$sp/x.npy" --input "shape=${v%%:*}" --input 'starts=[1]' \
+        --input 'ends=[3]' >"$tmp/o" 2>"$tmp/err"
+    if grep -q "^y float32 \[${v#*:}\]" "$tmp/o"; then ok "run --backend aot, shape=${v%%:*}: y [${v#*:}]"
+    else bad "run --backend aot, shape=${v%%:*}: y [${v#*:}]"; fi
+done
+
+# --max on every command that loads a model; the AOT cache is keyed on it
+for cmd in info "dump -o $tmp/d.json" "compile -o $tmp/libdp.so"; do
+    # shellcheck disable=SC2086
+    if "$fusec" $cmd "$fx/dim_param/model.onnx" --max seq=8 >/dev/null 2>"$tmp/err"; then ok "${cmd%% *} --max"
+    else bad "${cmd%% *} --max"; fi
+done
+"$py" -c "import numpy as np; np.save('$tmp/x6.npy', np.ones((6, 8), np.float32))"
+"$fusec" run "$fx/dim_param/model.onnx" --backend aot --max seq=8 --input x="$tmp/x6.npy" >/dev/null 2>"$tmp/err" &&
+    ok "aot --max seq=8 takes 6 rows" || bad "aot --max seq=8 takes 6 rows"
+"$fusec" run "$fx/dim_param/model.onnx" --backend aot --max seq=4 --input x="$tmp/x6.npy" >/dev/null 2>"$tmp/err"
+st=$?
+if [ $st -eq 1 ] && grep -q "seq" "$tmp/err"; then ok "aot --max seq=4 refuses 6 rows (not the seq=8 library)"
+else bad "aot --max seq=4 refuses 6 rows (exit $st)"; fi
+"$fusec" info "$fx/dim_param/model.onnx" --max seq=x >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "max wants NAME=N" "$tmp/err" && ok "--max seq=x: usage error" || bad "--max seq=x: usage error"
+
 # hostile files: a clear error (exit 1, the reason named), no crash, no
 # output file, from info, compile and import alike
 hx=fixtures/onnx_hostile

@@ -16,6 +16,7 @@
 #include "../compiler/driver.h"
 #include "../ir/mapguard.h"
 #include "../ir/onnx_read.h"
+#include "../ir/shape.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
 #include "../runtime/gemm.h"
@@ -497,10 +498,48 @@ const char *fusec_output_name(const fusec_model *m, int i) {
 fusec_dtype fusec_input_dtype(const fusec_model *m, int i) {
     return m && i >= 0 && i < m->n_inputs ? to_api_dtype(m->inputs[i].dtype) : (fusec_dtype)0;
 }
+fusec_dtype fusec_output_dtype(const fusec_model *m, int i) {
+    return m && i >= 0 && i < m->n_outputs ? to_api_dtype(m->outputs[i].dtype) : (fusec_dtype)0;
+}
 
 const char *fusec_last_error(const fusec_model *m) { return m ? m->err : "no model"; }
 
 int64_t fusec_arena_bytes(const fusec_model *m) { return m ? m->arena_bytes : 0; }
+
+/* One tensor's shape: upper bounds, and its text with symbol names. */
+static int tensor_shape(const fusec_model *m, const io_tensor *t, int *rank, int64_t *max_dims, char *text,
+                        size_t textlen) {
+    fu_graph names;   /* only the symbol names, for fu_shape_str */
+    memset(&names, 0, sizeof names);
+    names.n_syms = m->n_syms;
+    for (int s = 0; s < m->n_syms; s++) names.sym_names[s] = m->sym_names[s];
+    if (rank) *rank = t->rank;
+    for (int k = 0; max_dims && k < t->rank; k++) max_dims[k] = fu_dim_eval(t->shape[k], m->sym_max);
+    if (text && textlen) fu_shape_str(&names, t->rank, t->shape, ", ", text, textlen);
+    return 0;
+}
+
+int fusec_input_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen) {
+    if (!m || i < 0 || i >= m->n_inputs) return -1;
+    return tensor_shape(m, &m->inputs[i], rank, max_dims, text, textlen);
+}
+
+int fusec_output_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen) {
+    if (!m || i < 0 || i >= m->n_outputs) return -1;
+    return tensor_shape(m, &m->outputs[i], rank, max_dims, text, textlen);
+}
+
+int fusec_num_symbols(const fusec_model *m) { return m ? m->n_syms : 0; }
+
+const char *fusec_symbol_name(const fusec_model *m, int i) {
+    return m && i >= 0 && i < m->n_syms ? m->sym_names[i] : NULL;
+}
+
+int64_t fusec_symbol_max(const fusec_model *m, int i) { return m && i >= 0 && i < m->n_syms ? m->sym_max[i] : -1; }
+
+const char *fusec_weights_path(const fusec_model *m) {
+    return m && m->weights_file ? fu_weights_path(m->weights_file) : NULL;
+}
 
 int fusec_get_load_info(const fusec_model *m, fusec_load_info *info) {
     if (!m || !info) return -1;

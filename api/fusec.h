@@ -66,6 +66,19 @@ int fusec_num_outputs(const fusec_model *m);
 const char *fusec_input_name(const fusec_model *m, int i);
 const char *fusec_output_name(const fusec_model *m, int i);
 fusec_dtype fusec_input_dtype(const fusec_model *m, int i);
+fusec_dtype fusec_output_dtype(const fusec_model *m, int i);
+/* Input (output) i's shape: its rank, each dim's upper bound (a dim that
+ * depends on symbols, e.g. "seq", at the symbols' bounds) and, if text is
+ * given, the shape as text with the symbols named ("[seq, 8]"). The maximum
+ * rank is 8. Returns 0, or -1 for a bad index. */
+int fusec_input_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen);
+int fusec_output_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen);
+/* The model's symbols (symbolic dims) and their upper bounds. */
+int fusec_num_symbols(const fusec_model *m);
+const char *fusec_symbol_name(const fusec_model *m, int i);
+int64_t fusec_symbol_max(const fusec_model *m, int i);
+/* The file the model's weights come from, or NULL when it has none. */
+const char *fusec_weights_path(const fusec_model *m);
 /* 1 when input `name` of the model file was compiled in with the value
  * given in fusec_options.known_inputs (or `fusec compile --specialize`):
  * it is no longer an input; else 0. */

@@ -4,12 +4,15 @@
 #include "cli.h"
 #include "../ir/shape.h"
 #include "../ir/weights.h"
+#include "../api/fusec.h"
 
 const char help_info[] =
-    "usage: fusec info MODEL.json [options]\n"
+    "usage: fusec info MODEL.json|MODEL.onnx|LIB.so [options]\n"
     "\n"
     "Runs the whole pipeline and prints op counts, parameter count and bytes,\n"
-    "symbols, input and output shapes, arena bytes and the weights file.\n"
+    "symbols, input and output shapes, arena bytes and the weights file. For a\n"
+    "library built by `fusec compile`: its symbols, inputs, outputs, arena and\n"
+    "weights file.\n"
     "\n"
     "options:\n"
     MODEL_OPTIONS_HELP
@@ -38,6 +41,48 @@ static void print_tensors(const fu_graph *g, const char *title, int n, const int
     }
 }
 
+/* fusec info LIB.so: what a compiled library takes and gives (its
+ * metadata, read through the C API; its weights are bound as for a run). */
+static int library_info(const char *path) {
+    char err[FU_ERR_LEN];
+    fusec_options opts = {0};
+    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
+    if (!m) return fail(EXIT_USER, "%s", err);
+    fputs("library: ", stdout);
+    put_safe(stdout, path);
+    printf("\nsymbols:%s\n", fusec_num_symbols(m) ? "" : " none");
+    for (int s = 0; s < fusec_num_symbols(m); s++) {
+        fputs("  ", stdout);
+        put_name(stdout, fusec_symbol_name(m, s));
+        printf(" <= %lld\n", (long long)fusec_symbol_max(m, s));
+    }
+    for (int io = 0; io < 2; io++) {
+        int n = io ? fusec_num_outputs(m) : fusec_num_inputs(m);
+        printf("%s:\n", io ? "outputs" : "inputs");
+        for (int i = 0; i < n; i++) {
+            char shape[512];
+            fusec_dtype t;
+            if (io) {
+                fusec_output_shape(m, i, NULL, NULL, shape, sizeof shape);
+                fputs("  ", stdout);
+                put_name(stdout, fusec_output_name(m, i));
+                t = fusec_output_dtype(m, i);
+            } else {
+                fusec_input_shape(m, i, NULL, NULL, shape, sizeof shape);
+                fputs("  ", stdout);
+                put_name(stdout, fusec_input_name(m, i));
+                t = fusec_input_dtype(m, i);
+            }
+            printf(" %s %s\n", fu_dtype_name((fu_dtype)t), shape);
+        }
+    }
+    printf("arena: %lld bytes\nweights file: ", (long long)fusec_arena_bytes(m));
+    put_safe(stdout, fusec_weights_path(m) ? fusec_weights_path(m) : "none");
+    fputc('\n', stdout);
+    fusec_free(m);
+    return EXIT_OK;
+}
+
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     model_opts mo;
@@ -58,6 +103,8 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
+    size_t len = strlen(model);
+    if (len > 3 && strcmp(model + len - 3, ".so") == 0) return library_info(model);
     fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_GRAPH);
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;

@@ -11,6 +11,11 @@
 #include <string.h>
 #include "cli.h"
 
+/* The release, and the build's id (a hash of the library's sources: the
+ * same id means the same compiler and runtime). */
+#define FUSEC_VERSION "0.10.0"
+extern const char fu_build_id[];
+
 static const char help_main[] =
     "usage: fusec <command> [options]\n"
     "\n"
@@ -24,7 +29,7 @@ static const char help_main[] =
     "  import MODEL.onnx -o OUT.json       an ONNX model as JSON IR + OUT.safetensors\n"
     "  help [COMMAND]                      this text, or a command's options\n"
     "\n"
-    "Run `fusec COMMAND --help` for the options of a command.\n"
+    "Run `fusec COMMAND --help` for the options of a command; `fusec --version` for the version.\n"
     "Exit status: 0 success, 1 bad model / input / failed build, 2 usage error.\n";
 
 
@@ -53,8 +58,12 @@ int main(int argc, char **argv) {
         fputs(help_main, stdout);
         return EXIT_OK;
     }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("fusec %s (build %s)\n", FUSEC_VERSION, fu_build_id);
+        return EXIT_OK;
+    }
     if (strcmp(name, "help") == 0) {
-        if (argc < 3) {
+        if (argc < 3 || is_help(argv[2])) {
             fputs(help_main, stdout);
             return EXIT_OK;
         }

@@ -33,7 +33,8 @@ const char help_run[] =
     "  --cache-dir DIR             where aot libraries and packed weights are cached\n"
     "                              (default build/cache; must be private: yours, not\n"
     "                              group/other-writable, not a symlink)\n"
-    "  --output-dir DIR            also write each output to DIR/<name>.npy\n"
+    "  --output-dir DIR            also write each output to DIR/<name>.npy (DIR is created)\n"
+    "  --print-all                 print every value of each output (default: the first 16)\n"
     "  --repeat N                  run N times; print the first run's time and the median of the rest\n"
     "  --profile-ops               time every node and print, after the outputs, the time per op kind\n"
     "                              and the slowest nodes with their share of the forward; with\n"
@@ -73,7 +74,11 @@ static double element_as_double(fusec_dtype t, const void *data, int64_t i) {
     return 0;
 }
 
-static void print_output(const char *name, fusec_dtype t, int rank, const int64_t *shape, const void *data) {
+/* Values printed per output unless --print-all. */
+#define PRINTED_VALUES 16
+
+static void print_output(const char *name, fusec_dtype t, int rank, const int64_t *shape, const void *data,
+                         int print_all) {
     int64_t numel = 1;
     put_name(stdout, name);  /* from the model: escaped */
     printf(" %s [", fu_dtype_name((fu_dtype)t));
@@ -82,15 +87,43 @@ static void print_output(const char *name, fusec_dtype t, int rank, const int64_
         numel *= shape[k];
     }
     printf("]");
-    for (int64_t i = 0; i < numel && i < 8; i++) {
+    int64_t shown = print_all ? numel : PRINTED_VALUES;
+    for (int64_t i = 0; i < numel && i < shown; i++) {
         double v = element_as_double(t, data, i);
         if (t == FUSEC_INT64 || t == FUSEC_INT32 || t == FUSEC_BOOL)
             printf(" %lld", (long long)v);
         else
             printf(" %.6g", v);
     }
-    if (numel > 8) printf(" ...");
+    if (numel > shown) printf(" ... (%lld more; --print-all)", (long long)(numel - shown));
     printf("\n");
+}
+
+/* An int32 array for an int64 input is widened, an int64 one for an int32
+ * input narrowed when every value fits (as inline JSON is converted). */
+static int convert_ints(fu_array *a, fu_dtype want, fu_err *err) {
+    int wide = a->dtype == FU_I32 && want == FU_I64, narrow = a->dtype == FU_I64 && want == FU_I32;
+    if (!wide && !narrow) return 0;
+    size_t n = a->nbytes / fu_dtype_size(a->dtype);
+    void *out = malloc(n * fu_dtype_size(want) + 1);
+    if (!out) return fu_fail(err, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (wide) {
+            ((int64_t *)out)[i] = ((const int32_t *)a->data)[i];
+            continue;
+        }
+        int64_t x = ((const int64_t *)a->data)[i];
+        if (x < INT32_MIN || x > INT32_MAX) {
+            free(out);
+            return fu_fail(err, "value %lld at %zu does not fit the int32 input", (long long)x, i);
+        }
+        ((int32_t *)out)[i] = (int32_t)x;
+    }
+    free(a->data);
+    a->data = out;
+    a->dtype = want;
+    a->nbytes = n * fu_dtype_size(want);
+    return 0;
 }
 
 /* Binds one --input NAME=VALUE: VALUE is a JSON array or scalar if it
@@ -109,7 +142,9 @@ static int bind_input(fusec_model *m, const char *arg, fu_array *array) {
         return status;
     }
     fu_err err = {0};
-    int rc = read_value_arg(value, (fu_dtype)fusec_input_dtype(m, index), array, &err);
+    fu_dtype want = (fu_dtype)fusec_input_dtype(m, index);
+    int rc = read_value_arg(value, want, array, &err);
+    if (rc == 0) rc = convert_ints(array, want, &err);
     if (rc != 0) {
         fail(EXIT_USER, "input '%s': %s", name, err.msg);
         free(name);
@@ -165,6 +200,27 @@ static int write_outputs(fusec_model *m, const char *dir) {
     }
     free(used);
     return status;
+}
+
+/* mkdir -p: the output directory exists before the model runs. */
+static int make_dirs(const char *dir) {
+    char *path = strdup(dir);
+    if (!path) return -1;
+    int rc = 0;
+    for (char *p = path + 1; rc == 0; p++) {
+        if (*p != '/' && *p) continue;
+        char keep = *p;
+        *p = 0;
+        struct stat st;
+        if (mkdir(path, 0777) != 0 && !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+            if (errno == EEXIST) errno = ENOTDIR;
+            rc = -1;
+        }
+        *p = keep;
+        if (!keep) break;
+    }
+    free(path);
+    return rc;
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -257,7 +313,7 @@ static int print_profile(const fusec_model *m, int first_run_left_out, int top) 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *emit_c = NULL, *value;
     const char *inputs[MAX_INPUT_ARGS];
-    int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20;
+    int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20, print_all = 0;
     fusec_options opts = {.backend = "jit", .cache_dir = NULL};
     model_opts mo;
     model_opts_init(&mo);
@@ -290,6 +346,8 @@ int cmd_run(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             emit_c = value;
+        } else if (strcmp(argv[i], "--print-all") == 0) {
+            print_all = 1;
         } else if (strcmp(argv[i], "--profile-ops") == 0) {
             profile_ops = 1;
         } else if ((r = option_value(argc, argv, &i, "--profile-top", NULL, &value))) {
@@ -331,6 +389,9 @@ int cmd_run(int argc, char **argv) {
         fu_compile_result_free(&r);
         if (bad) return fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
     }
+
+    if (output_dir && make_dirs(output_dir) != 0)
+        return fail(EXIT_USER, "cannot create the output directory %s: %s", output_dir, strerror(errno));
 
     /* The integer inputs' values, known before compiling: those that
      * decide shapes are compiled in (and then bound no more). */
@@ -388,7 +449,7 @@ int cmd_run(int argc, char **argv) {
         if (fusec_get_output(m, name, &t, &rank, shape, &data) != 0)
             status = fail(EXIT_USER, "%s", fusec_last_error(m));
         else
-            print_output(name, t, rank, shape, data);
+            print_output(name, t, rank, shape, data, print_all);
     }
     if (status == EXIT_OK && output_dir) status = write_outputs(m, output_dir);
     if (status == EXIT_OK && profile_ops) status = print_profile(m, repeat > 1, profile_top);

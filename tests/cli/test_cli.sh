@@ -274,5 +274,33 @@ check "explain: names the pruned node" grep -qF "node 'mm' -> computes only the 
 status 0 "run the pruned model" run "$tmp/rows.json" --input 'x=[[[1, 2], [3, -4], [-1, 1], [2, 2]]]'
 check "pruned run reads row T-2 (hand-computed: Relu([-1, 1] @ w))" grep -qF 'y float32 [1, 3] 2 3 0' "$tmp/out"
 
+# ---- rough edges (issue: fusec as a tool people use) ---------------------------
+status 0 "--version" --version
+check "--version names the release and the build" grep -qE '^fusec [0-9]+\.[0-9]+\.[0-9]+ \(build [0-9a-f]{32}\)$' "$tmp/out"
+status 0 "help --help" help --help
+check "help --help prints the commands" grep -q "^commands:" "$tmp/out"
+status 1 "--output-dir under a file: refused before running" run "$tmp/small.json" --input "x=$x_json" --output-dir "$tmp/small.json/sub"
+check "--output-dir error names the directory" grep -qF "cannot create the output directory $tmp/small.json/sub" "$tmp/err"
+check "--output-dir error comes before any output" test ! -s "$tmp/out"
+status 0 "--output-dir a/b/c is created" run "$tmp/small.json" --input "x=$x_json" --output-dir "$tmp/made/a/b/c"
+check "--output-dir a/b/c holds y.npy" test -f "$tmp/made/a/b/c/y.npy"
+cat >"$tmp/wide.json" <<'EOF2'
+{"ir_version": 1, "name": "wide",
+ "inputs": [{"name": "x", "dtype": "float32", "shape": [20]}],
+ "outputs": [{"name": "y", "dtype": "float32", "shape": [20]}],
+ "nodes": [{"name": "r", "op": "Relu", "inputs": ["x"], "outputs": ["y"]}]}
+EOF2
+x20='[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]'
+status 0 "20 values: printed in part" run "$tmp/wide.json" --input "x=$x20"
+check "the first 16 values, then how many more" grep -qF 'y float32 [20] 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 ... (4 more; --print-all)' "$tmp/out"
+status 0 "--print-all" run "$tmp/wide.json" --input "x=$x20" --print-all
+check "--print-all prints all 20" grep -qxF 'y float32 [20] 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20' "$tmp/out"
+$py -c "import numpy as np; np.save('$tmp/ids32.npy', np.array([2, 0], np.int32))"
+status 0 "an int32 .npy into an int64 input" run "$tmp/gather.json" --input "ids=$tmp/ids32.npy"
+check "int32 ids widened: rows 2 and 0" grep -qF 'rows float32 [2, 2] 5 6 1 2' "$tmp/out"
+status 0 "compile a library to inspect" compile "$tmp/small.json" -o "$tmp/libinspect.so"
+status 0 "info on a compiled library" info "$tmp/libinspect.so"
+check "info LIB.so: its input and output with shapes" bash -c "grep -qxF '  x float32 [2, 3]' '$tmp/out' && grep -qxF '  y float32 [2, 2]' '$tmp/out' && grep -q '^library: ' '$tmp/out'"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

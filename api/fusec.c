@@ -19,6 +19,7 @@
 #include "../ir/shape.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
+#include "../runtime/fault.h"
 #include "../runtime/gemm.h"
 #include "../runtime/profile.h"
 
@@ -734,6 +735,9 @@ int fusec_set_input(fusec_model *m, const char *name, fusec_dtype dtype, int ran
 }
 
 static int run_code(fusec_model *m, const int64_t *sym);
+static struct model_profile *load_profile(fusec_model *m);
+
+static int run_failure(fusec_model *m, int node);
 
 int fusec_run(fusec_model *m) {
     if (!m) return -1;
@@ -747,11 +751,11 @@ int fusec_run(fusec_model *m) {
     if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
     /* Worker threads read the weights too: the guard is process-wide. */
     fu_mapguard_enter();
+    fu_rt_fault_clear();
     int rc = run_code(m, sym);
     fu_mapguard_leave();
     if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
-    if (rc != 0)
-        return model_fail(m, "%s: run failed in node #%d (an index out of range)", m->path, rc - 1);
+    if (rc != 0) return run_failure(m, rc - 1);
     for (int i = 0; i < m->n_outputs; i++)
         if (!m->output_data[i]) return model_fail(m, "%s: the model produced no data for output '%s'", m->path, m->outputs[i].name);
     memcpy(m->sym_values, sym, sizeof sym);
@@ -850,6 +854,26 @@ static struct model_profile *load_profile(fusec_model *m) {
         return NULL;
     }
     return p;
+}
+
+/* The error of a run the code stopped in node `node`: its name and op
+ * (from the metadata's block list), and the bad value when the kernel
+ * said (runtime/fault.h). */
+static int run_failure(fusec_model *m, int node) {
+    fu_rt_fault f = fu_rt_fault_last();
+    struct model_profile *p = m->profile ? m->profile : load_profile(m);
+    char where[400];
+    snprintf(where, sizeof where, "node #%d", node);
+    for (int i = 0; p && i < p->n_slots; i++)
+        if (p->slots[i].node == node)
+            snprintf(where, sizeof where, "node '%s' (%s)", fu_safe(p->slots[i].name).s, fu_safe(p->slots[i].op).s);
+    if (p != m->profile) free_profile(p);
+    if (f.what)
+        return model_fail(m, "%s: run failed in %s: %s %lld is out of range for an axis of size %lld (valid: -%lld to "
+                          "%lld)", m->path, where, f.what, (long long)f.value, (long long)f.size, (long long)f.size,
+                          (long long)f.size - 1);
+    return model_fail(m, "%s: run failed in %s: a runtime check failed (an index or a size out of range)", m->path,
+                      where);
 }
 
 int fusec_profile_enable(fusec_model *m, int on) {

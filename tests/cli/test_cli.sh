@@ -139,7 +139,9 @@ status 1 "run with a missing npy" run "$tmp/small.json" --input "x=$tmp/none.npy
 status 0 "run gather" run "$tmp/gather.json" --input "ids=[2,-3]"
 check "gather prints the rows" grep -qxF "rows float32 [2, 2] 5 6 1 2" "$tmp/out"
 status 1 "run gather with an index out of range" run "$tmp/gather.json" --input "ids=[7,0]"
-check "bad index names the node" grep -qF "run failed in node #0" "$tmp/err"
+check "bad index names the node, its op and the index" grep -qF "run failed in node 'g' (Gather): index 7 is out of range for an axis of size 3 (valid: -3 to 2)" "$tmp/err"
+status 1 "the same from a compiled library (aot)" run "$tmp/gather.json" --input "ids=[0,-4]" --backend aot
+check "aot: bad index named" grep -qF "run failed in node 'g' (Gather): index -4 is out of range for an axis of size 3" "$tmp/err"
 status 1 "same with aot" run "$tmp/gather.json" --input "ids=[0,3]" --backend aot --cache-dir "$tmp/cache"
 
 # .npy in, .npy out

@@ -222,7 +222,8 @@ static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
                                          json_object_get_boolean(transposed)};
     }
     if (rc == 0) {
-        const char *cache = m->cache_dir ? m->cache_dir : "build/cache";
+        char default_dir[4096];
+        const char *cache = m->cache_dir ? m->cache_dir : fu_default_cache_dir(default_dir, sizeof default_dir);
         m->packed = fu_packed_weights_open(m->weights_file, cache, req, m->n_packed, m->weight_ptrs + m->n_weights,
                                            &m->packed_info, err);
         if (!m->packed) rc = -1;

@@ -36,7 +36,8 @@ typedef struct {
 typedef struct {
     const char *profile;    /* "fast" (default) or "bare" */
     const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
-    const char *cache_dir;  /* AOT build cache; default "build/cache". Must be private: a real
+    const char *cache_dir;  /* AOT build cache and packed weights; default $FUSEC_CACHE_DIR, else
+                               $XDG_CACHE_HOME/fusec, else ~/.cache/fusec. Must be private: a real
                                directory (not a symlink) owned by you, not group/other-writable
                                (created 0755 when missing); else aot refuses it and the packed
                                weights go to memory (docs/security.md) */

@@ -565,6 +565,15 @@ static int cache_key(const char *const *parts, int n_parts, char *hex, fu_err *e
     return 0;
 }
 
+char *fu_default_cache_dir(char *buf, size_t n) {
+    const char *own = getenv("FUSEC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (own && *own) snprintf(buf, n, "%s", own);
+    else if (xdg && *xdg == '/') snprintf(buf, n, "%s/fusec", xdg);   /* relative XDG paths are to be ignored */
+    else if (home && *home) snprintf(buf, n, "%s/.cache/fusec", home);
+    else snprintf(buf, n, "/tmp/fusec-cache-%ld", (long)getuid());
+    return buf;
+}
+
 int fu_aot_cache_path(const char *cache_dir, const char *const *key_parts, int n_parts, char **so_path_out,
                       int *exists, fu_err *err) {
     *so_path_out = NULL;

@@ -66,6 +66,10 @@ int fu_aot_build(const char *c_source, const char *so_path, const char *header_p
  * 0755) or refuses it (fu_cache_dir_check). *exists says whether the
  * library and its sidecar are there (fu_aot_cache_load decides whether
  * they are trusted). *so_path_out is malloc'd. */
+/* The build cache when none is given: $FUSEC_CACHE_DIR, else
+ * $XDG_CACHE_HOME/fusec, else $HOME/.cache/fusec (never a folder of the
+ * working directory). Writes it into buf; returns buf. */
+char *fu_default_cache_dir(char *buf, size_t n);
 int fu_aot_cache_path(const char *cache_dir, const char *const *key_parts, int n_parts, char **so_path_out,
                       int *exists, fu_err *err);
 /* fu_aot_build for a cache entry: also writes so_path.sha256 (a

@@ -104,7 +104,9 @@ static int compile_aot(const char *path, fu_graph *g, const char *variant, const
     int cached = 0;
     fu_sb c_source = {0};
     int rc = file_sha256(path, model_hash, err);
-    if (rc == 0 && fu_aot_cache_path(o->cache_dir ? o->cache_dir : "build/cache", key, 5, &so_path, &cached, err))
+    char default_dir[4096];
+    const char *dir = o->cache_dir ? o->cache_dir : fu_default_cache_dir(default_dir, sizeof default_dir);
+    if (rc == 0 && fu_aot_cache_path(dir, key, 5, &so_path, &cached, err))
         rc = backend_fail(path, err);
     /* A cached library is dlopen'ed only once it is trusted (its sidecar's
      * sha256, owner and mode); anything else is built again over it. */

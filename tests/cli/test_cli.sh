@@ -304,5 +304,13 @@ status 0 "compile a library to inspect" compile "$tmp/small.json" -o "$tmp/libin
 status 0 "info on a compiled library" info "$tmp/libinspect.so"
 check "info LIB.so: its input and output with shapes" bash -c "grep -qxF '  x float32 [2, 3]' '$tmp/out' && grep -qxF '  y float32 [2, 2]' '$tmp/out' && grep -q '^library: ' '$tmp/out'"
 
+# the default build cache is the user's, not the working directory's
+mkdir -p "$tmp/cwd" "$tmp/home"
+(cd "$tmp/cwd" && env -u FUSEC_CACHE_DIR -u XDG_CACHE_HOME HOME="$tmp/home" "$fusec" run "$tmp/small.json" --input "x=$x_json" --backend aot >"$tmp/out" 2>"$tmp/err")
+check "aot with no --cache-dir: nothing written in the working directory" test -z "$(ls -A "$tmp/cwd")"
+check "aot with no --cache-dir: the library cached under ~/.cache/fusec" bash -c "ls '$tmp/home/.cache/fusec/'*.so >/dev/null"
+(cd "$tmp/cwd" && env -u FUSEC_CACHE_DIR XDG_CACHE_HOME="$tmp/xdg" HOME="$tmp/home" "$fusec" run "$tmp/small.json" --input "x=$x_json" --backend aot >"$tmp/out" 2>"$tmp/err")
+check "aot: \$XDG_CACHE_HOME/fusec when set" bash -c "ls '$tmp/xdg/fusec/'*.so >/dev/null && grep -qF '$y_line' '$tmp/out'"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -14,6 +14,7 @@
 
 #include "fusec.h"
 #include "../compiler/driver.h"
+#include "../compiler/progress.h"
 #include "../ir/mapguard.h"
 #include "../ir/onnx_read.h"
 #include "../ir/shape.h"
@@ -485,6 +486,8 @@ int fusec_input_compiled_in(const fusec_model *m, const char *name) {
         if (strcmp(json_object_get_string(json_object_array_get_idx(m->compiled_in, i)), name) == 0) return 1;
     return 0;
 }
+
+void fusec_progress(int on) { fu_progress_enable(on); }
 
 int fusec_num_inputs(const fusec_model *m) { return m ? m->n_inputs : 0; }
 int fusec_num_outputs(const fusec_model *m) { return m ? m->n_outputs : 0; }

@@ -57,6 +57,11 @@ typedef struct {
 
 typedef struct fusec_model fusec_model;
 
+/* Progress lines on stderr for slow steps (a gcc build, packing weights):
+ * "fusec: building ... with gcc -O3 ..." once a step has taken a second,
+ * then how long it took. Off by default. */
+void fusec_progress(int on);
+
 /* Loads and compiles a model. On failure returns NULL and writes a message
  * naming the file and reason into err (if errlen > 0). */
 fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen);

@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "packed_weights.h"
+#include "../compiler/progress.h"
 #include "../runtime/gemm.h"
 #include "../runtime/parallel.h"
 #include "../compiler/backend.h"
@@ -341,6 +342,9 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
     p->map = private_dir ? map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason) : NULL;
     if (!p->map) {
         info->built = 1;
+        int64_t bytes = 0;
+        for (int i = 0; i < n; i++) bytes += src[i].bytes;
+        fu_progress *progress = fu_progress_begin("packing %d weights (%.0f MB) for the GEMM kernels", n, bytes / 1e6);
         if (private_dir) p->map = build_file(w, cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
         if (!p->map) {
             /* The cache is not writable: pack for this process only. */
@@ -348,10 +352,12 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
             info->path[0] = 0;
             p->map = build_in_memory(key, src, req, n, &p->size);
             if (!p->map) {
+                fu_progress_end(progress);
                 fu_fail(err, "out of memory packing %d weights (%s)", n, cache_err.msg);
                 goto fail;
             }
         }
+        fu_progress_end(progress);
     }
     const entry *e = (const entry *)((const unsigned char *)p->map + sizeof(file_header));
     for (int i = 0; i < n; i++) {

@@ -10,6 +10,7 @@
  * 2 usage error. Every message goes to stderr as "fusec: ...". */
 #include <string.h>
 #include "cli.h"
+#include "../compiler/progress.h"
 
 /* The release, and the build's id (a hash of the library's sources: the
  * same id means the same compiler and runtime). */
@@ -49,6 +50,7 @@ static const command commands[] = {
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 int main(int argc, char **argv) {
+    fu_progress_enable(1);   /* slow steps (a gcc build, packing weights) say so on stderr */
     if (argc < 2) {
         fputs(help_main, stderr);
         return EXIT_USAGE;

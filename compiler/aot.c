@@ -34,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "backend.h"
+#include "progress.h"
 #include "../ir/files.h"
 
 /* The Makefile defines FU_RUNTIME_DIR as the absolute build directory. */
@@ -495,11 +496,17 @@ done:
 }
 
 int fu_aot_build(const char *c_source, const char *so_path, const char *header_path, fu_err *err) {
-    return build(c_source, so_path, header_path, 0, err);
+    fu_progress *p = fu_progress_begin("building %s with gcc -O3", so_path);
+    int rc = build(c_source, so_path, header_path, 0, err);
+    fu_progress_end(p);
+    return rc;
 }
 
 int fu_aot_cache_build(const char *c_source, const char *so_path, fu_err *err) {
-    return build(c_source, so_path, NULL, 1, err);
+    fu_progress *p = fu_progress_begin("building %s with gcc -O3 (the build cache)", so_path);
+    int rc = build(c_source, so_path, NULL, 1, err);
+    fu_progress_end(p);
+    return rc;
 }
 
 /* ---- cache ------------------------------------------------------------- */

@@ -852,6 +852,7 @@ done:
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);   /* progress lines show up in logs as they happen */
+    fusec_progress(1);                  /* and fusec's: gcc builds, weight packing */
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
         fputs(help_text, stdout);
         return EXIT_OK;

@@ -312,5 +312,12 @@ check "aot with no --cache-dir: the library cached under ~/.cache/fusec" bash -c
 (cd "$tmp/cwd" && env -u FUSEC_CACHE_DIR XDG_CACHE_HOME="$tmp/xdg" HOME="$tmp/home" "$fusec" run "$tmp/small.json" --input "x=$x_json" --backend aot >"$tmp/out" 2>"$tmp/err")
 check "aot: \$XDG_CACHE_HOME/fusec when set" bash -c "ls '$tmp/xdg/fusec/'*.so >/dev/null && grep -qF '$y_line' '$tmp/out'"
 
+# a slow step says so (the delay set to 0 ms so that every step is slow)
+FUSEC_PROGRESS_AFTER_MS=0 "$fusec" compile "$tmp/small.json" -o "$tmp/libprogress.so" >"$tmp/out" 2>"$tmp/err"
+check "progress: the gcc build announced" grep -qE "^fusec: building .*libprogress.so with gcc -O3 \.\.\.$" "$tmp/err"
+check "progress: and its time" grep -qE "^fusec: building .*libprogress.so with gcc -O3: done in [0-9.]+ s$" "$tmp/err"
+"$fusec" compile "$tmp/small.json" -o "$tmp/libquiet.so" >"$tmp/out" 2>"$tmp/err"
+check "progress: a fast step is quiet" test ! -s "$tmp/err"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -46,6 +46,17 @@ void fu_weights_drop_pages(const fu_weights *w, const void *p, size_t nbytes);
 const char *fu_weights_identity(const fu_weights *w);
 /* Bytes behind the table: its mapped files and its owned copies. */
 size_t fu_weights_file_size(const fu_weights *w);
+/* Identity of the content, wherever the files lie (a compiled model binds
+ * to any copy of its weights): a safetensors file's size and header hash;
+ * for an ONNX model, what its reader sets (fu_weights_set_content_id). */
+const char *fu_weights_content_id(const fu_weights *w);
+void fu_weights_set_content_id(fu_weights *w, const char *id);
+/* Constant folding baked values computed from tensor `name` into code
+ * (passes/fold.c): a compiled model checks those tensors' bytes at load.
+ * fu_weights_folded gives the i-th such tensor (0 on success, -1 past the
+ * last). */
+void fu_weights_mark_folded(fu_weights *w, const char *name);
+int fu_weights_folded(const fu_weights *w, int i, const char **name, const void **data, size_t *nbytes);
 const char *fu_weights_path(const fu_weights *w);
 /* The files the table maps (a safetensors file, an ONNX model's external
  * data files). */

@@ -319,5 +319,44 @@ check "progress: and its time" grep -qE "^fusec: building .*libprogress.so with 
 "$fusec" compile "$tmp/small.json" -o "$tmp/libquiet.so" >"$tmp/out" 2>"$tmp/err"
 check "progress: a fast step is quiet" test ! -s "$tmp/err"
 
+# a compiled model ships with its weights: found beside the library, any copy
+# binds (--weights), and bytes the code holds (folded) are checked
+mkdir -p "$tmp/ship/src" "$tmp/ship/dst"
+$py - "$tmp/ship/src" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+hdr = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "v": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(d + "/w.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<4f", 1.5, -2.0, 10.0, 20.0))
+model = {"ir_version": 1, "name": "ship", "weights": "w.safetensors",
+         "inputs": [{"name": "x", "dtype": "float32", "shape": [2]}],
+         "outputs": [{"name": "y", "dtype": "float32", "shape": [2]}],
+         "initializers": [{"name": "w", "dtype": "float32", "shape": [2]},
+                          {"name": "v", "dtype": "float32", "shape": [2]},
+                          {"name": "two", "dtype": "float32", "shape": [], "data": [2.0]}],
+         "nodes": [{"name": "d", "op": "Mul", "inputs": ["w", "two"], "outputs": ["w2"]},
+                   {"name": "a", "op": "Add", "inputs": ["x", "w2"], "outputs": ["s"]},
+                   {"name": "b", "op": "Add", "inputs": ["s", "v"], "outputs": ["y"]}]}
+json.dump(model, open(d + "/ship.json", "w"))
+PY
+status 0 "compile a model with weights" compile "$tmp/ship/src/ship.json" -o "$tmp/ship/dst/libship.so"
+cp "$tmp/ship/src/w.safetensors" "$tmp/ship/dst/"
+rm -rf "$tmp/ship/src"
+status 0 "the library runs with its weights beside it (the originals gone)" run "$tmp/ship/dst/libship.so" --input 'x=[1,1]'
+check "  y = x + 2w + v" grep -qxF 'y float32 [2] 14 17' "$tmp/out"
+$py - "$tmp/ship/dst/w.safetensors" "$tmp/ship/v_changed.safetensors" "$tmp/ship/w_changed.safetensors" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+v = bytearray(b); v[-4:] = bytes.fromhex("0000f041")   # v[1] = 30: read at run time, allowed
+open(sys.argv[2], "wb").write(v)
+w = bytearray(b); w[-12:-8] = bytes.fromhex("00000040")  # w[1] = 2: folded into the code
+open(sys.argv[3], "wb").write(w)
+PY
+status 0 "--weights: a file elsewhere with other values of a weight read at run time" run "$tmp/ship/dst/libship.so" --weights "$tmp/ship/v_changed.safetensors" --input 'x=[1,1]'
+check "  its values are used" grep -qxF 'y float32 [2] 14 27' "$tmp/out"
+status 1 "--weights: other bytes in a weight the code holds (folded): refused" run "$tmp/ship/dst/libship.so" --weights "$tmp/ship/w_changed.safetensors" --input 'x=[1,1]'
+check "  the refusal names the weight" grep -qF "weight 'w', whose values the compiled code holds, differs" "$tmp/err"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,351 @@
+#!/usr/bin/python3
+"""An exporter-style decoder fixture (fixtures/onnx/decoder/): a small
+Qwen3-like model (2 layers, hidden 64, 4 query heads, 2 kv heads, head_dim
+16, vocab 100, q/k norms, SwiGLU MLP, seeded random weights) written as
+ONNX the way torch.onnx.export / Optimum write it, not the way fusec's own
+JSON IR is written:
+
+- Constant nodes for scalars and shapes, in several attribute forms (value
+  tensors, value_int, value_ints, value_float);
+- input_ids [1, "seq"] (dim_param); the sequence length read back with
+  Shape -> Gather; positions and the causal masks from Range;
+- RMSNorm as Cast(float) -> Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt ->
+  Div(x, .) -> Cast -> Mul(weight) (the final norm and the q/k norms use
+  Reciprocal(Sqrt) -> Mul, as torch exports rsqrt);
+- HF rotary: inv_freq[None, :, None] @ position_ids[:, None, :], Transpose,
+  Concat(freqs, freqs), Cos/Sin, Unsqueeze(1); rotate-half with
+  Slice/Neg/Concat;
+- GQA repeat_kv: Unsqueeze(2) -> Expand -> Reshape, with shapes built from
+  Shape/Gather/Unsqueeze/Concat at run time;
+- attention as MatMul, Div by sqrt(d) (layer 0) or Mul by 1/sqrt(d)
+  (layer 1), Add mask, Softmax, Cast, MatMul; layer 0's mask is the
+  older transformers `_make_causal_mask` (Where(Less(j, i + 1), 0, min)),
+  layer 1's the newer `triu(full(min), 1)` (ConstantOfShape -> Trilu);
+- SwiGLU as Sigmoid/Mul (two groupings).
+
+Also writes input_ids.npy and expected_logits.npy (11 tokens; the layout the
+generic loop of tests/cli/test_onnx.sh reads, with `args`) and the same for
+4 tokens in seq4/, the logits computed by an independent numpy forward
+(float64 maths on the float32 weights, not an evaluation of the ONNX
+graph), and counts.json: how many norms, ropes, attentions and SwiGLUs the
+model holds (what `fuse` must find).
+
+Checks the ONNX model against the numpy forward with ONNX Runtime (node +
+onnxruntime-node) when build/ort is there: --check-ort.
+
+Usage: /usr/bin/python3 scripts/gen_onnx_decoder.py [OUT_DIR] [--check-ort]"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+OUT = args[0] if args else os.path.join(ROOT, "fixtures", "onnx", "decoder")
+CHECK_ORT = "--check-ort" in sys.argv
+
+LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB, INTER = 2, 64, 4, 2, 16, 100, 96
+EPS, THETA, MAX_SEQ = 1e-6, 10000.0, 32
+LENGTHS = (11, 4)   # the first is also the generic test_onnx.sh case
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+rng = np.random.default_rng(20261201)
+
+
+def randw(*shape, scale=None):
+    s = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+    return (rng.standard_normal(shape) * s).astype(np.float32)
+
+
+# Weights, [in, out] as torch.onnx writes a Linear's transposed weight.
+W = {"embed": randw(VOCAB, HIDDEN, scale=1.0)}
+for l in range(LAYERS):
+    p = f"l{l}."
+    W[p + "in_norm"] = (1 + 0.1 * rng.standard_normal(HIDDEN)).astype(np.float32)
+    W[p + "q"] = randw(HIDDEN, HEADS * HEAD_DIM)
+    W[p + "k"] = randw(HIDDEN, KV_HEADS * HEAD_DIM)
+    W[p + "v"] = randw(HIDDEN, KV_HEADS * HEAD_DIM)
+    W[p + "q_norm"] = (1 + 0.1 * rng.standard_normal(HEAD_DIM)).astype(np.float32)
+    W[p + "k_norm"] = (1 + 0.1 * rng.standard_normal(HEAD_DIM)).astype(np.float32)
+    W[p + "o"] = randw(HEADS * HEAD_DIM, HIDDEN)
+    W[p + "post_norm"] = (1 + 0.1 * rng.standard_normal(HIDDEN)).astype(np.float32)
+    W[p + "gate"] = randw(HIDDEN, INTER)
+    W[p + "up"] = randw(HIDDEN, INTER)
+    W[p + "down"] = randw(INTER, HIDDEN)
+W["final_norm"] = (1 + 0.1 * rng.standard_normal(HIDDEN)).astype(np.float32)
+W["lm_head"] = randw(HIDDEN, VOCAB)
+INV_FREQ = (1.0 / THETA ** (np.arange(0, HEAD_DIM, 2, dtype=np.int64).astype(np.float32) / HEAD_DIM)).astype(np.float32)
+
+
+# ---- the independent numpy forward --------------------------------------------
+
+def np_forward(ids):
+    f = {k: v.astype(np.float64) for k, v in W.items()}
+    S = ids.shape[1]
+
+    def rms(x, w):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + EPS) * w
+
+    pos = np.arange(S, dtype=np.float64)
+    ang = pos[:, None] * INV_FREQ.astype(np.float64)[None, :]      # [S, D/2]
+    cos, sin = np.cos(ang), np.sin(ang)
+
+    def rope(x):   # x [H, S, D], pairs (i, i + D/2)
+        a, b = x[..., : HEAD_DIM // 2], x[..., HEAD_DIM // 2:]
+        return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+
+    h = f["embed"][ids[0]]                                           # [S, HIDDEN]
+    for l in range(LAYERS):
+        p = f"l{l}."
+        x = rms(h, f[p + "in_norm"])
+        q = (x @ f[p + "q"]).reshape(S, HEADS, HEAD_DIM).transpose(1, 0, 2)
+        k = (x @ f[p + "k"]).reshape(S, KV_HEADS, HEAD_DIM).transpose(1, 0, 2)
+        v = (x @ f[p + "v"]).reshape(S, KV_HEADS, HEAD_DIM).transpose(1, 0, 2)
+        q, k = rope(rms(q, f[p + "q_norm"])), rope(rms(k, f[p + "k_norm"]))
+        out = np.empty((HEADS, S, HEAD_DIM))
+        for hd in range(HEADS):
+            kv = hd // (HEADS // KV_HEADS)
+            s = q[hd] @ k[kv].T / np.sqrt(HEAD_DIM)
+            s = np.where(np.tril(np.ones((S, S), bool)), s, -np.inf)
+            e = np.exp(s - s.max(axis=-1, keepdims=True))
+            out[hd] = (e / e.sum(axis=-1, keepdims=True)) @ v[kv]
+        h = h + out.transpose(1, 0, 2).reshape(S, HEADS * HEAD_DIM) @ f[p + "o"]
+        x = rms(h, f[p + "post_norm"])
+        g = x @ f[p + "gate"]
+        h = h + (g / (1 + np.exp(-g)) * (x @ f[p + "up"])) @ f[p + "down"]
+    return (rms(h, f["final_norm"]) @ f["lm_head"])[None].astype(np.float32)
+
+
+# ---- the ONNX graph, exporter style ---------------------------------------------
+
+nodes, inits = [], []
+_n = [0]
+
+
+def uniq(base):
+    _n[0] += 1
+    return f"/{base}_{_n[0]}"
+
+
+def node(op, ins, n_out=1, name=None, **attrs):
+    nm = name or uniq(op)
+    outs = [f"{nm}_output_{i}" for i in range(n_out)]
+    nodes.append(helper.make_node(op, ins, outs, name=nm, **attrs))
+    return outs[0] if n_out == 1 else outs
+
+
+def const(value, form="value"):
+    """A Constant node in one of its attribute forms."""
+    nm = uniq("Constant")
+    out = nm + "_output_0"
+    if form == "value":
+        a = np.asarray(value)
+        t = numpy_helper.from_array(a, out)
+        nodes.append(helper.make_node("Constant", [], [out], name=nm, value=t))
+    elif form == "value_int":
+        nodes.append(helper.make_node("Constant", [], [out], name=nm, value_int=int(value)))
+    elif form == "value_ints":
+        nodes.append(helper.make_node("Constant", [], [out], name=nm, value_ints=[int(v) for v in value]))
+    elif form == "value_float":
+        nodes.append(helper.make_node("Constant", [], [out], name=nm, value_float=float(value)))
+    else:
+        raise ValueError(form)
+    return out
+
+
+def init(name, a, raw=True):
+    if raw:
+        inits.append(numpy_helper.from_array(a, name))
+    else:   # typed float_data
+        inits.append(helper.make_tensor(name, F, a.shape, a.flatten().tolist(), raw=False))
+    return name
+
+
+def f32(v):
+    return np.array(v, dtype=np.float32)
+
+
+def i64(v):
+    return np.array(v, dtype=np.int64)
+
+
+def rms_norm(x, weight, style):
+    xf = node("Cast", [x], to=F)                                  # hidden_states.to(torch.float32)
+    sq = node("Pow", [xf, const(f32(2.0))])
+    var = node("ReduceMean", [sq], axes=[-1], keepdims=1)
+    s = node("Sqrt", [node("Add", [var, const(f32(EPS))])])
+    if style == "div":
+        y = node("Div", [xf, s])
+    else:                                                         # torch.rsqrt -> Reciprocal(Sqrt)
+        y = node("Mul", [xf, node("Reciprocal", [s])])
+    return node("Mul", [weight, node("Cast", [y], to=F)])
+
+
+def rotate_half(x):
+    half = HEAD_DIM // 2
+    x1 = node("Slice", [x, const(i64([0])), const(i64([half])), const(i64([3])), const(i64([1]))])
+    x2 = node("Slice", [x, const(i64([half])), const(i64([np.iinfo(np.int64).max])), const(i64([-1])),
+                        const(i64([1]))])
+    return node("Concat", [node("Neg", [x2]), x1], axis=-1)
+
+
+def apply_rope(x, cos, sin):
+    return node("Add", [node("Mul", [x, cos]), node("Mul", [rotate_half(x), sin])])
+
+
+def build():
+    ids = "input_ids"
+    shape_ids = node("Shape", [ids])
+    seq = node("Gather", [shape_ids, const(1, "value_int")], axis=0)              # scalar S
+    seq_1 = node("Unsqueeze", [seq, const(i64([0]))])                              # [S]
+    batch_1 = node("Unsqueeze", [node("Gather", [shape_ids, const(i64(0))], axis=0), const(i64([0]))])
+
+    h = node("Gather", [init("model.embed_tokens.weight", W["embed"]), ids], axis=0)   # [1, S, HIDDEN]
+
+    # position_ids = arange(S).unsqueeze(0); rotary (HF LlamaRotaryEmbedding)
+    arange = node("Range", [const(i64(0)), seq, const(i64(1))])
+    position_ids = node("Unsqueeze", [arange, const(i64([0]))])                        # [1, S]
+    inv = init("rotary_emb.inv_freq_expanded", INV_FREQ.reshape(1, HEAD_DIM // 2, 1))
+    pos_f = node("Cast", [node("Unsqueeze", [position_ids, const(i64([1]))])], to=F)     # [1, 1, S]
+    freqs = node("Transpose", [node("MatMul", [inv, pos_f])], perm=[0, 2, 1])          # [1, S, D/2]
+    emb = node("Concat", [freqs, freqs], axis=-1)
+    cos = node("Unsqueeze", [node("Mul", [node("Cos", [emb]), const(1.0, "value_float")]), const(i64([1]))])
+    sin = node("Unsqueeze", [node("Mul", [node("Sin", [emb]), const(1.0, "value_float")]), const(i64([1]))])
+
+    fmin = f32(np.finfo(np.float32).min)
+    # mask 0 (transformers < 4.36 _make_causal_mask): full(min).masked_fill(j < i + 1, 0)
+    cond_range = node("Range", [const(i64(0)), seq, const(i64(1))])
+    rows = node("Unsqueeze", [node("Add", [cond_range, const(i64(1))]), const(i64([-1]))])   # [S, 1]
+    cols = node("Unsqueeze", [cond_range, const(i64([0]))])                                  # [1, S]
+    full = node("ConstantOfShape", [node("Concat", [seq_1, seq_1], axis=0)],
+                value=numpy_helper.from_array(fmin.reshape(1)))
+    m0 = node("Where", [node("Less", [cols, rows]), const(f32(0.0)), full])
+    mask0 = node("Expand", [node("Unsqueeze", [m0, const(i64([0, 1]))]),
+                            node("Concat", [batch_1, const(i64([1])), seq_1, seq_1], axis=0)])
+    # mask 1 (newer): triu(full(min), diagonal=1)[None, None]
+    tri = node("Trilu", [node("ConstantOfShape", [node("Concat", [seq_1, seq_1], axis=0)],
+                              value=numpy_helper.from_array(fmin.reshape(1))), const(i64(1))], upper=1)
+    mask1 = node("Unsqueeze", [tri, const(i64([0, 1]))])
+
+    # [B, S, H, D] views built from the run-time sizes
+    def heads_shape(n):
+        return node("Concat", [batch_1, seq_1, const(i64([n])), const(i64([HEAD_DIM]))], axis=0)
+
+    expand_shape = node("Concat", [batch_1, const(i64([KV_HEADS, HEADS // KV_HEADS])), seq_1,
+                                   const(i64([HEAD_DIM]))], axis=0)
+    rep_shape = node("Concat", [batch_1, const(i64([HEADS])), seq_1, const(i64([HEAD_DIM]))], axis=0)
+
+    def repeat_kv(x):   # [B, KV, S, D] -> [B, H, S, D]
+        return node("Reshape", [node("Expand", [node("Unsqueeze", [x, const(i64([2]))]), expand_shape]), rep_shape])
+
+    for l in range(LAYERS):
+        p = f"model.layers.{l}."
+        w = {k[len(f"l{l}."):]: v for k, v in W.items() if k.startswith(f"l{l}.")}
+        res = h
+        x = rms_norm(h, init(p + "input_layernorm.weight", w["in_norm"], raw=False), "div")
+        q = node("Reshape", [node("MatMul", [x, init(p + "self_attn.q_proj.weight_T", w["q"])]), heads_shape(HEADS)])
+        k = node("Reshape", [node("MatMul", [x, init(p + "self_attn.k_proj.weight_T", w["k"])]),
+                             heads_shape(KV_HEADS)])
+        v = node("Reshape", [node("MatMul", [x, init(p + "self_attn.v_proj.weight_T", w["v"])]),
+                             const(i64([1, -1, KV_HEADS, HEAD_DIM]), "value_ints" if l else "value")])
+        q = node("Transpose", [rms_norm(q, init(p + "self_attn.q_norm.weight", w["q_norm"]), "rsqrt")],
+                 perm=[0, 2, 1, 3])
+        k = node("Transpose", [rms_norm(k, init(p + "self_attn.k_norm.weight", w["k_norm"]), "rsqrt")],
+                 perm=[0, 2, 1, 3])
+        v = node("Transpose", [v], perm=[0, 2, 1, 3])
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = repeat_kv(k), repeat_kv(v)
+        scores = node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])])
+        if l == 0:
+            scores = node("Div", [scores, const(f32(np.sqrt(HEAD_DIM)))])
+        else:
+            scores = node("Mul", [scores, const(f32(1 / np.sqrt(HEAD_DIM)))])
+        scores = node("Add", [scores, mask0 if l == 0 else mask1])
+        probs = node("Cast", [node("Softmax", [scores], axis=-1)], to=F)
+        attn = node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        attn = node("Reshape", [attn, node("Concat", [batch_1, seq_1, const(i64([-1]))], axis=0)])
+        h = node("Add", [res, node("MatMul", [attn, init(p + "self_attn.o_proj.weight_T", w["o"])])])
+        res = h
+        x = rms_norm(h, init(p + "post_attention_layernorm.weight", w["post_norm"]), "div")
+        g = node("MatMul", [x, init(p + "mlp.gate_proj.weight_T", w["gate"])])
+        u = node("MatMul", [x, init(p + "mlp.up_proj.weight_T", w["up"])])
+        if l == 0:   # act_fn(gate) * up, SiLU as x * sigmoid(x)
+            act = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), u])
+        else:
+            act = node("Mul", [u, node("Mul", [node("Sigmoid", [g]), g])])
+        h = node("Add", [res, node("MatMul", [act, init(p + "mlp.down_proj.weight_T", w["down"])])])
+
+    x = rms_norm(h, init("model.norm.weight", W["final_norm"]), "rsqrt")
+    nodes.append(helper.make_node("MatMul", [x, init("lm_head.weight_T", W["lm_head"])], ["logits"], name="/lm_head/MatMul"))
+
+    g = helper.make_graph(nodes, "decoder",
+                          [helper.make_tensor_value_info("input_ids", I64, [1, "seq"])],
+                          [helper.make_tensor_value_info("logits", F, [1, "seq", VOCAB])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="gen_onnx_decoder.py")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def check_ort(model_path, cases):
+    """Runs the model under onnxruntime-node; returns max |ort - numpy| / scale per case."""
+    ort_dir = os.path.join(ROOT, "build", "ort")
+    script = r"""
+const path = require('path'), fs = require('fs');
+const ort = require(path.join(path.resolve(process.argv[2]), 'node_modules', 'onnxruntime-node'));
+(async () => {
+  const s = await ort.InferenceSession.create(process.argv[3]);
+  const cases = JSON.parse(fs.readFileSync(process.argv[4], 'utf8'));
+  const out = [];
+  for (const ids of cases) {
+    const r = await s.run({input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length])});
+    out.push(Array.from(r.logits.data));
+  }
+  console.log(JSON.stringify(out));
+})().catch(e => { console.error(String(e)); process.exit(1); });
+"""
+    with tempfile.TemporaryDirectory() as td:
+        js, cj = os.path.join(td, "ort.js"), os.path.join(td, "cases.json")
+        open(js, "w").write(script)
+        json.dump([ids[0].tolist() for ids, _ in cases], open(cj, "w"))
+        got = json.loads(subprocess.run(["node", js, ort_dir, model_path, cj], check=True,
+                                        capture_output=True, text=True).stdout)
+    errs = []
+    for (ids, want), g in zip(cases, got):
+        g = np.array(g, dtype=np.float64).reshape(want.shape)
+        errs.append(float(np.max(np.abs(g - want)) / np.max(np.abs(want))))
+    return errs
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    m = build()
+    model_path = os.path.join(OUT, "model.onnx")
+    onnx.save(m, model_path)
+    cases = []
+    ids_rng = np.random.default_rng(7)
+    for i, S in enumerate(LENGTHS):
+        ids = ids_rng.integers(0, VOCAB, size=(1, S), dtype=np.int64)
+        want = np_forward(ids)
+        d = OUT if i == 0 else os.path.join(OUT, f"seq{S}")
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "input_ids.npy"), ids)
+        np.save(os.path.join(d, "expected_logits.npy"), want)
+        cases.append((ids, want))
+    with open(os.path.join(OUT, "args"), "w") as f:
+        f.write(f"--max seq={MAX_SEQ}\n")
+    with open(os.path.join(OUT, "counts.json"), "w") as f:
+        json.dump({"rms_norm": LAYERS * 4 + 1, "rotary_embedding": LAYERS * 2, "attention": LAYERS,
+                   "swiglu": LAYERS, "lengths": list(LENGTHS), "max_seq": MAX_SEQ}, f, indent=1)
+        f.write("\n")
+    if CHECK_ORT:
+        for S, e in zip(LENGTHS, check_ort(model_path, cases)):
+            print(f"ORT vs numpy, S={S}: max |diff| / max |logits| = {e:.3g}")
+            assert e < 1e-5, e
+
+
+main()

@@ -139,17 +139,22 @@ static int skip_mask_views(const fu_graph *g, int v) {
     return v;
 }
 
-/* Every element of v is one blocked value (a constant or a ConstantOfShape). */
-static int filled_with_blocked(const fu_graph *g, int v) {
+/* Every element of v is a blocked value (blocked = 1) or 0 (blocked = 0):
+ * a constant, or a ConstantOfShape (exporters fill a [S, S] tensor with the
+ * dtype's lowest value; no `value` attribute means float 0). */
+static int filled_with(const fu_graph *g, int v, int blocked) {
     int p = fu_m_producer(g, v = fu_m_skip_casts(g, v), FU_OP_ConstantOfShape);
     const fu_attr *a = p >= 0 ? fu_node_attr(&g->nodes[p], "value") : NULL;
     fu_value val = g->values[v];
     int64_t numel;
+    if (p >= 0 && !a) return !blocked && val.dtype == FU_F32;
     if (a && a->kind == FU_ATTR_TENSOR && a->t_data)
         val = (fu_value){.kind = FU_VAL_CONST, .dtype = a->t_dtype, .data = a->t_data, .nbytes = fu_dtype_size(a->t_dtype)};
     if (val.kind != FU_VAL_CONST || !val.data || fu_value_numel_const(&val, &numel) || numel < 1) return 0;
-    for (int64_t i = 0; i < numel; i++)
-        if (!(fu_const_get_f(&val, i) <= BLOCKED)) return 0;
+    for (int64_t i = 0; i < numel; i++) {
+        double x = fu_const_get_f(&val, i);
+        if (blocked ? !(x <= BLOCKED) : x != 0.0) return 0;
+    }
     return 1;
 }
 
@@ -174,26 +179,52 @@ static int const_is_causal(const fu_value *cv, int bool_when, lens L, char *why,
 
 enum { ROW = 1, COL = 2 };
 
+/* v = Add(x, c), Add(c, x) or Sub(x, c) with c a constant integer scalar
+ * keeping x's shape: x, and c (-c for Sub) in *c; else -1. */
+static int shifted_by(const fu_graph *g, int v, int64_t *c) {
+    int p = fu_m_producer(g, v, -1), x = -1;
+    if (p < 0 || g->nodes[p].n_in != 2 || g->nodes[p].in[0] < 0 || g->nodes[p].in[1] < 0) return -1;
+    const fu_node *n = &g->nodes[p];
+    double f;
+    if ((n->op_id == FU_OP_Add || n->op_id == FU_OP_Sub) && fu_m_const_scalar(g, n->in[1], &f)) x = n->in[0];
+    else if (n->op_id == FU_OP_Add && fu_m_const_scalar(g, n->in[0], &f)) x = n->in[1];
+    if (x < 0 || !fu_value_same_shape(&g->values[x], &g->values[v]) || !(f >= -1e9 && f <= 1e9) ||
+        f != (double)(int64_t)f)
+        return -1;
+    *c = n->op_id == FU_OP_Sub ? -(int64_t)f : (int64_t)f;
+    return x;
+}
+
 /* A row index ([Lq, 1]) or a column index ([1, Lk] or [Lk]) made from
  * Range(start, limit, 1) by Unsqueeze/Reshape/Cast (order-preserving on a
- * 1-D range): ROW or COL and the start, else 0. */
+ * 1-D range) and Adds/Subs of integer constants (transformers'
+ * `(arange(S) + 1).view(S, 1)`, which shift the start): ROW or COL and the
+ * start, else 0. */
 static int index_of(const fu_graph *g, int v, lens L, int64_t *start) {
     const fu_value *x = &g->values[v];
     fu_dim one = fu_dim_const(1);
     int kind = ends_in(x, L.lq, one) && !fu_dim_is(L.lk, 1) ? ROW
-               : ends_in(x, one, L.lk) || (x->rank == 1 && fu_dim_eq(x->shape[0], L.lk)) ? COL : 0, p;
+               : ends_in(x, one, L.lk) || (x->rank == 1 && fu_dim_eq(x->shape[0], L.lk)) ? COL : 0, p, u;
     double s, d;
-    while ((p = fu_m_producer(g, v, -1)) >= 0 && is_view(&g->nodes[p], 0))
-        if ((v = g->nodes[p].in[0]) < 0) return 0;
+    int64_t shift = 0, c;
+    for (;;) {
+        if ((p = fu_m_producer(g, v, -1)) >= 0 && is_view(&g->nodes[p], 0)) {
+            if ((v = g->nodes[p].in[0]) < 0) return 0;
+        } else if ((u = shifted_by(g, v, &c)) >= 0) {
+            v = u, shift += c;
+        } else {
+            break;
+        }
+    }
     if (!kind || p < 0 || g->nodes[p].op_id != FU_OP_Range || g->nodes[p].n_in != 3 || g->nodes[p].in[0] < 0) return 0;
     const fu_node *r = &g->nodes[p];
     const fu_value *sv = &g->values[r->in[0]];
     if (g->values[v].rank != 1 || !fu_dim_eq(g->values[v].shape[0], kind == ROW ? L.lq : L.lk) ||
         !fu_m_const_scalar(g, r->in[2], &d) || d != 1.0)
         return 0;
-    if (fu_m_const_scalar(g, r->in[0], &s)) return *start = (int64_t)s, (double)*start == s ? kind : 0;
+    if (fu_m_const_scalar(g, r->in[0], &s)) return *start = (int64_t)s + shift, (double)(int64_t)s == s ? kind : 0;
     if (sv->n_known != 1 || !fu_dim_is_const(sv->known[0])) return 0;
-    return *start = sv->known[0].coef, kind;
+    return *start = sv->known[0].coef + shift, kind;
 }
 
 #define UNKNOWN_OFFSET "cannot check the causal offset Lk - Lq at compile time"
@@ -241,7 +272,7 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
     const fu_value *mv = &g->values[v];
     const fu_node *t = p >= 0 ? &g->nodes[p] : NULL;
     int64_t numel;
-    double a, b, k = 0;
+    double k = 0;
     if (!ends_in(mv, L.lq, L.lk)) return snprintf(why, n, "mask is not [Lq, Lk] per head"), 0;
     if (mv->kind == FU_VAL_CONST && mv->data) {
         if (!L.known || fu_value_numel_const(mv, &numel) || !fu_dim_is_const(L.lk))
@@ -250,7 +281,7 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
     }
     if (!t) return snprintf(why, n, "mask is a graph input"), 0;
     if (t->op_id == FU_OP_Trilu) {
-        if (fu_attr_int(t, "upper", 1) != 1 || t->in[0] < 0 || !filled_with_blocked(g, t->in[0]) ||
+        if (fu_attr_int(t, "upper", 1) != 1 || t->in[0] < 0 || !filled_with(g, t->in[0], 1) ||
             (t->n_in > 1 && t->in[1] >= 0 && !fu_m_const_scalar(g, t->in[1], &k)))
             return snprintf(why, n, "Trilu mask is not the upper triangle of a blocked constant"), 0;
         if (!L.known) return snprintf(why, n, UNKNOWN_OFFSET), 0;
@@ -261,10 +292,11 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
         return 1;
     }
     if (t->op_id != FU_OP_Where || t->n_in != 3) return snprintf(why, n, "mask is computed by %s", t->op), 0;
-    if (!fu_m_const_scalar(g, t->in[1], &a) || !fu_m_const_scalar(g, t->in[2], &b) ||
-        !((a <= BLOCKED && b == 0.0) || (a == 0.0 && b <= BLOCKED)))
+    /* Each branch a constant or a ConstantOfShape filled with one kind. */
+    int a_blocked = filled_with(g, t->in[1], 1), b_blocked = filled_with(g, t->in[2], 1);
+    if (!((a_blocked && filled_with(g, t->in[2], 0)) || (filled_with(g, t->in[1], 0) && b_blocked)))
         return snprintf(why, n, "Where mask does not choose between 0 and a blocked value"), 0;
-    return cond_is_causal(g, t->in[0], a <= BLOCKED, L, why, n);
+    return cond_is_causal(g, t->in[0], a_blocked, L, why, n);
 }
 
 /* Can `mask` be the Attention node's attn_mask for scores s? */

@@ -32,7 +32,8 @@ typedef struct {
     const char *repeat;   /* NULL (K/V used as given), "expand", "tile5", "tile4", "expand1" */
     const char *scale;    /* "div" (default), "mul", "preq", "both", "kt", "none", "tensor" */
     const char *mask;     /* NULL, "const_causal", "const_shift", "const_random", "trilu", "range",
-                             "range_gt", "range_anti", "fill_range", "fill_input", "pad_input", "col1" */
+                             "range_gt", "range_anti", "range_plus1", "range_plus2", "fill_range", "fill_input",
+                             "pad_input", "col1" */
     double blocked;       /* value used for hidden keys (default -inf) */
     int mask_left;        /* Add(mask, scores) */
     int softmax_axis;     /* 0: -1 */
@@ -161,15 +162,30 @@ static tb_graph *build_attention(const attn_spec *s) {
         int seq_len = tb_op(b, "Gather", "seq_len", q_shape, tb_scalar_i64(b, "idx_2s", s->bshd == 1 ? 1 : 2));
         tb_attr_int(b, seq_len, "axis", 0);
         int positions = tb_op(b, "Range", "positions", tb_scalar_i64(b, "zero_i", 0), seq_len, tb_scalar_i64(b, "one_i", 1));
-        int rows = tb_op(b, "Unsqueeze", "rows", positions, tb_const_ints(b, "axes_1", TB_INTS(1)));
+        /* range_plus1/2: transformers < 4.36 `_make_causal_mask`, keep j < (i + 1) (causal) or
+         * j < i + 2 (one key too many: not causal). */
+        int plus = !strcmp(mask_kind, "range_plus1") ? 1 : !strcmp(mask_kind, "range_plus2") ? 2 : 0;
+        int row_index = plus ? tb_op(b, "Add", "positions_plus", positions, tb_scalar_i64(b, "shift_i", plus)) : positions;
+        int rows = tb_op(b, "Unsqueeze", "rows", row_index, tb_const_ints(b, "axes_1", TB_INTS(1)));
         int cols = tb_op(b, "Unsqueeze", "cols", positions, tb_const_ints(b, "axes_0", TB_INTS(0)));
         int cond;
-        if (!strcmp(mask_kind, "range")) cond = tb_op(b, "Less", "cond", rows, cols);
+        if (plus) {
+            /* Where(j < i + plus, 0, full(min)), full a ConstantOfShape [seq, seq]. */
+            int seq_1d = tb_op(b, "Unsqueeze", "seq_1d", seq_len, tb_const_ints(b, "axes_0b", TB_INTS(0)));
+            int mask_shape = tb_attr_int(b, tb_op(b, "Concat", "mask_shape", seq_1d, seq_1d), "axis", 0);
+            float fill = isinf(blocked) ? -3.4028234663852886e38f : (float)blocked;
+            int full = tb_op(b, "ConstantOfShape", "full", mask_shape);
+            tb_attr_tensor(b, full, "value", FU_F32, TB_DIMS(1), &fill);
+            cond = tb_op(b, "Less", "cond", cols, rows);
+            mask = tb_op(b, "Where", "mask", cond, tb_scalar_f32(b, "zero_f", 0.0f), full);
+        } else if (!strcmp(mask_kind, "range")) cond = tb_op(b, "Less", "cond", rows, cols);
         else if (!strcmp(mask_kind, "range_gt")) cond = tb_op(b, "Greater", "cond", cols, rows);
         else if (!strcmp(mask_kind, "range_anti")) cond = tb_op(b, "Less", "cond", cols, rows);
         else cond = tb_op(b, "GreaterOrEqual", "cond", rows, cols);   /* keep j <= i */
         int blocked_c = tb_scalar_f32(b, "blocked", (float)blocked);
-        if (!strcmp(mask_kind, "fill_range"))
+        if (plus)
+            ;
+        else if (!strcmp(mask_kind, "fill_range"))
             masked = tb_op(b, "Where", "masked", cond, scores, blocked_c);
         else
             mask = tb_op(b, "Where", "mask", cond, blocked_c, tb_scalar_f32(b, "zero_f", 0.0f));
@@ -360,6 +376,25 @@ static void test_sym_masked_fill_causal(void **state) {
     attn_spec s = {.b = 1, .hq = 4, .hkv = 4, .lq = 11, .lk = 11, .d = 64, .dv = 64, .sym = 1, .scale = "kt",
                    .mask = "fill_range"};
     expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 4};
+    check(&s, &e);
+}
+
+/* transformers < 4.36 (Optimum exports): Where(j < (i + 1), 0,
+ * ConstantOfShape([S, S], min)); the row index is Range + 1. */
+static void test_sym_range_plus1_full(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 4, .hkv = 2, .lq = 13, .lk = 13, .d = 64, .dv = 64, .sym = 1, .bshd = 1,
+                   .repeat = "expand", .mask = "range_plus1"};
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 2, .layout = "BSHD"};
+    check(&s, &e);
+}
+
+/* The same with i + 2: each query sees one key ahead, not causal: kept. */
+static void test_sym_range_plus2_kept(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 9, .lk = 9, .d = 64, .dv = 64, .sym = 1, .mask = "range_plus2",
+                   .blocked = -1e9};
+    expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
     check(&s, &e);
 }
 
@@ -626,6 +661,8 @@ int main(void) {
         cmocka_unit_test(test_sym_range_gt_mixed_layout),
         cmocka_unit_test(test_sym_trilu_both_scaled),
         cmocka_unit_test(test_sym_masked_fill_causal),
+        cmocka_unit_test(test_sym_range_plus1_full),
+        cmocka_unit_test(test_sym_range_plus2_kept),
         cmocka_unit_test(test_mqa_expand_no_mask),
         cmocka_unit_test(test_tile_head_axis_reads_repeated),
         cmocka_unit_test(test_mqa_tile_head_axis),

@@ -1,26 +1,34 @@
 #!/usr/bin/python3
 """An exporter-style decoder fixture (fixtures/onnx/decoder/): a small
-Qwen3-like model (2 layers, hidden 64, 4 query heads, 2 kv heads, head_dim
+Qwen3-like model (3 layers, hidden 64, 4 query heads, 2 kv heads, head_dim
 16, vocab 100, q/k norms, SwiGLU MLP, seeded random weights) written as
-ONNX the way torch.onnx.export / Optimum write it, not the way fusec's own
-JSON IR is written:
+ONNX the way torch.onnx.export (TorchScript, opset 17) / Optimum write HF
+models, not the way fusec's own JSON IR is written:
 
 - Constant nodes for scalars and shapes, in several attribute forms (value
   tensors, value_int, value_ints, value_float);
 - input_ids [1, "seq"] (dim_param); the sequence length read back with
-  Shape -> Gather; positions and the causal masks from Range;
+  Shape -> Gather; cache_position = Range(past, past + S), position_ids;
+- every `.expand(...)` as torch exports aten::expand with a size list:
+  Expand(x, Where(Equal(size, -1 * ones), ones, size));
 - RMSNorm as Cast(float) -> Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt ->
-  Div(x, .) -> Cast -> Mul(weight) (the final norm and the q/k norms use
-  Reciprocal(Sqrt) -> Mul, as torch exports rsqrt);
-- HF rotary: inv_freq[None, :, None] @ position_ids[:, None, :], Transpose,
-  Concat(freqs, freqs), Cos/Sin, Unsqueeze(1); rotate-half with
+  Div(x, .) -> Cast -> Mul(weight); the q/k norms use Reciprocal(Sqrt) ->
+  Mul, the final norm Mul(x, Div(ones(1), Sqrt)) (torch's rsqrt);
+- HF rotary: inv_freq[None, :, None].float().expand(B, -1, 1) @
+  position_ids[:, None, :].float(), Transpose, Concat(freqs, freqs),
+  Cos/Sin (* attention_scaling 1.0), Unsqueeze(1); rotate-half with
   Slice/Neg/Concat;
 - GQA repeat_kv: Unsqueeze(2) -> Expand -> Reshape, with shapes built from
-  Shape/Gather/Unsqueeze/Concat at run time;
-- attention as MatMul, Div by sqrt(d) (layer 0) or Mul by 1/sqrt(d)
-  (layer 1), Add mask, Softmax, Cast, MatMul; layer 0's mask is the
-  older transformers `_make_causal_mask` (Where(Less(j, i + 1), 0, min)),
-  layer 1's the newer `triu(full(min), 1)` (ConstantOfShape -> Trilu);
+  Shape/Gather/Unsqueeze/Concat of K at run time;
+- one attention spelling per layer:
+  0: eager, Div by sqrt(d), transformers < 4.36 `_make_causal_mask`:
+     Where(Less(arange(S), (arange(S) + 1).view(S, 1)), 0, full(min));
+  1: eager, Mul by 1/sqrt(d), transformers 4.40-4.47 `_update_causal_mask`:
+     triu(full(min), 1) * Cast(arange(S) > cache_position.reshape(-1, 1));
+  2: torch.onnx's scaled_dot_product_attention(is_causal=True): scale
+     Sqrt(1 / Sqrt(Cast(Shape(q)[-1:]))) on Q and K^T, mask
+     Where(Equal(Trilu(Expand(1.0, [L, S]), upper=0), 0), -inf, 0);
+  eager layers cast the Softmax to float (a no-op Cast);
 - SwiGLU as Sigmoid/Mul (two groupings).
 
 Also writes input_ids.npy and expected_logits.npy (11 tokens; the layout the
@@ -49,7 +57,7 @@ args = [a for a in sys.argv[1:] if not a.startswith("--")]
 OUT = args[0] if args else os.path.join(ROOT, "fixtures", "onnx", "decoder")
 CHECK_ORT = "--check-ort" in sys.argv
 
-LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB, INTER = 2, 64, 4, 2, 16, 100, 96
+LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB, INTER = 3, 64, 4, 2, 16, 100, 96
 EPS, THETA, MAX_SEQ = 1e-6, 10000.0, 32
 LENGTHS = (11, 4)   # the first is also the generic test_onnx.sh case
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
@@ -180,8 +188,10 @@ def rms_norm(x, weight, style):
     s = node("Sqrt", [node("Add", [var, const(f32(EPS))])])
     if style == "div":
         y = node("Div", [xf, s])
-    else:                                                         # torch.rsqrt -> Reciprocal(Sqrt)
+    elif style == "rsqrt":                                        # torch.rsqrt as Reciprocal(Sqrt)
         y = node("Mul", [xf, node("Reciprocal", [s])])
+    else:                                                         # torch.rsqrt as Div(ones(1), Sqrt) (opset 9)
+        y = node("Mul", [xf, node("Div", [const(f32([1.0])), s])])
     return node("Mul", [weight, node("Cast", [y], to=F)])
 
 
@@ -197,19 +207,33 @@ def apply_rope(x, cos, sin):
     return node("Add", [node("Mul", [x, cos]), node("Mul", [rotate_half(x), sin])])
 
 
+def torch_expand(x, size):
+    """torch.onnx's aten::expand with a size list: -1 entries become 1 by
+    Where(Equal(size, -1 * ones), ones, size) (opset 9 symbolic)."""
+    ones = node("ConstantOfShape", [node("Shape", [size])], value=numpy_helper.from_array(i64([1])))
+    neg = node("Mul", [ones, const(i64(-1))])
+    return node("Expand", [x, node("Where", [node("Equal", [size, neg]), ones, size])])
+
+
 def build():
     ids = "input_ids"
     shape_ids = node("Shape", [ids])
     seq = node("Gather", [shape_ids, const(1, "value_int")], axis=0)              # scalar S
     seq_1 = node("Unsqueeze", [seq, const(i64([0]))])                              # [S]
-    batch_1 = node("Unsqueeze", [node("Gather", [shape_ids, const(i64(0))], axis=0), const(i64([0]))])
+    batch = node("Gather", [shape_ids, const(i64(0))], axis=0)
+    batch_1 = node("Unsqueeze", [batch, const(i64([0]))])
 
     h = node("Gather", [init("model.embed_tokens.weight", W["embed"]), ids], axis=0)   # [1, S, HIDDEN]
 
-    # position_ids = arange(S).unsqueeze(0); rotary (HF LlamaRotaryEmbedding)
-    arange = node("Range", [const(i64(0)), seq, const(i64(1))])
-    position_ids = node("Unsqueeze", [arange, const(i64([0]))])                        # [1, S]
-    inv = init("rotary_emb.inv_freq_expanded", INV_FREQ.reshape(1, HEAD_DIM // 2, 1))
+    # cache_position = arange(past, past + S), position_ids = cache_position.unsqueeze(0)
+    past = const(i64(0))
+    cache_position = node("Range", [past, node("Add", [past, seq]), const(i64(1))])
+    position_ids = node("Unsqueeze", [cache_position, const(i64([0]))])                 # [1, S]
+    # HF LlamaRotaryEmbedding: inv_freq[None, :, None].float().expand(B, -1, 1) @ position_ids[:, None, :].float()
+    inv = node("Unsqueeze", [node("Unsqueeze", [init("model.rotary_emb.inv_freq", INV_FREQ), const(i64([0]))]),
+                             const(i64([2]))])
+    inv = torch_expand(node("Cast", [inv], to=F),
+                       node("Concat", [batch_1, const(i64([-1])), const(i64([1]))], axis=0))   # [B, D/2, 1]
     pos_f = node("Cast", [node("Unsqueeze", [position_ids, const(i64([1]))])], to=F)     # [1, 1, S]
     freqs = node("Transpose", [node("MatMul", [inv, pos_f])], perm=[0, 2, 1])          # [1, S, D/2]
     emb = node("Concat", [freqs, freqs], axis=-1)
@@ -217,30 +241,36 @@ def build():
     sin = node("Unsqueeze", [node("Mul", [node("Sin", [emb]), const(1.0, "value_float")]), const(i64([1]))])
 
     fmin = f32(np.finfo(np.float32).min)
-    # mask 0 (transformers < 4.36 _make_causal_mask): full(min).masked_fill(j < i + 1, 0)
+    # Layer 0's mask (transformers < 4.36 _make_causal_mask):
+    #   full((S, S), min).masked_fill_(arange(S) < (arange(S) + 1).view(S, 1), 0)[None, None].expand(B, 1, S, S)
     cond_range = node("Range", [const(i64(0)), seq, const(i64(1))])
-    rows = node("Unsqueeze", [node("Add", [cond_range, const(i64(1))]), const(i64([-1]))])   # [S, 1]
-    cols = node("Unsqueeze", [cond_range, const(i64([0]))])                                  # [1, S]
+    rows = node("Reshape", [node("Add", [cond_range, const(i64(1))]), const(i64([-1, 1]), "value_ints")])  # [S, 1]
     full = node("ConstantOfShape", [node("Concat", [seq_1, seq_1], axis=0)],
                 value=numpy_helper.from_array(fmin.reshape(1)))
-    m0 = node("Where", [node("Less", [cols, rows]), const(f32(0.0)), full])
-    mask0 = node("Expand", [node("Unsqueeze", [m0, const(i64([0, 1]))]),
-                            node("Concat", [batch_1, const(i64([1])), seq_1, seq_1], axis=0)])
-    # mask 1 (newer): triu(full(min), diagonal=1)[None, None]
+    m0 = node("Where", [node("Less", [cond_range, rows]), const(f32(0.0)), full])
+    mask0 = torch_expand(node("Unsqueeze", [m0, const(i64([0, 1]))]),
+                         node("Concat", [batch_1, const(i64([1])), seq_1, seq_1], axis=0))
+    # Layer 1's mask (transformers 4.40-4.47 _update_causal_mask, no attention_mask):
+    #   m = triu(full((S, T), min), 1); m *= arange(T) > cache_position.reshape(-1, 1); m[None, None].expand(B, 1, -1, -1)
     tri = node("Trilu", [node("ConstantOfShape", [node("Concat", [seq_1, seq_1], axis=0)],
                               value=numpy_helper.from_array(fmin.reshape(1))), const(i64(1))], upper=1)
-    mask1 = node("Unsqueeze", [tri, const(i64([0, 1]))])
+    later = node("Greater", [node("Range", [const(i64(0)), seq, const(i64(1))]),
+                             node("Reshape", [cache_position, const(i64([-1, 1]))])])
+    m1 = node("Mul", [tri, node("Cast", [later], to=F)])
+    mask1 = torch_expand(node("Unsqueeze", [node("Unsqueeze", [m1, const(i64([0]))]), const(i64([1]))]),
+                         node("Concat", [batch_1, const(i64([1, -1, -1]))], axis=0))
 
     # [B, S, H, D] views built from the run-time sizes
     def heads_shape(n):
         return node("Concat", [batch_1, seq_1, const(i64([n])), const(i64([HEAD_DIM]))], axis=0)
 
-    expand_shape = node("Concat", [batch_1, const(i64([KV_HEADS, HEADS // KV_HEADS])), seq_1,
-                                   const(i64([HEAD_DIM]))], axis=0)
-    rep_shape = node("Concat", [batch_1, const(i64([HEADS])), seq_1, const(i64([HEAD_DIM]))], axis=0)
-
-    def repeat_kv(x):   # [B, KV, S, D] -> [B, H, S, D]
-        return node("Reshape", [node("Expand", [node("Unsqueeze", [x, const(i64([2]))]), expand_shape]), rep_shape])
+    def repeat_kv(x):   # [B, KV, S, D] -> [B, H, S, D]: x[:, :, None, :, :].expand(B, KV, n, S, D).reshape(B, H, S, D)
+        xs = node("Shape", [x])
+        b_, s_ = (node("Unsqueeze", [node("Gather", [xs, const(i64(k))], axis=0), const(i64([0]))]) for k in (0, 2))
+        e = torch_expand(node("Unsqueeze", [x, const(i64([2]))]),
+                         node("Concat", [b_, const(i64([KV_HEADS, HEADS // KV_HEADS])), s_, const(i64([HEAD_DIM]))],
+                              axis=0))
+        return node("Reshape", [e, node("Concat", [b_, const(i64([HEADS])), s_, const(i64([HEAD_DIM]))], axis=0)])
 
     for l in range(LAYERS):
         p = f"model.layers.{l}."
@@ -259,13 +289,27 @@ def build():
         v = node("Transpose", [v], perm=[0, 2, 1, 3])
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k, v = repeat_kv(k), repeat_kv(v)
-        scores = node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])])
-        if l == 0:
-            scores = node("Div", [scores, const(f32(np.sqrt(HEAD_DIM)))])
-        else:
-            scores = node("Mul", [scores, const(f32(1 / np.sqrt(HEAD_DIM)))])
-        scores = node("Add", [scores, mask0 if l == 0 else mask1])
-        probs = node("Cast", [node("Softmax", [scores], axis=-1)], to=F)
+        if l < 2:   # eager attention
+            scores = node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])])
+            if l == 0:
+                scores = node("Div", [scores, const(f32(np.sqrt(HEAD_DIM)))])
+            else:
+                scores = node("Mul", [scores, const(f32(1 / np.sqrt(HEAD_DIM)))])
+            scores = node("Add", [scores, mask0 if l == 0 else mask1])
+            probs = node("Cast", [node("Softmax", [scores], axis=-1)], to=F)
+        else:       # torch.onnx's scaled_dot_product_attention(q, k, v, is_causal=True) (opset 14 symbolic)
+            qs = node("Shape", [q])
+            d = node("Cast", [node("Slice", [qs, const(i64([-1])), const(i64([np.iinfo(np.int64).max]))])], to=F)
+            scale = node("Sqrt", [node("Div", [const(f32(1.0)), node("Sqrt", [d])])])
+            kt = node("Transpose", [k], perm=[0, 1, 3, 2])
+            ks = node("Shape", [k])
+            size = node("Concat", [node("Slice", [qs, const(i64([-2])), const(i64([-1]))]),
+                                   node("Slice", [ks, const(i64([-2])), const(i64([-1]))])], axis=0)
+            tril = node("Trilu", [node("Expand", [const(f32([1.0])), size])], upper=0)
+            causal = node("Where", [node("Equal", [tril, const(f32([0.0]))]), const(f32([-np.inf])),
+                                    const(f32([0.0]))])
+            scores = node("MatMul", [node("Mul", [q, scale]), node("Mul", [kt, scale])])
+            probs = node("Softmax", [node("Add", [scores, causal])], axis=-1)
         attn = node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
         attn = node("Reshape", [attn, node("Concat", [batch_1, seq_1, const(i64([-1]))], axis=0)])
         h = node("Add", [res, node("MatMul", [attn, init(p + "self_attn.o_proj.weight_T", w["o"])])])
@@ -273,13 +317,13 @@ def build():
         x = rms_norm(h, init(p + "post_attention_layernorm.weight", w["post_norm"]), "div")
         g = node("MatMul", [x, init(p + "mlp.gate_proj.weight_T", w["gate"])])
         u = node("MatMul", [x, init(p + "mlp.up_proj.weight_T", w["up"])])
-        if l == 0:   # act_fn(gate) * up, SiLU as x * sigmoid(x)
+        if l != 1:   # act_fn(gate) * up, SiLU as x * sigmoid(x)
             act = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), u])
         else:
             act = node("Mul", [u, node("Mul", [node("Sigmoid", [g]), g])])
         h = node("Add", [res, node("MatMul", [act, init(p + "mlp.down_proj.weight_T", w["down"])])])
 
-    x = rms_norm(h, init("model.norm.weight", W["final_norm"]), "rsqrt")
+    x = rms_norm(h, init("model.norm.weight", W["final_norm"]), "rsqrt_div")
     nodes.append(helper.make_node("MatMul", [x, init("lm_head.weight_T", W["lm_head"])], ["logits"], name="/lm_head/MatMul"))
 
     g = helper.make_graph(nodes, "decoder",

@@ -28,7 +28,9 @@ models, not the way fusec's own JSON IR is written:
   2: torch.onnx's scaled_dot_product_attention(is_causal=True): scale
      Sqrt(1 / Sqrt(Cast(Shape(q)[-1:]))) on Q and K^T, mask
      Where(Equal(Trilu(Expand(1.0, [L, S]), upper=0), 0), -inf, 0);
-  eager layers cast the Softmax to float (a no-op Cast);
+  eager layers cast the Softmax to float (a no-op Cast); layer 2's rotary
+  is the older per-layer cache: cos_cached[:S][position_ids].unsqueeze(1)
+  (Slice -> Gather -> Unsqueeze of [max_pos, d] initializers);
 - SwiGLU as Sigmoid/Mul (two groupings).
 
 Also writes input_ids.npy and expected_logits.npy (11 tokens; the layout the
@@ -207,6 +209,15 @@ def apply_rope(x, cos, sin):
     return node("Add", [node("Mul", [x, cos]), node("Mul", [rotate_half(x), sin])])
 
 
+def rope_tables(prefix):
+    """An older HF layer's cos_cached / sin_cached buffers [MAX_SEQ, HEAD_DIM], computed in float32 as
+    torch does (cat(freqs, freqs).cos())."""
+    t = np.arange(MAX_SEQ, dtype=np.float32)
+    emb = np.concatenate([np.outer(t, INV_FREQ)] * 2, axis=-1).astype(np.float32)
+    return (init(prefix + "self_attn.rotary_emb.cos_cached", np.cos(emb).astype(np.float32)),
+            init(prefix + "self_attn.rotary_emb.sin_cached", np.sin(emb).astype(np.float32)))
+
+
 def torch_expand(x, size):
     """torch.onnx's aten::expand with a size list: -1 entries become 1 by
     Where(Equal(size, -1 * ones), ones, size) (opset 9 symbolic)."""
@@ -287,7 +298,14 @@ def build():
         k = node("Transpose", [rms_norm(k, init(p + "self_attn.k_norm.weight", w["k_norm"]), "rsqrt")],
                  perm=[0, 2, 1, 3])
         v = node("Transpose", [v], perm=[0, 2, 1, 3])
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if l == 2:   # transformers < 4.38: per-layer cos_cached[:seq_len][position_ids].unsqueeze(1)
+            c_tab, s_tab = rope_tables(p)
+            cos_l, sin_l = (node("Unsqueeze", [node("Gather", [node("Slice", [tab, const(i64([0])), seq_1,
+                                                                            const(i64([0]))]), position_ids],
+                                                     axis=0), const(i64([1]))]) for tab in (c_tab, s_tab))
+        else:
+            cos_l, sin_l = cos, sin
+        q, k = apply_rope(q, cos_l, sin_l), apply_rope(k, cos_l, sin_l)
         k, v = repeat_kv(k), repeat_kv(v)
         if l < 2:   # eager attention
             scores = node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])])

@@ -12,8 +12,10 @@
  *   - a mask Add, or a masked fill Where(cond, scores, blocked) either way round;
  *   - 3-D scores [B, Lq, Lk]: one head on [B, L, D] tensors, the 3-D form.
  * The check proves a mask causal (then is_causal: query i sees keys
- * j <= i + Lk - Lq) as a constant, a Trilu of blocked values or a Where of
- * Range index comparisons, or else keeps it as attn_mask when it can be one;
+ * j <= i + Lk - Lq) as a constant, a Trilu of blocked values, a Where of
+ * Range index comparisons (indices shifted by integer constants) or of
+ * Equal(Trilu(non-zero), 0), or a causal mask times a Cast of a causal
+ * condition, or else keeps it as attn_mask when it can be one;
  * a masked fill must be causal. Then K/V heads and all shapes must line up. */
 #include <stdio.h>
 #include <string.h>

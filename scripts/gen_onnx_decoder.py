@@ -35,7 +35,7 @@ models, not the way fusec's own JSON IR is written:
 
 Also writes input_ids.npy and expected_logits.npy (11 tokens; the layout the
 generic loop of tests/cli/test_onnx.sh reads, with `args`) and the same for
-4 tokens in seq4/, the logits computed by an independent numpy forward
+4 and 1 tokens in seq4/ and seq1/, the logits computed by an independent numpy forward
 (float64 maths on the float32 weights, not an evaluation of the ONNX
 graph), and counts.json: how many norms, ropes, attentions and SwiGLUs the
 model holds (what `fuse` must find).
@@ -61,7 +61,7 @@ CHECK_ORT = "--check-ort" in sys.argv
 
 LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB, INTER = 3, 64, 4, 2, 16, 100, 96
 EPS, THETA, MAX_SEQ = 1e-6, 10000.0, 32
-LENGTHS = (11, 4)   # the first is also the generic test_onnx.sh case
+LENGTHS = (11, 4, 1)   # the first is also the generic test_onnx.sh case
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 rng = np.random.default_rng(20261201)
 

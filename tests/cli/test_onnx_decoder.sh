@@ -33,7 +33,7 @@ print("%.2g" % err)
 PY
 }
 
-for case in "$fx" "$fx/seq4"; do
+for case in "$fx" "$fx/seq4" "$fx/seq1"; do
     seq=$("$py" -c "import numpy as np, sys; print(np.load(sys.argv[1]).shape[1])" "$case/input_ids.npy")
     for p in bare fast; do
         rm -rf "$tmp/out"; mkdir -p "$tmp/out"

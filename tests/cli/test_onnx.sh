@@ -55,14 +55,15 @@ for d in "$fx"/*/; do
 done
 
 # fusec import: the JSON IR + OUT.safetensors run to the same outputs, and
-# no constant is inlined as JSON numbers
+# no constant is inlined as JSON numbers (a ConstantOfShape's one-element
+# `value` attribute is an attribute, not a constant)
 for d in "$fx"/*/; do
     c=$(basename "$d")
     [ "$c" = unsupported ] && continue
     rm -rf "$tmp/imp" "$tmp/out"; mkdir -p "$tmp/imp" "$tmp/out"
     # shellcheck disable=SC2046
     if "$fusec" import "$fx/$c/model.onnx" $(cat "$fx/$c/args") -o "$tmp/imp/m.json" 2>"$tmp/err" &&
-       [ -s "$tmp/imp/m.safetensors" ] && ! grep -q '"data"' "$tmp/imp/m.json" &&
+       [ -s "$tmp/imp/m.safetensors" ] && ! grep -v '"op": "ConstantOfShape"' "$tmp/imp/m.json" | grep -q '"data"' &&
        "$fusec" run "$tmp/imp/m.json" $(inputs "$c") --profile bare --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" &&
        compare "$tmp/out" "$c"; then
         ok "$c: import round trip"

@@ -312,6 +312,12 @@ static int bind_weights(fusec_model *m, const fusec_options *o, json_object *met
         fu_fail(err, "the model needs %d weights but names no weights file", m->n_weights + m->n_packed);
         goto done;
     }
+    if (m->code.weights_image) {   /* fusec compile --embed-weights: the library carries them */
+        unsigned long len = 0;
+        const unsigned char *image = m->code.weights_image(&len);
+        if (!(m->weights_file = fu_weights_open_memory(image, len, m->path, err))) goto done;
+        goto bind;
+    }
     char *beside = NULL;
     const char *wpath = weights_location(m, o, meta, json_object_get_string(file), &beside);
     json_object *outside = get_field(meta, "weights_allow_external", json_type_boolean);
@@ -325,6 +331,7 @@ static int bind_weights(fusec_model *m, const fusec_options *o, json_object *met
     }
     free(beside);
     if (!m->weights_file) goto done;
+bind:
     for (int i = 0; i < m->n_weights; i++) {
         const io_tensor *want = &ws[i];
         fu_dtype dtype;

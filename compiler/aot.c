@@ -442,7 +442,27 @@ static int write_header(const char *header_path, const char *so_path, fu_err *er
 /* Builds so_path (and header_path if not NULL); with `sidecar`, a cache
  * entry: so_path.sha256 is written too, and both are installed together
  * under the directory's lock. */
-static int build(const char *c_source, const char *so_path, const char *header_path, int sidecar, fu_err *err) {
+/* The weights image a library carries (fusec compile --embed-weights):
+ * gas includes the file, found through -I (the name holds only the
+ * characters mkstemp and the caller chose, never a model's). */
+static char *with_weights_image(const char *c_source, const char *image_name) {
+    char *out = NULL;
+    if (asprintf(&out,
+                 "%s\n/* the weights, embedded (compiler/aot.c) */\n"
+                 "__asm__(\".section .rodata\\n.balign 64\\n.globl fusec_weights_image\\n.hidden fusec_weights_image\\n"
+                 "fusec_weights_image:\\n.incbin \\\"%s\\\"\\n.globl fusec_weights_image_end\\n"
+                 ".hidden fusec_weights_image_end\\nfusec_weights_image_end:\\n.previous\");\n"
+                 "extern const unsigned char fusec_weights_image[], fusec_weights_image_end[];\n"
+                 "const unsigned char *fusec_model_weights(unsigned long *len) {\n"
+                 "    *len = (unsigned long)(fusec_weights_image_end - fusec_weights_image);\n"
+                 "    return fusec_weights_image;\n}\n",
+                 c_source, image_name) < 0)
+        return NULL;
+    return out;
+}
+
+static int build(const char *c_source, const char *so_path, const char *header_path, int sidecar,
+                 const char *weights_image, fu_err *err) {
     err->msg[0] = 0;
     const char *rt = fu_runtime_dir();
     char *dir = dir_of(so_path);
@@ -469,7 +489,7 @@ static int build(const char *c_source, const char *so_path, const char *header_p
     snprintf(side_path, dlen, "%s.sha256", so_path);
     snprintf(lib_dir_flag, dlen, "-L%s", rt);
     snprintf(rpath_flag, dlen, "-Wl,-rpath,%s", rt);
-    char *named = NULL;
+    char *named = NULL, *embedded = NULL, *image_dir = NULL, image_flag[4200] = "";
     if (header_path || !sidecar) {   /* fusec compile: a library to link, not only to dlopen */
         char prefix[200];
         model_prefix(so_path, prefix, sizeof prefix);
@@ -478,8 +498,19 @@ static int build(const char *c_source, const char *so_path, const char *header_p
             goto done;
         }
     }
-    int wrote = write_file(c_path, named ? named : c_source, err);
-    free(named);
+    if (weights_image) {
+        const char *base = strrchr(weights_image, '/');
+        image_dir = dir_of(weights_image);
+        if (!image_dir || !(embedded = with_weights_image(named ? named : c_source, base ? base + 1 : weights_image))) {
+            free(named), free(image_dir);
+            fu_fail(err, "aot: out of memory");
+            goto done;
+        }
+        snprintf(image_flag, sizeof image_flag, "-Wa,-I%s", image_dir);
+        free(image_dir);
+    }
+    int wrote = write_file(c_path, embedded ? embedded : named ? named : c_source, err);
+    free(named), free(embedded);
     if (wrote != 0) goto done;
 
     char *argv[32];
@@ -493,6 +524,7 @@ static int build(const char *c_source, const char *so_path, const char *header_p
     argv[argc++] = "-lfusec_rt";
     argv[argc++] = rpath_flag;
     argv[argc++] = "-lm";
+    if (image_flag[0]) argv[argc++] = image_flag;
     argv[argc] = NULL;
     int status = run_captured(argv, output, 8192, err);
     if (status < 0) goto done;
@@ -559,14 +591,22 @@ done:
 
 int fu_aot_build(const char *c_source, const char *so_path, const char *header_path, fu_err *err) {
     fu_progress *p = fu_progress_begin("building %s with gcc -O3", so_path);
-    int rc = build(c_source, so_path, header_path, 0, err);
+    int rc = build(c_source, so_path, header_path, 0, NULL, err);
+    fu_progress_end(p);
+    return rc;
+}
+
+int fu_aot_build_embedded(const char *c_source, const char *so_path, const char *header_path,
+                          const char *weights_image, fu_err *err) {
+    fu_progress *p = fu_progress_begin("building %s with gcc -O3, its weights embedded", so_path);
+    int rc = build(c_source, so_path, header_path, 0, weights_image, err);
     fu_progress_end(p);
     return rc;
 }
 
 int fu_aot_cache_build(const char *c_source, const char *so_path, fu_err *err) {
     fu_progress *p = fu_progress_begin("building %s with gcc -O3 (the build cache)", so_path);
-    int rc = build(c_source, so_path, NULL, 1, err);
+    int rc = build(c_source, so_path, NULL, 1, NULL, err);
     fu_progress_end(p);
     return rc;
 }
@@ -751,6 +791,8 @@ int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err) {
     memcpy(&out->run, &run, sizeof run);
     void *run_profiled = dlsym(h, "fusec_model_run_profiled");   /* optional: older libraries lack it */
     memcpy(&out->run_profiled, &run_profiled, sizeof run_profiled);
+    void *weights = dlsym(h, "fusec_model_weights");   /* only with --embed-weights */
+    memcpy(&out->weights_image, &weights, sizeof weights);
     out->meta = meta;
     out->meta_len = *meta_len;
     out->dl_handle = h;

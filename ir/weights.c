@@ -42,6 +42,7 @@ typedef struct {
     unsigned char *map;
     size_t size;
     int guard;                /* fu_mapguard slot of the mapping, or -1 */
+    int borrowed;             /* bytes of someone else's (a library's image): not unmapped */
     struct stat st;
 } mapped_file;
 
@@ -428,6 +429,35 @@ fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err) {
     return w;
 }
 
+fu_weights *fu_weights_open_memory(const void *bytes, size_t size, const char *name, fu_err *err) {
+    fu_weights *w = fu_weights_new(name, err);
+    mapped_file *f = w ? calloc(1, sizeof *f) : NULL;
+    if (!f || !(f->path = strdup(name))) {
+        if (f) free(f);
+        fu_weights_close(w);
+        fu_fail(err, "%s: out of memory", name);
+        return NULL;
+    }
+    f->map = (unsigned char *)bytes;
+    f->size = size;
+    f->guard = -1;
+    f->borrowed = 1;
+    w->files = f;
+    w->n_files = 1;
+    if (size < 8 || parse_header(w, err) || make_identity(w, err)) {
+        if (size < 8) fu_fail(err, "%s: truncated safetensors image (%zu bytes)", name, size);
+        fu_weights_close(w);
+        return NULL;
+    }
+    for (int i = 0; i < w->n; i++) {
+        tensor_entry *t = &w->tensors[i];
+        t->data = w->files[0].map + w->data_start + t->begin;
+        t->end -= t->begin;
+        t->begin = 0;
+    }
+    return w;
+}
+
 fu_weights *fu_weights_retain(fu_weights *w) {
     if (w) w->refs++;
     return w;
@@ -437,7 +467,7 @@ void fu_weights_close(fu_weights *w) {
     if (!w || --w->refs > 0) return;
     for (int i = 0; i < w->n_files; i++) {
         fu_mapguard_remove(w->files[i].guard);
-        if (w->files[i].map) munmap(w->files[i].map, w->files[i].size);
+        if (w->files[i].map && !w->files[i].borrowed) munmap(w->files[i].map, w->files[i].size);
         free(w->files[i].path);
     }
     free(w->files);

@@ -18,6 +18,9 @@ fu_weights *fu_weights_open(const char *path, fu_err *err);
 /* Maps the regular file open on fd (closed here, whatever happens); path
  * names it in messages and in the identity. */
 fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err);
+/* A safetensors image in memory that outlives the table (the weights a
+ * library embeds); name names it in messages. */
+fu_weights *fu_weights_open_memory(const void *bytes, size_t size, const char *name, fu_err *err);
 /* The mapping is reference counted: retain adds a user (a cloned graph),
  * close drops one and unmaps when the last user is gone. */
 fu_weights *fu_weights_retain(fu_weights *w);

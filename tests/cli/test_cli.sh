@@ -358,6 +358,16 @@ check "  its values are used" grep -qxF 'y float32 [2] 14 27' "$tmp/out"
 status 1 "--weights: other bytes in a weight the code holds (folded): refused" run "$tmp/ship/dst/libship.so" --weights "$tmp/ship/w_changed.safetensors" --input 'x=[1,1]'
 check "  the refusal names the weight" grep -qF "weight 'w', whose values the compiled code holds, differs" "$tmp/err"
 
+# --embed-weights: one self-contained file
+q=fixtures/qwen3_small
+mkdir -p "$tmp/embed"
+status 0 "compile --embed-weights" compile $q/model.json -o "$tmp/embed/libq.so" --embed-weights
+mv "$tmp/embed/libq.so" "$tmp/embed/libq_moved.so"
+status 0 "the embedded library runs alone (no weights file beside it)" run "$tmp/embed/libq_moved.so" --input input_ids=$q/input_ids_5.npy --print-all
+cp "$tmp/out" "$tmp/embed/out_embedded"
+status 0 "the model from its JSON and weights (aot)" run $q/model.json --backend aot --input input_ids=$q/input_ids_5.npy --print-all
+check "  the same logits, bit for bit" cmp -s "$tmp/out" "$tmp/embed/out_embedded"
+
 # two compiled models linked into one program: each answers for itself
 mkdir -p "$tmp/link"
 status 0 "compile model one (small)" compile "$tmp/small.json" -o "$tmp/link/libone.so"

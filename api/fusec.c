@@ -10,13 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "fusec.h"
 #include "../compiler/driver.h"
+#include "../compiler/progress.h"
 #include "../ir/mapguard.h"
+#include "../ir/onnx_read.h"
+#include "../ir/shape.h"
 #include "../ir/weights.h"
 #include "packed_weights.h"
+#include "../runtime/fault.h"
 #include "../runtime/gemm.h"
 #include "../runtime/profile.h"
 
@@ -37,6 +43,7 @@ struct fusec_model {
 
     int n_inputs, n_outputs, n_weights;
     io_tensor *inputs, *outputs;
+    json_object *compiled_in;   /* names of the inputs compiled in, or NULL */
 
     fu_weights *weights_file;
     const void **weight_ptrs;   /* w[] for the entry point: raw weights, then packed copies */
@@ -218,7 +225,8 @@ static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
                                          json_object_get_boolean(transposed)};
     }
     if (rc == 0) {
-        const char *cache = m->cache_dir ? m->cache_dir : "build/cache";
+        char default_dir[4096];
+        const char *cache = m->cache_dir ? m->cache_dir : fu_default_cache_dir(default_dir, sizeof default_dir);
         m->packed = fu_packed_weights_open(m->weights_file, cache, req, m->n_packed, m->weight_ptrs + m->n_weights,
                                            &m->packed_info, err);
         if (!m->packed) rc = -1;
@@ -232,9 +240,58 @@ static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
     return rc;
 }
 
+/* Where a model's weights are: fusec_options.weights if given; for a
+ * compiled library, a file of the recorded name beside the library if there
+ * is one (a model moved or shipped with its weights); else the path
+ * recorded at compile time. *beside receives a malloc'd path to free. */
+static const char *weights_location(const fusec_model *m, const fusec_options *o, json_object *meta,
+                                    const char *recorded, char **beside) {
+    *beside = NULL;
+    if (o && o->weights && *o->weights) return o->weights;
+    json_object *name = get_field(meta, "weights_name", json_type_string);
+    size_t len = strlen(m->path);
+    if (!name || len < 3 || strcmp(m->path + len - 3, ".so") != 0) return recorded;
+    const char *slash = strrchr(m->path, '/');
+    int dir_len = slash ? (int)(slash - m->path) : 1;
+    if (asprintf(beside, "%.*s/%s", dir_len, slash ? m->path : ".", json_object_get_string(name)) < 0) {
+        *beside = NULL;
+        return recorded;
+    }
+    struct stat st;
+    return stat(*beside, &st) == 0 && S_ISREG(st.st_mode) ? *beside : recorded;
+}
+
+/* The weights found must hold what the model was compiled with: the same
+ * content identity (header hash and size), and the same bytes in every
+ * tensor whose values the code holds (constant folding). A moved or copied
+ * file passes; a changed one is refused, never misread. */
+static int check_weights_content(const fu_weights *w, json_object *meta, const char *path, fu_err *err) {
+    json_object *content = get_field(meta, "weights_content", json_type_string);
+    if (content && json_object_get_string_len(content) > 0 &&
+        strcmp(json_object_get_string(content), fu_weights_content_id(w)) != 0)
+        return fu_fail(err, "weights file %s holds other weights than the model was compiled with (its header "
+                       "differs); compile it again, or give the right file (fusec_options.weights)", path);
+    json_object *folded = get_field(meta, "folded_weights", json_type_array);
+    for (size_t i = 0; folded && i < json_object_array_length(folded); i++) {
+        json_object *f = json_object_array_get_idx(folded, i);
+        json_object *name = get_field(f, "name", json_type_string), *hash = get_field(f, "xxh3", json_type_string);
+        const void *data;
+        size_t nbytes;
+        if (!name || !hash) return fu_fail(err, "malformed \"folded_weights\" in the metadata");
+        if (fu_weights_find(w, json_object_get_string(name), NULL, NULL, NULL, &data, &nbytes) != 0)
+            return fu_fail(err, "weight '%s' is missing from %s", json_object_get_string(name), path);
+        char have[24];
+        snprintf(have, sizeof have, "%016llx", (unsigned long long)XXH3_64bits(data, nbytes));
+        if (strcmp(have, json_object_get_string(hash)) != 0)
+            return fu_fail(err, "weights file %s changed since the model was compiled: weight '%s', whose values "
+                           "the compiled code holds, differs; compile it again", path, json_object_get_string(name));
+    }
+    return 0;
+}
+
 /* Maps the weights file and fills w[] in metadata order: the raw weights,
  * then the packed copies. */
-static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
+static int bind_weights(fusec_model *m, const fusec_options *o, json_object *meta, fu_err *err) {
     io_tensor *ws = NULL;
     int rc = -1;
     if (parse_tensor_list(m, meta, "weights", &ws, &m->n_weights, err)) goto done;
@@ -255,16 +312,26 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         fu_fail(err, "the model needs %d weights but names no weights file", m->n_weights + m->n_packed);
         goto done;
     }
-    const char *wpath = json_object_get_string(file);
-    if (!(m->weights_file = fu_weights_open(wpath, err))) goto done;
-    /* Constants folded from the weights are baked into the code, so the
-     * code is only valid with the exact file it was compiled against. */
-    json_object *identity = get_field(meta, "weights_identity", json_type_string);
-    if (identity && json_object_get_string_len(identity) > 0 &&
-        strcmp(json_object_get_string(identity), fu_weights_identity(m->weights_file)) != 0) {
-        fu_fail(err, "weights file %s changed since the model was compiled; compile it again", wpath);
-        goto done;
+    if (m->code.weights_image) {   /* fusec compile --embed-weights: the library carries them */
+        unsigned long len = 0;
+        const unsigned char *image = m->code.weights_image(&len);
+        if (!(m->weights_file = fu_weights_open_memory(image, len, m->path, err))) goto done;
+        goto bind;
     }
+    char *beside = NULL;
+    const char *wpath = weights_location(m, o, meta, json_object_get_string(file), &beside);
+    json_object *outside = get_field(meta, "weights_allow_external", json_type_boolean);
+    if (fu_is_onnx_path(wpath))   /* an ONNX model's initializers */
+        m->weights_file = fu_onnx_weights_open(wpath, outside && json_object_get_boolean(outside), err);
+    else
+        m->weights_file = fu_weights_open(wpath, err);
+    if (m->weights_file && check_weights_content(m->weights_file, meta, wpath, err)) {
+        fu_weights_close(m->weights_file);
+        m->weights_file = NULL;
+    }
+    free(beside);
+    if (!m->weights_file) goto done;
+bind:
     for (int i = 0; i < m->n_weights; i++) {
         const io_tensor *want = &ws[i];
         fu_dtype dtype;
@@ -273,14 +340,14 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         const void *data;
         size_t nbytes;
         if (fu_weights_find(m->weights_file, want->name, &dtype, &rank, shape, &data, &nbytes) != 0) {
-            fu_fail(err, "weight '%s' is missing from %s", want->name, wpath);
+            fu_fail(err, "weight '%s' is missing from %s", want->name, fu_weights_path(m->weights_file));
             goto done;
         }
         int same = dtype == want->dtype && rank == want->rank;
         for (int k = 0; same && k < rank; k++) same = shape[k] == want->shape[k].coef;
         if (!same) {
             fu_fail(err, "weight '%s' in %s has another dtype or shape than the model was compiled for",
-                    want->name, wpath);
+                    want->name, fu_weights_path(m->weights_file));
             goto done;
         }
         size_t elem = fu_dtype_size(dtype);
@@ -328,8 +395,10 @@ static int instantiate(fusec_model *m, const fusec_options *o, fu_err *err) {
         goto done;
     }
     if (parse_symbols(m, meta, err) || parse_tensor_list(m, meta, "inputs", &m->inputs, &m->n_inputs, err) ||
-        parse_tensor_list(m, meta, "outputs", &m->outputs, &m->n_outputs, err) || bind_weights(m, meta, err))
+        parse_tensor_list(m, meta, "outputs", &m->outputs, &m->n_outputs, err) || bind_weights(m, o, meta, err))
         goto done;
+    json_object *compiled_in = get_field(meta, "compiled_in", json_type_array);
+    if (compiled_in) m->compiled_in = json_object_get(compiled_in);
     m->arena_bytes = json_object_get_int64(arena);
     if (m->arena_bytes < 0) {
         fu_fail(err, "negative arena size in metadata");
@@ -375,8 +444,23 @@ static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *er
         return fu_fail(err, "unknown profile '%s' (expected fast or bare)", o->profile);
     if (o->backend && fu_backend_parse(o->backend, &copts.target) != 0)
         return fu_fail(err, "unknown backend '%s' (expected jit or aot)", o->backend);
+    fu_known_input *known = calloc((size_t)o->n_known_inputs + 1, sizeof *known);
+    if (!known) return fu_fail(err, "out of memory");
+    for (int i = 0; i < o->n_known_inputs; i++) {
+        const fusec_tensor *t = &o->known_inputs[i];
+        known[i] = (fu_known_input){t->name, (fu_dtype)t->dtype, t->rank, t->shape, t->data};
+        if (!t->name || t->rank < 0 || t->rank > FU_MAX_RANK || (!t->data && t->rank)) {
+            free(known);
+            return fu_fail(err, "known input %d is malformed (no name, a rank outside 0..%d or no data)", i,
+                           FU_MAX_RANK);
+        }
+    }
+    copts.known = known;
+    copts.n_known = o->n_known_inputs;
     fu_compile_result r;
-    if (fu_compile(m->path, &copts, &r, err)) return -1;
+    int rc = fu_compile(m->path, &copts, &r, err);
+    free(known);
+    if (rc) return -1;
     m->code = r.code;
     return 0;
 }
@@ -389,7 +473,7 @@ fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, 
         if (err && errlen) snprintf(err, errlen, "fusec_load: no model path given");
         return NULL;
     }
-    fu_err e = {{0}};
+    fu_err e = {0};
     fusec_model *m = calloc(1, sizeof *m);
     if (!m || !(m->path = strdup(path))) {
         free(m);
@@ -428,6 +512,7 @@ static void free_profile(struct model_profile *p);
 
 void fusec_free(fusec_model *m) {
     if (!m) return;
+    json_object_put(m->compiled_in);
     free_profile(m->profile);
     fu_compiled_free(&m->code);
     for (int s = 0; s < m->n_syms; s++) free(m->sym_names[s]);
@@ -452,6 +537,14 @@ void fusec_free(fusec_model *m) {
 
 /* ---- introspection --------------------------------------------------------- */
 
+int fusec_input_compiled_in(const fusec_model *m, const char *name) {
+    for (size_t i = 0; m && name && m->compiled_in && i < json_object_array_length(m->compiled_in); i++)
+        if (strcmp(json_object_get_string(json_object_array_get_idx(m->compiled_in, i)), name) == 0) return 1;
+    return 0;
+}
+
+void fusec_progress(int on) { fu_progress_enable(on); }
+
 int fusec_num_inputs(const fusec_model *m) { return m ? m->n_inputs : 0; }
 int fusec_num_outputs(const fusec_model *m) { return m ? m->n_outputs : 0; }
 
@@ -466,10 +559,48 @@ const char *fusec_output_name(const fusec_model *m, int i) {
 fusec_dtype fusec_input_dtype(const fusec_model *m, int i) {
     return m && i >= 0 && i < m->n_inputs ? to_api_dtype(m->inputs[i].dtype) : (fusec_dtype)0;
 }
+fusec_dtype fusec_output_dtype(const fusec_model *m, int i) {
+    return m && i >= 0 && i < m->n_outputs ? to_api_dtype(m->outputs[i].dtype) : (fusec_dtype)0;
+}
 
 const char *fusec_last_error(const fusec_model *m) { return m ? m->err : "no model"; }
 
 int64_t fusec_arena_bytes(const fusec_model *m) { return m ? m->arena_bytes : 0; }
+
+/* One tensor's shape: upper bounds, and its text with symbol names. */
+static int tensor_shape(const fusec_model *m, const io_tensor *t, int *rank, int64_t *max_dims, char *text,
+                        size_t textlen) {
+    fu_graph names;   /* only the symbol names, for fu_shape_str */
+    memset(&names, 0, sizeof names);
+    names.n_syms = m->n_syms;
+    for (int s = 0; s < m->n_syms; s++) names.sym_names[s] = m->sym_names[s];
+    if (rank) *rank = t->rank;
+    for (int k = 0; max_dims && k < t->rank; k++) max_dims[k] = fu_dim_eval(t->shape[k], m->sym_max);
+    if (text && textlen) fu_shape_str(&names, t->rank, t->shape, ", ", text, textlen);
+    return 0;
+}
+
+int fusec_input_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen) {
+    if (!m || i < 0 || i >= m->n_inputs) return -1;
+    return tensor_shape(m, &m->inputs[i], rank, max_dims, text, textlen);
+}
+
+int fusec_output_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen) {
+    if (!m || i < 0 || i >= m->n_outputs) return -1;
+    return tensor_shape(m, &m->outputs[i], rank, max_dims, text, textlen);
+}
+
+int fusec_num_symbols(const fusec_model *m) { return m ? m->n_syms : 0; }
+
+const char *fusec_symbol_name(const fusec_model *m, int i) {
+    return m && i >= 0 && i < m->n_syms ? m->sym_names[i] : NULL;
+}
+
+int64_t fusec_symbol_max(const fusec_model *m, int i) { return m && i >= 0 && i < m->n_syms ? m->sym_max[i] : -1; }
+
+const char *fusec_weights_path(const fusec_model *m) {
+    return m && m->weights_file ? fu_weights_path(m->weights_file) : NULL;
+}
 
 int fusec_get_load_info(const fusec_model *m, fusec_load_info *info) {
     if (!m || !info) return -1;
@@ -664,6 +795,9 @@ int fusec_set_input(fusec_model *m, const char *name, fusec_dtype dtype, int ran
 }
 
 static int run_code(fusec_model *m, const int64_t *sym);
+static struct model_profile *load_profile(fusec_model *m);
+
+static int run_failure(fusec_model *m, int node);
 
 int fusec_run(fusec_model *m) {
     if (!m) return -1;
@@ -677,11 +811,11 @@ int fusec_run(fusec_model *m) {
     if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
     /* Worker threads read the weights too: the guard is process-wide. */
     fu_mapguard_enter();
+    fu_rt_fault_clear();
     int rc = run_code(m, sym);
     fu_mapguard_leave();
     if (weights_gone(m)) return model_fail(m, WEIGHTS_GONE_FMT, m->path, fu_weights_path(m->weights_file));
-    if (rc != 0)
-        return model_fail(m, "%s: run failed in node #%d (an index out of range)", m->path, rc - 1);
+    if (rc != 0) return run_failure(m, rc - 1);
     for (int i = 0; i < m->n_outputs; i++)
         if (!m->output_data[i]) return model_fail(m, "%s: the model produced no data for output '%s'", m->path, m->outputs[i].name);
     memcpy(m->sym_values, sym, sizeof sym);
@@ -780,6 +914,26 @@ static struct model_profile *load_profile(fusec_model *m) {
         return NULL;
     }
     return p;
+}
+
+/* The error of a run the code stopped in node `node`: its name and op
+ * (from the metadata's block list), and the bad value when the kernel
+ * said (runtime/fault.h). */
+static int run_failure(fusec_model *m, int node) {
+    fu_rt_fault f = fu_rt_fault_last();
+    struct model_profile *p = m->profile ? m->profile : load_profile(m);
+    char where[400];
+    snprintf(where, sizeof where, "node #%d", node);
+    for (int i = 0; p && i < p->n_slots; i++)
+        if (p->slots[i].node == node)
+            snprintf(where, sizeof where, "node '%s' (%s)", fu_safe(p->slots[i].name).s, fu_safe(p->slots[i].op).s);
+    if (p != m->profile) free_profile(p);
+    if (f.what)
+        return model_fail(m, "%s: run failed in %s: %s %lld is out of range for an axis of size %lld (valid: -%lld to "
+                          "%lld)", m->path, where, f.what, (long long)f.value, (long long)f.size, (long long)f.size,
+                          (long long)f.size - 1);
+    return model_fail(m, "%s: run failed in %s: a runtime check failed (an index or a size out of range)", m->path,
+                      where);
 }
 
 int fusec_profile_enable(fusec_model *m, int on) {

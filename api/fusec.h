@@ -24,10 +24,20 @@ typedef enum {
     FUSEC_BOOL = 6,
 } fusec_dtype;
 
+/* A tensor given by the caller: its values are read, not kept. */
+typedef struct {
+    const char *name;
+    fusec_dtype dtype;
+    int rank;
+    const int64_t *shape;
+    const void *data;
+} fusec_tensor;
+
 typedef struct {
     const char *profile;    /* "fast" (default) or "bare" */
     const char *backend;    /* "jit" (default) or "aot" (for a .json model) */
-    const char *cache_dir;  /* AOT build cache; default "build/cache". Must be private: a real
+    const char *cache_dir;  /* AOT build cache and packed weights; default $FUSEC_CACHE_DIR, else
+                               $XDG_CACHE_HOME/fusec, else ~/.cache/fusec. Must be private: a real
                                directory (not a symlink) owned by you, not group/other-writable
                                (created 0755 when missing); else aot refuses it and the packed
                                weights go to memory (docs/security.md) */
@@ -38,9 +48,23 @@ typedef struct {
                                    model file's folder (by default it must resolve inside it) */
     const char *sym_max;    /* a .onnx model's symbolic dims (dim_param) and their upper bounds,
                                "seq=256,batch=4" */
+    const fusec_tensor *known_inputs; /* input values known before compiling: an input whose values
+                                         decide shapes (a Reshape target, Slice bounds, Range
+                                         bounds...) is compiled in with them, and is then no longer an
+                                         input of the loaded model; the others are ignored */
+    int n_known_inputs;
+    const char *weights;    /* the weights file of a compiled library (LIB.so); default: the file of
+                               the recorded name beside the library, else the path it was compiled
+                               with. Any copy with the same content binds (header hash and size, and
+                               the bytes of the tensors whose values the code holds) */
 } fusec_options;
 
 typedef struct fusec_model fusec_model;
+
+/* Progress lines on stderr for slow steps (a gcc build, packing weights):
+ * "fusec: building ... with gcc -O3 ..." once a step has taken a second,
+ * then how long it took. Off by default. */
+void fusec_progress(int on);
 
 /* Loads and compiles a model. On failure returns NULL and writes a message
  * naming the file and reason into err (if errlen > 0). */
@@ -52,6 +76,23 @@ int fusec_num_outputs(const fusec_model *m);
 const char *fusec_input_name(const fusec_model *m, int i);
 const char *fusec_output_name(const fusec_model *m, int i);
 fusec_dtype fusec_input_dtype(const fusec_model *m, int i);
+fusec_dtype fusec_output_dtype(const fusec_model *m, int i);
+/* Input (output) i's shape: its rank, each dim's upper bound (a dim that
+ * depends on symbols, e.g. "seq", at the symbols' bounds) and, if text is
+ * given, the shape as text with the symbols named ("[seq, 8]"). The maximum
+ * rank is 8. Returns 0, or -1 for a bad index. */
+int fusec_input_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen);
+int fusec_output_shape(const fusec_model *m, int i, int *rank, int64_t *max_dims, char *text, size_t textlen);
+/* The model's symbols (symbolic dims) and their upper bounds. */
+int fusec_num_symbols(const fusec_model *m);
+const char *fusec_symbol_name(const fusec_model *m, int i);
+int64_t fusec_symbol_max(const fusec_model *m, int i);
+/* The file the model's weights come from, or NULL when it has none. */
+const char *fusec_weights_path(const fusec_model *m);
+/* 1 when input `name` of the model file was compiled in with the value
+ * given in fusec_options.known_inputs (or `fusec compile --specialize`):
+ * it is no longer an input; else 0. */
+int fusec_input_compiled_in(const fusec_model *m, const char *name);
 
 /* Binds input `name`. The data is not copied: it must stay valid until
  * fusec_run returns. Returns 0, or -1 with fusec_last_error set. */

@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "packed_weights.h"
+#include "../compiler/progress.h"
 #include "../runtime/gemm.h"
 #include "../runtime/parallel.h"
 #include "../compiler/backend.h"
@@ -58,6 +59,7 @@ static uint64_t align_up(uint64_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
 /* What each copy is packed from, looked up in the weights file. */
 typedef struct {
     const void *src;
+    const fu_weights *from;   /* the table src belongs to */
     int src_bf16;
     int64_t n, k;
     int layout;
@@ -74,6 +76,7 @@ static int find_sources(fu_weights *w, const fu_packed_request *req, int n, sour
             return fu_fail(err, "weight '%s' to pack is missing from the weights file", req[i].name);
         if (rank != 2 || (dtype != FU_F32 && dtype != FU_BF16))
             return fu_fail(err, "weight '%s' to pack is not a 2-D float32 or bfloat16 tensor", req[i].name);
+        src[i].from = w;
         src[i].src_bf16 = dtype == FU_BF16;
         src[i].n = req[i].transposed ? shape[1] : shape[0];
         src[i].k = req[i].transposed ? shape[0] : shape[1];
@@ -229,12 +232,8 @@ static void pack_entry(unsigned char *out, const source *src, const fu_packed_re
     e->transposed = (uint32_t)req->transposed;
     e->checksum = XXH3_64bits(out, e->bytes);
     /* The model reads the packed copy from now on: drop the source's pages
-     * from this process (they stay in the page cache, and fault back in if
-     * anything else reads them), so packing does not double the RSS. */
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t begin = (uintptr_t)src->src / page * page;
-    uintptr_t end = (uintptr_t)src->src + (uintptr_t)(src->n * src->k * (src->src_bf16 ? 2 : 4));
-    madvise((void *)begin, end - begin, MADV_DONTNEED);
+     * from this process, so packing does not double the RSS. */
+    fu_weights_drop_pages(src->from, src->src, (size_t)(src->n * src->k * (src->src_bf16 ? 2 : 4)));
 }
 
 static int write_all(int fd, const void *buf, size_t len, uint64_t off) {
@@ -338,11 +337,14 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
     char reason[128];
     /* A cache directory others can write is neither read nor written
      * (fu_cache_dir_check): the copies are packed into memory. */
-    fu_err cache_err = {{0}};
+    fu_err cache_err = {0};
     int private_dir = fu_cache_dir_check(cache_dir, &cache_err) == 0;
     p->map = private_dir ? map_valid(info->path, key, src, req, n, &p->size, reason, sizeof reason) : NULL;
     if (!p->map) {
         info->built = 1;
+        int64_t bytes = 0;
+        for (int i = 0; i < n; i++) bytes += src[i].bytes;
+        fu_progress *progress = fu_progress_begin("packing %d weights (%.0f MB) for the GEMM kernels", n, bytes / 1e6);
         if (private_dir) p->map = build_file(w, cache_dir, info->path, key, src, req, n, &p->size, &cache_err);
         if (!p->map) {
             /* The cache is not writable: pack for this process only. */
@@ -350,10 +352,12 @@ fu_packed_weights *fu_packed_weights_open(fu_weights *w, const char *cache_dir, 
             info->path[0] = 0;
             p->map = build_in_memory(key, src, req, n, &p->size);
             if (!p->map) {
+                fu_progress_end(progress);
                 fu_fail(err, "out of memory packing %d weights (%s)", n, cache_err.msg);
                 goto fail;
             }
         }
+        fu_progress_end(progress);
     }
     const entry *e = (const entry *)((const unsigned char *)p->map + sizeof(file_header));
     for (int i = 0; i < n; i++) {

@@ -2,7 +2,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "cli.h"
+#include "../ir/mapguard.h"
+#include "../ir/safetensors_write.h"
 
 const char help_compile[] =
     "usage: fusec compile MODEL.json -o libNAME.so [options]\n"
@@ -12,16 +15,17 @@ const char help_compile[] =
     "`fusec run libNAME.so`.\n"
     "\n"
     "options:\n"
-    "  -o, --output FILE.so    the library to write (required; replaced atomically)\n"
-    "  --header FILE.h         also write a C header declaring the entry point\n"
-    "                          (default: NAME.h next to libNAME.so)\n"
-    "  --profile bare|fast     pass pipeline (default fast)\n"
-    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
-    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
-    "  --allow-external-weights  the model's weights file may be outside its folder\n"
-    "                          (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose           one line per pass on stderr\n"
-    "  -h, --help              this text\n";
+    "  -o, --output FILE.so        the library to write (required; replaced atomically)\n"
+    "  --header FILE.h             also write a C header declaring the entry point\n"
+    "                              (default: NAME.h next to libNAME.so)\n"
+    "  --specialize NAME=VALUE     compile input NAME in with this value (FILE.npy or a JSON\n"
+    "                              array), for an input whose values decide shapes (a Reshape\n"
+    "                              target, Slice bounds...): the library no longer takes it\n"
+    "  --embed-weights             put the weights in the library: one self-contained file to\n"
+    "                              ship (meant for small models; the library grows by their size)\n"
+    "  --emit-c FILE.c             also write the generated C\n"
+    MODEL_OPTIONS_HELP
+    "  -h, --help                  this text\n";
 
 
 /* lib<NAME>.so -> <NAME>.h in the same directory; other.so -> other.h */
@@ -40,9 +44,9 @@ static char *default_header_path(const char *so_path) {
 
 int cmd_compile(int argc, char **argv) {
     const char *model = NULL, *so_path = NULL, *header = NULL, *emit_c = NULL, *value;
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0, allow_external = 0;
+    model_opts mo;
+    model_opts_init(&mo);
+    int embed = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -54,20 +58,13 @@ int cmd_compile(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--header", NULL, &value))) {
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             header = value;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("compile", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("compile", "unknown profile '%s' (bare or fast)", value);
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("compile", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("compile", "unknown precision '%s' (f32 or bf16)", value);
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
-            /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             emit_c = value;
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            allow_external = 1;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            verbose = 1;
+        } else if (strcmp(argv[i], "--embed-weights") == 0) {
+            embed = 1;
+        } else if ((r = model_option("compile", argc, argv, &i, &mo, 1))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("compile", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -84,23 +81,47 @@ int cmd_compile(int argc, char **argv) {
 
     char *default_header = header ? NULL : default_header_path(so_path);
     if (!header) header = default_header;
-    fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision, .verbose = verbose,
-                             .allow_external_weights = allow_external};
+    known_inputs known = {0};
     fu_compile_result r = {0};
     int status = EXIT_USER;
+    if (known_inputs_read(mo.specialize, mo.n_specialize, 0, &known) != 0) goto done;
+    fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_C);
+    copts.known = known.known;
+    copts.n_known = known.n;
+    copts.specialize_always = 1;
     if (compile_model(model, &copts, &r) != 0) goto done;
     if (emit_c && write_text_atomic(emit_c, r.c_source.s) != 0) {
         fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
         goto done;
     }
-    fu_err err = {{0}};
-    if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
+    fu_err err = {0};
+    if (embed) {
+        /* The image gas includes: the weights the code reads, as safetensors,
+         * in a private temp folder (a plain name for the .incbin). */
+        char dir[] = "/tmp/fusec-embed-XXXXXX", image[64];
+        if (!mkdtemp(dir)) {
+            fail(EXIT_USER, "cannot create a temp folder: %s", strerror(errno));
+            goto done;
+        }
+        snprintf(image, sizeof image, "%s/weights.safetensors", dir);
+        fu_mapguard_enter();
+        int bad = fu_safetensors_write_code_weights(r.graph, image, &err) ||
+                  fu_aot_build_embedded(r.c_source.s, so_path, header, image, &err);
+        fu_mapguard_leave();
+        unlink(image);
+        rmdir(dir);
+        if (bad) {
+            fail(EXIT_USER, "%s: %s", model, err.msg);
+            goto done;
+        }
+    } else if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
         fail(EXIT_USER, "%s: %s", model, err.msg);
         goto done;
     }
     printf("%s: wrote %s and %s (arena %lld bytes)\n", model, so_path, header, (long long)r.graph->arena_bytes);
     status = EXIT_OK;
 done:
+    known_inputs_free(&known);
     fu_compile_result_free(&r);
     free(default_header);
     return status;

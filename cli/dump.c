@@ -14,23 +14,18 @@ const char help_dump[] =
     "The JSON output is a model that fusec reads again.\n"
     "\n"
     "options:\n"
-    "  --after PASS            stop after this pass (default: the whole pipeline);\n"
-    "                          `load` means no pass at all\n"
-    "  --format json|dot       JSON IR (default) or a Graphviz digraph\n"
-    "  --profile bare|fast     pass pipeline (default fast)\n"
-    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
-    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
-    "  --explain-fusions       instead of the graph, report what the fusion rules did:\n"
-    "                          per rule the fused count, each fused anchor node and\n"
-    "                          what it became, each near miss and why it did not fuse;\n"
-    "                          likewise row pruning (prune_rows: the nodes that now compute\n"
-    "                          only selected rows, where each row selection stops and why)\n"
-    "                          (runs the whole fast pipeline)\n"
-    "  -o, --output FILE       write to FILE (atomically) instead of stdout\n"
-    "  --allow-external-weights  the model's weights file may be outside its folder\n"
-    "                          (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose           one line per pass on stderr\n"
-    "  -h, --help              this text\n";
+    "  --after PASS                stop after this pass (default: the whole pipeline);\n"
+    "                              `load` means no pass at all\n"
+    "  --format json|dot           JSON IR (default) or a Graphviz digraph\n"
+    "  --explain-fusions           instead of the graph, report what the fusion rules did:\n"
+    "                              per rule the fused count, each fused anchor node and\n"
+    "                              what it became, each near miss and why it did not fuse;\n"
+    "                              likewise row pruning (prune_rows: the nodes that now compute\n"
+    "                              only selected rows, where each row selection stops and why)\n"
+    "                              (runs the whole fast pipeline)\n"
+    "  -o, --output FILE           write to FILE (atomically) instead of stdout\n"
+    MODEL_OPTIONS_HELP
+    "  -h, --help                  this text\n";
 
 
 /* The --explain-fusions report: rules in the order they first appear in the
@@ -68,10 +63,11 @@ static void print_fusion_report(FILE *f, const char *model, const fu_fusion_log 
 }
 
 /* Runs the fast pipeline with a fusion log and writes the report to f. */
-static int explain_fusions(const char *model, int verbose, int allow_external, FILE *f) {
+static int explain_fusions(const char *model, const model_opts *mo, FILE *f) {
     fu_fusion_log log = {0};
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_FAST, .verbose = verbose,
-                             .fusion_log = &log, .allow_external_weights = allow_external};
+    fu_compile_opts copts = model_compile_opts(mo, FU_TARGET_GRAPH);
+    copts.profile = FU_PROFILE_FAST;
+    copts.fusion_log = &log;
     fu_compile_result r;
     int rc = compile_model(model, &copts, &r);
     fu_compile_result_free(&r);
@@ -86,9 +82,9 @@ static int explain_fusions(const char *model, int verbose, int allow_external, F
 
 int cmd_dump(int argc, char **argv) {
     const char *model = NULL, *after = NULL, *format = "json", *out_path = NULL, *value;
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0, explain = 0, profile_given = 0, allow_external = 0;
+    model_opts mo;
+    model_opts_init(&mo);
+    int explain = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -102,20 +98,11 @@ int cmd_dump(int argc, char **argv) {
             if (strcmp(value, "json") != 0 && strcmp(value, "dot") != 0)
                 return usage("dump", "unknown format '%s' (json or dot)", value);
             format = value;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("dump", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("dump", "unknown profile '%s' (bare or fast)", value);
-            profile_given = 1;
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("dump", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("dump", "unknown precision '%s' (f32 or bf16)", value);
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("dump", "%s needs a value", argv[i]);
             out_path = value;
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            allow_external = 1;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            verbose = 1;
+        } else if ((r = model_option("dump", argc, argv, &i, &mo, 0))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (strcmp(argv[i], "--explain-fusions") == 0) {
             explain = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -127,10 +114,10 @@ int cmd_dump(int argc, char **argv) {
         }
     }
     if (!model) return usage("dump", "no model given");
-    if (explain && (after || (profile_given && profile != FU_PROFILE_FAST)))
+    if (explain && (after || (mo.profile_given && mo.profile != FU_PROFILE_FAST)))
         return usage("dump", "--explain-fusions runs the whole fast pipeline (no --after, no --profile bare)");
-    fu_err err = {{0}};
-    if (after && fu_pass_check_stop(profile, after, &err) != 0) return usage("dump", "%s", err.msg);
+    fu_err err = {0};
+    if (after && fu_pass_check_stop(mo.profile, after, &err) != 0) return usage("dump", "%s", err.msg);
 
     if (explain) {
         atomic_file a = {0};
@@ -139,7 +126,7 @@ int cmd_dump(int argc, char **argv) {
             if (atomic_open(&a, out_path) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
             f = a.f;
         }
-        int status = explain_fusions(model, verbose, allow_external, f);
+        int status = explain_fusions(model, &mo, f);
         if (out_path) {
             if (status != EXIT_OK) atomic_abort(&a);
             else if (atomic_commit(&a) != 0) return fail(EXIT_USER, "cannot write %s: %s", out_path, strerror(errno));
@@ -149,8 +136,8 @@ int cmd_dump(int argc, char **argv) {
         return status;
     }
 
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision,
-                             .verbose = verbose, .stop_after = after, .allow_external_weights = allow_external};
+    fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_GRAPH);
+    copts.stop_after = after;
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
     fu_graph *g = r.graph;

@@ -70,7 +70,7 @@ int cmd_export(int argc, char **argv) {
     size_t n = out ? strlen(out) : 0;
     if (n < 6 || strcmp(out + n - 5, ".onnx") != 0) return usage("export", "-o wants OUT.onnx");
     if (!after) after = profile == FU_PROFILE_FAST ? "fuse" : "dce";
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_pass_check_stop(profile, after, &err) != 0) return usage("export", "%s", err.msg);
     fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .verbose = verbose, .stop_after = after,
                              .allow_external_weights = allow_external, .sym_max = sym_max[0] ? sym_max : NULL};

@@ -5,7 +5,9 @@
 #include <string.h>
 #include "cli.h"
 #include "../ir/json_ir.h"
+#include "../ir/mapguard.h"
 #include "../ir/safetensors_write.h"
+#include "../ir/weights.h"
 
 const char help_import[] =
     "usage: fusec import MODEL.onnx -o OUT.json [options]\n"
@@ -56,7 +58,13 @@ int cmd_import(int argc, char **argv) {
         return fail(EXIT_USER, "out of memory");
     }
     snprintf(st, n + 8, "%.*s.safetensors", (int)(n - 5), out);
+    fu_mapguard_enter();   /* the initializers may be mapped external data */
     int rc = fu_safetensors_write(g, st, &err);
+    fu_mapguard_leave();
+    if (!rc && fu_weights_faulted(g->weights)) {
+        remove(st);
+        rc = fu_fail(&err, "%s: its weights file shrank while it was being copied", model);
+    }
     if (!rc) {
         /* the JSON names its weights relative to its own folder */
         const char *base = strrchr(st, '/');

@@ -3,21 +3,20 @@
 #include <string.h>
 #include "cli.h"
 #include "../ir/shape.h"
+#include "../ir/weights.h"
+#include "../api/fusec.h"
 
 const char help_info[] =
-    "usage: fusec info MODEL.json [options]\n"
+    "usage: fusec info MODEL.json|MODEL.onnx|LIB.so [options]\n"
     "\n"
     "Runs the whole pipeline and prints op counts, parameter count and bytes,\n"
-    "symbols, input and output shapes, arena bytes and the weights file.\n"
+    "symbols, input and output shapes, arena bytes and the weights file. For a\n"
+    "library built by `fusec compile`: its symbols, inputs, outputs, arena and\n"
+    "weights file.\n"
     "\n"
     "options:\n"
-    "  --profile bare|fast     pass pipeline (default fast)\n"
-    "  --precision f32|bf16    matmul precision (default f32); bf16 rounds activations\n"
-    "                          to bfloat16 against bfloat16-packed weights (fast profile)\n"
-    "  --allow-external-weights  the model's weights file may be outside its folder\n"
-    "                          (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose           one line per pass on stderr\n"
-    "  -h, --help              this text\n";
+    MODEL_OPTIONS_HELP
+    "  -h, --help                  this text\n";
 
 typedef struct {
     const char *op;
@@ -42,26 +41,59 @@ static void print_tensors(const fu_graph *g, const char *title, int n, const int
     }
 }
 
+/* fusec info LIB.so: what a compiled library takes and gives (its
+ * metadata, read through the C API; its weights are bound as for a run). */
+static int library_info(const char *path) {
+    char err[FU_ERR_LEN];
+    fusec_options opts = {0};
+    fusec_model *m = fusec_load(path, &opts, err, sizeof err);
+    if (!m) return fail(EXIT_USER, "%s", err);
+    fputs("library: ", stdout);
+    put_safe(stdout, path);
+    printf("\nsymbols:%s\n", fusec_num_symbols(m) ? "" : " none");
+    for (int s = 0; s < fusec_num_symbols(m); s++) {
+        fputs("  ", stdout);
+        put_name(stdout, fusec_symbol_name(m, s));
+        printf(" <= %lld\n", (long long)fusec_symbol_max(m, s));
+    }
+    for (int io = 0; io < 2; io++) {
+        int n = io ? fusec_num_outputs(m) : fusec_num_inputs(m);
+        printf("%s:\n", io ? "outputs" : "inputs");
+        for (int i = 0; i < n; i++) {
+            char shape[512];
+            fusec_dtype t;
+            if (io) {
+                fusec_output_shape(m, i, NULL, NULL, shape, sizeof shape);
+                fputs("  ", stdout);
+                put_name(stdout, fusec_output_name(m, i));
+                t = fusec_output_dtype(m, i);
+            } else {
+                fusec_input_shape(m, i, NULL, NULL, shape, sizeof shape);
+                fputs("  ", stdout);
+                put_name(stdout, fusec_input_name(m, i));
+                t = fusec_input_dtype(m, i);
+            }
+            printf(" %s %s\n", fu_dtype_name((fu_dtype)t), shape);
+        }
+    }
+    printf("arena: %lld bytes\nweights file: ", (long long)fusec_arena_bytes(m));
+    put_safe(stdout, fusec_weights_path(m) ? fusec_weights_path(m) : "none");
+    fputc('\n', stdout);
+    fusec_free(m);
+    return EXIT_OK;
+}
+
 int cmd_info(int argc, char **argv) {
-    const char *model = NULL, *value;
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
-    int verbose = 0, allow_external = 0;
+    const char *model = NULL;
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
             fputs(help_info, stdout);
             return EXIT_OK;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("info", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("info", "unknown profile '%s' (bare or fast)", value);
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("info", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("info", "unknown precision '%s' (f32 or bf16)", value);
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            allow_external = 1;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            verbose = 1;
+        } else if ((r = model_option("info", argc, argv, &i, &mo, 0))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("info", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -71,8 +103,9 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) return usage("info", "no model given");
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .precision = precision, .verbose = verbose,
-                             .allow_external_weights = allow_external};
+    size_t len = strlen(model);
+    if (len > 3 && strcmp(model + len - 3, ".so") == 0) return library_info(model);
+    fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_GRAPH);
     fu_compile_result r;
     if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
     fu_graph *g = r.graph;
@@ -106,7 +139,7 @@ int cmd_info(int argc, char **argv) {
     put_name(stdout, g->name ? g->name : "?");
     fputs(" (", stdout);
     put_safe(stdout, model);
-    printf(")\nprofile: %s\n", profile == FU_PROFILE_FAST ? "fast" : "bare");
+    printf(")\nprofile: %s\n", mo.profile == FU_PROFILE_FAST ? "fast" : "bare");
     printf("nodes: %d\n", n_nodes);
     for (int k = 0; k < n_ops; k++) {
         char op[64];
@@ -126,6 +159,13 @@ int cmd_info(int argc, char **argv) {
     fputs("weights file: ", stdout);
     put_safe(stdout, g->weights_path ? g->weights_path : "none");
     fputc('\n', stdout);
+    for (int i = 0; i < fu_weights_n_files(g->weights); i++) {   /* mapped, not copied */
+        const char *f = fu_weights_file_path(g->weights, i);
+        if (strcmp(f, g->weights_path ? g->weights_path : "") == 0) continue;
+        fputs("  mapped: ", stdout);
+        put_safe(stdout, f);
+        fputc('\n', stdout);
+    }
     free(counts);
     fu_graph_free(g);
     return EXIT_OK;

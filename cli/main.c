@@ -11,6 +11,12 @@
  * 2 usage error. Every message goes to stderr as "fusec: ...". */
 #include <string.h>
 #include "cli.h"
+#include "../compiler/progress.h"
+
+/* The release, and the build's id (a hash of the library's sources: the
+ * same id means the same compiler and runtime). */
+#define FUSEC_VERSION "0.10.0"
+extern const char fu_build_id[];
 
 static const char help_main[] =
     "usage: fusec <command> [options]\n"
@@ -26,7 +32,7 @@ static const char help_main[] =
     "  export MODEL -o OUT.onnx            the graph after a pass (fused) as ONNX\n"
     "  help [COMMAND]                      this text, or a command's options\n"
     "\n"
-    "Run `fusec COMMAND --help` for the options of a command.\n"
+    "Run `fusec COMMAND --help` for the options of a command; `fusec --version` for the version.\n"
     "Exit status: 0 success, 1 bad model / input / failed build, 2 usage error.\n";
 
 
@@ -47,6 +53,7 @@ static const command commands[] = {
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 int main(int argc, char **argv) {
+    fu_progress_enable(1);   /* slow steps (a gcc build, packing weights) say so on stderr */
     if (argc < 2) {
         fputs(help_main, stderr);
         return EXIT_USAGE;
@@ -56,8 +63,12 @@ int main(int argc, char **argv) {
         fputs(help_main, stdout);
         return EXIT_OK;
     }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("fusec %s (build %s)\n", FUSEC_VERSION, fu_build_id);
+        return EXIT_OK;
+    }
     if (strcmp(name, "help") == 0) {
-        if (argc < 3) {
+        if (argc < 3 || is_help(argv[2])) {
             fputs(help_main, stdout);
             return EXIT_OK;
         }

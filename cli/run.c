@@ -28,23 +28,25 @@ const char help_run[] =
     "  -i, --input NAME=[...]      bind input NAME to a JSON array, e.g. x=[[1,2],[3,4]]\n"
     "                              (converted to the input's dtype)\n"
     "  --backend jit|aot           libtcc in memory (default) or gcc into a cached library\n"
-    "  --profile bare|fast         pass pipeline (default fast)\n"
-    "  --precision f32|bf16        matmul precision (default f32); bf16 rounds activations\n"
-    "                              to bfloat16 against bfloat16-packed weights (fast profile)\n"
+    "                              An input whose values decide shapes (a Reshape target,\n"
+    "                              Slice bounds...) is compiled in with the value given.\n"
+    "  --weights FILE              the weights of a compiled library (default: the file of the\n"
+    "                              recorded name beside it, else where it was compiled); any\n"
+    "                              copy with the same content binds\n"
     "  --cache-dir DIR             where aot libraries and packed weights are cached\n"
-    "                              (default build/cache; must be private: yours, not\n"
+    "                              (default $FUSEC_CACHE_DIR, $XDG_CACHE_HOME/fusec or\n"
+    "                              ~/.cache/fusec; must be private: yours, not\n"
     "                              group/other-writable, not a symlink)\n"
-    "  --output-dir DIR            also write each output to DIR/<name>.npy\n"
+    "  --output-dir DIR            also write each output to DIR/<name>.npy (DIR is created)\n"
+    "  --print-all                 print every value of each output (default: the first 16)\n"
     "  --repeat N                  run N times; print the first run's time and the median of the rest\n"
     "  --profile-ops               time every node and print, after the outputs, the time per op kind\n"
     "                              and the slowest nodes with their share of the forward; with\n"
     "                              --repeat N the times are sums over runs 2..N (the first run pays\n"
     "                              the page faults of the mapped weights)\n"
     "  --profile-top K             nodes listed by --profile-ops (default 20; 0 lists every node)\n"
-    "  --max NAME=N                upper bound of an ONNX model's symbolic dim NAME (dim_param)\n"
-    "  --allow-external-weights    the model's weights file may be outside its folder\n"
-    "                              (absolute, .., or a symlink out; refused by default)\n"
-    "  -v, --verbose               compile steps on stderr\n"
+    "  --emit-c FILE.c             also write the generated C\n"
+    MODEL_OPTIONS_HELP
     "  -h, --help                  this text\n";
 
 
@@ -76,7 +78,11 @@ static double element_as_double(fusec_dtype t, const void *data, int64_t i) {
     return 0;
 }
 
-static void print_output(const char *name, fusec_dtype t, int rank, const int64_t *shape, const void *data) {
+/* Values printed per output unless --print-all. */
+#define PRINTED_VALUES 16
+
+static void print_output(const char *name, fusec_dtype t, int rank, const int64_t *shape, const void *data,
+                         int print_all) {
     int64_t numel = 1;
     put_name(stdout, name);  /* from the model: escaped */
     printf(" %s [", fu_dtype_name((fu_dtype)t));
@@ -85,15 +91,43 @@ static void print_output(const char *name, fusec_dtype t, int rank, const int64_
         numel *= shape[k];
     }
     printf("]");
-    for (int64_t i = 0; i < numel && i < 8; i++) {
+    int64_t shown = print_all ? numel : PRINTED_VALUES;
+    for (int64_t i = 0; i < numel && i < shown; i++) {
         double v = element_as_double(t, data, i);
         if (t == FUSEC_INT64 || t == FUSEC_INT32 || t == FUSEC_BOOL)
             printf(" %lld", (long long)v);
         else
             printf(" %.6g", v);
     }
-    if (numel > 8) printf(" ...");
+    if (numel > shown) printf(" ... (%lld more; --print-all)", (long long)(numel - shown));
     printf("\n");
+}
+
+/* An int32 array for an int64 input is widened, an int64 one for an int32
+ * input narrowed when every value fits (as inline JSON is converted). */
+static int convert_ints(fu_array *a, fu_dtype want, fu_err *err) {
+    int wide = a->dtype == FU_I32 && want == FU_I64, narrow = a->dtype == FU_I64 && want == FU_I32;
+    if (!wide && !narrow) return 0;
+    size_t n = a->nbytes / fu_dtype_size(a->dtype);
+    void *out = malloc(n * fu_dtype_size(want) + 1);
+    if (!out) return fu_fail(err, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (wide) {
+            ((int64_t *)out)[i] = ((const int32_t *)a->data)[i];
+            continue;
+        }
+        int64_t x = ((const int64_t *)a->data)[i];
+        if (x < INT32_MIN || x > INT32_MAX) {
+            free(out);
+            return fu_fail(err, "value %lld at %zu does not fit the int32 input", (long long)x, i);
+        }
+        ((int32_t *)out)[i] = (int32_t)x;
+    }
+    free(a->data);
+    a->data = out;
+    a->dtype = want;
+    a->nbytes = n * fu_dtype_size(want);
+    return 0;
 }
 
 /* Binds one --input NAME=VALUE: VALUE is a JSON array or scalar if it
@@ -106,21 +140,15 @@ static int bind_input(fusec_model *m, const char *arg, fu_array *array) {
     int index = -1;
     for (int i = 0; name && i < fusec_num_inputs(m); i++)
         if (strcmp(fusec_input_name(m, i), name) == 0) index = i;
-    if (index < 0) {
-        int status = fail(EXIT_USER, "the model has no input named '%s'", name ? name : arg);
+    if (index < 0) {   /* an input whose values decided shapes is in the code */
+        int status = fusec_input_compiled_in(m, name) ? EXIT_OK : fail(EXIT_USER, "the model has no input named '%s'", name ? name : arg);
         free(name);
         return status;
     }
-    fu_err err = {{0}};
-    const char *p = value;
-    while (*p == ' ') p++;
-    /* A path like 3.npy is not a number: a scalar must parse in full. */
-    char *number_end;
-    strtod(p, &number_end);
-    int is_number = number_end != p && strspn(number_end, " ") == strlen(number_end);
-    int is_json = *p == '[' || is_number || strcmp(p, "true") == 0 || strcmp(p, "false") == 0;
-    int rc = is_json ? fu_array_from_json(value, (fu_dtype)fusec_input_dtype(m, index), array, &err)
-                     : fu_npy_read(value, array, &err);
+    fu_err err = {0};
+    fu_dtype want = (fu_dtype)fusec_input_dtype(m, index);
+    int rc = read_value_arg(value, want, array, &err);
+    if (rc == 0) rc = convert_ints(array, want, &err);
     if (rc != 0) {
         fail(EXIT_USER, "input '%s': %s", name, err.msg);
         free(name);
@@ -170,12 +198,33 @@ static int write_outputs(fusec_model *m, const char *dir) {
         for (int k = 0; k < a.rank; k++) numel *= a.shape[k];
         a.nbytes = (size_t)numel * fu_dtype_size(a.dtype);
         a.data = (void *)data;   /* borrowed: not freed here */
-        fu_err err = {{0}};
+        fu_err err = {0};
         if (fu_npy_write(path, &a, &err) != 0) status = fail(EXIT_USER, "%s", err.msg);
         free(path);
     }
     free(used);
     return status;
+}
+
+/* mkdir -p: the output directory exists before the model runs. */
+static int make_dirs(const char *dir) {
+    char *path = strdup(dir);
+    if (!path) return -1;
+    int rc = 0;
+    for (char *p = path + 1; rc == 0; p++) {
+        if (*p != '/' && *p) continue;
+        char keep = *p;
+        *p = 0;
+        struct stat st;
+        if (mkdir(path, 0777) != 0 && !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+            if (errno == EEXIST) errno = ENOTDIR;
+            rc = -1;
+        }
+        *p = keep;
+        if (!keep) break;
+    }
+    free(path);
+    return rc;
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -268,11 +317,10 @@ static int print_profile(const fusec_model *m, int first_run_left_out, int top) 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *emit_c = NULL, *value;
     const char *inputs[MAX_INPUT_ARGS];
-    int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20;
-    fusec_options opts = {.profile = "fast", .backend = "jit", .cache_dir = NULL};
-    static char sym_max[1024];
-    fu_profile profile = FU_PROFILE_FAST;
-    fu_precision precision = FU_PRECISION_F32;
+    int n_inputs = 0, repeat = 1, profile_ops = 0, profile_top = 20, print_all = 0;
+    fusec_options opts = {.backend = "jit", .cache_dir = NULL};
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -287,14 +335,9 @@ int cmd_run(int argc, char **argv) {
             if (strcmp(value, "jit") != 0 && strcmp(value, "aot") != 0)
                 return usage("run", "unknown backend '%s' (jit or aot)", value);
             opts.backend = value;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
+        } else if ((r = option_value(argc, argv, &i, "--weights", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("run", "unknown profile '%s' (bare or fast)", value);
-            opts.profile = value;
-        } else if ((r = option_value(argc, argv, &i, "--precision", NULL, &value))) {
-            if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            if (fu_precision_parse(value, &precision)) return usage("run", "unknown precision '%s' (f32 or bf16)", value);
-            opts.precision = value;
+            opts.weights = value;
         } else if ((r = option_value(argc, argv, &i, "--cache-dir", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             opts.cache_dir = value;
@@ -308,9 +351,10 @@ int cmd_run(int argc, char **argv) {
             if (*end || n < 1 || n > 1000000000) return usage("run", "--repeat wants a positive count, got '%s'", value);
             repeat = (int)n;
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
-            /* hidden: writes the generated C, for tests and debugging */
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             emit_c = value;
+        } else if (strcmp(argv[i], "--print-all") == 0) {
+            print_all = 1;
         } else if (strcmp(argv[i], "--profile-ops") == 0) {
             profile_ops = 1;
         } else if ((r = option_value(argc, argv, &i, "--profile-top", NULL, &value))) {
@@ -319,18 +363,8 @@ int cmd_run(int argc, char **argv) {
             long k = strtol(value, &end, 10);
             if (*end || !*value || k < 0 || k > 1000000000) return usage("run", "--profile-top wants a count >= 0, got '%s'", value);
             profile_top = (int)k;
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            opts.allow_external_weights = 1;
-        } else if ((r = option_value(argc, argv, &i, "--max", NULL, &value))) {
-            /* an ONNX model's symbolic dim and its bound, NAME=N (repeatable) */
-            if (r < 0) return usage("run", "%s needs a value", argv[i]);
-            size_t used = strlen(sym_max);
-            if (!strchr(value, '=') || used + strlen(value) + 2 > sizeof sym_max)
-                return usage("run", "--max wants NAME=N, got '%s'", value);
-            snprintf(sym_max + used, sizeof sym_max - used, "%s%s", used ? "," : "", value);
-            opts.sym_max = sym_max;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            opts.verbose = 1;
+        } else if ((r = model_option("run", argc, argv, &i, &mo, 0))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("run", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -340,6 +374,11 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (!model) return usage("run", "no model given");
+    opts.profile = mo.profile == FU_PROFILE_FAST ? "fast" : "bare";
+    opts.precision = mo.precision == FU_PRECISION_BF16 ? "bf16" : "f32";
+    opts.verbose = mo.verbose;
+    opts.allow_external_weights = mo.allow_external;
+    opts.sym_max = mo.sym_max[0] ? mo.sym_max : NULL;
     for (int k = 0; k < n_inputs; k++) {
         const char *eq = strchr(inputs[k], '=');
         if (!eq || eq == inputs[k])
@@ -350,9 +389,7 @@ int cmd_run(int argc, char **argv) {
         size_t len = strlen(model);
         if (len >= 3 && strcmp(model + len - 3, ".so") == 0)
             return fail(EXIT_USER, "--emit-c needs a JSON model, not a library");
-        fu_compile_opts copts = {.target = FU_TARGET_C, .profile = profile, .precision = precision,
-                                 .verbose = opts.verbose, .allow_external_weights = opts.allow_external_weights,
-                                 .sym_max = opts.sym_max};
+        fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_C);
         fu_compile_result r;
         if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
         int bad = write_text_atomic(emit_c, r.c_source.s);
@@ -360,12 +397,34 @@ int cmd_run(int argc, char **argv) {
         if (bad) return fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
     }
 
+    /* The integer inputs' values, known before compiling: those that
+     * decide shapes are compiled in (and then bound no more). */
+    known_inputs known;
+    if (known_inputs_read(inputs, n_inputs, 1, &known) != 0) return EXIT_USER;
+    fusec_tensor *known_tensors = calloc((size_t)known.n + 1, sizeof *known_tensors);
+    if (!known_tensors) {
+        known_inputs_free(&known);
+        return fail(EXIT_USER, "out of memory");
+    }
+    for (int k = 0; k < known.n; k++) {
+        const fu_known_input *ki = &known.known[k];
+        known_tensors[k] = (fusec_tensor){ki->name, (fusec_dtype)ki->dtype, ki->rank, ki->shape, ki->data};
+    }
+    opts.known_inputs = known_tensors;
+    opts.n_known_inputs = known.n;
     char err[FU_ERR_LEN];
     fusec_model *m = fusec_load(model, &opts, err, sizeof err);
-    if (!m) return fail(EXIT_USER, "%s", err);
+    if (!m) {
+        free(known_tensors);
+        known_inputs_free(&known);
+        return fail(EXIT_USER, "%s", err);
+    }
     fu_array arrays[MAX_INPUT_ARGS];
     memset(arrays, 0, sizeof arrays);
     int status = EXIT_OK;
+    /* before the run (not after it), once the model has loaded */
+    if (output_dir && make_dirs(output_dir) != 0)
+        status = fail(EXIT_USER, "cannot create the output directory %s: %s", output_dir, strerror(errno));
     for (int k = 0; k < n_inputs && status == EXIT_OK; k++) status = bind_input(m, inputs[k], &arrays[k]);
     if (status == EXIT_OK) {
         /* The first run pays the page faults of the mapped weights, so it
@@ -397,12 +456,14 @@ int cmd_run(int argc, char **argv) {
         if (fusec_get_output(m, name, &t, &rank, shape, &data) != 0)
             status = fail(EXIT_USER, "%s", fusec_last_error(m));
         else
-            print_output(name, t, rank, shape, data);
+            print_output(name, t, rank, shape, data, print_all);
     }
     if (status == EXIT_OK && output_dir) status = write_outputs(m, output_dir);
     if (status == EXIT_OK && profile_ops) status = print_profile(m, repeat > 1, profile_top);
     for (int k = 0; k < n_inputs; k++) fu_array_free(&arrays[k]);
     fusec_free(m);
+    free(known_tensors);
+    known_inputs_free(&known);
     return status;
 }
 

@@ -88,18 +88,25 @@ static int compile_jit(const char *path, fu_graph *g, const fu_compile_opts *o, 
 /* AOT: the library is cached under a key of the model's inputs (the model
  * file, the weights, the options), so a cache hit skips the passes and the
  * emission. The graph is consumed. */
-static int compile_aot(const char *path, fu_graph *g, const fu_compile_opts *o, fu_compile_result *out,
-                       fu_err *err) {
+static int compile_aot(const char *path, fu_graph *g, const char *variant, const fu_compile_opts *o,
+                       fu_compile_result *out, fu_err *err) {
     double t0 = now_ms();
     char model_hash[65];
-    const char *key[4] = {model_hash, g->weights ? fu_weights_identity(g->weights) : "no weights",
+    /* the symbols' bounds and the inputs compiled in change the code too */
+    size_t vlen = strlen(variant) + (o->sym_max ? strlen(o->sym_max) : 0) + 32;
+    char *options = malloc(vlen);
+    if (!options) return fu_fail(err, "%s: out of memory", path);
+    snprintf(options, vlen, "max=%s;inputs=%s", o->sym_max ? o->sym_max : "", variant);
+    const char *key[5] = {model_hash, g->weights ? fu_weights_identity(g->weights) : "no weights",
                           o->profile == FU_PROFILE_FAST ? "fast" : "bare",
-                          o->precision == FU_PRECISION_BF16 ? "bf16" : "f32"};
+                          o->precision == FU_PRECISION_BF16 ? "bf16" : "f32", options};
     char *so_path = NULL, why[4400] = "";
     int cached = 0;
     fu_sb c_source = {0};
     int rc = file_sha256(path, model_hash, err);
-    if (rc == 0 && fu_aot_cache_path(o->cache_dir ? o->cache_dir : "build/cache", key, 4, &so_path, &cached, err))
+    char default_dir[4096];
+    const char *dir = o->cache_dir ? o->cache_dir : fu_default_cache_dir(default_dir, sizeof default_dir);
+    if (rc == 0 && fu_aot_cache_path(dir, key, 5, &so_path, &cached, err))
         rc = backend_fail(path, err);
     /* A cached library is dlopen'ed only once it is trusted (its sidecar's
      * sha256, owner and mode); anything else is built again over it. */
@@ -122,6 +129,7 @@ static int compile_aot(const char *path, fu_graph *g, const fu_compile_opts *o, 
     if (rc == 0 && o->verbose)
         fprintf(stderr, "fusec: %s: %s %s (%.1f ms)\n", path, cached ? "cache hit" : "built", so_path, now_ms() - t0);
     free(so_path);
+    free(options);
     fu_sb_free(&c_source);
     return rc;
 }
@@ -137,15 +145,18 @@ int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *ou
         return -1;
     }
     fu_weights *weights = fu_weights_retain(g->weights);
-    int rc;
-    switch (o->target) {
-    case FU_TARGET_JIT: rc = compile_jit(path, g, o, out, err), g = NULL; break;
-    case FU_TARGET_AOT: rc = compile_aot(path, g, o, out, err), g = NULL; break;
-    default:
+    char *variant = NULL;
+    int rc = fu_specialize(g, o->known, o->n_known, o->specialize_always, &variant, err);
+    if (rc) {
+    } else if (o->target == FU_TARGET_JIT) {
+        rc = compile_jit(path, g, o, out, err), g = NULL;
+    } else if (o->target == FU_TARGET_AOT) {
+        rc = compile_aot(path, g, variant, o, out, err), g = NULL;
+    } else {
         rc = passes_and_c(g, o, &out->c_source, err);
         if (rc == 0) out->graph = g, g = NULL;
-        break;
     }
+    free(variant);
     fu_graph_free(g);
     fu_mapguard_leave();
     if (rc == 0 && fu_weights_faulted(weights))

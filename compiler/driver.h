@@ -9,6 +9,7 @@
 #ifndef FUSEC_DRIVER_H
 #define FUSEC_DRIVER_H
 
+#include "specialize.h"
 #include "backend.h"
 #include "emit.h"
 #include "../passes/passes.h"
@@ -29,9 +30,15 @@ typedef struct {
     int verbose;                        /* one line per pass; JIT and AOT also print their timings */
     struct fu_fusion_log *fusion_log;   /* see fu_pass_opts */
     const char *stop_after;             /* FU_TARGET_GRAPH: last pass run ("load": none); NULL: all */
-    const char *cache_dir;              /* FU_TARGET_AOT: NULL means build/cache */
+    const char *cache_dir;              /* FU_TARGET_AOT: NULL means fu_default_cache_dir() */
     int allow_external_weights;         /* the weights may lie outside the model's folder (fu_ir_opts) */
     const char *sym_max;                /* an ONNX model's dim_param bounds "seq=256,b=4" (fu_ir_opts) */
+    /* Values of graph inputs known before compiling: those whose values
+     * decide shapes are compiled in (compiler/specialize.h); with
+     * specialize_always, all of them (fusec compile --specialize). */
+    const fu_known_input *known;
+    int n_known;
+    int specialize_always;
 } fu_compile_opts;
 
 typedef struct {

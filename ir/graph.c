@@ -17,6 +17,7 @@ int fu_fail(fu_err *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        err->needs_values = 0;
     }
     return -1;
 }
@@ -651,6 +652,7 @@ fu_graph *fu_graph_clone(const fu_graph *g) {
     if (!c) return NULL;
     if (g->path && !(c->path = strdup(g->path))) goto fail;
     if (g->weights_path && !(c->weights_path = strdup(g->weights_path))) goto fail;
+    c->weights_allow_external = g->weights_allow_external;
     for (int i = 0; i < g->n_syms; i++) {
         if (!(c->sym_names[i] = strdup(g->sym_names[i]))) goto fail;
         c->sym_max[i] = g->sym_max[i];

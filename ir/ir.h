@@ -46,6 +46,10 @@ uint16_t fu_f32_to_bf16(float f);
 /* Error sink: every fallible function takes one and fills msg. */
 typedef struct {
     char msg[FU_ERR_LEN];
+    /* 1 + the index of a value whose elements inference needed and did not
+     * know (a Reshape target fed by a graph input...), else 0: lets the
+     * compiler name the graph inputs that decide shapes. */
+    int needs_values;
 } fu_err;
 
 /* Sets err->msg (printf-style) and returns -1, so callers can write
@@ -130,6 +134,7 @@ typedef struct fu_value {
     size_t nbytes;
     int owns_data;
     int external;         /* data comes from the weights file */
+    int compiled_in;      /* a graph input whose given values the code holds (compiler/specialize.h) */
 
     /* Shape-value propagation for small int64 tensors (Shape, Range's
      * limit, Reshape's target...): each element as a dim, when known. */
@@ -162,7 +167,9 @@ typedef struct fu_node {
 typedef struct fu_graph {
     char *name;
     char *path;           /* model file, for error messages */
-    char *weights_path;   /* resolved path of the safetensors file, or NULL */
+    char *weights_path;   /* resolved path of the safetensors file (or of the ONNX
+                           * model holding the weights), or NULL */
+    int weights_allow_external;  /* the weights may lie outside the model's folder */
 
     int n_syms;
     char *sym_names[FU_MAX_SYMS];

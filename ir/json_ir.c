@@ -582,8 +582,14 @@ static int open_weights(reader *r, const char *rel) {
     int fd = fu_open_model_file(r->path, rel, r->allow_external, "weights file", &resolved, NULL, r->err);
     if (fd < 0) return -1;
     r->g->weights_path = resolved;
+    r->g->weights_allow_external = r->allow_external;
     fu_err werr;
-    r->g->weights = fu_weights_open_fd(fd, resolved, &werr);
+    if (fu_is_onnx_path(resolved)) {   /* the initializers of an ONNX model (dump --after of one) */
+        close(fd);
+        r->g->weights = fu_onnx_weights_open(resolved, r->allow_external, &werr);
+    } else {
+        r->g->weights = fu_weights_open_fd(fd, resolved, &werr);
+    }
     if (!r->g->weights) return fu_fail(r->err, "%s: weights: %s", r->path, werr.msg);
     return 0;
 }

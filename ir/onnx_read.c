@@ -7,7 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "onnx.pb-c.h"
+#include <openssl/evp.h>
 #include "files.h"
+#include "mapguard.h"
 #include "model_limits.h"
 #include "onnx_read.h"
 #include "onnx_fusec.h"
@@ -15,13 +17,17 @@
 
 #define OPSET_MIN 13
 #define OPSET_MAX 23
+/* Initializers from this size up are weights (w[], mapped or held by the
+ * weights table) rather than constants embedded in the generated C. */
+#define INLINE_WEIGHT_BYTES 4096
 
 typedef struct {
-    fu_graph *g;
+    fu_graph *g;          /* NULL: only the weights table is wanted */
     const char *path;
     const fu_ir_opts *o;
     fu_err *err;
     int64_t opset;
+    fu_weights *w;        /* the initializers that are weights */
     const char *meta_syms;      /* metadata "fusec.symbols" of a model fusec exported */
 } reader;
 
@@ -137,15 +143,95 @@ static int value_type(reader *r, const Onnx__ValueInfoProto *vi, const char *wha
 
 /* ---- tensors ---------------------------------------------------------- */
 
-/* A TensorProto's dtype, shape and bytes (malloc'd into *data). */
-static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, fu_dtype *dt, int *rank,
-                       int64_t *shape, void **data, size_t *nbytes) {
-    *data = NULL;
-    *dt = onnx_dtype(t->data_type);
-    if (*dt == FU_UNDEF)
+/* What a TensorProto holds: dtype, shape and either its bytes (malloc'd)
+ * or, for external data, a byte range of a file mapped in r->w. */
+typedef struct {
+    fu_dtype dt;
+    int rank;
+    int64_t shape[FU_MAX_RANK];
+    size_t nbytes;
+    void *data;           /* inline bytes, or NULL */
+    int file;             /* external: index in r->w, else -1 */
+    uint64_t offset;
+} tensor_bytes;
+
+/* A non-negative decimal integer of an external_data entry. */
+static int parse_u64(const char *s, uint64_t *out) {
+    if (!s || *s < '0' || *s > '9') return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* External data: "location" (inside the model's folder unless allowed),
+ * "offset" (default 0) and "length" (default: what the shape needs). */
+static int external_data(reader *r, const Onnx__TensorProto *t, const char *what, tensor_bytes *tb) {
+    const char *location = NULL;
+    uint64_t offset = 0, length = tb->nbytes;
+    for (size_t i = 0; i < t->n_external_data; i++) {
+        const char *k = str(t->external_data[i]->key), *v = t->external_data[i]->value;
+        if (!strcmp(k, "location")) location = str(v);
+        else if (!strcmp(k, "offset") && parse_u64(v, &offset))
+            return fu_fail(r->err, "%s: %s: external data offset '%s' is not a non-negative integer", r->path, what,
+                           fu_safe(str(v)).s);
+        else if (!strcmp(k, "length") && parse_u64(v, &length))
+            return fu_fail(r->err, "%s: %s: external data length '%s' is not a non-negative integer", r->path, what,
+                           fu_safe(str(v)).s);
+    }
+    if (!location || !*location) return fu_fail(r->err, "%s: %s: external data has no location", r->path, what);
+    if (length != tb->nbytes)
+        return fu_fail(r->err, "%s: %s: external data length %llu but the shape needs %zu bytes", r->path, what,
+                       (unsigned long long)length, tb->nbytes);
+    if (!r->w && !(r->w = fu_weights_new(r->path, r->err))) return -1;
+    char *resolved = NULL;
+    char whatfile[300];
+    snprintf(whatfile, sizeof whatfile, "external data of %s", what);
+    int fd = fu_open_model_file(r->path, location, r->o && r->o->allow_external_weights, whatfile, &resolved, NULL,
+                                r->err);
+    if (fd < 0) return -1;
+    int file = fu_weights_map_file(r->w, fd, resolved, r->err);
+    if (file < 0) {
+        free(resolved);
+        return -1;
+    }
+    size_t size;
+    const uint8_t *map = fu_weights_mapped_bytes(r->w, file, &size);
+    if (offset > size || tb->nbytes > size - offset) {
+        fu_fail(r->err, "%s: %s: external data [%llu, %llu) is past the end of %s (%zu bytes)", r->path, what,
+                (unsigned long long)offset, (unsigned long long)(offset + tb->nbytes), resolved, size);
+        free(resolved);
+        return -1;
+    }
+    free(resolved);
+    if (offset % fu_dtype_size(tb->dt)) {   /* misaligned for its type: held as an aligned copy */
+        if (!(tb->data = malloc(tb->nbytes ? tb->nbytes : 1)))
+            return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
+        fu_mapguard_enter();
+        memcpy(tb->data, map + offset, tb->nbytes);
+        fu_mapguard_leave();
+        if (fu_weights_faulted(r->w)) {
+            free(tb->data);
+            tb->data = NULL;
+            return fu_fail(r->err, "%s: %s: its external data file shrank while it was read", r->path, what);
+        }
+        return 0;
+    }
+    tb->file = file;
+    tb->offset = offset;
+    return 0;
+}
+
+static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, tensor_bytes *tb) {
+    memset(tb, 0, sizeof *tb);
+    tb->file = -1;
+    tb->dt = onnx_dtype(t->data_type);
+    if (tb->dt == FU_UNDEF)
         return fu_fail(r->err, "%s: %s: data type %d is not supported (float32, float16, bfloat16, int64, "
                        "int32, bool)", r->path, what, (int)t->data_type);
-    int external = t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (t->segment) return fu_fail(r->err, "%s: %s: segmented tensors are not supported", r->path, what);
     if (t->n_dims > FU_MAX_RANK)
         return fu_fail(r->err, "%s: %s: rank %zu exceeds %d", r->path, what, t->n_dims, FU_MAX_RANK);
@@ -154,23 +240,24 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
         if (t->dims[d] < 0 || t->dims[d] > FU_MAX_NUMEL || (t->dims[d] && numel > FU_MAX_NUMEL / t->dims[d]))
             return fu_fail(r->err, "%s: %s: dims are negative or too large", r->path, what);
         numel *= t->dims[d];
-        shape[d] = t->dims[d];
+        tb->shape[d] = t->dims[d];
     }
-    *rank = (int)t->n_dims;
-    size_t es = fu_dtype_size(*dt), want = (size_t)numel * es;
+    tb->rank = (int)t->n_dims;
+    fu_dtype dt = tb->dt;
+    size_t es = fu_dtype_size(dt), want = (size_t)numel * es;
+    tb->nbytes = want;
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return external_data(r, t, what, tb);
     size_t have;
     const char *field;
-    if (external) {
-        have = (size_t)numel;
-        field = "external data";
-    } else if (t->has_raw_data) {
+    if (t->has_raw_data) {
         have = t->raw_data.len / es;
         field = "raw_data";
         if (t->raw_data.len != want) have = (size_t)-1;
-    } else if (*dt == FU_F32) {
+    } else if (dt == FU_F32) {
         have = t->n_float_data;
         field = "float_data";
-    } else if (*dt == FU_I64) {
+    } else if (dt == FU_I64) {
         have = t->n_int64_data;
         field = "int64_data";
     } else {
@@ -186,59 +273,64 @@ static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, 
     }
     uint8_t *buf = malloc(want ? want : 1);
     if (!buf) return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
-    if (external) {
-        if (fu_onnx_read_external(t, r->path, r->o && r->o->allow_external_weights, what, buf, want, r->err)) {
-            free(buf);
-            return -1;
-        }
-    } else if (t->has_raw_data) {
+    if (t->has_raw_data) {
         if (want) memcpy(buf, t->raw_data.data, want);   /* little-endian, as the host */
-    } else if (*dt == FU_F32) {
+    } else if (dt == FU_F32) {
         if (want) memcpy(buf, t->float_data, want);
-    } else if (*dt == FU_I64) {
+    } else if (dt == FU_I64) {
         if (want) memcpy(buf, t->int64_data, want);
     } else {
         for (int64_t i = 0; i < numel; i++) {
             int32_t x = t->int32_data[i];
-            if (*dt == FU_I32) memcpy(buf + i * 4, &x, 4);
-            else if (*dt == FU_BOOL) buf[i] = x != 0;
+            if (dt == FU_I32) memcpy(buf + i * 4, &x, 4);
+            else if (dt == FU_BOOL) buf[i] = x != 0;
             else {
                 uint16_t h = (uint16_t)x;   /* float16 / bfloat16 bits */
                 memcpy(buf + i * 2, &h, 2);
             }
         }
     }
-    *data = buf;
-    *nbytes = want;
+    tb->data = buf;
     return 0;
 }
 
-/* Adds a constant value `name` holding the tensor. */
-static int add_const(reader *r, const char *name, const Onnx__TensorProto *t, const char *what) {
-    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
-        /* in a safetensors file: mapped as the graph's weights, not copied */
-        int mapped = fu_onnx_add_mapped(r->g, name, t, r->path, r->o && r->o->allow_external_weights, what, r->err);
-        if (mapped) return mapped < 0 ? -1 : 0;
+/* A named tensor of the model (an initializer, or a Constant node's
+ * value): a weight when it is external data or large, else a constant
+ * embedded in the code. Without a graph (r->g NULL) only weights are
+ * kept. */
+static int add_tensor(reader *r, const char *name, const Onnx__TensorProto *t, const char *what) {
+    tensor_bytes tb;
+    if (read_tensor(r, t, what, &tb)) return -1;
+    const void *data = tb.data;
+    int weight = tb.file >= 0 || tb.nbytes >= INLINE_WEIGHT_BYTES;
+    if (weight && !r->w && !(r->w = fu_weights_new(r->path, r->err))) {
+        free(tb.data);
+        return -1;
     }
-    fu_dtype dt;
-    int rank;
-    int64_t shape[FU_MAX_RANK];
-    void *data;
-    size_t nbytes;
-    if (read_tensor(r, t, what, &dt, &rank, shape, &data, &nbytes)) return -1;
+    if (tb.file >= 0) {
+        if (fu_weights_add(r->w, name, tb.dt, tb.rank, tb.shape, tb.file, tb.offset, tb.nbytes, &data, r->err))
+            return -1;
+    } else if (weight) {
+        if (fu_weights_add_owned(r->w, name, tb.dt, tb.rank, tb.shape, tb.data, tb.nbytes, r->err)) return -1;
+    }
+    if (!r->g) {
+        if (!weight) free(tb.data);
+        return 0;
+    }
     int vi = fu_graph_add_value(r->g, name, FU_VAL_CONST);
     if (vi < 0) {
-        free(data);
+        if (!weight) free(tb.data);
         return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, fu_safe(name).s);
     }
     fu_value *v = &r->g->values[vi];
-    v->dtype = dt;
-    v->rank = rank;
-    for (int d = 0; d < rank; d++) v->shape[d] = fu_dim_const(shape[d]);
+    v->dtype = tb.dt;
+    v->rank = tb.rank;
+    for (int d = 0; d < tb.rank; d++) v->shape[d] = fu_dim_const(tb.shape[d]);
     v->producer = -1;
-    v->data = data;
-    v->nbytes = nbytes;
-    v->owns_data = 1;
+    v->data = (void *)data;
+    v->nbytes = tb.nbytes;
+    v->owns_data = !weight;
+    v->external = weight;
     return 0;
 }
 
@@ -313,21 +405,20 @@ static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
         if (!a->t) return fu_node_fail(r->err, r->g, node, "tensor attribute '%s' has no tensor", fu_safe(name).s);
         char what[512];
         snprintf(what, sizeof what, "node '%s' (%s): attribute '%s'", fu_safe(node->name).s, fu_safe(node->op).s, fu_safe(name).s);
-        fu_dtype dt;
-        int rank;
-        int64_t shape[FU_MAX_RANK];
-        void *data;
-        size_t nbytes;
-        if (read_tensor(r, a->t, what, &dt, &rank, shape, &data, &nbytes)) return -1;
+        if (a->t->has_data_location && a->t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+            return fu_fail(r->err, "%s: %s: a tensor attribute must hold its data (not external data)", r->path,
+                           what);
+        tensor_bytes tb;
+        if (read_tensor(r, a->t, what, &tb)) return -1;
         if (!(fa = fu_node_set_attr_int(node, name, 0))) {
-            free(data);
+            free(tb.data);
             break;
         }
         fa->kind = FU_ATTR_TENSOR;
-        fa->t_dtype = dt;
-        fa->t_rank = rank;
-        memcpy(fa->t_shape, shape, sizeof(int64_t) * (size_t)rank);
-        fa->t_data = data;
+        fa->t_dtype = tb.dt;
+        fa->t_rank = tb.rank;
+        memcpy(fa->t_shape, tb.shape, sizeof(int64_t) * (size_t)tb.rank);
+        fa->t_data = tb.data;
         break;
     }
     default:
@@ -382,7 +473,7 @@ static int constant_node(reader *r, const Onnx__NodeProto *n) {
     const Onnx__AttributeProto *a = n->attribute[0];
     const char *an = a->name ? a->name : "";
     const char *out = n->output[0];
-    if (strcmp(an, "value") == 0 && a->t) return add_const(r, out, a->t, what);
+    if (strcmp(an, "value") == 0 && a->t) return add_tensor(r, out, a->t, what);
     fu_dtype dt;
     int64_t len = 1;
     int rank = 0;
@@ -546,7 +637,7 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         char what[200];
         snprintf(what, sizeof what, "initializer '%s'", fu_safe(str(t->name)).s);
         if (!str(t->name) || !*str(t->name)) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
-        if (add_const(r, str(t->name), t, what)) return -1;
+        if (add_tensor(r, str(t->name), t, what)) return -1;
     }
     if (read_nodes(r, gp)) return -1;
     for (size_t i = 0; i < gp->n_output; i++) {
@@ -571,8 +662,42 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     return fu_graph_toposort(r->g, r->err);
 }
 
-fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const fu_ir_opts *o, fu_err *err) {
-    if (!path) path = "model.onnx";
+/* "onnx:<sha256 of the model's bytes>", then each external file's size:
+ * the same model and data anywhere (a compiled model may move). */
+static void content_id(reader *r, const uint8_t *buf, size_t len) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    char id[256] = "onnx:";
+    size_t n = strlen(id);
+    if (EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL))
+        for (unsigned i = 0; i < md_len && n + 3 < sizeof id; i++, n += 2) snprintf(id + n, 3, "%02x", md[i]);
+    for (int f = 0; f < fu_weights_n_files(r->w) && n < sizeof id; f++) {
+        size_t size;
+        fu_weights_mapped_bytes(r->w, f, &size);
+        n += (size_t)snprintf(id + n, sizeof id - n, ":%zu", size);
+    }
+    fu_weights_set_content_id(r->w, id);
+}
+
+/* Seals r->w and hands it to the graph (or to the caller). */
+static int finish_weights(reader *r, const char *identity, const uint8_t *buf, size_t len) {
+    if (!r->w) return 0;
+    content_id(r, buf, len);
+    if (fu_weights_seal(r->w, identity, r->err)) return -1;
+    if (fu_limit_check(FU_LIMIT_WEIGHTS_BYTES, (int64_t)fu_weights_file_size(r->w), r->path,
+                       "the weights' size in bytes", r->err))
+        return -1;
+    if (!r->g) return 0;
+    char *real = realpath(r->path, NULL);
+    r->g->weights_path = real ? real : strdup(r->path);
+    if (!r->g->weights_path) return fu_fail(r->err, "%s: out of memory", r->path);
+    r->g->weights = r->w;
+    r->w = NULL;
+    return 0;
+}
+
+static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const char *identity, const fu_ir_opts *o,
+                       fu_err *err) {
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
     if (!m) {
         fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
@@ -586,9 +711,11 @@ fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const 
         fu_fail(err, "%s: out of memory", path);
         return NULL;
     }
-    reader rd = {g, path, o, err, 0, NULL};
-    int rc = read_graph(&rd, m);
+    g->weights_allow_external = o && o->allow_external_weights;
+    reader rd = {g, path, o, err, 0, NULL, NULL};
+    int rc = read_graph(&rd, m) || finish_weights(&rd, identity, buf, len);
     onnx__model_proto__free_unpacked(m, NULL);
+    fu_weights_close(rd.w);
     if (rc) {
         fu_graph_free(g);
         return NULL;
@@ -596,7 +723,14 @@ fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const 
     return g;
 }
 
-fu_graph *fu_onnx_load(const char *path, const fu_ir_opts *o, fu_err *err) {
+fu_graph *fu_onnx_parse(const uint8_t *buf, size_t len, const char *path, const fu_ir_opts *o, fu_err *err) {
+    char identity[64];
+    snprintf(identity, sizeof identity, "model bytes:%zu", len);
+    return parse(buf, len, path ? path : "model.onnx", identity, o, err);
+}
+
+/* The model file's bytes (malloc'd) and its identity "path:size:mtime". */
+static uint8_t *read_model_file(const char *path, size_t *len, char *identity, size_t idlen, fu_err *err) {
     struct stat st;
     int fd = fu_open_regular(path, "model", &st, err);
     if (fd < 0) return NULL;
@@ -605,26 +739,79 @@ fu_graph *fu_onnx_load(const char *path, const fu_ir_opts *o, fu_err *err) {
         fu_fail(err, "%s: the ONNX file is larger than 2 GiB (keep large tensors as external data)", path);
         return NULL;
     }
-    size_t len = (size_t)st.st_size, got = 0;
-    uint8_t *buf = malloc(len ? len : 1);
+    char *real = realpath(path, NULL);
+    snprintf(identity, idlen, "%s:%lld:%lld.%09ld", real ? real : path, (long long)st.st_size,
+             (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+    free(real);
+    size_t n = (size_t)st.st_size, got = 0;
+    uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
         close(fd);
         fu_fail(err, "%s: out of memory reading the model", path);
         return NULL;
     }
-    while (got < len) {
-        ssize_t k = read(fd, buf + got, len - got);
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) break;
         got += (size_t)k;
     }
     close(fd);
-    if (got != len) {
+    if (got != n) {
         free(buf);
         fu_fail(err, "%s: read error", path);
         return NULL;
     }
-    fu_graph *g = fu_onnx_parse(buf, len, path, o, err);
+    *len = n;
+    return buf;
+}
+
+fu_graph *fu_onnx_load(const char *path, const fu_ir_opts *o, fu_err *err) {
+    size_t len;
+    char identity[4200];
+    uint8_t *buf = read_model_file(path, &len, identity, sizeof identity, err);
+    if (!buf) return NULL;
+    fu_graph *g = parse(buf, len, path, identity, o, err);
     free(buf);
     return g;
+}
+
+fu_weights *fu_onnx_weights_open(const char *path, int allow_external, fu_err *err) {
+    size_t len;
+    char identity[4200];
+    uint8_t *buf = read_model_file(path, &len, identity, sizeof identity, err);
+    if (!buf) return NULL;
+    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
+    if (!m || !m->graph) {
+        free(buf);
+        if (m) onnx__model_proto__free_unpacked(m, NULL);
+        fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
+        return NULL;
+    }
+    fu_ir_opts o = {.allow_external_weights = allow_external};
+    reader rd = {NULL, path, &o, err, 0, fu_weights_new(path, err), NULL};
+    const Onnx__GraphProto *gp = m->graph;
+    int rc = rd.w ? 0 : -1;
+    for (size_t j = 0; rc == 0 && j < gp->n_initializer; j++) {
+        char what[200];
+        snprintf(what, sizeof what, "initializer '%s'", fu_safe(str(gp->initializer[j]->name)).s);
+        rc = add_tensor(&rd, str(gp->initializer[j]->name), gp->initializer[j], what);
+    }
+    for (size_t k = 0; rc == 0 && k < gp->n_node; k++) {
+        const Onnx__NodeProto *n = gp->node[k];
+        if (strcmp(str(n->op_type), "Constant") || n->n_output != 1 || n->n_attribute != 1 ||
+            strcmp(str(n->attribute[0]->name), "value") || !n->attribute[0]->t)
+            continue;
+        char what[200];
+        snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(str(n->name)).s);
+        rc = add_tensor(&rd, n->output[0], n->attribute[0]->t, what);
+    }
+    onnx__model_proto__free_unpacked(m, NULL);
+    if (rc == 0) rc = finish_weights(&rd, identity, buf, len);
+    free(buf);
+    if (rc) {
+        fu_weights_close(rd.w);
+        return NULL;
+    }
+    return rd.w;
 }

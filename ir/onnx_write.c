@@ -179,6 +179,21 @@ static Onnx__StringStringEntryProto *entry(writer *w, const char *key, const cha
     return e;
 }
 
+/* Which mapped file of the weights table holds the n bytes at p, and at
+ * what offset: the file's index, or -1 (a copy the table holds, or none). */
+static int weights_range(const fu_weights *wt, const void *p, size_t n, uint64_t *offset) {
+    const unsigned char *b = p;
+    for (int i = 0; wt && b && i < fu_weights_n_files(wt); i++) {
+        size_t size = 0;
+        const unsigned char *base = fu_weights_mapped_bytes(wt, i, &size);
+        if (base && b >= base && b <= base + size && n <= (size_t)(base + size - b)) {
+            *offset = (uint64_t)(b - base);
+            return i;
+        }
+    }
+    return -1;
+}
+
 /* The initializer of constant value vi: raw_data, or external data for a
  * weight mapped from the safetensors file. */
 static int const_tensor(writer *w, int vi) {
@@ -195,7 +210,7 @@ static int const_tensor(writer *w, int vi) {
     Onnx__TensorProto *t = ow_tensor(w, v->name, v->dtype, v->rank < 0 ? 0 : v->rank, shape);
     if (!t) return -1;
     uint64_t off;
-    if (v->external && g->weights && v->data && fu_weights_range(g->weights, v->data, v->nbytes, &off) == 0) {
+    if (v->external && w->data_file >= 0 && v->data && weights_range(g->weights, v->data, v->nbytes, &off) == w->data_file) {
         char o[32], l[32];
         snprintf(o, sizeof o, "%llu", (unsigned long long)off);
         snprintf(l, sizeof l, "%llu", (unsigned long long)v->nbytes);
@@ -608,11 +623,11 @@ int fu_onnx_write(const fu_graph *g, const char *out_path, fu_onnx_write_info *i
     fu_onnx_write_info dummy;
     if (!info) info = &dummy;
     memset(info, 0, sizeof *info);
-    writer w = {.g = g, .out = out_path, .err = err, .location = ""};
+    writer w = {.g = g, .out = out_path, .err = err, .location = "", .data_file = -1};
     char *data_path = NULL, *staged = NULL, *tmp = NULL;
     uint8_t *buf = NULL;
     int rc = -1, fd = -1;
-    int has_external = 0;
+    const char *wpath = NULL;
     char *dir = folder_of(out_path);
     struct stat st;
     if (!dir || stat(dir, &st) || !S_ISDIR(st.st_mode)) {
@@ -622,13 +637,15 @@ int fu_onnx_write(const fu_graph *g, const char *out_path, fu_onnx_write_info *i
     }
     free(dir);
     for (int i = 0; i < g->n_values; i++)
-        has_external |= g->values[i].kind == FU_VAL_CONST && g->values[i].external;
-    if (has_external) {
-        const char *wpath = g->weights ? fu_weights_path(g->weights) : NULL;
-        if (!wpath) {
-            fu_fail(err, "%s: the model's weights file is not open", out_path);
-            goto done;
+        if (!wpath && g->values[i].kind == FU_VAL_CONST && g->values[i].external) {
+            /* the first mapped file a weight lies in; weights in other
+             * files (or copies the table holds) are written as raw_data */
+            uint64_t off;
+            const fu_value *v = &g->values[i];
+            w.data_file = weights_range(g->weights, v->data, v->nbytes, &off);
+            if (w.data_file >= 0) wpath = fu_weights_file_path(g->weights, w.data_file);
         }
+    if (wpath) {
         if (place_data(&w, wpath, info, &data_path, &staged)) goto done;
         w.location = info->data_location;
     }

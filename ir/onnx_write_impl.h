@@ -17,6 +17,7 @@ typedef struct {
     const char *out;
     fu_err *err;
     const char *location;       /* external data file, relative to the .onnx folder */
+    int data_file;              /* the weights table's file that location names, -1: none */
     void **allocs;
     size_t n_allocs, cap_allocs;
     int oom;

@@ -71,9 +71,12 @@ int fu_input_dims(const fu_graph *g, const fu_node *n, int input, fu_dim *vals, 
     int64_t c = const_int_count(v);
     int from_data = c >= 0;
     if (!from_data && v->n_known > 0) c = v->n_known;
-    if (c < 0)
-        return fu_node_fail(err, g, n, "input %d ('%s') must be a constant integer tensor or have known values",
-                            input, name);
+    if (c < 0) {
+        fu_node_fail(err, g, n, "input %d ('%s') must be a constant integer tensor or have known values", input,
+                     name);
+        if (err) err->needs_values = 1 + (int)(v - g->values);
+        return -1;
+    }
     if (c > max)
         return fu_node_fail(err, g, n, "input %d ('%s') has %lld values, at most %d supported", input, name,
                             (long long)c, max);

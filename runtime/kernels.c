@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <cblas.h>
 
+#include "fault.h"
 #include "fusec_kernels.h"
 #include "parallel.h"
 #include "simd.h"
@@ -708,6 +709,12 @@ static void gather_rows(void *arg, int64_t begin, int64_t end) {
     }
 }
 
+static _Thread_local fu_rt_fault last_fault;
+
+void fu_rt_fault_clear(void) { last_fault = (fu_rt_fault){0}; }
+
+fu_rt_fault fu_rt_fault_last(void) { return last_fault; }
+
 int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, int64_t n_idx,
                  int64_t outer, int64_t axis_len, int64_t inner_bytes) {
     const int32_t *idx32 = idx;
@@ -715,7 +722,10 @@ int fu_rt_gather(void *out, const void *data, const void *idx, int idx_is_i32, i
     /* validate every index before writing anything */
     for (int64_t j = 0; j < n_idx; j++) {
         int64_t k = idx_is_i32 ? idx32[j] : idx64[j];
-        if (k < -axis_len || k >= axis_len) return 1;
+        if (k < -axis_len || k >= axis_len) {
+            last_fault = (fu_rt_fault){"index", k, axis_len};
+            return 1;
+        }
     }
     gather_job job = {out, data, idx, idx_is_i32, n_idx, axis_len, inner_bytes};
     int64_t rows = outer * n_idx;

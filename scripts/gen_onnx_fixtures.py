@@ -122,3 +122,120 @@ save("unsupported", model([
     helper.make_node("HardSwish", ["c"], ["y"])],
     [vi("x", [1, 1, 2, 2])], [vi("y", [1, 1, 4, 4])],
     [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]))
+
+
+def external(t, location, offset):
+    """Moves an initializer's bytes to external data at `location`+offset
+    (the caller writes the file); returns the bytes."""
+    data = numpy_helper.to_array(t).tobytes()
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return data
+
+
+# External data, mapped: w1 and b1 in weights.bin (b1 at a 4-byte aligned
+# offset after a gap), w2 in data/w2.bin, and b2 at an odd offset (a
+# misaligned float tensor, copied rather than mapped).
+ext = [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))]
+d = os.path.join(OUT, "external_data")
+os.makedirs(os.path.join(d, "data"), exist_ok=True)
+blob = bytearray(external(ext[0], "weights.bin", 0))
+blob += b"\0" * 12
+off_b1 = len(blob)
+blob += external(ext[1], "weights.bin", off_b1)
+blob += b"\x7f"
+off_b2 = len(blob)
+blob += external(ext[3], "weights.bin", off_b2)
+with open(os.path.join(d, "weights.bin"), "wb") as f:
+    f.write(bytes(blob))
+with open(os.path.join(d, "data", "w2.bin"), "wb") as f:
+    f.write(b"\0" * 16 + external(ext[2], "data/w2.bin", 16))
+save("external_data", model(mlp_nodes, [vi("x", [4, 8])], [vi("y", [4, 5])], ext, opset=18),
+     {"x": x}, {"y": y_mlp})
+
+# Initializers of 4 KiB and more (and a large Constant) are weights, not
+# constants embedded in the generated code.
+xl = rng.standard_normal((4, 64)).astype(np.float32)
+wl = (rng.standard_normal((64, 64)) * 0.1).astype(np.float32)
+cl = rng.standard_normal((32, 64)).astype(np.float32)
+save("large_inline", model([
+    helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(cl, "c")),
+    helper.make_node("MatMul", ["x", "wl"], ["h"]),
+    helper.make_node("ReduceSum", ["c", "ax0"], ["cs"], keepdims=1),
+    helper.make_node("Add", ["h", "cs"], ["y"])],
+    [vi("x", [4, 64])], [vi("y", [4, 64])],
+    [numpy_helper.from_array(wl, "wl"), numpy_helper.from_array(np.array([0], np.int64), "ax0")], opset=13),
+    {"x": xl}, {"y": xl @ wl + cl.sum(axis=0, keepdims=True)})
+
+# Inputs whose values decide shapes (a Reshape target, Slice bounds): fusec
+# run compiles them in with the values given; fusec compile wants
+# --specialize (tests/cli/test_onnx.sh)
+xsp = rng.standard_normal((4, 6)).astype(np.float32)
+sp = {"x": xsp, "shape": np.array([6, 4], np.int64), "starts": np.array([1], np.int64),
+      "ends": np.array([3], np.int64)}
+save("specialize", model([
+    helper.make_node("Reshape", ["x", "shape"], ["r"]),
+    helper.make_node("Slice", ["r", "starts", "ends"], ["s"]),
+    helper.make_node("Relu", ["s"], ["y"])],
+    [vi("x", [4, 6]), vi("shape", [2], TensorProto.INT64), vi("starts", [1], TensorProto.INT64),
+     vi("ends", [1], TensorProto.INT64)], [vi("y", None)], opset=18),
+    sp, {"y": np.maximum(xsp.reshape(6, 4)[1:3], 0)})
+
+# Hostile files (fixtures/onnx_hostile/<case>.onnx): each must give a clear
+# error naming its reason (the line in expected.txt), never a crash or an
+# output file. tests/cli/test_onnx.sh and tests/test_onnx.c read them.
+H = os.path.join(os.path.dirname(OUT.rstrip("/")), "onnx_hostile")
+os.makedirs(H, exist_ok=True)
+expected = {}
+
+
+def hostile(case, data, message):
+    with open(os.path.join(H, case + ".onnx"), "wb") as f:
+        f.write(data)
+    expected[case] = message
+
+
+def mlp_with(inits, nodes=mlp_nodes, outputs=None, opset=18):
+    return model(nodes, [vi("x", [4, 8])], outputs or [vi("y", [4, 5])], inits, opset=opset)
+
+
+good = mlp_with([numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))])
+raw = good.SerializeToString()
+hostile("truncated", raw[: len(raw) * 2 // 3], "not a valid ONNX model")
+# field 7 (graph), length-delimited, claims 1,000,000 bytes of a short file
+hostile("length_past_end", raw[:16] + b"\x3a\xc0\x84\x3d" + b"\x0a\x01x", "not a valid ONNX model")
+
+
+def with_tensor(t):
+    inits = [numpy_helper.from_array(a, n) for n, a in (("b1", b1), ("w2", w2), ("b2", b2))] + [t]
+    return mlp_with(inits).SerializeToString()
+
+
+huge = TensorProto(name="w1", data_type=F, dims=[1 << 40, 1 << 40])
+hostile("huge_dims", with_tensor(huge), "initializer 'w1': dims are negative or too large")
+for case, loc, off, msg in (
+        ("external_negative_offset", "weights.bin", "-8", "external data offset '-8' is not a non-negative integer"),
+        ("external_past_end", "weights.bin", "1000000", "external data [1000000, 1000512) is past the end of"),
+        ("external_escapes_dotdot", "../onnx/external_data/weights.bin", "0", "outside the model's folder"),
+        ("external_escapes_absolute", "/etc/passwd", "0", "path '/etc/passwd' is absolute"),
+        ("external_missing", "no_such_file.bin", "0", "cannot open external data of initializer 'w1'")):
+    t = numpy_helper.from_array(w1, "w1")
+    external(t, loc, 0)
+    for e in t.external_data:
+        if e.key == "offset":
+            e.value = off
+    hostile(case, with_tensor(t), msg)
+with open(os.path.join(H, "weights.bin"), "wb") as f:
+    f.write(b"\0" * 600)
+cycle = [helper.make_node("Relu", ["b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"], name="second"),
+         helper.make_node("Add", ["a", "x"], ["y"], name="out")]
+hostile("cycle", model(cycle, [vi("x", [4, 8])], [vi("y", [4, 8])]).SerializeToString(), "cycle")
+dup = [helper.make_node("Relu", ["x"], ["y"], name="one"), helper.make_node("Neg", ["x"], ["y"], name="two")]
+hostile("duplicate_output", model(dup, [vi("x", [4, 8])], [vi("y", [4, 8])]).SerializeToString(),
+        "duplicate name 'y'")
+with open(os.path.join(H, "expected.txt"), "w") as f:
+    for case in sorted(expected):
+        f.write(f"{case}|{expected[case]}\n")

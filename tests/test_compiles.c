@@ -185,7 +185,7 @@ static void test_verified_models_compile(void **state) {
         fputs(c->json, f);
         fclose(f);
 
-        fu_err err = {{0}};
+        fu_err err = {0};
         fu_graph *g = fu_ir_load(path, &err);
         int ok = g && fu_infer(g, &err) == 0;
         fu_graph_free(g);

@@ -75,7 +75,7 @@ static void fill(const fu_value *v, int k, const int64_t *shape, int64_t numel, 
 /* fused: expect one Gelu of this approximation; else a near miss mentioning `reason`. */
 static void check(const gelu_spec *s, const char *approximate, const char *reason) {
     char *path = build(s);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};

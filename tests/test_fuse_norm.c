@@ -201,7 +201,7 @@ typedef struct {
 static void check_model(tb_graph *b, const expectation *want) {
     char *path = tb_save(b);
     tb_free(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};
@@ -469,7 +469,7 @@ static tb_graph *norm_op(const char *op, fu_dtype t, int rank, const int64_t *di
 }
 
 static void expect_infer_error(tb_graph *b, const char *substring) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = tb_load(b);
     tb_free(b);
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};

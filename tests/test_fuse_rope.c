@@ -238,7 +238,7 @@ static int count_op(const fu_graph *g, const char *op) {
 
 /* Runs the fast pipeline on the model; returns the graph (caller frees). */
 static fu_graph *fast_graph(const char *path, fu_fusion_log *log) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log, .evaluate = fu_evaluate_graph};
@@ -615,7 +615,7 @@ static void test_op_rejects_bad_inputs(void **state) {
     tb_output(b, tb_op(b, "RotaryEmbedding", "y", x, TB_NONE, TB_NONE, TB_NONE, f));
     char *path = tb_save(b);
     tb_free(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     assert_non_null(g);
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
@@ -697,7 +697,7 @@ static void test_op_position_out_of_cache(void **state) {
 /* The Qwen3 fixture: every q and k rope of every layer fuses. */
 static void test_qwen3_fixture_ropes_fuse(void **state) {
     (void)state;
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *plain = fu_ir_load(FIXTURE("qwen3_small/model.json"), &err);
     if (!plain) fail_msg("load: %s", err.msg);
     int layers = count_op(plain, "Softmax");   /* one attention per layer */

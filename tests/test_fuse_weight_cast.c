@@ -110,7 +110,7 @@ static void dump_log(const fu_fusion_log *log) {
 static void check(tb_graph *b, const expectation *want) {
     char *path = tb_save(b);
     tb_free(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load: %s", err.msg);
     fu_fusion_log log = {0};

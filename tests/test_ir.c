@@ -39,7 +39,7 @@ static const char *base_name(const char *path) {
 }
 
 static fu_graph *parse_ok(const char *json) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_parse(json, "/tmp/model.json", &err);
     if (!g) fail_msg("parse failed: %s", err.msg);
     return g;
@@ -48,7 +48,7 @@ static fu_graph *parse_ok(const char *json) {
 /* A model fu_ir_write wrote names its weights file by absolute path, so
  * reading it back takes the opt-in (ir/files.h). */
 static fu_graph *parse_written(const char *json) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_ir_opts o = {.allow_external_weights = 1};
     fu_graph *g = fu_ir_parse_opts(json, "/tmp/model.json", &o, &err);
     if (!g) fail_msg("parse failed: %s", err.msg);
@@ -59,7 +59,7 @@ static fu_graph *parse_written(const char *json) {
  * and expects failure with `want` in the message. */
 static void expect_load_error(const char *json, const char *want) {
     char *path = tu_write_temp(".json", json);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     unlink(path);
     free(path);
@@ -73,7 +73,7 @@ static void expect_load_error(const char *json, const char *want) {
 /* Loads (which must succeed) and expects fu_infer to fail with `want`. */
 static void expect_infer_error(const char *json, const char *want) {
     fu_graph *g = parse_ok(json);
-    fu_err err = {{0}};
+    fu_err err = {0};
     int rc = fu_infer(g, &err);
     fu_graph_free(g);
     if (rc == 0) fail_msg("expected inference error containing \"%s\"", want);
@@ -86,7 +86,7 @@ static char *write_to_string(const fu_graph *g) {
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     assert_non_null(f);
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_ir_write(g, f, &err)) fail_msg("write failed: %s", err.msg);
     fclose(f);
     return buf;
@@ -355,7 +355,7 @@ static void test_truncated_models(void **state) {
     for (size_t cut = 0; cut + 2 < len; cut++) {
         memcpy(buf, full, cut);
         buf[cut] = 0;
-        fu_err err = {{0}};
+        fu_err err = {0};
         fu_graph *g = fu_ir_parse(buf, "/tmp/model.json", &err);
         if (g) fail_msg("prefix of %zu bytes parsed", cut);
         assert_true(err.msg[0] != 0);
@@ -383,7 +383,7 @@ static void test_corrupt_safetensors(void **state) {
             h[pos] = pool[(seed >> 20) % (sizeof pool - 1)];
         }
         char *path = write_safetensors(h, data, sizeof data, -1);
-        fu_err err = {{0}};
+        fu_err err = {0};
         fu_weights *w = fu_weights_open(path, &err);
         if (w) {
             fu_dtype t;
@@ -406,7 +406,7 @@ static void test_infer_and_write(void **state) {
     (void)state;
     char *wpath = write_tiny_weights();
     fu_graph *g = parse_ok(full_model(base_name(wpath)));
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_infer(g, &err)) fail_msg("infer: %s", err.msg);
     const fu_value *y = &g->values[g->outputs[0]];
     assert_int_equal(y->rank, 3);
@@ -459,7 +459,7 @@ static void test_toposort_clone_compact(void **state) {
         " \"nodes\": [{\"name\": \"second\", \"op\": \"Relu\", \"inputs\": [\"y\"], \"outputs\": [\"z\"]},"
         "            {\"name\": \"first\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]},"
         "            {\"name\": \"unused\", \"op\": \"Relu\", \"inputs\": [\"x\"], \"outputs\": [\"w\"]}]}");
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_infer(g, &err)) fail_msg("infer: %s", err.msg);
     assert_string_equal(g->nodes[0].name, "first");
     assert_string_equal(g->nodes[1].name, "second");
@@ -659,7 +659,7 @@ static void test_strict_json(void **state) {
 static void test_strict_json_arrays(void **state) {
     (void)state;
     fu_array a;
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_array_from_json("[1, 9223372036854775808]", FU_I64, &a, &err), -1);
     assert_non_null(strstr(err.msg, "outside the int64 range"));
     assert_int_equal(fu_array_from_json("[NaN]", FU_F32, &a, &err), -1);
@@ -729,7 +729,7 @@ static tb_graph *one_node(const char *op, int n_in, fu_dtype y_dtype, int y_rank
 static void expect_built_infer_error(tb_graph *b, const char *want) {
     fu_graph *g = tb_load(b);
     tb_free(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     int rc = fu_infer(g, &err);
     fu_graph_free(g);
     if (rc == 0) fail_msg("expected inference error containing \"%s\"", want);
@@ -755,7 +755,7 @@ static void test_bad_graphs_for_infer(void **state) {
     fu_graph *g = tb_load(b);
     tb_free(b);
     g->nodes[0].dead = 1;
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_infer(g, &err), -1);
     assert_non_null(strstr(err.msg, "node 'b' (Relu): dangling input 't'"));
     fu_graph_free(g);
@@ -767,7 +767,7 @@ static void expect_weights_error(const char *header, size_t nbytes, long long cl
                                  const char *want) {
     unsigned char data[64] = {0};
     char *path = write_safetensors(header, data, nbytes, claimed);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_weights *w = fu_weights_open(path, &err);
     unlink(path);
     if (w) {
@@ -782,7 +782,7 @@ static void expect_weights_error(const char *header, size_t nbytes, long long cl
 static void test_safetensors(void **state) {
     (void)state;
     char *path = write_tiny_weights();
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_weights *w = fu_weights_open(path, &err);
     if (!w) fail_msg("open: %s", err.msg);
     fu_dtype t;
@@ -867,7 +867,7 @@ static void test_safetensors_strict(void **state) {
         " \"e3\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [12, 12]}}";
     unsigned char data[12] = {0};
     char *path = write_safetensors(ok, data, sizeof data, -1);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_weights *w = fu_weights_open(path, &err);
     if (!w) fail_msg("open: %s", err.msg);
     fu_weights_close(w);
@@ -912,7 +912,7 @@ static void test_npy_round_trip(void **state) {
         a.nbytes = 6 * fu_dtype_size(types[t]);
         a.data = malloc(a.nbytes);
         for (size_t i = 0; i < a.nbytes; i++) ((unsigned char *)a.data)[i] = (unsigned char)(i * 7 % 2);
-        fu_err err = {{0}};
+        fu_err err = {0};
         if (fu_npy_write(path, &a, &err)) fail_msg("write: %s", err.msg);
         fu_array b;
         if (fu_npy_read(path, &b, &err)) fail_msg("read: %s", err.msg);
@@ -927,7 +927,7 @@ static void test_npy_round_trip(void **state) {
     /* scalar */
     float one = 1.0f;
     fu_array s = {.dtype = FU_F32, .rank = 0, .data = &one, .nbytes = 4};
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_npy_write(path, &s, &err), 0);
     fu_array r;
     assert_int_equal(fu_npy_read(path, &r, &err), 0);
@@ -967,7 +967,7 @@ static void expect_npy_error(const char *dict, size_t nbytes, const char *want) 
     unsigned char data[64] = {0};
     char *path = write_raw_npy(dict, data, nbytes, 1);
     fu_array a;
-    fu_err err = {{0}};
+    fu_err err = {0};
     int rc = fu_npy_read(path, &a, &err);
     unlink(path);
     free(path);
@@ -984,7 +984,7 @@ static void test_npy_bad(void **state) {
     int32_t vals[3] = {1, -2, 3};
     char *p2 = write_raw_npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }\n", vals, 12, 2);
     fu_array a;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_npy_read(p2, &a, &err)) fail_msg("v2: %s", err.msg);
     assert_int_equal(((int32_t *)a.data)[1], -2);
     fu_array_free(&a);
@@ -1029,7 +1029,7 @@ static void test_npy_header_strict(void **state) {
     int64_t two[2] = {5, -6};
     char *p = write_raw_npy("{\"shape\": (2,), \"fortran_order\": False, \"descr\": \"<i8\"}    \n", two, 16, 1);
     fu_array a;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_npy_read(p, &a, &err)) fail_msg("reordered header: %s", err.msg);
     assert_int_equal(a.dtype, FU_I64);
     assert_int_equal(a.rank, 1);
@@ -1049,7 +1049,7 @@ static void test_npy_header_strict(void **state) {
 static void test_array_from_json(void **state) {
     (void)state;
     fu_array a;
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_array_from_json("[[1, 2, 3], [4, 5, 6]]", FU_F32, &a, &err), 0);
     assert_int_equal(a.rank, 2);
     assert_int_equal(a.shape[0], 2);
@@ -1117,7 +1117,7 @@ static void test_doc_example(void **state) {
     char *end = strstr(start, "```");
     assert_non_null(end);
     *end = 0;
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_parse(start, "docs/ir.md", &err);
     if (!g) fail_msg("doc example: %s", err.msg);
     if (fu_infer(g, &err)) fail_msg("doc example: %s", err.msg);

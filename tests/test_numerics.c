@@ -249,7 +249,7 @@ static void test_generated_code_jit(void **state) {
     (void)state;
     char *src = probe_text();
     fu_compiled code;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_jit_compile(src, &code, &err) != 0) fail_msg("%s", err.msg);
     check_generated(&code);
     fu_compiled_free(&code);
@@ -264,7 +264,7 @@ static void test_generated_code_aot(void **state) {
     snprintf(so, sizeof so, "%s/probe.so", dir);
     char *src = probe_text();
     fu_compiled code;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_aot_build(src, so, NULL, &err) != 0) fail_msg("%s", err.msg);
     if (fu_aot_load(so, &code, &err) != 0) fail_msg("%s", err.msg);
     check_generated(&code);

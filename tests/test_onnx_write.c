@@ -25,7 +25,7 @@ static const char *const model = "fixtures/qwen3_small/model.json";
 static fu_graph *load_after(const char *path, const char *after) {
     fu_compile_opts o = {.target = FU_TARGET_GRAPH, .profile = FU_PROFILE_FAST, .stop_after = after};
     fu_compile_result r;
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_compile(path, &o, &r, &err)) fail_msg("%s", err.msg);
     return r.graph;
 }
@@ -71,7 +71,7 @@ static void round_trip(const char *after) {
     fu_graph *g = load_after(model, after);
     char *dir = temp_dir(), path[512];
     snprintf(path, sizeof path, "%s/m.onnx", dir);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_onnx_write_info info;
     if (fu_onnx_write(g, path, &info, &err)) fail_msg("%s", err.msg);
     assert_true(info.data_created);
@@ -132,7 +132,7 @@ static void test_failed_write_leaves_nothing(void **state) {
     snprintf(block, sizeof block, "%s/m.safetensors", dir);
     assert_int_equal(mkdir(block, 0700), 0);
     snprintf(path, sizeof path, "%s/m.onnx", dir);
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_int_equal(fu_onnx_write(g, path, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "m.safetensors"));
     assert_int_equal(entries(dir), 1);

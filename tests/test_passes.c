@@ -21,7 +21,7 @@
 
 /* The builder's graph, inferred (the builder is freed). */
 static fu_graph *load_inferred(tb_graph *b) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = tb_take(b);
     if (fu_infer(g, &err)) {
         fu_graph_free(g);
@@ -45,7 +45,7 @@ static int count_consts(const fu_graph *g) {
 
 static void run_pass(fu_graph *g, int (*pass)(fu_graph *, const fu_pass_opts *, fu_err *)) {
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (pass(g, &opts, &err)) fail_msg("pass failed: %s", err.msg);
     if (fu_infer(g, &err)) fail_msg("graph no longer verifies: %s", err.msg);
 }
@@ -54,7 +54,7 @@ static void run_pass(fu_graph *g, int (*pass)(fu_graph *, const fu_pass_opts *, 
  * (numel floats) into result. */
 static void compile_and_run(fu_graph *g, const float *input, float *result, long numel) {
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_pass_plan(g, &opts, &err)) fail_msg("plan: %s", err.msg);
     fu_sb source = {0};
     if (fu_emit_graph(g, &source, &err)) fail_msg("emit: %s", err.msg);
@@ -296,7 +296,7 @@ static void test_pipeline_tables(void **state) {
 static void test_pipeline_stops_after_pass(void **state) {
     (void)state;
     fu_pass_opts opts = {.profile = FU_PROFILE_BARE, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
-    fu_err err = {{0}};
+    fu_err err = {0};
 
     fu_graph *g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "infer", &err), 0);
@@ -327,7 +327,7 @@ static void test_pipeline_stops_after_pass(void **state) {
 static void test_pipeline_unknown_pass(void **state) {
     (void)state;
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = NULL, .evaluate = fu_evaluate_graph};
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = load_inferred(pipeline_model());
     assert_int_equal(fu_run_pipeline(g, &opts, "fusion", &err), -1);
     assert_non_null(strstr(err.msg, "unknown pass 'fusion'"));

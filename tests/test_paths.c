@@ -201,7 +201,7 @@ static void test_fifos(void **state) {
     expect_error(load("fifo.json", NULL), "not a regular file (a FIFO)");
     fu_ir_opts allow = {.allow_external_weights = 1};
     expect_error(load("fifo.json", &allow), "not a regular file (a FIFO)");
-    fu_err err = {{0}};
+    fu_err err = {0};
     assert_null(fu_weights_open(fifo, &err));
     expect_error(err.msg, "not a regular file");
 

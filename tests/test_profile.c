@@ -51,7 +51,7 @@ static float *run(fusec_model *m, long *numel) {
 
 /* The planned graph the model was compiled from. */
 static fu_graph *planned_graph(void) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(MODEL, &err);
     if (!g) fail_msg("%s", err.msg);
     fu_pass_opts o = {.profile = FU_PROFILE_FAST, .evaluate = fu_evaluate_graph};
@@ -184,7 +184,7 @@ static void test_library_without_profiled_entry(void **state) {
         "{ (void)s; (void)i; (void)w; (void)a; (void)o; return 0; }\n";
     char so[256];
     snprintf(so, sizeof so, "/tmp/fusec_test_profile_%d.so", (int)getpid());
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_aot_build(source, so, NULL, &err)) fail_msg("%s", err.msg);
     char text[1024];
     fusec_model *m = fusec_load(so, NULL, text, sizeof text);

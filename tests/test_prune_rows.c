@@ -33,7 +33,7 @@
 /* ---- helpers ------------------------------------------------------------------ */
 
 static fu_graph *run_fast_pipeline(const char *path, fu_fusion_log *log, const char *stop_after) {
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     if (!g) fail_msg("load %s: %s", path, err.msg);
     fu_pass_opts opts = {.profile = FU_PROFILE_FAST, .verbose = 0, .fusion_log = log, .evaluate = fu_evaluate_graph};
@@ -99,7 +99,7 @@ static char *write_graph(const fu_graph *g) {
     char *path = tu_write_temp(".json", "");
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_ir_write(g, f, &err)) fail_msg("write: %s", err.msg);
     fclose(f);
     return path;

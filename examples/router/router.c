@@ -42,6 +42,9 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_SETUP = 2 };
 #define MAX_LANES 6
 #define PYTHON "/usr/bin/python3"
 #define DEFAULT_CONFIG "qwen3-0.6b"
+/* The configs examples/router/gen_router.py (CONFIGS) and reference.py make. */
+#define KNOWN_CONFIGS "qwen3-0.6b or tiny"
+static int known_config(const char *name) { return !strcmp(name, "qwen3-0.6b") || !strcmp(name, "tiny"); }
 #define FLOOR_FRACTION 0.8   /* default margin floors: this much of the reference's worst */
 
 extern char **environ;
@@ -79,6 +82,7 @@ static const char help_text[] =
 
 typedef struct {
     const char *config;
+    int config_given;
     const char *model;
     const char *profile;   /* NULL: both */
     const char *backend;   /* NULL: both */
@@ -192,7 +196,7 @@ static int parse_options(int argc, char **argv, options *o) {
             return -1;
         }
         i++;
-        if (!strcmp(a, "--config")) o->config = value;
+        if (!strcmp(a, "--config")) o->config = value, o->config_given = 1;
         else if (!strcmp(a, "--model")) o->model = value;
         else if (!strcmp(a, "--profile")) o->profile = value;
         else if (!strcmp(a, "--backend")) o->backend = value;
@@ -234,6 +238,17 @@ static int parse_options(int argc, char **argv, options *o) {
     }
     if (o->backend && strcmp(o->backend, "jit") && strcmp(o->backend, "aot")) {
         fprintf(stderr, "router: --backend wants jit or aot, got '%s'\n", o->backend);
+        return -1;
+    }
+    /* A model of one's own is compared with a reference that must be named:
+     * silently using the default config's would report nonsense. */
+    if (o->model && !o->config_given && !o->snapshot) {
+        fprintf(stderr, "router: --model needs the reference its decisions are compared with: --config NAME "
+                        "(fixtures/router/NAME/reference.json; %s) or --snapshot FILE\n", KNOWN_CONFIGS);
+        return -1;
+    }
+    if (!o->snapshot && !known_config(o->config)) {
+        fprintf(stderr, "router: unknown --config '%s' (%s; or give --snapshot FILE)\n", o->config, KNOWN_CONFIGS);
         return -1;
     }
     /* The config name becomes a path component under build/ and fixtures/. */
@@ -837,6 +852,7 @@ done:
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);   /* progress lines show up in logs as they happen */
+    fusec_progress(1);                  /* and fusec's: gcc builds, weight packing */
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
         fputs(help_text, stdout);
         return EXIT_OK;

@@ -58,6 +58,10 @@ status 2 "unknown case" --config tiny --case no_such_case
 status 2 "bad profile" --config tiny --profile turbo
 status 2 "bad determinism runs" --config tiny --determinism-runs 0
 status 2 "missing snapshot" --config tiny --snapshot "$tmp/none.json"
+status 2 "--model without --config or --snapshot: refused" --model fixtures/qwen3_small/model.json
+if grep -qF -- "--model needs the reference its decisions are compared with" "$tmp/err"; then ok "the refusal says what to give"; else bad "the refusal says what to give"; fi
+status 2 "unknown config" --config small
+if grep -qF "unknown --config 'small' (qwen3-0.6b or tiny" "$tmp/err"; then ok "unknown config: lists the known ones"; else bad "unknown config: lists the known ones"; fi
 status 0 "list cases" --config tiny --list-cases
 if [ "$(wc -l <"$tmp/out")" -eq 37 ]; then ok "37 cases listed"; else bad "37 cases listed"; fi
 

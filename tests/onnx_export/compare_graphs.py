@@ -19,13 +19,27 @@ import safetensors_np  # noqa: E402
 NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 
 
+def onnx_weights(path):
+    """The initializers of an ONNX model (a graph read from ONNX names the
+    .onnx file as its weights), external data loaded by python3-onnx."""
+    import onnx
+    from onnx import numpy_helper
+    out = {}
+    for t in onnx.load(path).graph.initializer:
+        if t.data_type == onnx.TensorProto.BFLOAT16:
+            out[t.name] = safetensors_np.BF16(np.frombuffer(t.raw_data, dtype=np.uint16))
+        else:
+            out[t.name] = numpy_helper.to_array(t)
+    return out
+
+
 def initializers(path, model):
     weights = {}
     if model.get("weights"):
         wpath = model["weights"]
         if not os.path.isabs(wpath):
             wpath = os.path.join(os.path.dirname(path), wpath)
-        weights = safetensors_np.read(wpath)
+        weights = onnx_weights(wpath) if wpath.endswith(".onnx") else safetensors_np.read(wpath)
     out = {}
     for t in model.get("initializers", []):
         if "data" in t:

@@ -66,6 +66,14 @@ typedef struct fusec_model fusec_model;
  * then how long it took. Off by default. */
 void fusec_progress(int on);
 
+/* Compiles a model (.json or .onnx) into the shared library so_path (gcc,
+ * as `fusec compile`), with header_path (NULL: none) declaring its entry
+ * points; embed_weights puts the weights in the library. opts gives the
+ * profile, precision, sym_max, known_inputs (compiled in, as --specialize)
+ * and allow_external_weights. Returns 0, or -1 with a message in err. */
+int fusec_compile(const char *path, const char *so_path, const char *header_path, int embed_weights,
+                  const fusec_options *opts, char *err, size_t errlen);
+
 /* Loads and compiles a model. On failure returns NULL and writes a message
  * naming the file and reason into err (if errlen > 0). */
 fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen);

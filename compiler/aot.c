@@ -328,7 +328,7 @@ static void model_prefix(const char *so_path, char *out, size_t n) {
 static char *with_named_entry_points(const char *c_source, const char *prefix) {
     char *out = NULL;
     if (asprintf(&out,
-                 "%s\n/* entry points named after the model (compiler/aot.c) */\n"
+                 "%s\n/* entry points named after the model (compiler/aot.c) */\n#include <stdint.h>\n"
                  "int fusec_%s_run(const int64_t *sym, const void *const *in, const void *const *w, void *arena,\n"
                  "                 void **out) { return fusec_model_run(sym, in, w, arena, out); }\n"
                  "const unsigned char *fusec_%s_meta(unsigned long *len) {\n"

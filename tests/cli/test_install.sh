@@ -122,6 +122,13 @@ else
     bad "fusec run output"
 fi
 check "router eval --list-cases" sh -c "'$prefix/bin/router' eval --list-cases | grep -q math_direct"
+# The installed router generates the tiny model into the fusec cache and routes a case.
+if hidden "$prefix/bin/router" eval --config tiny --profile fast --backend jit --case math_direct >"$tmp/log" 2>&1 \
+   && grep -qF "fast/jit: passed 1/1" "$tmp/log" && [ -f "$tmp/cache/router-models/tiny/model.json" ]; then
+    ok "router eval --config tiny (model generated under \$FUSEC_CACHE_DIR/router-models)"
+else
+    bad "router eval --config tiny"
+fi
 echo
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* fusec's version: the one place it is written (the Makefile reads it for
+ * the sonames and fusec.pc; `fusec --version` prints it). */
+#define FUSEC_VERSION "0.10.0"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -200,6 +200,7 @@ install: install-build
 	install -m 644 api/fusec.h $(DESTDIR)$(PREFIX)/include/fusec/
 	install -m 644 $(BUILD)/install/fusec.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	for f in $(SHARE_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/fusec/$$f || exit 1; done
+	install -D -m 644 python/fusec/__init__.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/fusec/__init__.py
 
 # ---- tests --------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so

@@ -587,6 +587,8 @@ int fusec_input_compiled_in(const fusec_model *m, const char *name) {
 
 void fusec_progress(int on) { fu_progress_enable(on); }
 
+const char *fusec_version(void) { return FUSEC_VERSION; }
+
 int fusec_num_inputs(const fusec_model *m) { return m ? m->n_inputs : 0; }
 int fusec_num_outputs(const fusec_model *m) { return m ? m->n_outputs : 0; }
 

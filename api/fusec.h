@@ -65,6 +65,9 @@ typedef struct {
 
 typedef struct fusec_model fusec_model;
 
+/* FUSEC_VERSION of the library loaded (it may differ from the header's). */
+const char *fusec_version(void);
+
 /* Progress lines on stderr for slow steps (a gcc build, packing weights):
  * "fusec: building ... with gcc -O3 ..." once a step has taken a second,
  * then how long it took. Off by default. */

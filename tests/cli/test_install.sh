@@ -129,6 +129,53 @@ if hidden "$prefix/bin/router" eval --config tiny --profile fast --backend jit -
 else
     bad "router eval --config tiny"
 fi
+
+# ---- the Python package, installed ------------------------------------------------------
+if hidden env PYTHONPATH="$prefix/lib/python3/dist-packages" "$py" -c "
+import fusec, numpy as np
+m = fusec.load('$tmp/m/model.json')
+x = np.fromfile('$tmp/m/x.bin', dtype=np.float32).reshape(1, 5, 8)
+m.run(x=x)['y'].astype(np.float32).tofile('$tmp/m/y_py.bin')
+assert fusec.version() == '$version'
+" >"$tmp/log" 2>&1 && $py "$repo/tests/install/model.py" check "$tmp/m" "$tmp/m/y_py.bin" >>"$tmp/log" 2>&1; then
+    ok "the installed Python package runs the model (numpy check)"
+else bad "the installed Python package"; fi
+
+# ---- a compiled model shipped to another folder --------------------------------------------
+q="$repo/fixtures/qwen3_small"
+mkdir -p "$tmp/q" "$tmp/shipped"
+cp "$q/model.json" "$q/model.safetensors" "$q/input_ids_5.npy" "$q/expected_logits_5.npy" "$tmp/q/"
+check "installed fusec compiles a model with a weights file" "$prefix/bin/fusec" compile "$tmp/q/model.json" -o "$tmp/q/libq.so"
+mv "$tmp/q/libq.so" "$tmp/q/model.safetensors" "$tmp/shipped/" && mv "$tmp/q/input_ids_5.npy" "$tmp/q/expected_logits_5.npy" "$tmp/" && rm -rf "$tmp/q"
+if hidden "$prefix/bin/fusec" run "$tmp/shipped/libq.so" --input input_ids="$tmp/input_ids_5.npy" --output-dir "$tmp/shipped_out" \
+       >"$tmp/log" 2>&1 && $py -c "
+import numpy as np
+got, want = np.load('$tmp/shipped_out/logits.npy'), np.load('$tmp/expected_logits_5.npy')
+assert np.max(np.abs(got - want)) <= 1e-4 * max(1.0, np.max(np.abs(want))), np.max(np.abs(got - want))" >>"$tmp/log" 2>&1; then
+    ok "the library moved with its weights runs there (the model's folder gone; numpy logits)"
+else bad "the library moved with its weights"; fi
+
+# ---- two compiled models linked into one program, built with pkg-config -----------------------
+mkdir -p "$tmp/link"
+printf '%s' '{"ir_version": 1, "name": "one", "inputs": [{"name": "x", "dtype": "float32", "shape": [2, 3]}],
+ "outputs": [{"name": "y", "dtype": "float32", "shape": [2, 2]}],
+ "initializers": [{"name": "b", "dtype": "float32", "shape": [3], "data": [0.5, -1, 0.25]},
+   {"name": "W", "dtype": "float32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]}],
+ "nodes": [{"name": "add", "op": "Add", "inputs": ["x", "b"], "outputs": ["s"]},
+   {"name": "relu", "op": "Relu", "inputs": ["s"], "outputs": ["r"]},
+   {"name": "mm", "op": "MatMul", "inputs": ["r", "W"], "outputs": ["y"]}]}' >"$tmp/link/one.json"
+printf '%s' '{"ir_version": 1, "name": "two", "inputs": [{"name": "x", "dtype": "float32", "shape": [20]}],
+ "outputs": [{"name": "y", "dtype": "float32", "shape": [20]}],
+ "nodes": [{"name": "r", "op": "Relu", "inputs": ["x"], "outputs": ["y"]}]}' >"$tmp/link/two.json"
+if "$prefix/bin/fusec" compile "$tmp/link/one.json" -o "$tmp/link/libone.so" >"$tmp/log" 2>&1 &&
+   "$prefix/bin/fusec" compile "$tmp/link/two.json" -o "$tmp/link/libtwo.so" >>"$tmp/log" 2>&1 &&
+   gcc -std=c11 -Wall -Werror -D_GNU_SOURCE -I"$tmp/link" "$repo/tests/install/two_models.c" $flags -L"$tmp/link" \
+       -lone -ltwo -Wl,-rpath,"$tmp/link" -o "$tmp/link/both" >>"$tmp/log" 2>&1 &&
+   hidden "$tmp/link/both" >"$tmp/link/out" 2>>"$tmp/log" &&
+   grep -qxF "one 20.75 26.5 6.25 7.5" "$tmp/link/out" && grep -qxF "two 0 0 9" "$tmp/link/out"; then
+    ok "two compiled models linked into one program run, each its own"
+else cat "$tmp/link/out" >>"$tmp/log" 2>/dev/null; bad "two compiled models linked into one program"; fi
+
 echo
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

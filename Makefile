@@ -6,7 +6,8 @@ SHELL := /bin/bash
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
-            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev
+            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev \
+            libonnx-testdata
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -50,7 +51,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-unit test-asan bench clean fixtures router run fuzz fuzz-build install install-build
+.PHONY: all deps test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install install-build
 
 all: $(BUILD)/.deps $(BUILD)/fusec $(BUILD)/libfusec.so
 
@@ -259,7 +260,20 @@ $(BUILD)/tsan/libfusec.a: $(patsubst %.c,$(BUILD)/tsan/obj/%.o,$(LIB_SRC)) $(GEN
 $(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads install-build
+# ONNX's node conformance tests (libonnx-testdata) on fusec: prints the
+# counts (docs/onnx_node_tests.md); run by tests/cli/test_onnx_node.sh too.
+# A build whose package stamp predates libonnx-testdata installs it here.
+ONNX_NODE_DATA := /usr/share/libonnx-testdata/data/node
+$(ONNX_NODE_DATA):
+	rm -f $(BUILD)/.deps && $(MAKE) deps
+$(BUILD)/onnx_node_tests: tests/onnx_node_tests.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so | $(ONNX_NODE_DATA)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+test-onnx-node: all $(BUILD)/onnx_node_tests
+	$(BUILD)/onnx_node_tests
+
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads install-build \
+      $(BUILD)/onnx_node_tests
 	@bash tests/run_all.sh $(BUILD)
 
 clean:

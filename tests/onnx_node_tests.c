@@ -17,7 +17,7 @@
  * passes (the file must stay honest) or is not applicable.
  *
  * Usage: onnx_node_tests [--data DIR] [--known FILE] [--backend jit|aot]
- *                        [-v] [TEST...]
+ *                        [--cache DIR] [-v] [TEST...]
  * With TEST names only those run (the 97% bar is then not checked). */
 #include <dirent.h>
 #include <errno.h>
@@ -56,6 +56,7 @@ static const char *na_names[NA_COUNT] = {
 };
 
 static const char *backend = "jit";
+static const char *cache_dir;   /* AOT cache; NULL: fusec's default */
 static int verbose;
 
 /* ---- files ------------------------------------------------------------ */
@@ -428,6 +429,7 @@ static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx_
     }
     fusec_options o = {0};
     o.backend = backend;
+    o.cache_dir = cache_dir;
     o.sym_max = sl ? sym : NULL;
     char err[1024];
     fusec_model *m = NULL;
@@ -588,9 +590,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--known") && i + 1 < argc) known_path = argv[++i];
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--cache") && i + 1 < argc) cache_dir = argv[++i];
         else if (!strcmp(argv[i], "-v")) verbose = 1;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: %s [--data DIR] [--known FILE] [--backend jit|aot] [-v] [TEST...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--data DIR] [--known FILE] [--backend jit|aot] [--cache DIR] [-v] [TEST...]\n", argv[0]);
             return 2;
         } else only[n_only++] = argv[i];
     }

@@ -2,7 +2,8 @@
  *
  * For every directory <data>/<test>/ with a model.onnx: decide whether the
  * test is within what fusec claims (every op in FU_OPS, every graph input
- * and output a tensor of a dtype fusec has, default-domain opset 13..23);
+ * and output a tensor of a dtype fusec has, default-domain opset 13..23, or
+ * older where every op means the same since, ir/onnx_opset.c);
  * if so load model.onnx with fusec_load, feed each test_data_set_N's
  * input_K.pb (matched to the graph inputs by order, as ONNX's backend test
  * runner does), run, and compare output_K.pb with the graph's output K:
@@ -32,6 +33,7 @@
 #include "onnx.pb-c.h"
 #include "api/fusec.h"
 #include "ir/op_ids.h"
+#include "ir/onnx_opset.h"
 
 /* Messages and paths are cut to their buffers on purpose. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -52,7 +54,7 @@ static const char *na_names[NA_COUNT] = {
     "op outside fusec's op set (FU_OPS)",
     "dtype outside fusec's set (f32 f16 bf16 i64 i32 bool)",
     "non-tensor input/output (sequence, optional)",
-    "default-domain opset < 13 (the reader reads 13..23)",
+    "old opset: an op whose meaning changed since the model's opset (ir/onnx_opset.c)",
 };
 
 static const char *backend = "jit";
@@ -286,10 +288,16 @@ static int applicability(const Onnx__ModelProto *m, char *why) {
         const char *d = m->opset_import[i]->domain ? m->opset_import[i]->domain : "";
         if (!*d || !strcmp(d, "ai.onnx")) opset = m->opset_import[i]->version;
     }
-    if (opset < OPSET_MIN || opset > OPSET_MAX) {
+    if (opset < 1 || opset > OPSET_MAX) {
         snprintf(why, MSG_LEN, "opset %lld", (long long)opset);
         return NA_OPSET;
     }
+    for (size_t k = 0; k < g->n_node && opset < OPSET_MIN; k++)
+        if (fu_onnx_op_since(g->node[k]->op_type) > opset) {
+            snprintf(why, MSG_LEN, "opset %lld, %s since %lld", (long long)opset, g->node[k]->op_type,
+                     (long long)fu_onnx_op_since(g->node[k]->op_type));
+            return NA_OPSET;
+        }
     return -1;
 }
 
@@ -307,8 +315,8 @@ static int compile_time_slot(const char *op, size_t i) {
     return 0;
 }
 
-/* Marks spec[i] for each integer graph input whose value reaches such a
- * slot (through any chain of nodes): fusec needs it when compiling, so the
+/* Marks spec[i] for each graph input whose value reaches such a slot
+ * (through any chain of nodes): fusec needs it when compiling, so the
  * runner makes it an initializer holding the data set's value (ONNX test
  * models take these as inputs; fusec specializes on them). Returns how
  * many. */
@@ -329,10 +337,7 @@ static int compile_time_inputs(const Onnx__GraphProto *g, int *spec) {
         for (size_t j = 0; j + 1 < head && !seen; j++) seen = !strcmp(work[j], v);
         if (seen) continue;
         for (size_t i = 0; i < g->n_input; i++)
-            if (!strcmp(g->input[i]->name, v) && !spec[i]) {
-                int dt = fusec_dt(g->input[i]->type->tensor_type->elem_type);
-                if (dt == FUSEC_INT64 || dt == FUSEC_INT32) spec[i] = 1, count++;
-            }
+            if (!strcmp(g->input[i]->name, v) && !spec[i]) spec[i] = 1, count++;
         for (size_t k = 0; k < g->n_node; k++)
             for (size_t o = 0; o < g->node[k]->n_output; o++)
                 if (!strcmp(g->node[k]->output[o], v))
@@ -672,7 +677,7 @@ int main(int argc, char **argv) {
     double rate = applicable ? (double)passed / applicable : 1.0;
     printf("ONNX node tests (%s, %s backend): %d total, %d applicable, %d passed, %d failed (%d unexpected), "
            "pass rate %.1f%%\n", data, backend, total, applicable, passed, failed, unexpected, 100.0 * rate);
-    printf("  %d of the applicable tests take shape-deciding integer inputs, made initializers holding the "
+    printf("  %d of the applicable tests take shape-deciding inputs, made initializers holding the "
            "data set's values (fusec compiles for fixed shapes)\n", specialized);
     printf("  not applicable: %d\n", total - applicable);
     for (int c = 0; c < NA_COUNT; c++) printf("    %4d  %s\n", na[c], na_names[c]);

@@ -43,5 +43,23 @@ cp "$data/test_sub/test_data_set_0/output_0.pb" "$tmp/data/test_add/test_data_se
 if "$runner" --data "$tmp/data" --known "$tmp/empty" >"$tmp/out" 2>&1; then bad "wrong output fails"
 elif grep -q "^FAIL  test_add: .*elements differ" "$tmp/out"; then ok "wrong output fails"; else bad "wrong output fails"; fi
 
+# 4. older opsets (ir/onnx_opset.c): Softmax at opset 11 (flattens to 2-D)
+# is refused naming the node; Unsqueeze at opset 11 (axes attribute) reads
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys
+from onnx import helper, TensorProto
+def save(path, node, opset):
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    open(path, "wb").write(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString())
+save(sys.argv[1] + "/softmax11.onnx", helper.make_node("Softmax", ["x"], ["y"], name="sm"), 11)
+save(sys.argv[1] + "/unsqueeze11.onnx", helper.make_node("Unsqueeze", ["x"], ["y"], name="us", axes=[0]), 11)
+PY
+if "$build/fusec" info "$tmp/softmax11.onnx" >"$tmp/out" 2>&1; then bad "opset 11 Softmax refused"
+elif grep -q "node 'sm' (Softmax): opset 11 is not supported for Softmax.*since opset 13" "$tmp/out"; then ok "opset 11 Softmax refused"
+else bad "opset 11 Softmax refused"; fi
+if "$build/fusec" info "$tmp/unsqueeze11.onnx" >"$tmp/out" 2>&1 && grep -q "1x2x3\|\[1, 2, 3\]\|1,2,3" "$tmp/out"
+then ok "opset 11 Unsqueeze read"; else bad "opset 11 Unsqueeze read"; fi
+
 echo "onnx node: $pass passed, $fail failed"
 [ $fail -eq 0 ]

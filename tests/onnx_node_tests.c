@@ -256,7 +256,38 @@ static int compare(const char *name, const tensor *want, int dt, int rank, const
 
 /* ---- applicability ---------------------------------------------------- */
 
-/* -1: applicable, else NA_* with why set. */
+static const char *onnx_type_name(int32_t t) {
+    static const char *names[] = {"undefined", "float", "uint8", "int8", "uint16", "int16", "int32", "int64",
+                                  "string", "bool", "float16", "double", "uint32", "uint64", "complex64",
+                                  "complex128", "bfloat16"};
+    return t >= 0 && t <= 16 ? names[t] : "unknown";
+}
+
+/* Tally of the not-applicable reasons' details (the op, the dtype). */
+typedef struct {
+    char key[64];
+    int n;
+} tally;
+static tally tallies[NA_COUNT][128];
+static int n_tallies[NA_COUNT];
+
+static void tally_add(int cat, const char *key) {
+    for (int i = 0; i < n_tallies[cat]; i++)
+        if (!strcmp(tallies[cat][i].key, key)) {
+            tallies[cat][i].n++;
+            return;
+        }
+    if (n_tallies[cat] == 128) return;
+    snprintf(tallies[cat][n_tallies[cat]].key, sizeof tallies[cat][0].key, "%s", key);
+    tallies[cat][n_tallies[cat]++].n = 1;
+}
+
+static int cmp_tally(const void *a, const void *b) {
+    const tally *x = a, *y = b;
+    return x->n != y->n ? y->n - x->n : strcmp(x->key, y->key);
+}
+
+/* -1: applicable, else NA_* with why set (the op, the dtype, ...). */
 static int applicability(const Onnx__ModelProto *m, char *why) {
     const Onnx__GraphProto *g = m->graph;
     for (size_t k = 0; k < g->n_node; k++) {
@@ -277,8 +308,7 @@ static int applicability(const Onnx__ModelProto *m, char *why) {
                 return NA_NONTENSOR;
             }
             if (!fusec_dt(tp->tensor_type->elem_type)) {
-                snprintf(why, MSG_LEN, "%s '%s' has data type %d", side ? "output" : "input",
-                         vs[i]->name ? vs[i]->name : "", (int)tp->tensor_type->elem_type);
+                snprintf(why, MSG_LEN, "%s", onnx_type_name(tp->tensor_type->elem_type));
                 return NA_DTYPE;
             }
         }
@@ -641,6 +671,7 @@ int main(int argc, char **argv) {
         int cat = mp && mp->graph ? applicability(mp, why) : NA_OP;
         if (cat >= 0) {
             na[cat]++;
+            if (cat == NA_OP || cat == NA_DTYPE) tally_add(cat, why);
             if (verbose) printf("n/a   %s: %s\n", names[t], why);
             if (k) k->seen = 3;
         } else {
@@ -680,7 +711,13 @@ int main(int argc, char **argv) {
     printf("  %d of the applicable tests take shape-deciding inputs, made initializers holding the "
            "data set's values (fusec compiles for fixed shapes)\n", specialized);
     printf("  not applicable: %d\n", total - applicable);
-    for (int c = 0; c < NA_COUNT; c++) printf("    %4d  %s\n", na[c], na_names[c]);
+    for (int c = 0; c < NA_COUNT; c++) {
+        printf("    %4d  %s", na[c], na_names[c]);
+        qsort(tallies[c], (size_t)n_tallies[c], sizeof(tally), cmp_tally);
+        for (int i = 0; i < n_tallies[c] && i < 10; i++)
+            printf("%s%s %d", i ? ", " : ": ", tallies[c][i].key, tallies[c][i].n);
+        printf("%s\n", n_tallies[c] > 10 ? ", ..." : "");
+    }
     int ok = !unexpected && !fixed && !bad_known && (n_only || rate >= MIN_PASS_RATE);
     if (!n_only && rate < MIN_PASS_RATE) printf("pass rate below %.0f%%\n", 100.0 * MIN_PASS_RATE);
     for (int i = 0; i < n_names; i++) free(names[i]);

@@ -18,7 +18,7 @@
  * passes (the file must stay honest) or is not applicable.
  *
  * Usage: onnx_node_tests [--data DIR] [--known FILE] [--backend jit|aot]
- *                        [--cache DIR] [-v] [TEST...]
+ *                        [--cache DIR] [--profile fast|bare] [-v] [TEST...]
  * With TEST names only those run (the 97% bar is then not checked). */
 #include <dirent.h>
 #include <errno.h>
@@ -59,6 +59,7 @@ static const char *na_names[NA_COUNT] = {
 
 static const char *backend = "jit";
 static const char *cache_dir;   /* AOT cache; NULL: fusec's default */
+static const char *profile;     /* NULL: fusec's default (fast) */
 static int verbose;
 
 /* ---- files ------------------------------------------------------------ */
@@ -465,6 +466,7 @@ static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx_
     fusec_options o = {0};
     o.backend = backend;
     o.cache_dir = cache_dir;
+    o.profile = profile;
     o.sym_max = sl ? sym : NULL;
     char err[1024];
     fusec_model *m = NULL;
@@ -626,9 +628,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--known") && i + 1 < argc) known_path = argv[++i];
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--cache") && i + 1 < argc) cache_dir = argv[++i];
+        else if (!strcmp(argv[i], "--profile") && i + 1 < argc) profile = argv[++i];
         else if (!strcmp(argv[i], "-v")) verbose = 1;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: %s [--data DIR] [--known FILE] [--backend jit|aot] [--cache DIR] [-v] [TEST...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--data DIR] [--known FILE] [--backend jit|aot] [--cache DIR] [--profile fast|bare] [-v] [TEST...]\n", argv[0]);
             return 2;
         } else only[n_only++] = argv[i];
     }
@@ -706,8 +709,8 @@ int main(int argc, char **argv) {
         }
     }
     double rate = applicable ? (double)passed / applicable : 1.0;
-    printf("ONNX node tests (%s, %s backend): %d total, %d applicable, %d passed, %d failed (%d unexpected), "
-           "pass rate %.1f%%\n", data, backend, total, applicable, passed, failed, unexpected, 100.0 * rate);
+    printf("ONNX node tests (%s, %s backend, %s profile): %d total, %d applicable, %d passed, %d failed (%d unexpected), "
+           "pass rate %.1f%%\n", data, backend, profile ? profile : "fast", total, applicable, passed, failed, unexpected, 100.0 * rate);
     printf("  %d of the applicable tests take shape-deciding inputs, made initializers holding the "
            "data set's values (fusec compiles for fixed shapes)\n", specialized);
     printf("  not applicable: %d\n", total - applicable);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ONNX's node conformance tests (libonnx-testdata) on fusec: the whole set
-# on the default backend (JIT), a subset on AOT (gcc), and checks that the
-# runner fails when it should (an unlisted failure, a listed test that
-# passes, a wrong expected output). See docs/onnx_node_tests.md.
+# on the default backend (JIT; fast and bare profiles), a subset on AOT
+# (gcc), and checks that the runner fails when it should (an unlisted
+# failure, a listed test that passes, a wrong expected output); the reader's
+# older-opset rule. See docs/onnx_node_tests.md.
 # Usage: tests/cli/test_onnx_node.sh BUILD_DIR
 set -u
 build=${1:-build}
@@ -15,9 +16,11 @@ pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; sed 's/^/       /' "$tmp/out" | tail -12; }
 
-# 1. every node test, JIT: prints the counts
+# 1. every node test, JIT, fast profile: prints the counts
 if "$runner" >"$tmp/out" 2>&1; then ok "node tests (jit)"; else bad "node tests (jit)"; fi
 grep -A6 '^ONNX node tests' "$tmp/out"
+# ... and on the bare profile (no fusion)
+if "$runner" --profile bare >"$tmp/out" 2>&1; then ok "node tests (jit, bare profile)"; else bad "node tests (jit, bare profile)"; fi
 
 # 2. AOT on the tests of the op forms fusec added for them, and a few more
 aot=(test_pow_types_int32_int32 test_pow_types_int64_float32 test_layer_normalization_3d_axis1_epsilon

@@ -374,7 +374,15 @@ static int range_length(const fu_graph *g, const fu_node *n, fu_dim *len, range_
         *len = limit->dim;
         return 0;
     }
-    return fu_node_fail(err, g, n, "output length must be constant, or a known dim with start 0 and delta 1");
+    fu_node_fail(err, g, n, "output length must be constant, or a known dim with start 0 and delta 1");
+    /* the first operand whose value is unknown: specialising on the inputs it
+     * comes from may make it constant (compiler/specialize.c) */
+    for (int i = 0; i < 3; i++)
+        if (!args[i].is_const && !args[i].is_dim) {
+            if (err) err->needs_values = 1 + n->in[i];
+            break;
+        }
+    return -1;
 }
 
 static int range_infer(fu_graph *g, fu_node *n, fu_err *err) {

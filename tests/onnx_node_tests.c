@@ -332,104 +332,30 @@ static int applicability(const Onnx__ModelProto *m, char *why) {
     return -1;
 }
 
-/* ---- compile-time inputs ------------------------------------------------ */
-
-/* Input slot i of op decides shapes or other things fusec fixes when it
- * compiles (Reshape's shape, Slice's starts..steps, Trilu's k, ...). */
-static int compile_time_slot(const char *op, size_t i) {
-    if (!strcmp(op, "Reshape") || !strcmp(op, "Expand") || !strcmp(op, "Split") || !strcmp(op, "Squeeze") ||
-        !strcmp(op, "Unsqueeze") || !strcmp(op, "Tile") || !strcmp(op, "Trilu") || !strncmp(op, "Reduce", 6))
-        return i == 1;
-    if (!strcmp(op, "Slice")) return i >= 1;
-    if (!strcmp(op, "Range")) return 1;
-    if (!strcmp(op, "ConstantOfShape")) return i == 0;
-    return 0;
-}
-
-/* Marks spec[i] for each graph input whose value reaches such a slot
- * (through any chain of nodes): fusec needs it when compiling, so the
- * runner makes it an initializer holding the data set's value (ONNX test
- * models take these as inputs; fusec specializes on them). Returns how
- * many. */
-static int compile_time_inputs(const Onnx__GraphProto *g, int *spec) {
-    size_t cap = 256, n = 0, head = 0;
-    const char **work = malloc(sizeof(char *) * cap);
-    int count = 0;
-    if (!work) return 0;
-    for (size_t i = 0; i < g->n_input; i++) spec[i] = 0;
-    for (size_t k = 0; k < g->n_node; k++)
-        for (size_t i = 0; i < g->node[k]->n_input; i++)
-            if (compile_time_slot(g->node[k]->op_type ? g->node[k]->op_type : "", i) && *g->node[k]->input[i] &&
-                n < cap)
-                work[n++] = g->node[k]->input[i];
-    while (head < n) {
-        const char *v = work[head++];
-        int seen = 0;
-        for (size_t j = 0; j + 1 < head && !seen; j++) seen = !strcmp(work[j], v);
-        if (seen) continue;
-        for (size_t i = 0; i < g->n_input; i++)
-            if (!strcmp(g->input[i]->name, v) && !spec[i]) spec[i] = 1, count++;
-        for (size_t k = 0; k < g->n_node; k++)
-            for (size_t o = 0; o < g->node[k]->n_output; o++)
-                if (!strcmp(g->node[k]->output[o], v))
-                    for (size_t i = 0; i < g->node[k]->n_input && n < cap; i++)
-                        if (*g->node[k]->input[i]) work[n++] = g->node[k]->input[i];
-    }
-    free(work);
-    return count;
-}
-
-/* Writes model `buf` with the inputs marked in spec made initializers
- * holding data set `set`'s values, to a temporary .onnx file (path out). */
-static int specialize(const uint8_t *buf, size_t len, const char *set, const int *spec, char *out, char *msg) {
-    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-    if (!m) return snprintf(msg, MSG_LEN, "model.onnx does not decode"), -1;
-    Onnx__GraphProto *g = m->graph;
-    int rc = -1;
-    for (size_t i = 0; i < g->n_input; i++) {
-        if (!spec[i]) continue;
-        char path[4200];
-        snprintf(path, sizeof path, "%s/input_%zu.pb", set, i);
-        size_t tl;
-        uint8_t *tb = read_all(path, &tl);
-        Onnx__TensorProto *t = tb ? onnx__tensor_proto__unpack(NULL, tl, tb) : NULL;
-        free(tb);
-        Onnx__TensorProto **ni = t ? realloc(g->initializer, sizeof(*ni) * (g->n_initializer + 1)) : NULL;
-        if (!ni) {
-            if (t) onnx__tensor_proto__free_unpacked(t, NULL);
-            snprintf(msg, MSG_LEN, "%s: cannot read", path);
-            goto out;
-        }
-        g->initializer = ni;
-        free(t->name);
-        t->name = strdup(g->input[i]->name);
-        g->initializer[g->n_initializer++] = t;
-    }
-    size_t pl = onnx__model_proto__get_packed_size(m);
-    uint8_t *pb = malloc(pl ? pl : 1);
-    if (!pb) goto out;
-    onnx__model_proto__pack(m, pb);
-    snprintf(out, 64, "/tmp/fusec_node_XXXXXX.onnx");
-    int fd = mkstemps(out, 5);
-    if (fd >= 0 && write(fd, pb, pl) == (ssize_t)pl) rc = 0;
-    else snprintf(msg, MSG_LEN, "cannot write %s", out);
-    if (fd >= 0) close(fd);
-    free(pb);
-out:
-    onnx__model_proto__free_unpacked(m, NULL);
-    return rc;
-}
-
 /* ---- one test ---------------------------------------------------------- */
 
 static int io_dt(const Onnx__ValueInfoProto *v) { return fusec_dt(v->type->tensor_type->elem_type); }
 
-/* Runs test `dir` (applicable; model bytes buf). Returns 0 (pass) or -1
- * with msg set. */
-static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx__ModelProto *mp, char *msg) {
+/* 1 when the loaded model still takes input `name` (fusec_input_compiled_in
+ * misses an input compiled in whose constant a pass then folded away). */
+static int model_has_input(const fusec_model *m, const char *name) {
+    for (int i = 0; i < fusec_num_inputs(m); i++)
+        if (!strcmp(fusec_input_name(m, i), name)) return 1;
+    return 0;
+}
+
+/* Runs test `dir` (applicable). Every input of a data set is also given as
+ * known before compiling (fusec_options.known_inputs): fusec compiles in
+ * those whose values decide shapes (Reshape's shape, Slice's bounds,
+ * Range's operands...; ONNX's test models take them as inputs), so the
+ * model is compiled again for each data set when it has any; the others
+ * are bound at run time. Returns 0 (pass) or -1 with msg set; *compiled_in
+ * counts the inputs fusec compiled in. */
+static int run_test(const char *dir, const Onnx__ModelProto *mp, char *msg, int *compiled_in) {
     const Onnx__GraphProto *g = mp->graph;
     char path[4200], sets[64][64];
     int n_sets = 0;
+    *compiled_in = 0;
     DIR *dd = opendir(dir);
     if (!dd) return snprintf(msg, MSG_LEN, "cannot list %s", dir), -1;
     struct dirent *e;
@@ -438,8 +364,6 @@ static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx_
     closedir(dd);
     if (!n_sets) return snprintf(msg, MSG_LEN, "no test_data_set_*"), -1;
     if (g->n_input > 32) return snprintf(msg, MSG_LEN, "more than 32 inputs"), -1;
-    int spec[32];
-    int n_spec = compile_time_inputs(g, spec);
 
     /* symbolic dims: bound by the largest size the data sets give them */
     char sym[1024] = "";
@@ -472,34 +396,33 @@ static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx_
     fusec_model *m = NULL;
     int rc = 0;
     for (int s = 0; s < n_sets && !rc; s++) {
-        if (!m || n_spec) {   /* specialized: a model per data set */
-            char tmp[64] = "";
-            fusec_free(m);
-            if (n_spec) {
-                snprintf(path, sizeof path, "%s/%s", dir, sets[s]);
-                if (specialize(buf, len, path, spec, tmp, msg)) { m = NULL; rc = -1; break; }
-                snprintf(path, sizeof path, "%s", tmp);
-            } else {
-                snprintf(path, sizeof path, "%s/model.onnx", dir);
-            }
-            m = fusec_load(path, &o, err, sizeof err);
-            if (*tmp) unlink(tmp);
-            if (!m) {
-                snprintf(msg, MSG_LEN, "load: %s", err);
-                rc = -1;
-                break;
-            }
-        }
         tensor in[32] = {{0}};
+        fusec_tensor known[32];
+        int n_in = 0;
         for (size_t i = 0; i < g->n_input; i++) {
             snprintf(path, sizeof path, "%s/%s/input_%zu.pb", dir, sets[s], i);
-            if (spec[i]) continue;
             if (!exists(path)) break;
             if (read_tensor_pb(path, io_dt(g->input[i]), &in[i], msg)) { rc = -1; break; }
+            known[i] = (fusec_tensor){g->input[i]->name, (fusec_dtype)in[i].dt, in[i].rank, in[i].shape, in[i].data};
+            n_in++;
+        }
+        if (!rc && (!m || *compiled_in)) {   /* values compiled in: a model per data set */
+            fusec_free(m);
+            o.known_inputs = known;
+            o.n_known_inputs = n_in;
+            snprintf(path, sizeof path, "%s/model.onnx", dir);
+            if (!(m = fusec_load(path, &o, err, sizeof err))) {
+                snprintf(msg, MSG_LEN, "load: %s", err);
+                rc = -1;
+            }
+            *compiled_in = 0;
+            for (int i = 0; m && i < n_in; i++) *compiled_in += !model_has_input(m, g->input[i]->name);
+        }
+        for (int i = 0; !rc && i < n_in; i++) {
+            if (!model_has_input(m, g->input[i]->name)) continue;   /* compiled in */
             if (fusec_set_input(m, g->input[i]->name, in[i].dt, in[i].rank, in[i].shape, in[i].data)) {
                 snprintf(msg, MSG_LEN, "%s: set input '%s': %s", sets[s], g->input[i]->name, fusec_last_error(m));
                 rc = -1;
-                break;
             }
         }
         if (!rc && fusec_run(m)) {
@@ -532,9 +455,11 @@ static int run_test(const char *dir, const uint8_t *buf, size_t len, const Onnx_
     return rc;
 }
 
-/* Runs the test in a child: 0 pass, -1 fail (msg set). */
-static int run_isolated(const char *dir, const uint8_t *buf, size_t len, const Onnx__ModelProto *mp, char *msg) {
+/* Runs the test in a child: 0 pass, -1 fail (msg set); *compiled_in as
+ * run_test's. */
+static int run_isolated(const char *dir, const Onnx__ModelProto *mp, char *msg, int *compiled_in) {
     int fd[2];
+    *compiled_in = 0;
     if (pipe(fd)) return snprintf(msg, MSG_LEN, "pipe: %s", strerror(errno)), -1;
     fflush(stdout);
     fflush(stderr);
@@ -543,18 +468,24 @@ static int run_isolated(const char *dir, const uint8_t *buf, size_t len, const O
     if (pid == 0) {
         close(fd[0]);
         alarm(TEST_SECONDS);
-        char m[MSG_LEN] = "";
-        int rc = run_test(dir, buf, len, mp, m);
-        if (rc && write(fd[1], m, strlen(m)) < 0) _exit(3);
+        /* to the parent: "%7d " (inputs compiled in), then the failure */
+        char m[MSG_LEN + 16] = "", head[9];
+        int ci = 0;
+        int rc = run_test(dir, mp, m + 8, &ci);
+        snprintf(head, sizeof head, "%7d ", ci);
+        memcpy(m, head, 8);
+        if (!rc) m[8] = 0;
+        if (write(fd[1], m, strlen(m)) < 0) _exit(3);
         _exit(rc ? 1 : 0);
     }
     close(fd[1]);
-    char out[MSG_LEN] = "";
+    char out[MSG_LEN + 16] = "";
     size_t n = 0;
     ssize_t k;
     while (n < sizeof out - 1 && (k = read(fd[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)k;
     out[n] = 0;
     close(fd[0]);
+    if (n >= 8) *compiled_in = atoi(out);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
@@ -562,7 +493,7 @@ static int run_isolated(const char *dir, const uint8_t *buf, size_t len, const O
         snprintf(msg, MSG_LEN, "crashed: signal %d (%s)", WTERMSIG(st),
                  WTERMSIG(st) == SIGALRM ? "timeout" : strsignal(WTERMSIG(st)));
     else
-        snprintf(msg, MSG_LEN, "%s", n ? out : "failed");
+        snprintf(msg, MSG_LEN, "%s", n > 8 ? out + 8 : "failed");
     /* one line */
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
@@ -679,9 +610,9 @@ int main(int argc, char **argv) {
             if (k) k->seen = 3;
         } else {
             applicable++;
-            int spec[32];
-            if (mp->graph->n_input <= 32 && compile_time_inputs(mp->graph, spec)) specialized++;
-            int rc = run_isolated(dir, buf, len, mp, msg);
+            int compiled_in;
+            int rc = run_isolated(dir, mp, msg, &compiled_in);
+            if (compiled_in) specialized++;
             if (rc == 0) {
                 passed++;
                 if (k) k->seen = 2;
@@ -711,8 +642,8 @@ int main(int argc, char **argv) {
     double rate = applicable ? (double)passed / applicable : 1.0;
     printf("ONNX node tests (%s, %s backend, %s profile): %d total, %d applicable, %d passed, %d failed (%d unexpected), "
            "pass rate %.1f%%\n", data, backend, profile ? profile : "fast", total, applicable, passed, failed, unexpected, 100.0 * rate);
-    printf("  %d of the applicable tests take shape-deciding inputs, made initializers holding the "
-           "data set's values (fusec compiles for fixed shapes)\n", specialized);
+    printf("  %d of the applicable tests have inputs that decide shapes, compiled in with the data "
+           "set's values (fusec_options.known_inputs)\n", specialized);
     printf("  not applicable: %d\n", total - applicable);
     for (int c = 0; c < NA_COUNT; c++) {
         printf("    %4d  %s", na[c], na_names[c]);

@@ -77,6 +77,21 @@ class TestFusec(unittest.TestCase):
         y = m.run(x=np.load(os.path.join(d, "x.npy")), **known)["y"]
         self.assertLess(rel_err(y, np.load(os.path.join(d, "expected_y.npy"))), 1e-5)
 
+    def test_an_input_folded_away_is_still_compiled_in(self):
+        import onnx
+        from onnx import TensorProto, helper
+        g = helper.make_graph([helper.make_node("ConstantOfShape", ["shape"], ["y"])], "g",
+                              [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 8
+        path = os.path.join(TMP, "cos.onnx")
+        onnx.save(model, path)
+        m = fusec.load(path, known_inputs={"shape": np.array([2, 3], np.int64)})
+        self.assertEqual(m.inputs, [])
+        self.assertTrue(m.compiled_in("shape"))   # its constant folded into y: still named
+        np.testing.assert_array_equal(m.run(shape=np.array([2, 3], np.int64))["y"], np.zeros((2, 3), np.float32))
+
     def test_compile_then_load_the_library(self):
         lib = os.path.join(TMP, "libq.so")
         fusec.compile(os.path.join(Q, "model.json"), lib, embed_weights=True)

@@ -6,7 +6,8 @@ SHELL := /bin/bash
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
-            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev
+            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev \
+            libonnx-testdata
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -27,6 +28,11 @@ LIBS    := -ljson-c -lprotobuf-c -ltcc -ldl -lcrypto -lxxhash -lm -lpthread
 RT_DIR  := $(abspath $(BUILD))
 RT_LINK := -L$(BUILD) -lfusec_rt -Wl,-rpath,$(RT_DIR)
 
+# The version is written once, in api/fusec.h; the sonames and fusec.pc
+# follow it (libfusec.so.0 -> libfusec.so.0.10.0).
+VERSION := $(shell sed -n 's/^\#define FUSEC_VERSION "\(.*\)"/\1/p' api/fusec.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+
 # Layers, each including only those below it: runtime/ (libfusec_rt: what
 # generated code links against) <- ir/ <- ops/ <- passes/ <- compiler/ <-
 # api/ (the public C API) <- cli/ (the fusec command).
@@ -45,9 +51,9 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-unit test-asan bench clean fixtures router run fuzz fuzz-build
+.PHONY: all deps test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install install-build
 
-all: $(BUILD)/.deps $(BUILD)/fusec
+all: $(BUILD)/.deps $(BUILD)/fusec $(BUILD)/libfusec.so
 
 # Installs the Debian packages fusec needs when any is missing.
 deps: $(BUILD)/.deps
@@ -108,7 +114,7 @@ $(BUILD)/obj/build_id.o: $(BUILD)/build_id.c
 
 $(BUILD)/obj/%.o: %.c $(HDRS) $(ONNX_PB_H) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/rtobj/%.o: %.c $(HDRS) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
@@ -118,8 +124,10 @@ $(BUILD)/rtobj/runtime/gemm_kernels.%.o: runtime/gemm_kernels.c runtime/gemm_ker
 	@mkdir -p $(dir $@)
 	$(CC) $(RT_CFLAGS) $(GEMM_FLAGS_$*) -c $< -o $@
 
-$(BUILD)/libfusec_rt.so: $(RT_OBJ)
-	$(CC) -shared -o $@ $^ -lopenblas -lm
+$(BUILD)/libfusec_rt.so.$(VERSION): $(RT_OBJ)
+	$(CC) -shared -Wl,-soname,libfusec_rt.so.$(SOMAJOR) -o $@ $^ -lopenblas -lm
+$(BUILD)/libfusec_rt.so: $(BUILD)/libfusec_rt.so.$(VERSION)
+	ln -sf libfusec_rt.so.$(VERSION) $(BUILD)/libfusec_rt.so.$(SOMAJOR) && ln -sf libfusec_rt.so.$(SOMAJOR) $@
 
 $(BUILD)/libfusec.a: $(LIB_OBJ)
 	@rm -f $@
@@ -127,6 +135,73 @@ $(BUILD)/libfusec.a: $(LIB_OBJ)
 
 $(BUILD)/fusec: $(CLI_SRC) $(wildcard cli/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+# ---- libfusec.so: the C API, the compiler and the JIT ---------------------
+# Debian ships libtcc only as libtcc.a, compiled for executables (-fPIE,
+# not -fPIC): it reaches its own globals and libc's stdout, stderr and
+# environ with R_X86_64_PC32, which a shared object can only resolve for
+# symbols bound inside itself (no Debian package has a libtcc.so, and its
+# sources are not to be had here). So libfusec.so links a copy of that archive whose
+# references to those three libc variables are renamed (objcopy) to hidden
+# copies in compiler/jit.c, set before each compile, and hides every libtcc
+# symbol (--exclude-libs): all its PC32 relocations then resolve at link
+# time. -z text and -z defs make the link fail, not the library misbehave,
+# if a libtcc update ever brings a relocation this cannot take (absolute
+# addresses, another libc variable). The version script exports fusec_*
+# only; RUNPATH $ORIGIN finds libfusec_rt.so.0 beside it.
+LIBTCC_A := /usr/lib/x86_64-linux-gnu/libtcc.a
+$(BUILD)/tcc/libtcc_pic.a: $(LIBTCC_A) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	objcopy --redefine-sym stdout=fu_tcc_stdout --redefine-sym stderr=fu_tcc_stderr \
+	        --redefine-sym environ=fu_tcc_environ $< $@
+
+$(BUILD)/libfusec.so.$(VERSION): $(LIB_OBJ) $(BUILD)/tcc/libtcc_pic.a api/libfusec.map $(BUILD)/libfusec_rt.so
+	$(CC) -shared -Wl,-soname,libfusec.so.$(SOMAJOR) -Wl,--version-script=api/libfusec.map \
+	    -Wl,--exclude-libs,libtcc_pic.a -Wl,-z,text -Wl,-z,defs -Wl,-rpath,'$$ORIGIN' -o $@ \
+	    $(LIB_OBJ) $(BUILD)/tcc/libtcc_pic.a -L$(BUILD) -lfusec_rt $(filter-out -ltcc,$(LIBS))
+$(BUILD)/libfusec.so: $(BUILD)/libfusec.so.$(VERSION)
+	ln -sf libfusec.so.$(VERSION) $(BUILD)/libfusec.so.$(SOMAJOR) && ln -sf libfusec.so.$(SOMAJOR) $@
+
+# ---- make install PREFIX=... ----------------------------------------------
+# Installed programs find their libraries through RUNPATH $ORIGIN/../lib
+# and libfusec finds libfusec_rt.so from where it is loaded (compiler/aot.c),
+# so nothing installed refers to the build tree. `fusec` uses the compiler's
+# internals, so it links them statically (libfusec.a); `router` uses the
+# public API only and links libfusec.so. The router's generator scripts,
+# eval cases and references go to PREFIX/share/fusec in the repository's
+# layout.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+INSTALL_RPATH := -Wl,-rpath,'$$ORIGIN/../lib'
+SHARE_FILES := examples/router/gen_router.py examples/router/reference.py scripts/qwen3_model.py \
+               scripts/ir_to_onnx.py scripts/safetensors_np.py $(shell find fixtures/router -type f)
+
+$(BUILD)/install/fusec: $(CLI_SRC) $(wildcard cli/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libfusec.a -L$(BUILD) -lfusec_rt $(INSTALL_RPATH) $(LIBS) -o $@
+$(BUILD)/install/router: examples/router/router.c api/fusec.h $(BUILD)/libfusec.so $(BUILD)/libfusec_rt.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -L$(BUILD) -lfusec $(INSTALL_RPATH) -ljson-c -lcrypto -lm -o $@
+INSTALL_BUILT := $(BUILD)/install/fusec $(BUILD)/install/router $(BUILD)/libfusec.so $(BUILD)/libfusec_rt.so
+
+install-build: $(BUILD)/.deps $(INSTALL_BUILT)
+
+install: install-build
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: fusec' 'Description: fusec graph compiler: load, compile (JIT or AOT) and run neural-network models' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lfusec -Wl,-rpath,$${libdir}' \
+	  > $(BUILD)/install/fusec.pc
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/fusec \
+	           $(DESTDIR)$(PREFIX)/share/fusec
+	install -m 755 $(BUILD)/install/fusec $(BUILD)/install/router $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/libfusec.so.$(VERSION) $(BUILD)/libfusec_rt.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	for l in libfusec libfusec_rt; do \
+	  ln -sf $$l.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$$l.so.$(SOMAJOR) && \
+	  ln -sf $$l.so.$(SOMAJOR) $(DESTDIR)$(PREFIX)/lib/$$l.so || exit 1; done
+	install -m 644 api/fusec.h $(DESTDIR)$(PREFIX)/include/fusec/
+	install -m 644 $(BUILD)/install/fusec.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	for f in $(SHARE_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/fusec/$$f || exit 1; done
+	install -D -m 644 python/fusec/__init__.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/fusec/__init__.py
 
 # ---- tests --------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
@@ -137,7 +212,7 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/l
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 $(BUILD)/asan/obj/%.o: %.c $(HDRS) $(ONNX_PB_H) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c $< -o $@
 $(BUILD)/asan/libfusec.a: $(patsubst %.c,$(BUILD)/asan/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -161,7 +236,7 @@ FUZZ_FLAGS   := -std=c11 $(WARN) -O1 -g -D_GNU_SOURCE -fPIC -I. -I$(BUILD)/onnx 
 FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 $(BUILD)/fuzz/obj/%.o: %.c $(HDRS) $(ONNX_PB_H) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 $(BUILD)/fuzz/libfusec.a: $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -178,14 +253,27 @@ fuzz: fuzz-build
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 $(BUILD)/tsan/obj/%.o: %.c $(HDRS) $(ONNX_PB_H) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 $(TSAN_FLAGS) -DFU_RUNTIME_DIR='"$(RT_DIR)"' -c $< -o $@
+	$(CC) $(CFLAGS) -O1 $(TSAN_FLAGS) -c $< -o $@
 $(BUILD)/tsan/libfusec.a: $(patsubst %.c,$(BUILD)/tsan/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads
+# ONNX's node conformance tests (libonnx-testdata) on fusec: prints the
+# counts (docs/onnx_node_tests.md); run by tests/cli/test_onnx_node.sh too.
+# A build whose package stamp predates libonnx-testdata installs it here.
+ONNX_NODE_DATA := /usr/share/libonnx-testdata/data/node
+$(ONNX_NODE_DATA):
+	rm -f $(BUILD)/.deps && $(MAKE) deps
+$(BUILD)/onnx_node_tests: tests/onnx_node_tests.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so | $(ONNX_NODE_DATA)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+test-onnx-node: all $(BUILD)/onnx_node_tests
+	$(BUILD)/onnx_node_tests
+
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads install-build \
+      $(BUILD)/onnx_node_tests
 	@bash tests/run_all.sh $(BUILD)
 
 clean:

@@ -5,6 +5,8 @@
  * metadata JSON the generated code carries. It names the symbols, the
  * inputs and outputs with their symbolic shapes, the weights to look up in
  * the weights file, and the arena size. */
+#include <errno.h>
+#include <unistd.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -433,36 +435,76 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* JSON model -> fu_compile (JIT, or AOT through the build cache). */
-static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
-    fu_compile_opts copts = {.target = FU_TARGET_JIT, .profile = FU_PROFILE_FAST, .verbose = o->verbose,
-                             .cache_dir = o->cache_dir, .allow_external_weights = o->allow_external_weights,
-                             .sym_max = o->sym_max};
-    if (o->precision && fu_precision_parse(o->precision, &copts.precision) != 0)
+/* fusec_options -> fu_compile_opts; known[] (malloc'd, to free) holds the
+ * known inputs converted. */
+static int compile_opts(const fusec_options *o, fu_compile_opts *copts, fu_known_input **known, fu_err *err) {
+    *copts = (fu_compile_opts){.target = FU_TARGET_JIT, .profile = FU_PROFILE_FAST, .verbose = o->verbose,
+                               .cache_dir = o->cache_dir, .allow_external_weights = o->allow_external_weights,
+                               .sym_max = o->sym_max};
+    *known = NULL;
+    if (o->precision && fu_precision_parse(o->precision, &copts->precision) != 0)
         return fu_fail(err, "unknown precision '%s' (expected f32 or bf16)", o->precision);
-    if (o->profile && fu_profile_parse(o->profile, &copts.profile) != 0)
+    if (o->profile && fu_profile_parse(o->profile, &copts->profile) != 0)
         return fu_fail(err, "unknown profile '%s' (expected fast or bare)", o->profile);
-    if (o->backend && fu_backend_parse(o->backend, &copts.target) != 0)
+    if (o->backend && fu_backend_parse(o->backend, &copts->target) != 0)
         return fu_fail(err, "unknown backend '%s' (expected jit or aot)", o->backend);
-    fu_known_input *known = calloc((size_t)o->n_known_inputs + 1, sizeof *known);
-    if (!known) return fu_fail(err, "out of memory");
+    if (o->n_known_inputs < 0) return fu_fail(err, "n_known_inputs is negative");
+    *known = calloc((size_t)o->n_known_inputs + 1, sizeof **known);
+    if (!*known) return fu_fail(err, "out of memory");
     for (int i = 0; i < o->n_known_inputs; i++) {
         const fusec_tensor *t = &o->known_inputs[i];
-        known[i] = (fu_known_input){t->name, (fu_dtype)t->dtype, t->rank, t->shape, t->data};
-        if (!t->name || t->rank < 0 || t->rank > FU_MAX_RANK || (!t->data && t->rank)) {
-            free(known);
-            return fu_fail(err, "known input %d is malformed (no name, a rank outside 0..%d or no data)", i,
-                           FU_MAX_RANK);
+        if (!t->name || t->rank < 0 || t->rank > FU_MAX_RANK || (!t->data && t->rank) ||
+            to_api_dtype((fu_dtype)t->dtype) == 0) {
+            free(*known);
+            *known = NULL;
+            return fu_fail(err, "known input %d is malformed (no name, a rank outside 0..%d, no data or an "
+                           "unknown dtype)", i, FU_MAX_RANK);
         }
+        (*known)[i] = (fu_known_input){t->name, (fu_dtype)t->dtype, t->rank, t->shape, t->data};
     }
-    copts.known = known;
-    copts.n_known = o->n_known_inputs;
+    copts->known = *known;
+    copts->n_known = o->n_known_inputs;
+    return 0;
+}
+
+/* JSON or ONNX model -> fu_compile (JIT, or AOT through the build cache). */
+static int compile_json_model(fusec_model *m, const fusec_options *o, fu_err *err) {
+    fu_compile_opts copts;
+    fu_known_input *known;
+    if (compile_opts(o, &copts, &known, err)) return -1;
     fu_compile_result r;
     int rc = fu_compile(m->path, &copts, &r, err);
     free(known);
     if (rc) return -1;
     m->code = r.code;
     return 0;
+}
+
+int fusec_compile(const char *path, const char *so_path, const char *header_path, int embed_weights,
+                  const fusec_options *opts, char *err, size_t errlen) {
+    static const fusec_options defaults = {0};
+    const fusec_options *o = opts ? opts : &defaults;
+    if (err && errlen) err[0] = 0;
+    fu_err e = {0};
+    fu_compile_opts copts;
+    fu_known_input *known = NULL;
+    int rc = -1;
+    if (!path || !so_path) {
+        fu_fail(&e, "fusec_compile: no model or no library path given");
+    } else if (compile_opts(o, &copts, &known, &e) == 0) {
+        copts.target = FU_TARGET_C;
+        copts.specialize_always = 1;
+        fu_compile_result r;
+        fu_mapguard_enter();
+        if (fu_compile(path, &copts, &r, &e) == 0) {
+            rc = fu_build_library(&r, so_path, header_path, embed_weights, &e);
+            fu_compile_result_free(&r);
+        }
+        fu_mapguard_leave();
+    }
+    free(known);
+    if (rc && err && errlen) snprintf(err, errlen, "%s", e.msg);
+    return rc;
 }
 
 fusec_model *fusec_load(const char *path, const fusec_options *opts, char *err, size_t errlen) {
@@ -544,6 +586,8 @@ int fusec_input_compiled_in(const fusec_model *m, const char *name) {
 }
 
 void fusec_progress(int on) { fu_progress_enable(on); }
+
+const char *fusec_version(void) { return FUSEC_VERSION; }
 
 int fusec_num_inputs(const fusec_model *m) { return m ? m->n_inputs : 0; }
 int fusec_num_outputs(const fusec_model *m) { return m ? m->n_outputs : 0; }

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* fusec's version: the one place it is written (the Makefile reads it for
+ * the sonames and fusec.pc; `fusec --version` prints it). */
+#define FUSEC_VERSION "0.10.0"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -61,10 +65,21 @@ typedef struct {
 
 typedef struct fusec_model fusec_model;
 
+/* FUSEC_VERSION of the library loaded (it may differ from the header's). */
+const char *fusec_version(void);
+
 /* Progress lines on stderr for slow steps (a gcc build, packing weights):
  * "fusec: building ... with gcc -O3 ..." once a step has taken a second,
  * then how long it took. Off by default. */
 void fusec_progress(int on);
+
+/* Compiles a model (.json or .onnx) into the shared library so_path (gcc,
+ * as `fusec compile`), with header_path (NULL: none) declaring its entry
+ * points; embed_weights puts the weights in the library. opts gives the
+ * profile, precision, sym_max, known_inputs (compiled in, as --specialize)
+ * and allow_external_weights. Returns 0, or -1 with a message in err. */
+int fusec_compile(const char *path, const char *so_path, const char *header_path, int embed_weights,
+                  const fusec_options *opts, char *err, size_t errlen);
 
 /* Loads and compiles a model. On failure returns NULL and writes a message
  * naming the file and reason into err (if errlen > 0). */

@@ -2,10 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "cli.h"
-#include "../ir/mapguard.h"
-#include "../ir/safetensors_write.h"
 
 const char help_compile[] =
     "usage: fusec compile MODEL.json -o libNAME.so [options]\n"
@@ -95,26 +92,7 @@ int cmd_compile(int argc, char **argv) {
         goto done;
     }
     fu_err err = {0};
-    if (embed) {
-        /* The image gas includes: the weights the code reads, as safetensors,
-         * in a private temp folder (a plain name for the .incbin). */
-        char dir[] = "/tmp/fusec-embed-XXXXXX", image[64];
-        if (!mkdtemp(dir)) {
-            fail(EXIT_USER, "cannot create a temp folder: %s", strerror(errno));
-            goto done;
-        }
-        snprintf(image, sizeof image, "%s/weights.safetensors", dir);
-        fu_mapguard_enter();
-        int bad = fu_safetensors_write_code_weights(r.graph, image, &err) ||
-                  fu_aot_build_embedded(r.c_source.s, so_path, header, image, &err);
-        fu_mapguard_leave();
-        unlink(image);
-        rmdir(dir);
-        if (bad) {
-            fail(EXIT_USER, "%s: %s", model, err.msg);
-            goto done;
-        }
-    } else if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
+    if (fu_build_library(&r, so_path, header, embed, &err) != 0) {
         fail(EXIT_USER, "%s: %s", model, err.msg);
         goto done;
     }

@@ -12,10 +12,10 @@
 #include <string.h>
 #include "cli.h"
 #include "../compiler/progress.h"
+#include "../api/fusec.h"
 
-/* The release, and the build's id (a hash of the library's sources: the
- * same id means the same compiler and runtime). */
-#define FUSEC_VERSION "0.10.0"
+/* The release (FUSEC_VERSION, api/fusec.h), and the build's id (a hash of
+ * the library's sources: the same id means the same compiler and runtime). */
 extern const char fu_build_id[];
 
 static const char help_main[] =

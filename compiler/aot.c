@@ -36,11 +36,7 @@
 #include "backend.h"
 #include "progress.h"
 #include "../ir/files.h"
-
-/* The Makefile defines FU_RUNTIME_DIR as the absolute build directory. */
-#ifndef FU_RUNTIME_DIR
-#define FU_RUNTIME_DIR "build"
-#endif
+#include "../runtime/fusec_kernels.h"
 
 extern char **environ;
 
@@ -50,11 +46,6 @@ extern char **environ;
 static const char *const gcc_flags[] = {"-O3", "-march=native", "-fPIC", "-shared",
                                         "-std=c11", "-w", "-Wl,-Bsymbolic"};
 #define N_GCC_FLAGS (sizeof gcc_flags / sizeof gcc_flags[0])
-
-const char *fu_runtime_dir(void) {
-    const char *env = getenv("FUSEC_RUNTIME_DIR");
-    return env && *env ? env : FU_RUNTIME_DIR;
-}
 
 /* ---- small file helpers ------------------------------------------------ */
 
@@ -74,6 +65,32 @@ static char *dir_of(const char *path) {
     if (!slash) return strdup(".");
     if (slash == path) return strdup("/");
     return strndup(path, (size_t)(slash - path));
+}
+
+/* ---- where the runtime is ------------------------------------------------- */
+
+/* The folder of the libfusec_rt.so this process runs on (the build tree's
+ * build/, or PREFIX/lib once installed), found from the address of one of
+ * its functions, so that AOT libraries link against the very runtime that
+ * is loaded. "" if it cannot be found. */
+static pthread_once_t runtime_dir_once = PTHREAD_ONCE_INIT;
+static char loaded_runtime_dir[4096];
+
+static void find_runtime_dir(void) {
+    Dl_info info;
+    if (!dladdr((const void *)fu_rt_gather, &info) || !info.dli_fname || !strchr(info.dli_fname, '/')) return;
+    char *dir = dir_of(info.dli_fname);
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    if (real && strlen(real) < sizeof loaded_runtime_dir) snprintf(loaded_runtime_dir, sizeof loaded_runtime_dir, "%s", real);
+    free(real);
+    free(dir);
+}
+
+const char *fu_runtime_dir(void) {
+    const char *env = getenv("FUSEC_RUNTIME_DIR");
+    if (env && *env) return env;
+    pthread_once(&runtime_dir_once, find_runtime_dir);
+    return loaded_runtime_dir;
 }
 
 int fu_make_dirs(const char *dir, fu_err *err) {
@@ -328,7 +345,7 @@ static void model_prefix(const char *so_path, char *out, size_t n) {
 static char *with_named_entry_points(const char *c_source, const char *prefix) {
     char *out = NULL;
     if (asprintf(&out,
-                 "%s\n/* entry points named after the model (compiler/aot.c) */\n"
+                 "%s\n/* entry points named after the model (compiler/aot.c) */\n#include <stdint.h>\n"
                  "int fusec_%s_run(const int64_t *sym, const void *const *in, const void *const *w, void *arena,\n"
                  "                 void **out) { return fusec_model_run(sym, in, w, arena, out); }\n"
                  "const unsigned char *fusec_%s_meta(unsigned long *len) {\n"
@@ -465,6 +482,7 @@ static int build(const char *c_source, const char *so_path, const char *header_p
                  const char *weights_image, fu_err *err) {
     err->msg[0] = 0;
     const char *rt = fu_runtime_dir();
+    if (!rt[0]) return fu_fail(err, "aot: cannot tell where libfusec_rt.so is loaded from (set FUSEC_RUNTIME_DIR)");
     char *dir = dir_of(so_path);
     if (!dir) return fu_fail(err, "aot: out of memory");
     size_t dlen = strlen(dir) + strlen(so_path) + 64 + strlen(rt) * 2;
@@ -647,6 +665,8 @@ static int cache_key(const char *const *parts, int n_parts, char *hex, fu_err *e
     if (!gcc_version_ok) return fu_fail(err, "aot: cannot run `gcc --version`; is gcc installed?");
 
     char rt_lib[4096], rt_identity[128];
+    if (!fu_runtime_dir()[0])
+        return fu_fail(err, "aot: cannot tell where libfusec_rt.so is loaded from (set FUSEC_RUNTIME_DIR)");
     snprintf(rt_lib, sizeof rt_lib, "%s/libfusec_rt.so", fu_runtime_dir());
     struct stat st;
     if (stat(rt_lib, &st) != 0)

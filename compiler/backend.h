@@ -110,7 +110,8 @@ void fu_compiled_free(fu_compiled *c);
 /* mkdir -p: creates dir and its parents; fails unless dir ends up a directory. */
 int fu_make_dirs(const char *dir, fu_err *err);
 
-/* Directory holding libfusec_rt.so and fusec_kernels.h, for gcc. */
+/* Directory holding libfusec_rt.so, for gcc: $FUSEC_RUNTIME_DIR, else the
+ * folder the loaded libfusec_rt.so came from ("" if unknown). */
 const char *fu_runtime_dir(void);
 
 #endif

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
 #include "driver.h"
+#include "../ir/safetensors_write.h"
 #include "../ir/json_ir.h"
 #include "../ir/mapguard.h"
 #include "../ir/weights.h"
@@ -165,6 +167,23 @@ int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *ou
     fu_weights_close(weights);
     if (rc) fu_compile_result_free(out);
     return rc;
+}
+
+int fu_build_library(const fu_compile_result *r, const char *so_path, const char *header_path, int embed_weights,
+                     fu_err *err) {
+    if (!embed_weights) return fu_aot_build(r->c_source.s, so_path, header_path, err);
+    /* The weights the code reads, as a safetensors image in a private temp
+     * folder (a plain name for gas's .incbin). */
+    char dir[] = "/tmp/fusec-embed-XXXXXX", image[64];
+    if (!mkdtemp(dir)) return fu_fail(err, "cannot create a temp folder: %s", strerror(errno));
+    snprintf(image, sizeof image, "%s/weights.safetensors", dir);
+    fu_mapguard_enter();
+    int rc = fu_safetensors_write_code_weights(r->graph, image, err) ||
+             fu_aot_build_embedded(r->c_source.s, so_path, header_path, image, err);
+    fu_mapguard_leave();
+    unlink(image);
+    rmdir(dir);
+    return rc ? -1 : 0;
 }
 
 void fu_compile_result_free(fu_compile_result *r) {

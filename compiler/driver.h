@@ -52,6 +52,11 @@ typedef struct {
  * fu_run_pipeline. On failure *out holds nothing. */
 int fu_compile(const char *path, const fu_compile_opts *o, fu_compile_result *out, fu_err *err);
 void fu_compile_result_free(fu_compile_result *r);
+/* The library of a compile to C (fusec compile, fusec_compile): gcc builds
+ * r's C into so_path (and header_path); with embed_weights the weights the
+ * code reads go into it too (fu_aot_build_embedded). */
+int fu_build_library(const fu_compile_result *r, const char *so_path, const char *header_path, int embed_weights,
+                     fu_err *err);
 
 /* The evaluator constant folding runs (fu_pass_opts.evaluate): infers and
  * plans a graph of constants, emits it, compiles it with libtcc and runs

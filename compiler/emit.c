@@ -225,8 +225,8 @@ static char *build_meta(const fu_graph *g, const loop_groups *lg, const char *pr
     json_object_object_add(m, "folded_weights", folded);
     if (g->weights_allow_external) json_object_object_add(m, "weights_allow_external", json_object_new_boolean(1));
     json_object *compiled_in = json_object_new_array();   /* inputs whose values the code holds */
-    for (int v = 0; v < g->n_values; v++)
-        if (g->values[v].compiled_in) json_object_array_add(compiled_in, json_object_new_string(g->values[v].name));
+    for (int i = 0; i < g->n_compiled_in; i++)
+        json_object_array_add(compiled_in, json_object_new_string(g->compiled_in[i]));
     json_object_object_add(m, "compiled_in", compiled_in);
     json_object_object_add(m, "weights_content",
                            json_object_new_string(g->weights ? fu_weights_content_id(g->weights) : ""));

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libtcc.h>
 
 #include "backend.h"
@@ -22,6 +23,13 @@
 /* libtcc 0.9.27 keeps compiler state in globals: one compile at a time.
  * Running the compiled code needs no lock. */
 static pthread_mutex_t tcc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* In libfusec.so, Debian's libtcc.a (non-PIC) reads libc's stdout, stderr
+ * and environ through these copies instead (the Makefile renames its
+ * references, see "libfusec.so" there); they are set under tcc_lock before
+ * libtcc runs. The static library links libtcc.a as it is and ignores them. */
+__attribute__((visibility("hidden"))) FILE *fu_tcc_stdout, *fu_tcc_stderr;
+__attribute__((visibility("hidden"))) char **fu_tcc_environ;
 
 /* Collects tcc's diagnostics into the fu_err (first few lines only). */
 typedef struct {
@@ -81,6 +89,9 @@ int fu_jit_compile(const char *c_source, fu_compiled *out, fu_err *err) {
     err->msg[0] = 0;
     tcc_messages msgs = {err, 0, 0};
     pthread_mutex_lock(&tcc_lock);
+    fu_tcc_stdout = stdout;
+    fu_tcc_stderr = stderr;
+    fu_tcc_environ = environ;
     TCCState *s = tcc_new();
     if (!s) {
         pthread_mutex_unlock(&tcc_lock);

@@ -77,8 +77,14 @@ static int compile_in(fu_graph *g, int v, const fu_known_input *k, fu_sb *varian
     int rc = fu_value_set_data(val, data, (size_t)numel * es);
     free(data);
     if (rc) return fu_fail(err, "%s: out of memory", graph_path(g));
+    char **grown = realloc(g->compiled_in, sizeof *grown * (size_t)(g->n_compiled_in + 1));
+    if (!grown || !(grown[g->n_compiled_in] = strdup(val->name))) {
+        if (grown) g->compiled_in = grown;
+        return fu_fail(err, "%s: out of memory", graph_path(g));
+    }
+    g->compiled_in = grown;
+    g->n_compiled_in++;
     val->kind = FU_VAL_CONST;
-    val->compiled_in = 1;
     val->producer = -1;
     val->external = 0;
     val->storage = FU_STORE_NONE;

@@ -236,6 +236,8 @@ void fu_graph_free(fu_graph *g) {
     free(g->name);
     free(g->path);
     free(g->weights_path);
+    for (int i = 0; i < g->n_compiled_in; i++) free(g->compiled_in[i]);
+    free(g->compiled_in);
     free(g->packed);
     index_free(g->names);
     free(g);
@@ -653,6 +655,11 @@ fu_graph *fu_graph_clone(const fu_graph *g) {
     if (g->path && !(c->path = strdup(g->path))) goto fail;
     if (g->weights_path && !(c->weights_path = strdup(g->weights_path))) goto fail;
     c->weights_allow_external = g->weights_allow_external;
+    if (g->n_compiled_in) {
+        if (!(c->compiled_in = calloc((size_t)g->n_compiled_in, sizeof *c->compiled_in))) goto fail;
+        for (; c->n_compiled_in < g->n_compiled_in; c->n_compiled_in++)
+            if (!(c->compiled_in[c->n_compiled_in] = strdup(g->compiled_in[c->n_compiled_in]))) goto fail;
+    }
     for (int i = 0; i < g->n_syms; i++) {
         if (!(c->sym_names[i] = strdup(g->sym_names[i]))) goto fail;
         c->sym_max[i] = g->sym_max[i];

@@ -134,7 +134,6 @@ typedef struct fu_value {
     size_t nbytes;
     int owns_data;
     int external;         /* data comes from the weights file */
-    int compiled_in;      /* a graph input whose given values the code holds (compiler/specialize.h) */
 
     /* Shape-value propagation for small int64 tensors (Shape, Range's
      * limit, Reshape's target...): each element as a dim, when known. */
@@ -170,6 +169,10 @@ typedef struct fu_graph {
     char *weights_path;   /* resolved path of the safetensors file (or of the ONNX
                            * model holding the weights), or NULL */
     int weights_allow_external;  /* the weights may lie outside the model's folder */
+    /* Graph inputs whose given values the code holds (compiler/specialize.h),
+     * by name: kept here, as passes may fold the constants away. */
+    int n_compiled_in;
+    char **compiled_in;
 
     int n_syms;
     char *sym_names[FU_MAX_SYMS];

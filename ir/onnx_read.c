@@ -13,6 +13,7 @@
 #include "model_limits.h"
 #include "onnx_read.h"
 #include "onnx_fusec.h"
+#include "onnx_opset.h"
 #include "op_ids.h"
 
 #define OPSET_MIN 13
@@ -594,7 +595,7 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     int64_t opset = -1;
     for (size_t i = 0; i < m->n_opset_import; i++)
         if (is_default_domain(m->opset_import[i]->domain)) opset = m->opset_import[i]->version;
-    if (opset < OPSET_MIN || opset > OPSET_MAX)
+    if (opset < 1 || opset > OPSET_MAX)
         return fu_fail(r->err, "%s: opset %lld of the default domain is not supported (fusec reads %d to %d)",
                        r->path, (long long)opset, OPSET_MIN, OPSET_MAX);
     r->opset = opset;
@@ -602,6 +603,15 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         if (strcmp(str(m->metadata_props[i]->key), "fusec.symbols") == 0) r->meta_syms = m->metadata_props[i]->value;
     if (gp->n_sparse_initializer) return fu_fail(r->err, "%s: sparse initializers are not supported", r->path);
     if (check_ops(r, gp)) return -1;
+    /* older opsets: only ops whose meaning has not changed since (ir/onnx_opset.c) */
+    for (size_t k = 0; k < gp->n_node && opset < OPSET_MIN; k++) {
+        const char *op = str(gp->node[k]->op_type);
+        if (fu_onnx_op_since(op) > opset)
+            return fu_fail(r->err, "%s: node '%s' (%s): opset %lld is not supported for %s (fusec reads opsets %d "
+                           "to %d, and older ones for ops that mean the same since: %s since opset %lld)",
+                           r->path, fu_safe(str(gp->node[k]->name)).s, fu_safe(op).s, (long long)opset,
+                           fu_safe(op).s, OPSET_MIN, OPSET_MAX, fu_safe(op).s, (long long)fu_onnx_op_since(op));
+    }
     if (fu_limit_check(FU_LIMIT_NODES, (int64_t)gp->n_node, r->path, "the node count", r->err)) return -1;
 
     /* inputs that are not initializers (older exporters list both) */

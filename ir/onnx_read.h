@@ -11,7 +11,8 @@
 
 /* Same contract as fu_ir_load_opts: a graph whose node output shapes are
  * left to fu_infer, or NULL with err naming the file, node and reason.
- * Reads opsets 13..23 of the default domain; initializers become owned
+ * Reads opsets 13..23 of the default domain (older ones when every op
+ * means the same since, ir/onnx_opset.h); initializers become owned
  * constants; Constant nodes become constants; attributes that later opsets
  * turned into inputs (Reduce* axes, Split split, Squeeze/Unsqueeze axes)
  * become constant inputs (docs/ir.md). Initializers (and Constant values)

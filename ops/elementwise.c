@@ -239,18 +239,32 @@ static int expr_Div(EXPR_ARGS) {
 }
 OP(Div, 2, 2, 2);
 
-/* Pow: C = A ^ B, numpy broadcast. The base must be float (integer powers
- * would need a loop); the exponent may be any numeric type, as in ONNX.
- * The output has the base's dtype. */
+/* Pow: C = A ^ B, numpy broadcast. The base is float or integer, the
+ * exponent any numeric type, as in ONNX; the output has the base's dtype.
+ * Float base: powf. Integer base and exponent: exact, by squaring
+ * (fu_num_ipow, wrapping; a negative exponent truncates 1 / base^-e toward
+ * zero). Integer base, float exponent: powf, converted back as Cast does
+ * (truncation toward zero, INT_MIN when out of range or NaN). */
 static int infer_Pow(fu_graph *g, fu_node *n, fu_err *err) {
-    if (fu_require_input(g, n, 0, FU_FLOATS, err) || fu_require_input(g, n, 1, FU_NUMERIC, err)) return -1;
+    if (fu_require_input(g, n, 0, FU_NUMERIC, err) || fu_require_input(g, n, 1, FU_NUMERIC, err)) return -1;
     int rank;
     fu_dim shape[FU_MAX_RANK];
     if (broadcast_inputs(g, n, 2, &rank, shape, err)) return -1;
     fu_set_output(g, n, 0, in_dtype(g, n, 0), rank, shape);
     return 0;
 }
-static int expr_Pow(EXPR_ARGS) { return put(g, n, buf, sz, err, "powf((%s), (float)(%s))", a[0], a[1]); }
+static int expr_Pow(EXPR_ARGS) {
+    fu_dtype t = in_dtype(g, n, 0), e = in_dtype(g, n, 1);
+    if (!is_int(t)) return put(g, n, buf, sz, err, "powf((%s), (float)(%s))", a[0], a[1]);
+    if (is_int(e))
+        return put(g, n, buf, sz, err, "((%s)(%s)fu_num_ipow((int64_t)(%s), (int64_t)(%s)))", int_type(t),
+                   uint_type(t), a[0], a[1]);
+    const char *lim = t == FU_I32 ? "2147483648.0f" : "9223372036854775808.0f";
+    const char *min = t == FU_I32 ? "(-2147483647 - 1)" : "(-9223372036854775807LL - 1)";
+    return put(g, n, buf, sz, err, "(powf((float)(%s), (float)(%s)) >= -%s && powf((float)(%s), (float)(%s)) < %s ? "
+               "(%s)powf((float)(%s), (float)(%s)) : (%s)%s)", a[0], a[1], lim, a[0], a[1], lim, int_type(t), a[0],
+               a[1], int_type(t), min);
+}
 OP(Pow, 2, 2, 2);
 
 /* Neg: Y = -X, numeric types (integers wrap). */

@@ -308,6 +308,28 @@ typedef struct {
     fu_dim dim;
 } range_arg;
 
+/* A float scalar that is Cast(x) of an integer scalar x whose value is
+ * known (constant data or inference's known values) and exact as a float:
+ * its value in *out (ONNX's window functions compute Range's limit so). */
+static int cast_of_known_int(const fu_graph *g, const fu_value *v, double *out) {
+    if (!fu_dtype_is_float(v->dtype) || v->producer < 0) return 0;
+    const fu_node *c = &g->nodes[v->producer];
+    if (c->op_id != FU_OP_Cast || c->n_in < 1 || c->in[0] < 0) return 0;
+    const fu_value *x = &g->values[c->in[0]];
+    int64_t count, val;
+    if (fu_value_numel_const(x, &count) != 0 || count != 1) return 0;
+    if ((x->dtype == FU_I64 || x->dtype == FU_I32) && x->kind == FU_VAL_CONST && x->data)
+        val = fu_const_get_i(x, 0);
+    else if (x->n_known == 1 && fu_dim_is_const(x->known[0]))
+        val = x->known[0].coef;
+    else
+        return 0;
+    if (val > (1 << 24) || val < -(1 << 24)) return 0;   /* exact in float32 (and float16 is not read here) */
+    if (v->dtype != FU_F32) return 0;
+    *out = (double)val;
+    return 1;
+}
+
 static int range_arg_read(const fu_graph *g, const fu_node *n, int i, range_arg *r, fu_err *err) {
     const fu_value *v = &g->values[n->in[i]];
     memset(r, 0, sizeof *r);
@@ -317,6 +339,8 @@ static int range_arg_read(const fu_graph *g, const fu_node *n, int i, range_arg 
     if (v->kind == FU_VAL_CONST && v->data) {
         r->is_const = 1;
         r->number = fu_dtype_is_float(v->dtype) ? fu_const_get_f(v, 0) : (double)fu_const_get_i(v, 0);
+    } else if (cast_of_known_int(g, v, &r->number)) {
+        r->is_const = 1;
     } else if (v->n_known == 1) {
         if (fu_dim_is_const(v->known[0])) {
             r->is_const = 1;
@@ -350,7 +374,15 @@ static int range_length(const fu_graph *g, const fu_node *n, fu_dim *len, range_
         *len = limit->dim;
         return 0;
     }
-    return fu_node_fail(err, g, n, "output length must be constant, or a known dim with start 0 and delta 1");
+    fu_node_fail(err, g, n, "output length must be constant, or a known dim with start 0 and delta 1");
+    /* the first operand whose value is unknown: specialising on the inputs it
+     * comes from may make it constant (compiler/specialize.c) */
+    for (int i = 0; i < 3; i++)
+        if (!args[i].is_const && !args[i].is_dim) {
+            if (err) err->needs_values = 1 + n->in[i];
+            break;
+        }
+    return -1;
 }
 
 static int range_infer(fu_graph *g, fu_node *n, fu_err *err) {

@@ -96,6 +96,22 @@ static inline uint16_t fu_num_f32_to_bf16(float f) {
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);   /* round to nearest even */
 }
 
+/* ---- integer power --------------------------------------------------------
+ * base^exp for ONNX Pow on int32/int64 bases with an integer exponent, by
+ * squaring; wraps as two's complement (through uint64_t, as the other
+ * integer ops do). A negative exponent gives 1 / base^-exp truncated toward
+ * zero: 1 for base 1, +-1 for base -1, else 0 (and 0 for base 0). */
+static inline int64_t fu_num_ipow(int64_t base, int64_t exp) {
+    if (exp < 0) return base == 1 ? 1 : base == -1 ? ((exp & 1) ? -1 : 1) : 0;
+    uint64_t r = 1, b = (uint64_t)base, e = (uint64_t)exp;
+    while (e) {
+        if (e & 1u) r *= b;
+        b *= b;
+        e >>= 1;
+    }
+    return (int64_t)r;
+}
+
 /* ---- exp(x) without calls or branches ------------------------------------
  * Cephes expf: x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2, then
  * e^r = 1 + r + r^2 P5(r), a degree-7 polynomial (about 1 ulp), and

@@ -18,6 +18,7 @@ for t in "$build"/asan/tests/test_*; do
     [ -x "$t" ] || continue
     run "asan/$(basename "$t")" "$t"
 done
+run "python/test_fusec.py" /usr/bin/python3 tests/python/test_fusec.py "$build"
 for t in tests/cli/*.sh; do
     [ -f "$t" ] || continue
     run "cli/$(basename "$t")" bash "$t" "$build"

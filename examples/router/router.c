@@ -59,7 +59,8 @@ static const char help_text[] =
     "\n"
     "options:\n"
     "  --config NAME            qwen3-0.6b (default) or tiny; the model is generated under\n"
-    "                           build/router-models/NAME/ when missing\n"
+    "                           build/router-models/NAME/ when missing (installed: under\n"
+    "                           router-models/NAME/ in the fusec cache, ~/.cache/fusec)\n"
     "  --model MODEL.json       route with this router IR instead (e.g. a real checkpoint)\n"
     "  --profile bare|fast      run only this profile\n"
     "  --backend jit|aot        run only this backend\n"
@@ -260,9 +261,13 @@ static int parse_options(int argc, char **argv, options *o) {
     return 0;
 }
 
-/* The repository root: two levels above this executable (build/router), when
- * the eval cases are there; else the current directory. */
-static char *find_root(void) {
+/* Where the eval cases, references and generator scripts are: the
+ * repository root, two levels above this executable (build/router), when
+ * the eval cases are there; else, for an installed router (PREFIX/bin),
+ * PREFIX/share/fusec, which holds them in the repository's layout
+ * (`make install`), and *installed is set; else the current directory. */
+static char *find_root(int *installed) {
+    *installed = 0;
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
@@ -275,8 +280,25 @@ static char *find_root(void) {
         int found = access(probe, R_OK) == 0;
         free(probe);
         if (found) return xstrdup(exe);
+        probe = xasprintf("%s/share/fusec/fixtures/router/cases.json", exe);
+        found = access(probe, R_OK) == 0;
+        free(probe);
+        if (found) {
+            *installed = 1;
+            return xasprintf("%s/share/fusec", exe);
+        }
     }
     return xstrdup(".");
+}
+
+/* The user's fusec cache, as fusec_load's default (api/fusec.h): an
+ * installed router generates its models there, not under PREFIX. */
+static char *user_cache_dir(void) {
+    const char *own = getenv("FUSEC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (own && *own) return xstrdup(own);
+    if (xdg && *xdg == '/') return xasprintf("%s/fusec", xdg);
+    if (home && *home) return xasprintf("%s/.cache/fusec", home);
+    return xasprintf("/tmp/fusec-cache-%ld", (long)getuid());
 }
 
 /* ---- cases and snapshots ---------------------------------------------------- */
@@ -722,13 +744,16 @@ static int eval_main(int argc, char **argv) {
         free(o.case_ids);
         return EXIT_SETUP;
     }
-    char *root = find_root();
+    int installed;
+    char *root = find_root(&installed);
+    char *user_cache = installed ? user_cache_dir() : NULL;
     char *cases_path = o.cases ? xstrdup(o.cases) : xasprintf("%s/fixtures/router/cases.json", root);
-    char *model_dir = xasprintf("%s/build/router-models/%s", root, o.config);
+    char *model_dir = installed ? xasprintf("%s/router-models/%s", user_cache, o.config)
+                                : xasprintf("%s/build/router-models/%s", root, o.config);
     char *model_path = o.model ? xstrdup(o.model) : xasprintf("%s/model.json", model_dir);
     char *snapshot_path = o.snapshot ? xstrdup(o.snapshot)
                                      : xasprintf("%s/fixtures/router/%s/reference.json", root, o.config);
-    char *cache_dir = xasprintf("%s/build/cache", root);
+    char *cache_dir = installed ? NULL : xasprintf("%s/build/cache", root);   /* installed: the default */
     eval_case *cases = NULL;
     eval_case **selected = NULL;
     snapshot reference = {0};
@@ -846,6 +871,7 @@ done:
     free(model_path);
     free(snapshot_path);
     free(cache_dir);
+    free(user_cache);
     free(o.case_ids);
     return status;
 }

@@ -19,6 +19,9 @@ int ow_export_norm(writer *w, int k) {
     const fu_node *n = &w->g->nodes[k];
     if (n->n_in >= 2 && n->in[1] >= 0) return ow_copy_node(w, k, NULL, n->op, NULL, n->n_in) ? 0 : -1;
     const fu_value *x = &w->g->values[n->in[0]];
+    int64_t axis = fu_attr_int(n, "axis", -1);
+    if (n->n_out > 1 || (axis != -1 && axis != x->rank - 1))
+        return fu_node_fail(w->err, w->g, n, "a norm without scale is exported over the last axis, with one output, only");
     int64_t c = 0;
     if (ow_static_dim(w, k, x->shape[x->rank - 1], "the normalised dim", &c)) return -1;
     float *ones = malloc(sizeof(float) * (size_t)c);

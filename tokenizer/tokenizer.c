@@ -559,11 +559,25 @@ typedef struct {
     int32_t rank, pos, new_id;
 } heap_item;
 
+/* A cache of short words' ids within one encode call (text repeats its
+ * words): open addressing, word bytes -> a run of ids in a pool. */
+#define CACHE_MAX_WORD 48
+#define CACHE_SLOTS 65536
+typedef struct {
+    uint64_t hash;
+    uint32_t text_off, ids_off;   /* into cache_text, cache_ids */
+    uint8_t len, n_ids;           /* len 0: empty slot */
+} cache_slot;
+
 /* Scratch space of one encode call. */
 typedef struct {
     int32_t *sym, *prev, *next;
     heap_item *heap;
     size_t cap, heap_cap, heap_n;
+    cache_slot *cache;            /* CACHE_SLOTS, NULL: no cache */
+    char *cache_text;
+    int32_t *cache_ids;
+    size_t cache_used, text_used, text_cap, ids_used, ids_cap;
 } bpe_work;
 
 static int heap_less(const heap_item *a, const heap_item *b) {
@@ -664,24 +678,117 @@ static int is_ascii(const char *s, size_t n) {
     return 1;
 }
 
+/* NFC of s. Only the stretches around non-ASCII characters go through
+ * utf8proc: an ASCII character followed by another ASCII character (or the
+ * end) is a starter that nothing composes with, so text splits there. */
+static int nfc(const char *s, size_t n, char **out, size_t *out_len) {
+    size_t cap = n + 16, o = 0;
+    char *buf = malloc(cap);
+    if (!buf) return -1;
+    size_t i = 0;
+    while (i < n) {
+        /* ASCII run: copy all but its last character when non-ASCII follows */
+        size_t j = i;
+        while (j < n && (unsigned char)s[j] < 0x80) j++;
+        size_t copy_end = j < n && j > i ? j - 1 : j;
+        memcpy(buf + o, s + i, copy_end - i);
+        o += copy_end - i;
+        if (j >= n) break;
+        /* from that character through the non-ASCII stretch, up to the next
+         * ASCII character followed by ASCII (or the end) */
+        size_t start = copy_end, k = j;
+        while (k < n && !((unsigned char)s[k] < 0x80 && (k + 1 >= n || (unsigned char)s[k + 1] < 0x80))) k++;
+        utf8proc_uint8_t *m = NULL;
+        utf8proc_ssize_t ml = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(k - start), &m,
+                                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (ml < 0) {
+            free(buf);
+            return -1;
+        }
+        if (o + (size_t)ml + (n - k) + 16 > cap) {
+            cap = o + (size_t)ml + (n - k) + 16 + cap / 2;
+            char *b = realloc(buf, cap);
+            if (!b) {
+                free(m);
+                free(buf);
+                return -1;
+            }
+            buf = b;
+        }
+        memcpy(buf + o, m, (size_t)ml);
+        o += (size_t)ml;
+        free(m);
+        i = k;
+    }
+    *out = buf;
+    *out_len = o;
+    return 0;
+}
+
+/* bpe_word through the cache: a word seen before in this call gives its
+ * ids again; a new short word is remembered (until the cache is half full). */
+static int bpe_cached(const fu_tokenizer *t, bpe_work *w, const unsigned char *s, size_t n, ids_vec *out) {
+    if (n == 1) return push_id(out, t->byte_id[s[0]]);
+    if (!w->cache || n > CACHE_MAX_WORD) return bpe_word(t, w, s, n, out);
+    uint64_t h = XXH3_64bits(s, n);
+    size_t i = h & (CACHE_SLOTS - 1);
+    for (;;) {
+        cache_slot *c = &w->cache[i];
+        if (!c->len) break;
+        if (c->hash == h && c->len == n && !memcmp(w->cache_text + c->text_off, s, n)) {
+            for (int k = 0; k < c->n_ids; k++)
+                if (push_id(out, w->cache_ids[c->ids_off + (size_t)k])) return -1;
+            return 0;
+        }
+        i = (i + 1) & (CACHE_SLOTS - 1);
+    }
+    size_t before = out->n;
+    if (bpe_word(t, w, s, n, out)) return -1;
+    size_t n_ids = out->n - before;
+    if (w->cache_used >= CACHE_SLOTS / 2 || n_ids > 255) return 0;
+    if (w->text_used + n > w->text_cap) {
+        size_t cap = w->text_cap ? 2 * w->text_cap : 1 << 16;
+        char *b = realloc(w->cache_text, cap);
+        if (!b) return 0;   /* no room to remember: still encoded */
+        w->cache_text = b;
+        w->text_cap = cap;
+    }
+    if (w->ids_used + n_ids > w->ids_cap) {
+        size_t cap = w->ids_cap ? 2 * w->ids_cap : 1 << 14;
+        int32_t *b = realloc(w->cache_ids, cap * sizeof *b);
+        if (!b) return 0;
+        w->cache_ids = b;
+        w->ids_cap = cap;
+    }
+    cache_slot *c = &w->cache[i];
+    c->hash = h;
+    c->len = (uint8_t)n;
+    c->n_ids = (uint8_t)n_ids;
+    c->text_off = (uint32_t)w->text_used;
+    c->ids_off = (uint32_t)w->ids_used;
+    memcpy(w->cache_text + w->text_used, s, n);
+    memcpy(w->cache_ids + w->ids_used, out->v + before, n_ids * sizeof *out->v);
+    w->text_used += n;
+    w->ids_used += n_ids;
+    w->cache_used++;
+    return 0;
+}
+
 /* A stretch of text between added tokens: normalize, split, BPE. */
 static int encode_segment(const fu_tokenizer *t, const char *s, size_t n, bpe_work *w, pcre2_match_data *md,
                           ids_vec *out, char *err, size_t es) {
     if (!n) return 0;
-    utf8proc_uint8_t *normalized = NULL;
+    char *normalized = NULL;
     if (t->nfc && !is_ascii(s, n)) {
-        utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &normalized,
-                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (k < 0) {
-            set_err(err, es, "NFC normalization failed: %s", utf8proc_errmsg(k));
+        if (nfc(s, n, &normalized, &n)) {
+            set_err(err, es, "NFC normalization failed (out of memory)");
             return -1;
         }
-        s = (const char *)normalized;
-        n = (size_t)k;
+        s = normalized;
     }
     int rc = 0;
     if (!t->re) {
-        rc = bpe_word(t, w, (const unsigned char *)s, n, out);
+        rc = bpe_cached(t, w, (const unsigned char *)s, n, out);
     } else {
         size_t pos = 0;
         while (pos < n) {
@@ -700,16 +807,16 @@ static int encode_segment(const fu_tokenizer *t, const char *s, size_t n, bpe_wo
                 break;
             }
             /* Isolated: the text between matches is a pre-token too */
-            if (a > pos && (rc = bpe_word(t, w, (const unsigned char *)s + pos, a - pos, out))) break;
+            if (a > pos && (rc = bpe_cached(t, w, (const unsigned char *)s + pos, a - pos, out))) break;
             if (a >= n) break;
             if (b == a) {   /* an empty match: step one character */
                 size_t step = 1;
                 while (a + step < n && ((unsigned char)s[a + step] & 0xc0) == 0x80) step++;
-                if ((rc = bpe_word(t, w, (const unsigned char *)s + a, step, out))) break;
+                if ((rc = bpe_cached(t, w, (const unsigned char *)s + a, step, out))) break;
                 pos = a + step;
                 continue;
             }
-            if ((rc = bpe_word(t, w, (const unsigned char *)s + a, b - a, out))) break;
+            if ((rc = bpe_cached(t, w, (const unsigned char *)s + a, b - a, out))) break;
             pos = b;
         }
         if (rc > 0) rc = -1;
@@ -731,6 +838,7 @@ int fu_tokenizer_encode(const fu_tokenizer *t, const char *text, size_t len, int
     }
     ids_vec out = {0};
     bpe_work w = {0};
+    if (len >= 4096) w.cache = calloc(CACHE_SLOTS, sizeof *w.cache);   /* only worth it on long texts */
     pcre2_match_data *md = t->re ? pcre2_match_data_create_from_pattern(t->re, NULL) : NULL;
     int rc = 0;
     char dummy[8];
@@ -766,6 +874,9 @@ int fu_tokenizer_encode(const fu_tokenizer *t, const char *text, size_t len, int
     free(w.prev);
     free(w.next);
     free(w.heap);
+    free(w.cache);
+    free(w.cache_text);
+    free(w.cache_ids);
     if (rc) {
         free(out.v);
         return -1;

@@ -232,7 +232,15 @@ $(BUILD)/tests/test_tokenizer: tests/tokenizer/test_tokenizer.c $(ROUTER_LIB_HDR
 tokenizer-corpus: $(TOKENIZER_NODE)
 	node scripts/gen_tokenizer_corpus.js $(BUILD)/tokenizer/node fixtures/tokenizer/hard_strings.json \
 	  > fixtures/tokenizer/corpus.json.tmp && mv fixtures/tokenizer/corpus.json.tmp fixtures/tokenizer/corpus.json
-ROUTER_TEST_BINS := $(BUILD)/tests/test_tokenizer
+$(BUILD)/tests/test_router_api: tests/tokenizer/test_router_api.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                                $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -lcmocka -o $@
+# The tiny router that test_router_api routes with (`router eval --config tiny` makes the same).
+TINY_ROUTER := $(BUILD)/router-models/tiny/model.json
+$(TINY_ROUTER): examples/router/gen_router.py scripts/qwen3_model.py | $(BUILD)/.deps
+	$(PY) examples/router/gen_router.py --config tiny --out $(dir $@)
+ROUTER_TEST_BINS := $(BUILD)/tests/test_tokenizer $(BUILD)/tests/test_router_api $(TINY_ROUTER)
 
 ROUTER_SRC := examples/router/router.c examples/router/router_text.c
 $(BUILD)/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \

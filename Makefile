@@ -294,10 +294,16 @@ $(BUILD)/bench_parallel: bench/bench_parallel.c api/fusec.h runtime/fusec_kernel
 $(BUILD)/bench_tokenizer: bench/bench_tokenizer.c tokenizer/tokenizer.h $(BUILD)/libfusec_router.a $(TOKENIZER_JSON)
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(LIBS) $(TOK_LIBS) -o $@
 
-bench: $(BUILD)/bench_tokenizer $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
+# Routing many conversations: one at a time against batches (bench/bench_router_batch.c).
+$(BUILD)/bench_router_batch: bench/bench_router_batch.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                             $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -o $@
+
+bench: $(BUILD)/bench_tokenizer $(BUILD)/bench_router_batch $(TINY_ROUTER) $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
        $(ORT_STAMP)
 	$(BUILD)/bench_tokenizer
 	$(BUILD)/bench_kernels
 	$(BUILD)/bench_gemm
 	$(BUILD)/bench_parallel
 	$(BUILD)/bench_router
+	$(BUILD)/bench_router_batch

@@ -18,6 +18,12 @@ struct fusec_router {
     fu_tokenizer *tok;
     int max_tokens;
     fusec_router_truncate truncate;
+    /* the batched model: loaded on the first call with several texts */
+    char *batch_path;          /* NULL: none */
+    fusec_model *batch;
+    int batch_tried, max_batch, batch_max_tokens;
+    char *profile, *backend, *precision, *cache_dir;
+    int verbose;
     char err[1024];
 };
 
@@ -180,6 +186,8 @@ int fusec_router_transcript(const char *json, size_t len, char **text, char *err
 
 /* ---- the router ------------------------------------------------------------------- */
 
+static int ensure_batch(fusec_router *r);
+
 fusec_router *fusec_router_open(const char *model_json, const char *tokenizer_json, const fusec_router_options *opts,
                                 char *err, size_t errlen) {
     fusec_router_options dflt = {0};
@@ -190,12 +198,44 @@ fusec_router *fusec_router_open(const char *model_json, const char *tokenizer_js
         return NULL;
     }
     r->truncate = opts->truncate;
+    r->max_batch = opts->max_batch;
+    r->verbose = opts->verbose;
+    if (!(r->profile = strdup(opts->profile ? opts->profile : "fast")) ||
+        !(r->backend = strdup(opts->backend ? opts->backend : "jit")) ||
+        !(r->precision = strdup(opts->precision ? opts->precision : "f32")) ||
+        (opts->cache_dir && !(r->cache_dir = strdup(opts->cache_dir)))) {
+        set_err(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (opts->max_batch != 1) {
+        if (opts->batch_model) {
+            r->batch_path = strdup(opts->batch_model);
+        } else {   /* model_batch.json beside the model, when there */
+            const char *slash = strrchr(model_json, '/');
+            size_t dir = slash ? (size_t)(slash - model_json + 1) : 0;
+            r->batch_path = malloc(dir + sizeof "model_batch.json");
+            if (r->batch_path) {
+                memcpy(r->batch_path, model_json, dir);
+                strcpy(r->batch_path + dir, "model_batch.json");
+                FILE *f = fopen(r->batch_path, "rb");
+                if (f) fclose(f);
+                else {
+                    free(r->batch_path);
+                    r->batch_path = NULL;
+                    r->batch_tried = 1;
+                }
+            }
+        }
+        if (!r->batch_path && !r->batch_tried) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+    } else {
+        r->batch_tried = 1;
+    }
     if (tokenizer_json && !(r->tok = fu_tokenizer_load(tokenizer_json, err, errlen))) goto fail;
-    fusec_options fo = {.profile = opts->profile ? opts->profile : "fast",
-                        .backend = opts->backend ? opts->backend : "jit",
-                        .precision = opts->precision ? opts->precision : "f32",
-                        .cache_dir = opts->cache_dir,
-                        .verbose = opts->verbose};
+    fusec_options fo = {.profile = r->profile, .backend = r->backend, .precision = r->precision,
+                        .cache_dir = r->cache_dir, .verbose = r->verbose};
     if (!(r->model = fusec_load(model_json, &fo, err, errlen))) goto fail;
     int idx = -1;
     for (int i = 0; i < fusec_num_inputs(r->model); i++)
@@ -207,6 +247,10 @@ fusec_router *fusec_router_open(const char *model_json, const char *tokenizer_js
         goto fail;
     }
     r->max_tokens = dims[1] > 0x7fffffff ? 0x7fffffff : (int)dims[1];
+    if (r->batch_path && ensure_batch(r)) {   /* compiled now, not on the first batch */
+        set_err(err, errlen, "%s", r->err);
+        goto fail;
+    }
     return r;
 fail:
     fusec_router_close(r);
@@ -216,12 +260,57 @@ fail:
 void fusec_router_close(fusec_router *r) {
     if (!r) return;
     if (r->model) fusec_free(r->model);
+    if (r->batch) fusec_free(r->batch);
     fu_tokenizer_free(r->tok);
+    free(r->batch_path);
+    free(r->profile);
+    free(r->backend);
+    free(r->precision);
+    free(r->cache_dir);
     free(r);
 }
 
 const char *fusec_router_error(const fusec_router *r) { return r ? r->err : "no router"; }
 int fusec_router_max_tokens(const fusec_router *r) { return r->max_tokens; }
+
+/* Loads the batched model once; 0 when there is one to use. */
+static int ensure_batch(fusec_router *r) {
+    if (r->batch) return 0;
+    if (r->batch_tried) return -1;
+    r->batch_tried = 1;
+    fusec_options fo = {.profile = r->profile, .backend = r->backend, .precision = r->precision,
+                        .cache_dir = r->cache_dir, .verbose = r->verbose};
+    char err[1024];
+    if (!(r->batch = fusec_load(r->batch_path, &fo, err, sizeof err))) {
+        set_err(r->err, sizeof r->err, "the batched model: %s", err);
+        return -1;
+    }
+    int ids = -1, mask = -1;
+    for (int i = 0; i < fusec_num_inputs(r->batch); i++) {
+        if (!strcmp(fusec_input_name(r->batch, i), "input_ids")) ids = i;
+        if (!strcmp(fusec_input_name(r->batch, i), "attention_mask")) mask = i;
+    }
+    int rank = 0;
+    int64_t dims[8];
+    if (ids < 0 || mask < 0 || fusec_input_shape(r->batch, ids, &rank, dims, NULL, 0) || rank != 2 || dims[0] < 1 ||
+        dims[1] < 1) {
+        set_err(r->err, sizeof r->err, "%s: not a batched router (input_ids [batch, seq] and attention_mask)",
+                r->batch_path);
+        fusec_free(r->batch);
+        r->batch = NULL;
+        return -1;
+    }
+    int64_t b = dims[0];
+    if (r->max_batch > 1 && r->max_batch < b) b = r->max_batch;
+    r->max_batch = b > 4096 ? 4096 : (int)b;
+    r->batch_max_tokens = dims[1] > 0x7fffffff ? 0x7fffffff : (int)dims[1];
+    return 0;
+}
+
+int fusec_router_batch_size(const fusec_router *r) {
+    if (r->batch) return r->max_batch;
+    return r->batch_path && !r->batch_tried ? -1 : 1;   /* -1: not loaded yet */
+}
 const struct fu_tokenizer *fusec_router_tokenizer(const fusec_router *r) { return r->tok; }
 
 int fusec_router_route_ids(fusec_router *r, const int64_t *ids, int n_ids, fusec_router_result *res) {
@@ -252,48 +341,157 @@ int fusec_router_route_ids(fusec_router *r, const int64_t *ids, int n_ids, fusec
     return 0;
 }
 
+static void fail_row(fusec_router_result *res, const char *fmt, ...) {
+    res->status = -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->error, sizeof res->error, fmt, ap);
+    va_end(ap);
+}
+
+/* One forward of the batched model over rows idx[0..n) (ids[k], len[k]). */
+static void run_batch(fusec_router *r, int64_t **ids, const int *len, const int *idx, int n,
+                      fusec_router_result *results) {
+    int width = 1;
+    for (int k = 0; k < n; k++)
+        if (len[idx[k]] > width) width = len[idx[k]];
+    int64_t *in = calloc((size_t)n * (size_t)width, sizeof *in), *mask = calloc((size_t)n * (size_t)width, sizeof *mask);
+    if (!in || !mask) {
+        for (int k = 0; k < n; k++) fail_row(&results[idx[k]], "%s", "out of memory");
+        free(in);
+        free(mask);
+        return;
+    }
+    for (int k = 0; k < n; k++) {   /* padded on the right with id 0, masked out */
+        memcpy(in + (size_t)k * (size_t)width, ids[idx[k]], (size_t)len[idx[k]] * sizeof *in);
+        for (int t = 0; t < len[idx[k]]; t++) mask[(size_t)k * (size_t)width + (size_t)t] = 1;
+    }
+    int64_t shape[8] = {n, width};
+    fusec_dtype dtype;
+    int rank;
+    const void *data;
+    if (fusec_set_input(r->batch, "input_ids", FUSEC_INT64, 2, shape, in) ||
+        fusec_set_input(r->batch, "attention_mask", FUSEC_INT64, 2, shape, mask) || fusec_run(r->batch) ||
+        fusec_get_output(r->batch, "logits", &dtype, &rank, shape, &data)) {
+        for (int k = 0; k < n; k++) fail_row(&results[idx[k]], "batched run failed: %s", fusec_last_error(r->batch));
+    } else if (dtype != FUSEC_FLOAT32 || rank != 2 || shape[0] != n || shape[1] != FUSEC_ROUTER_LOGITS) {
+        for (int k = 0; k < n; k++) fail_row(&results[idx[k]], "%s", "batched output 'logits' is not [batch, 10]");
+    } else {
+        for (int k = 0; k < n; k++) {
+            fusec_router_result *res = &results[idx[k]];
+            int dropped = res->n_dropped;
+            fusec_router_decide((const float *)data + (size_t)k * FUSEC_ROUTER_LOGITS, res);
+            res->n_tokens = len[idx[k]];
+            res->n_dropped = dropped;
+            res->status = 0;
+        }
+    }
+    free(in);
+    free(mask);
+}
+
+static int by_length(const void *a, const void *b, void *lengths) {
+    const int *len = lengths;
+    int x = len[*(const int *)a], y = len[*(const int *)b];
+    return x < y ? -1 : x > y ? 1 : *(const int *)a - *(const int *)b;
+}
+
 int fusec_router_route(fusec_router *r, const char *const *texts, int n, fusec_router_result *results) {
+    r->err[0] = 0;
     if (!r->tok) {
         set_err(r->err, sizeof r->err, "this router was opened without a tokenizer");
         return -1;
     }
+    if (n < 0) {
+        set_err(r->err, sizeof r->err, "negative count of texts");
+        return -1;
+    }
+    int64_t **ids = calloc((size_t)n + 1, sizeof *ids);
+    int *len = calloc((size_t)n + 1, sizeof *len), *order = calloc((size_t)n + 1, sizeof *order);
+    if (!ids || !len || !order) {
+        free(ids);
+        free(len);
+        free(order);
+        set_err(r->err, sizeof r->err, "out of memory");
+        return -1;
+    }
+    int n_ok = 0;
     for (int k = 0; k < n; k++) {
-        int32_t *ids = NULL;
+        fusec_router_result *res = &results[k];
+        memset(res, 0, sizeof *res);
+        res->status = -1;
+        int32_t *tids = NULL;
         size_t n_ids = 0;
         char err[512];
-        if (!texts[k] || fu_tokenizer_encode(r->tok, texts[k], strlen(texts[k]), &ids, &n_ids, err, sizeof err)) {
-            set_err(r->err, sizeof r->err, "text %d: %s", k, texts[k] ? err : "NULL");
-            return -1;
+        if (!texts[k]) {
+            fail_row(res, "%s", "NULL text");
+            continue;
+        }
+        if (fu_tokenizer_encode(r->tok, texts[k], strlen(texts[k]), &tids, &n_ids, err, sizeof err)) {
+            fail_row(res, "%s", err);
+            continue;
+        }
+        if (n_ids == 0) {
+            fail_row(res, "%s", "nothing to route: no tokens");
+            free(tids);
+            continue;
         }
         size_t first = 0, keep = n_ids;
         if (n_ids > (size_t)r->max_tokens) {
             if (r->truncate == FUSEC_ROUTER_REFUSE) {
-                set_err(r->err, sizeof r->err,
-                        "text %d: %zu tokens, more than the model's bound of %d (truncate left or right to route it)",
-                        k, n_ids, r->max_tokens);
-                free(ids);
-                return -1;
+                snprintf(res->error, sizeof res->error,
+                         "%zu tokens, more than the model's bound of %d (truncate left or right to route it)", n_ids,
+                         r->max_tokens);
+                free(tids);
+                continue;
             }
             keep = (size_t)r->max_tokens;
             if (r->truncate == FUSEC_ROUTER_TRUNCATE_LEFT) first = n_ids - keep;
         }
-        int64_t *wide = malloc((keep ? keep : 1) * sizeof *wide);
-        if (!wide) {
-            free(ids);
-            set_err(r->err, sizeof r->err, "out of memory");
-            return -1;
+        if (!(ids[k] = malloc(keep * sizeof **ids))) {
+            fail_row(res, "%s", "out of memory");
+            free(tids);
+            continue;
         }
-        for (size_t i = 0; i < keep; i++) wide[i] = ids[first + i];
-        free(ids);
-        int rc = fusec_router_route_ids(r, wide, (int)keep, &results[k]);
-        free(wide);
-        if (rc) {
-            char why[sizeof r->err];
-            memcpy(why, r->err, sizeof why);
-            set_err(r->err, sizeof r->err, "text %d: %s", k, why);
-            return -1;
-        }
-        results[k].n_dropped = (int)(n_ids - keep);
+        for (size_t i = 0; i < keep; i++) ids[k][i] = tids[first + i];
+        free(tids);
+        len[k] = (int)keep;
+        res->n_dropped = (int)(n_ids - keep);
+        res->status = 0;
+        order[n_ok++] = k;
     }
-    return 0;
+    if (n_ok >= 2 && ensure_batch(r) == 0) {
+        /* rows of similar length together: less padding */
+        qsort_r(order, (size_t)n_ok, sizeof *order, by_length, len);
+        for (int k = 0; k < n_ok;) {
+            int m = 0;
+            while (k + m < n_ok && m < r->max_batch && len[order[k + m]] <= r->batch_max_tokens) m++;
+            if (m == 0) {   /* longer than the batched model takes: alone */
+                int i = order[k++], dropped = results[i].n_dropped;
+                if (fusec_router_route_ids(r, ids[i], len[i], &results[i])) fail_row(&results[i], "%s", r->err);
+                results[i].n_dropped = dropped;
+                continue;
+            }
+            run_batch(r, ids, len, order + k, m, results);
+            k += m;
+        }
+    } else {
+        for (int j = 0; j < n_ok; j++) {
+            int i = order[j], dropped = results[i].n_dropped;
+            if (fusec_router_route_ids(r, ids[i], len[i], &results[i])) fail_row(&results[i], "%s", r->err);
+            results[i].n_dropped = dropped;
+        }
+    }
+    int status = 0;
+    for (int k = 0; k < n; k++) {
+        if (results[k].status && !status) {
+            set_err(r->err, sizeof r->err, "text %d: %s", k, results[k].error);
+            status = -1;
+        }
+        free(ids[k]);
+    }
+    free(ids);
+    free(len);
+    free(order);
+    return status;
 }

@@ -38,6 +38,15 @@ typedef struct {
     const char *cache_dir;   /* AOT cache; NULL: fusec's default */
     int verbose;
     fusec_router_truncate truncate;
+    /* Batches: fusec_router_route runs up to this many texts through one
+     * forward of the batched model (model_batch.json beside the model, or
+     * batch_model; examples/router/gen_router.py writes it; compiled by
+     * fusec_router_open), padded on the right to a common length with an
+     * attention mask, each row read out at its own T-2. 0: the batched
+     * model's bound when it exists, else 1; 1: one text per forward of the
+     * unbatched model. */
+    int max_batch;
+    const char *batch_model;   /* NULL: model_batch.json in the model's folder */
 } fusec_router_options;
 
 /* One routing decision. */
@@ -48,6 +57,8 @@ typedef struct {
     char route_hash[65];               /* sha256 hex (examples/router/README.md) */
     int n_tokens;                      /* tokens routed */
     int n_dropped;                     /* tokens cut by truncation */
+    int status;                        /* 0 routed, -1 not (see error) */
+    char error[256];
 } fusec_router_result;
 
 typedef struct fusec_router fusec_router;
@@ -56,8 +67,11 @@ fusec_router *fusec_router_open(const char *model_json, const char *tokenizer_js
                                 char *err, size_t errlen);
 void fusec_router_close(fusec_router *r);
 
-/* Routes n transcripts (UTF-8, NUL-terminated) into results[0..n). -1 on the
- * first text that cannot be routed, with its index in the error. */
+/* Routes n transcripts (UTF-8, NUL-terminated) into results[0..n), in
+ * batches when a batched model is there (each row's decision is the one it
+ * gets alone). A text that cannot be routed gets status -1 and its error;
+ * the others are still routed. Returns 0 when all were, else -1 with the
+ * first failure (and its index) in fusec_router_error. */
 int fusec_router_route(fusec_router *r, const char *const *texts, int n, fusec_router_result *results);
 /* Routes token ids directly (as `router eval` does). */
 int fusec_router_route_ids(fusec_router *r, const int64_t *ids, int n_ids, fusec_router_result *result);
@@ -65,6 +79,8 @@ int fusec_router_route_ids(fusec_router *r, const int64_t *ids, int n_ids, fusec
 const char *fusec_router_error(const fusec_router *r);
 /* The longest input the compiled model takes, in tokens. */
 int fusec_router_max_tokens(const fusec_router *r);
+/* Texts per forward fusec_router_route uses (1: no batched model). */
+int fusec_router_batch_size(const fusec_router *r);
 /* The router's tokenizer (a fu_tokenizer *, tokenizer/tokenizer.h). */
 const struct fu_tokenizer *fusec_router_tokenizer(const fusec_router *r);
 

@@ -814,13 +814,24 @@ done:
 /* For the text commands (examples/router/router_text.c). */
 char *router_root(void) { return find_root(); }
 
-char *router_model_path(const char *root, const char *config) {
+char *router_model_path(const char *root, const char *config, int want_batch) {
     char *model_dir = xasprintf("%s/build/router-models/%s", root, config);
     char *model_path = xasprintf("%s/model.json", model_dir);
+    char *batch_path = xasprintf("%s/model_batch.json", model_dir);
     if (access(model_path, R_OK) != 0 && generate_model(root, config, model_dir)) {
         free(model_path);
         model_path = NULL;
+    } else if (want_batch && access(batch_path, R_OK) != 0) {   /* a model from before batches */
+        char *script = xasprintf("%s/examples/router/gen_router.py", root);
+        char *argv[] = {PYTHON, script, "--config", (char *)config, "--out", model_dir, "--batch-only", NULL};
+        pid_t pid;
+        int status = 0;
+        if (posix_spawn(&pid, PYTHON, NULL, NULL, argv, environ) == 0)
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+        free(script);
     }
+    free(batch_path);
     free(model_dir);
     return model_path;
 }

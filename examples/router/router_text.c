@@ -49,7 +49,10 @@ static const char route_help[] =
     "\n"
     "options:\n"
     "  --messages FILE.json     the conversation (default: stdin)\n"
-    "  --batch FILE.jsonl       route many conversations, one JSON conversation a line\n"
+    "  --batch FILE.jsonl       route many conversations, one JSON conversation a line, in\n"
+    "                           batches through the batched model (model_batch.json)\n"
+    "  --batch-size N           conversations per forward (default: the batched model's bound,\n"
+    "                           64; 1: one at a time through the unbatched model)\n"
     "  --json                   print JSON (one object a conversation, a line each)\n"
     "  --truncate left|right    route a conversation longer than the model's bound by keeping\n"
     "                           its last (left: drop the start) or first tokens; default: refuse\n"
@@ -378,6 +381,15 @@ int route_main(int argc, char **argv) {
         else if (!strcmp(a, "--profile")) o.profile = v;
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--precision")) o.precision = v;
+        else if (!strcmp(a, "--batch-size")) {
+            char *end;
+            long bs = strtol(v, &end, 10);
+            if (*end || end == v || bs < 1 || bs > 4096) {
+                fprintf(stderr, "router: --batch-size wants 1..4096, got '%s'\n", v);
+                return T_SETUP;
+            }
+            o.max_batch = (int)bs;
+        }
         else if (!strcmp(a, "--truncate")) {
             if (!strcmp(v, "left")) o.truncate = FUSEC_ROUTER_TRUNCATE_LEFT;
             else if (!strcmp(v, "right")) o.truncate = FUSEC_ROUTER_TRUNCATE_RIGHT;
@@ -420,7 +432,7 @@ int route_main(int argc, char **argv) {
     if (read_input(batch ? batch : messages, &input, &len)) return T_SETUP;
 
     char *root = router_root();
-    char *model_path = model ? strdup(model) : router_model_path(root, config);
+    char *model_path = model ? strdup(model) : router_model_path(root, config, batch && o.max_batch != 1);
     char *tok_dflt = tok_path ? NULL : default_tokenizer();
     char *cache_dir = NULL;
     if (root && asprintf(&cache_dir, "%s/build/cache", root) < 0) cache_dir = NULL;
@@ -433,6 +445,7 @@ int route_main(int argc, char **argv) {
     fu_tokenizer *probe = open_tokenizer(tok_path);
     if (!probe) goto done;
     fu_tokenizer_free(probe);
+    if (!batch) o.max_batch = 1;   /* one conversation: the batched model is not needed */
     if (!(r = fusec_router_open(model_path, tok_path ? tok_path : tok_dflt, &o, err, sizeof err))) {
         fprintf(stderr, "router: %s\n", err);
         goto done;
@@ -442,34 +455,75 @@ int route_main(int argc, char **argv) {
                      ? T_FAILED : T_OK;
         goto done;
     }
-    /* A batch: one conversation a line (blank lines skipped). */
+    /* A batch: one conversation a line (blank lines skipped), all routed by
+     * one fusec_router_route call (batches of the batched model). */
     status = T_OK;
-    int line = 0, routed = 0, failed = 0;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (char *p = input; p < input + len;) {
+    int n_lines = 0, cap = 64, n_texts = 0, routed = 0, failed = 0;
+    char **texts = calloc((size_t)cap, sizeof *texts);
+    int *line_of = calloc((size_t)cap, sizeof *line_of);
+    for (char *p = input; texts && line_of && p < input + len;) {
         char *nl = memchr(p, '\n', (size_t)(input + len - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(input + len - p);
-        line++;
+        n_lines++;
         size_t k = 0;
         while (k < n && strchr(" \t\r", p[k])) k++;
         if (k < n) {
-            char where[4096], label[32];
-            snprintf(where, sizeof where, "%s line %d", batch, line);
-            snprintf(label, sizeof label, "%d", line);
-            if (route_one(r, p, n, where, json_out, label)) failed++;
-            else routed++;
+            char *text;
+            if (fusec_router_transcript(p, n, &text, err, sizeof err)) {
+                fprintf(stderr, "router: %s line %d: %s\n", batch, n_lines, err);
+                failed++;
+            } else {
+                if (n_texts == cap) {
+                    cap *= 2;
+                    char **t2 = realloc(texts, (size_t)cap * sizeof *texts);
+                    int *l2 = t2 ? realloc(line_of, (size_t)cap * sizeof *line_of) : NULL;
+                    if (t2) texts = t2;
+                    if (l2) line_of = l2;
+                    if (!t2 || !l2) {
+                        free(text);
+                        break;
+                    }
+                }
+                texts[n_texts] = text;
+                line_of[n_texts++] = n_lines;
+            }
         }
         p += n + 1;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    fprintf(stderr, "router: routed %d conversation%s in %.3fs (%.1f/s)%s\n", routed, routed == 1 ? "" : "s", s,
-            s > 0 ? routed / s : 0.0, failed ? ", some failed" : "");
-    if (failed || !routed) {
+    fusec_router_result *res = calloc((size_t)n_texts + 1, sizeof *res);
+    if (!texts || !line_of || !res) {
+        fprintf(stderr, "router: out of memory\n");
+        status = T_SETUP;
+    } else if (n_texts) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        fusec_router_route(r, (const char *const *)texts, n_texts, res);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        for (int k = 0; k < n_texts; k++) {
+            char label[32];
+            snprintf(label, sizeof label, "%d", line_of[k]);
+            if (res[k].status) {
+                fprintf(stderr, "router: %s line %d: %s\n", batch, line_of[k], res[k].error);
+                failed++;
+            } else {
+                print_result(&res[k], json_out, label);
+                routed++;
+            }
+        }
+        int per = fusec_router_batch_size(r);
+        fprintf(stderr, "router: routed %d conversation%s in %.3fs (%.1f/s), %d per forward%s\n", routed,
+                routed == 1 ? "" : "s", s, s > 0 ? routed / s : 0.0, per > 0 ? per : 1,
+                per > 1 ? " (batched)" : "");
+    }
+    if (status == T_OK && (failed || !routed)) {
         if (!routed && !failed) fprintf(stderr, "router: %s: no conversations\n", batch);
         status = T_FAILED;
     }
+    for (int k = 0; texts && k < n_texts; k++) free(texts[k]);
+    free(texts);
+    free(line_of);
+    free(res);
 done:
     fusec_router_close(r);
     free(input);

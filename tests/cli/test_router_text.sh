@@ -72,29 +72,41 @@ run 2 "tokenizer.json malformed" tokenize --tokenizer "$tmp/broken.json" hi
 err_has "malformed tokenizer.json named" "$tmp/broken.json: not a JSON object"
 
 # ---- route vs eval, four lanes --------------------------------------------------
+# One at a time (--batch-size 1: the unbatched model, as eval runs it): the
+# same decision and route_hash as eval on the cases' ids. In batches (the
+# batched model, padded, one forward per batch): the same decisions.
 for lane in bare/jit bare/aot fast/jit fast/aot; do
     p=${lane%/*}; b=${lane#*/}
     run 0 "eval $lane" eval --config tiny --profile $p --backend $b --precision f32 --determinism-runs 1 \
         --snapshot-out "$tmp/eval-$p-$b.json"
-    run 0 "route --batch $lane" route --config tiny --profile $p --backend $b --batch "$tmp/cases.jsonl" --json
+    run 0 "route --batch --batch-size 1 $lane" route --config tiny --profile $p --backend $b \
+        --batch "$tmp/cases.jsonl" --batch-size 1 --json
+    cp "$tmp/out" "$tmp/alone-$p-$b.jsonl"
+    run 0 "route --batch $lane (batched)" route --config tiny --profile $p --backend $b --batch "$tmp/cases.jsonl" --json
+    err_has "$lane: batched (up to 64 a forward: the 37 in one)" "64 per forward (batched)"
     cp "$tmp/out" "$tmp/batch-$p-$b.jsonl"
-    if $py - "$tmp/eval-$p-$b.json" "$tmp/batch-$p-$b.jsonl" >"$tmp/err" 2>&1 <<'EOF'
+    if $py - "$tmp/eval-$p-$b.json" "$tmp/alone-$p-$b.jsonl" "$tmp/batch-$p-$b.jsonl" >"$tmp/err" 2>&1 <<'EOF'
 import json, sys
 ev = json.load(open(sys.argv[1]))["cases"]
-rows = [json.loads(l) for l in open(sys.argv[2])]
-assert len(ev) == len(rows) == 37, (len(ev), len(rows))
-for e, r in zip(ev, rows):
-    assert (e["agent_id"], e["role_id"], e["route_hash"]) == (r["agent_id"], r["role_id"], r["route_hash"]), e["id"]
-    assert r["tokens"] == e["token_count"], e["id"]
+alone = [json.loads(l) for l in open(sys.argv[2])]
+batch = [json.loads(l) for l in open(sys.argv[3])]
+assert len(ev) == len(alone) == len(batch) == 37, (len(ev), len(alone), len(batch))
+for e, a, b in zip(ev, alone, batch):
+    assert (e["agent_id"], e["role_id"], e["route_hash"]) == (a["agent_id"], a["role_id"], a["route_hash"]), e["id"]
+    assert a["tokens"] == e["token_count"] == b["tokens"], e["id"]
+    assert (b["agent_id"], b["role_id"]) == (e["agent_id"], e["role_id"]), "batched " + e["id"]
+    assert int(a["line"]) == int(b["line"])
+print(sum(a["route_hash"] == b["route_hash"] for a, b in zip(alone, batch)))
 EOF
-    then ok "$lane: route on the 37 conversations = eval on their ids (decision, route_hash)"; else bad "$lane: route = eval"; fi
+    then ok "$lane: route = eval on the 37 (decision, route_hash); batched rows = alone (decision; same route_hash $(tail -1 "$tmp/err")/37)"
+    else bad "$lane: route = eval, batched = alone"; fi
 done
-# One conversation at a time gives what the batch gave, row by row.
+# One conversation (--messages) gives what its row one at a time gave.
 for id in math_direct empty_user design_critique; do
     n=$($py -c "import json,sys; print([c['id'] for c in json.load(open('fixtures/router/cases.json'))['cases']].index(sys.argv[1]) + 1)" $id)
     run 0 "route --messages $id" route --config tiny --messages "$tmp/$id.json" --json
     if $py -c "import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(open(sys.argv[2]).readlines()[int(sys.argv[3])-1]); b.pop('line'); assert a==b, (a,b)" \
-        "$tmp/out" "$tmp/batch-fast-jit.jsonl" "$n" 2>"$tmp/err"; then ok "$id: alone = its batch row"; else bad "$id: alone = its batch row"; fi
+        "$tmp/out" "$tmp/alone-fast-jit.jsonl" "$n" 2>"$tmp/err"; then ok "$id: --messages = its row one at a time"; else bad "$id: --messages = its row one at a time"; fi
 done
 cp "$tmp/math_direct.json" "$tmp/in"
 run 0 "route from stdin, text output" route --config tiny

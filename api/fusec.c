@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "fusec.h"
 #include "../compiler/driver.h"
@@ -238,9 +240,58 @@ static int bind_packed(fusec_model *m, json_object *list, fu_err *err) {
     return rc;
 }
 
+/* Where a model's weights are: fusec_options.weights if given; for a
+ * compiled library, a file of the recorded name beside the library if there
+ * is one (a model moved or shipped with its weights); else the path
+ * recorded at compile time. *beside receives a malloc'd path to free. */
+static const char *weights_location(const fusec_model *m, const fusec_options *o, json_object *meta,
+                                    const char *recorded, char **beside) {
+    *beside = NULL;
+    if (o && o->weights && *o->weights) return o->weights;
+    json_object *name = get_field(meta, "weights_name", json_type_string);
+    size_t len = strlen(m->path);
+    if (!name || len < 3 || strcmp(m->path + len - 3, ".so") != 0) return recorded;
+    const char *slash = strrchr(m->path, '/');
+    int dir_len = slash ? (int)(slash - m->path) : 1;
+    if (asprintf(beside, "%.*s/%s", dir_len, slash ? m->path : ".", json_object_get_string(name)) < 0) {
+        *beside = NULL;
+        return recorded;
+    }
+    struct stat st;
+    return stat(*beside, &st) == 0 && S_ISREG(st.st_mode) ? *beside : recorded;
+}
+
+/* The weights found must hold what the model was compiled with: the same
+ * content identity (header hash and size), and the same bytes in every
+ * tensor whose values the code holds (constant folding). A moved or copied
+ * file passes; a changed one is refused, never misread. */
+static int check_weights_content(const fu_weights *w, json_object *meta, const char *path, fu_err *err) {
+    json_object *content = get_field(meta, "weights_content", json_type_string);
+    if (content && json_object_get_string_len(content) > 0 &&
+        strcmp(json_object_get_string(content), fu_weights_content_id(w)) != 0)
+        return fu_fail(err, "weights file %s holds other weights than the model was compiled with (its header "
+                       "differs); compile it again, or give the right file (fusec_options.weights)", path);
+    json_object *folded = get_field(meta, "folded_weights", json_type_array);
+    for (size_t i = 0; folded && i < json_object_array_length(folded); i++) {
+        json_object *f = json_object_array_get_idx(folded, i);
+        json_object *name = get_field(f, "name", json_type_string), *hash = get_field(f, "xxh3", json_type_string);
+        const void *data;
+        size_t nbytes;
+        if (!name || !hash) return fu_fail(err, "malformed \"folded_weights\" in the metadata");
+        if (fu_weights_find(w, json_object_get_string(name), NULL, NULL, NULL, &data, &nbytes) != 0)
+            return fu_fail(err, "weight '%s' is missing from %s", json_object_get_string(name), path);
+        char have[24];
+        snprintf(have, sizeof have, "%016llx", (unsigned long long)XXH3_64bits(data, nbytes));
+        if (strcmp(have, json_object_get_string(hash)) != 0)
+            return fu_fail(err, "weights file %s changed since the model was compiled: weight '%s', whose values "
+                           "the compiled code holds, differs; compile it again", path, json_object_get_string(name));
+    }
+    return 0;
+}
+
 /* Maps the weights file and fills w[] in metadata order: the raw weights,
  * then the packed copies. */
-static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
+static int bind_weights(fusec_model *m, const fusec_options *o, json_object *meta, fu_err *err) {
     io_tensor *ws = NULL;
     int rc = -1;
     if (parse_tensor_list(m, meta, "weights", &ws, &m->n_weights, err)) goto done;
@@ -261,21 +312,26 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         fu_fail(err, "the model needs %d weights but names no weights file", m->n_weights + m->n_packed);
         goto done;
     }
-    const char *wpath = json_object_get_string(file);
+    if (m->code.weights_image) {   /* fusec compile --embed-weights: the library carries them */
+        unsigned long len = 0;
+        const unsigned char *image = m->code.weights_image(&len);
+        if (!(m->weights_file = fu_weights_open_memory(image, len, m->path, err))) goto done;
+        goto bind;
+    }
+    char *beside = NULL;
+    const char *wpath = weights_location(m, o, meta, json_object_get_string(file), &beside);
     json_object *outside = get_field(meta, "weights_allow_external", json_type_boolean);
     if (fu_is_onnx_path(wpath))   /* an ONNX model's initializers */
         m->weights_file = fu_onnx_weights_open(wpath, outside && json_object_get_boolean(outside), err);
     else
         m->weights_file = fu_weights_open(wpath, err);
-    if (!m->weights_file) goto done;
-    /* Constants folded from the weights are baked into the code, so the
-     * code is only valid with the exact file it was compiled against. */
-    json_object *identity = get_field(meta, "weights_identity", json_type_string);
-    if (identity && json_object_get_string_len(identity) > 0 &&
-        strcmp(json_object_get_string(identity), fu_weights_identity(m->weights_file)) != 0) {
-        fu_fail(err, "weights file %s changed since the model was compiled; compile it again", wpath);
-        goto done;
+    if (m->weights_file && check_weights_content(m->weights_file, meta, wpath, err)) {
+        fu_weights_close(m->weights_file);
+        m->weights_file = NULL;
     }
+    free(beside);
+    if (!m->weights_file) goto done;
+bind:
     for (int i = 0; i < m->n_weights; i++) {
         const io_tensor *want = &ws[i];
         fu_dtype dtype;
@@ -284,14 +340,14 @@ static int bind_weights(fusec_model *m, json_object *meta, fu_err *err) {
         const void *data;
         size_t nbytes;
         if (fu_weights_find(m->weights_file, want->name, &dtype, &rank, shape, &data, &nbytes) != 0) {
-            fu_fail(err, "weight '%s' is missing from %s", want->name, wpath);
+            fu_fail(err, "weight '%s' is missing from %s", want->name, fu_weights_path(m->weights_file));
             goto done;
         }
         int same = dtype == want->dtype && rank == want->rank;
         for (int k = 0; same && k < rank; k++) same = shape[k] == want->shape[k].coef;
         if (!same) {
             fu_fail(err, "weight '%s' in %s has another dtype or shape than the model was compiled for",
-                    want->name, wpath);
+                    want->name, fu_weights_path(m->weights_file));
             goto done;
         }
         size_t elem = fu_dtype_size(dtype);
@@ -339,7 +395,7 @@ static int instantiate(fusec_model *m, const fusec_options *o, fu_err *err) {
         goto done;
     }
     if (parse_symbols(m, meta, err) || parse_tensor_list(m, meta, "inputs", &m->inputs, &m->n_inputs, err) ||
-        parse_tensor_list(m, meta, "outputs", &m->outputs, &m->n_outputs, err) || bind_weights(m, meta, err))
+        parse_tensor_list(m, meta, "outputs", &m->outputs, &m->n_outputs, err) || bind_weights(m, o, meta, err))
         goto done;
     json_object *compiled_in = get_field(meta, "compiled_in", json_type_array);
     if (compiled_in) m->compiled_in = json_object_get(compiled_in);

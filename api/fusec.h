@@ -53,6 +53,10 @@ typedef struct {
                                          bounds...) is compiled in with them, and is then no longer an
                                          input of the loaded model; the others are ignored */
     int n_known_inputs;
+    const char *weights;    /* the weights file of a compiled library (LIB.so); default: the file of
+                               the recorded name beside the library, else the path it was compiled
+                               with. Any copy with the same content binds (header hash and size, and
+                               the bytes of the tensors whose values the code holds) */
 } fusec_options;
 
 typedef struct fusec_model fusec_model;

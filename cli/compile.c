@@ -2,7 +2,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "cli.h"
+#include "../ir/mapguard.h"
+#include "../ir/safetensors_write.h"
 
 const char help_compile[] =
     "usage: fusec compile MODEL.json -o libNAME.so [options]\n"
@@ -18,6 +21,8 @@ const char help_compile[] =
     "  --specialize NAME=VALUE     compile input NAME in with this value (FILE.npy or a JSON\n"
     "                              array), for an input whose values decide shapes (a Reshape\n"
     "                              target, Slice bounds...): the library no longer takes it\n"
+    "  --embed-weights             put the weights in the library: one self-contained file to\n"
+    "                              ship (meant for small models; the library grows by their size)\n"
     "  --emit-c FILE.c             also write the generated C\n"
     MODEL_OPTIONS_HELP
     "  -h, --help                  this text\n";
@@ -41,6 +46,7 @@ int cmd_compile(int argc, char **argv) {
     const char *model = NULL, *so_path = NULL, *header = NULL, *emit_c = NULL, *value;
     model_opts mo;
     model_opts_init(&mo);
+    int embed = 0;
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -55,6 +61,8 @@ int cmd_compile(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--emit-c", NULL, &value))) {
             if (r < 0) return usage("compile", "%s needs a value", argv[i]);
             emit_c = value;
+        } else if (strcmp(argv[i], "--embed-weights") == 0) {
+            embed = 1;
         } else if ((r = model_option("compile", argc, argv, &i, &mo, 1))) {
             if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -87,7 +95,26 @@ int cmd_compile(int argc, char **argv) {
         goto done;
     }
     fu_err err = {0};
-    if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
+    if (embed) {
+        /* The image gas includes: the weights the code reads, as safetensors,
+         * in a private temp folder (a plain name for the .incbin). */
+        char dir[] = "/tmp/fusec-embed-XXXXXX", image[64];
+        if (!mkdtemp(dir)) {
+            fail(EXIT_USER, "cannot create a temp folder: %s", strerror(errno));
+            goto done;
+        }
+        snprintf(image, sizeof image, "%s/weights.safetensors", dir);
+        fu_mapguard_enter();
+        int bad = fu_safetensors_write_code_weights(r.graph, image, &err) ||
+                  fu_aot_build_embedded(r.c_source.s, so_path, header, image, &err);
+        fu_mapguard_leave();
+        unlink(image);
+        rmdir(dir);
+        if (bad) {
+            fail(EXIT_USER, "%s: %s", model, err.msg);
+            goto done;
+        }
+    } else if (fu_aot_build(r.c_source.s, so_path, header, &err) != 0) {
         fail(EXIT_USER, "%s: %s", model, err.msg);
         goto done;
     }

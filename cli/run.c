@@ -30,6 +30,9 @@ const char help_run[] =
     "  --backend jit|aot           libtcc in memory (default) or gcc into a cached library\n"
     "                              An input whose values decide shapes (a Reshape target,\n"
     "                              Slice bounds...) is compiled in with the value given.\n"
+    "  --weights FILE              the weights of a compiled library (default: the file of the\n"
+    "                              recorded name beside it, else where it was compiled); any\n"
+    "                              copy with the same content binds\n"
     "  --cache-dir DIR             where aot libraries and packed weights are cached\n"
     "                              (default $FUSEC_CACHE_DIR, $XDG_CACHE_HOME/fusec or\n"
     "                              ~/.cache/fusec; must be private: yours, not\n"
@@ -332,6 +335,9 @@ int cmd_run(int argc, char **argv) {
             if (strcmp(value, "jit") != 0 && strcmp(value, "aot") != 0)
                 return usage("run", "unknown backend '%s' (jit or aot)", value);
             opts.backend = value;
+        } else if ((r = option_value(argc, argv, &i, "--weights", NULL, &value))) {
+            if (r < 0) return usage("run", "%s needs a value", argv[i]);
+            opts.weights = value;
         } else if ((r = option_value(argc, argv, &i, "--cache-dir", NULL, &value))) {
             if (r < 0) return usage("run", "%s needs a value", argv[i]);
             opts.cache_dir = value;
@@ -391,9 +397,6 @@ int cmd_run(int argc, char **argv) {
         if (bad) return fail(EXIT_USER, "cannot write %s: %s", emit_c, strerror(errno));
     }
 
-    if (output_dir && make_dirs(output_dir) != 0)
-        return fail(EXIT_USER, "cannot create the output directory %s: %s", output_dir, strerror(errno));
-
     /* The integer inputs' values, known before compiling: those that
      * decide shapes are compiled in (and then bound no more). */
     known_inputs known;
@@ -419,6 +422,9 @@ int cmd_run(int argc, char **argv) {
     fu_array arrays[MAX_INPUT_ARGS];
     memset(arrays, 0, sizeof arrays);
     int status = EXIT_OK;
+    /* before the run (not after it), once the model has loaded */
+    if (output_dir && make_dirs(output_dir) != 0)
+        status = fail(EXIT_USER, "cannot create the output directory %s: %s", output_dir, strerror(errno));
     for (int k = 0; k < n_inputs && status == EXIT_OK; k++) status = bind_input(m, inputs[k], &arrays[k]);
     if (status == EXIT_OK) {
         /* The first run pays the page faults of the mapped weights, so it

@@ -47,6 +47,9 @@ typedef struct fu_compiled {
     fu_entry_profiled_fn run_profiled;   /* NULL for libraries built before profiling */
     const unsigned char *meta;
     unsigned long meta_len;
+    /* AOT with --embed-weights: the safetensors image of the weights the
+     * library carries; NULL otherwise. */
+    const unsigned char *(*weights_image)(unsigned long *len);
     void *tcc_state;      /* JIT: TCCState*, owns the code */
     void *dl_handle;      /* AOT: dlopen handle */
 } fu_compiled;
@@ -58,6 +61,10 @@ int fu_jit_compile(const char *c_source, fu_compiled *out, fu_err *err);
  * gcc -O3 -march=native -fPIC -shared, atomically. */
 int fu_aot_build(const char *c_source, const char *so_path, const char *header_path,
                  fu_err *err);
+/* Same, with the safetensors file weights_image embedded in the library
+ * (fusec compile --embed-weights); its name must be plain ([A-Za-z0-9._-]). */
+int fu_aot_build_embedded(const char *c_source, const char *so_path, const char *header_path,
+                          const char *weights_image, fu_err *err);
 /* AOT cache: the library path in cache_dir for a model described by
  * key_parts (strings that together decide the generated code: the model
  * file's hash, the weights' identity, the options); the key also covers

@@ -10,6 +10,7 @@
  * Identifiers are generated (S0, K3, p0, t5); model names appear only in
  * sanitised comments. */
 #include <json-c/json.h>
+#include <xxhash.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,14 +202,34 @@ static char *build_meta(const fu_graph *g, const loop_groups *lg, const char *pr
         json_object_array_add(packed, o);
     }
     json_object_object_add(m, "packed", packed);
+    /* The weights: where they were at compile time, the name a moved model
+     * looks for beside its library, what they hold (the header's hash and
+     * size), and the hash of each tensor whose values the code holds. */
     json_object_object_add(m, "weights_file", g->weights_path ? json_object_new_string(g->weights_path) : NULL);
+    if (g->weights_path) {
+        const char *base = strrchr(g->weights_path, '/');
+        json_object_object_add(m, "weights_name", json_object_new_string(base ? base + 1 : g->weights_path));
+    }
+    json_object *folded = json_object_new_array();
+    const char *fname;
+    const void *fdata;
+    size_t fbytes;
+    for (int i = 0; fu_weights_folded(g->weights, i, &fname, &fdata, &fbytes) == 0; i++) {
+        json_object *o = json_object_new_object();
+        char hash[24];
+        snprintf(hash, sizeof hash, "%016llx", (unsigned long long)XXH3_64bits(fdata, fbytes));
+        json_object_object_add(o, "name", json_object_new_string(fname));
+        json_object_object_add(o, "xxh3", json_object_new_string(hash));
+        json_object_array_add(folded, o);
+    }
+    json_object_object_add(m, "folded_weights", folded);
     if (g->weights_allow_external) json_object_object_add(m, "weights_allow_external", json_object_new_boolean(1));
     json_object *compiled_in = json_object_new_array();   /* inputs whose values the code holds */
     for (int v = 0; v < g->n_values; v++)
         if (g->values[v].compiled_in) json_object_array_add(compiled_in, json_object_new_string(g->values[v].name));
     json_object_object_add(m, "compiled_in", compiled_in);
-    json_object_object_add(m, "weights_identity",
-                           json_object_new_string(g->weights ? fu_weights_identity(g->weights) : ""));
+    json_object_object_add(m, "weights_content",
+                           json_object_new_string(g->weights ? fu_weights_content_id(g->weights) : ""));
     json_object_object_add(m, "arena_bytes", json_object_new_int64(g->arena_bytes));
     /* The profiled blocks in slot order, named after the model's nodes. */
     json_object *slots = json_object_new_array();

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "onnx.pb-c.h"
+#include <openssl/evp.h>
 #include "files.h"
 #include "mapguard.h"
 #include "model_limits.h"
@@ -647,9 +648,27 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     return fu_graph_toposort(r->g, r->err);
 }
 
+/* "onnx:<sha256 of the model's bytes>", then each external file's size:
+ * the same model and data anywhere (a compiled model may move). */
+static void content_id(reader *r, const uint8_t *buf, size_t len) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    char id[256] = "onnx:";
+    size_t n = strlen(id);
+    if (EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL))
+        for (unsigned i = 0; i < md_len && n + 3 < sizeof id; i++, n += 2) snprintf(id + n, 3, "%02x", md[i]);
+    for (int f = 0; f < fu_weights_n_files(r->w) && n < sizeof id; f++) {
+        size_t size;
+        fu_weights_mapped_bytes(r->w, f, &size);
+        n += (size_t)snprintf(id + n, sizeof id - n, ":%zu", size);
+    }
+    fu_weights_set_content_id(r->w, id);
+}
+
 /* Seals r->w and hands it to the graph (or to the caller). */
-static int finish_weights(reader *r, const char *identity) {
+static int finish_weights(reader *r, const char *identity, const uint8_t *buf, size_t len) {
     if (!r->w) return 0;
+    content_id(r, buf, len);
     if (fu_weights_seal(r->w, identity, r->err)) return -1;
     if (fu_limit_check(FU_LIMIT_WEIGHTS_BYTES, (int64_t)fu_weights_file_size(r->w), r->path,
                        "the weights' size in bytes", r->err))
@@ -680,7 +699,7 @@ static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const c
     }
     g->weights_allow_external = o && o->allow_external_weights;
     reader rd = {g, path, o, err, 0, NULL};
-    int rc = read_graph(&rd, m) || finish_weights(&rd, identity);
+    int rc = read_graph(&rd, m) || finish_weights(&rd, identity, buf, len);
     onnx__model_proto__free_unpacked(m, NULL);
     fu_weights_close(rd.w);
     if (rc) {
@@ -749,8 +768,8 @@ fu_weights *fu_onnx_weights_open(const char *path, int allow_external, fu_err *e
     uint8_t *buf = read_model_file(path, &len, identity, sizeof identity, err);
     if (!buf) return NULL;
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-    free(buf);
     if (!m || !m->graph) {
+        free(buf);
         if (m) onnx__model_proto__free_unpacked(m, NULL);
         fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
         return NULL;
@@ -774,7 +793,8 @@ fu_weights *fu_onnx_weights_open(const char *path, int allow_external, fu_err *e
         rc = add_tensor(&rd, n->output[0], n->attribute[0]->t, what);
     }
     onnx__model_proto__free_unpacked(m, NULL);
-    if (rc == 0) rc = finish_weights(&rd, identity);
+    if (rc == 0) rc = finish_weights(&rd, identity, buf, len);
+    free(buf);
     if (rc) {
         fu_weights_close(rd.w);
         return NULL;

@@ -3,6 +3,7 @@
  * bytes, in value order. */
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "safetensors_write.h"
 
@@ -20,13 +21,30 @@ static const char *st_dtype(fu_dtype t) {
 
 static int stored(const fu_value *v) { return v->kind == FU_VAL_CONST && v->data && v->rank >= 0; }
 
+/* only: which values to write (NULL: every stored constant) */
+static int write_filtered(const fu_graph *g, const char *path, const char *only, fu_err *err);
+
 int fu_safetensors_write(const fu_graph *g, const char *path, fu_err *err) {
+    return write_filtered(g, path, NULL, err);
+}
+
+int fu_safetensors_write_code_weights(const fu_graph *g, const char *path, fu_err *err) {
+    char *only = calloc((size_t)g->n_values + 1, 1);
+    if (!only) return fu_fail(err, "%s: out of memory", path);
+    for (int v = 0; v < g->n_values; v++) only[v] = g->values[v].storage == FU_STORE_WEIGHT;
+    for (int i = 0; i < g->n_packed; i++) only[g->packed[i].value] = 1;   /* read packed only */
+    int rc = write_filtered(g, path, only, err);
+    free(only);
+    return rc;
+}
+
+static int write_filtered(const fu_graph *g, const char *path, const char *only, fu_err *err) {
     json_object *hdr = json_object_new_object();
     if (!hdr) return fu_fail(err, "%s: out of memory", path);
     uint64_t off = 0;
     for (int i = 0; i < g->n_values; i++) {
         const fu_value *v = &g->values[i];
-        if (!stored(v)) continue;
+        if (!stored(v) || (only && !only[i])) continue;
         const char *dt = st_dtype(v->dtype);
         json_object *e = json_object_new_object(), *shape = json_object_new_array(), *offs = json_object_new_array();
         if (!dt || !e || !shape || !offs) {
@@ -56,7 +74,7 @@ int fu_safetensors_write(const fu_graph *g, const char *path, fu_err *err) {
     json_object_put(hdr);
     for (int i = 0; i < g->n_values && !bad; i++) {
         const fu_value *v = &g->values[i];
-        if (stored(v) && v->nbytes) bad = fwrite(v->data, 1, v->nbytes, f) != v->nbytes;
+        if (stored(v) && (!only || only[i]) && v->nbytes) bad = fwrite(v->data, 1, v->nbytes, f) != v->nbytes;
     }
     if (fclose(f) != 0) bad = 1;
     if (bad) {

@@ -7,5 +7,8 @@
 #include "ir.h"
 
 int fu_safetensors_write(const fu_graph *g, const char *path, fu_err *err);
+/* Only the weights the planned code reads through w[] (FU_STORE_WEIGHT):
+ * the image fusec compile --embed-weights puts in a library. */
+int fu_safetensors_write_code_weights(const fu_graph *g, const char *path, fu_err *err);
 
 #endif

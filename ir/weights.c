@@ -34,6 +34,7 @@ typedef struct {
     int64_t shape[FU_MAX_RANK];
     uint64_t begin, end;  /* safetensors: within the data area */
     const unsigned char *data;   /* set once the table is sealed */
+    int folded;           /* constant folding baked values computed from it into code */
 } tensor_entry;
 
 typedef struct {
@@ -41,6 +42,7 @@ typedef struct {
     unsigned char *map;
     size_t size;
     int guard;                /* fu_mapguard slot of the mapping, or -1 */
+    int borrowed;             /* bytes of someone else's (a library's image): not unmapped */
     struct stat st;
 } mapped_file;
 
@@ -56,6 +58,7 @@ struct fu_weights {
     int n, cap;
     tensor_entry *tensors;    /* sorted by name once sealed */
     char identity[4096 + 128];
+    char content_id[256];     /* what the bytes are, wherever the files lie */
 };
 
 static fu_dtype st_dtype(const char *s) {
@@ -258,6 +261,7 @@ static int make_identity(fu_weights *w, fu_err *err) {
     add_file_identity(w, &w->files[0]);
     size_t len = strlen(w->identity);
     snprintf(w->identity + len, sizeof w->identity - len, "%s", hex);
+    snprintf(w->content_id, sizeof w->content_id, "safetensors:%zu%s", w->files[0].size, hex);
     return 0;
 }
 
@@ -425,6 +429,35 @@ fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err) {
     return w;
 }
 
+fu_weights *fu_weights_open_memory(const void *bytes, size_t size, const char *name, fu_err *err) {
+    fu_weights *w = fu_weights_new(name, err);
+    mapped_file *f = w ? calloc(1, sizeof *f) : NULL;
+    if (!f || !(f->path = strdup(name))) {
+        if (f) free(f);
+        fu_weights_close(w);
+        fu_fail(err, "%s: out of memory", name);
+        return NULL;
+    }
+    f->map = (unsigned char *)bytes;
+    f->size = size;
+    f->guard = -1;
+    f->borrowed = 1;
+    w->files = f;
+    w->n_files = 1;
+    if (size < 8 || parse_header(w, err) || make_identity(w, err)) {
+        if (size < 8) fu_fail(err, "%s: truncated safetensors image (%zu bytes)", name, size);
+        fu_weights_close(w);
+        return NULL;
+    }
+    for (int i = 0; i < w->n; i++) {
+        tensor_entry *t = &w->tensors[i];
+        t->data = w->files[0].map + w->data_start + t->begin;
+        t->end -= t->begin;
+        t->begin = 0;
+    }
+    return w;
+}
+
 fu_weights *fu_weights_retain(fu_weights *w) {
     if (w) w->refs++;
     return w;
@@ -434,7 +467,7 @@ void fu_weights_close(fu_weights *w) {
     if (!w || --w->refs > 0) return;
     for (int i = 0; i < w->n_files; i++) {
         fu_mapguard_remove(w->files[i].guard);
-        if (w->files[i].map) munmap(w->files[i].map, w->files[i].size);
+        if (w->files[i].map && !w->files[i].borrowed) munmap(w->files[i].map, w->files[i].size);
         free(w->files[i].path);
     }
     free(w->files);
@@ -476,6 +509,30 @@ void fu_weights_drop_pages(const fu_weights *w, const void *p, size_t nbytes) {
 }
 
 const char *fu_weights_identity(const fu_weights *w) { return w ? w->identity : ""; }
+
+const char *fu_weights_content_id(const fu_weights *w) { return w ? w->content_id : ""; }
+
+void fu_weights_set_content_id(fu_weights *w, const char *id) {
+    snprintf(w->content_id, sizeof w->content_id, "%s", id);
+}
+
+void fu_weights_mark_folded(fu_weights *w, const char *name) {
+    tensor_entry key;
+    key.name = (char *)name;
+    tensor_entry *t = w ? bsearch(&key, w->tensors, (size_t)w->n, sizeof key, by_name) : NULL;
+    if (t) t->folded = 1;
+}
+
+int fu_weights_folded(const fu_weights *w, int i, const char **name, const void **data, size_t *nbytes) {
+    for (int k = 0; w && k < w->n; k++) {
+        if (!w->tensors[k].folded || i-- > 0) continue;
+        *name = w->tensors[k].name;
+        *data = w->tensors[k].data;
+        *nbytes = (size_t)w->tensors[k].end;
+        return 0;
+    }
+    return -1;
+}
 
 size_t fu_weights_file_size(const fu_weights *w) {
     size_t total = w ? w->owned_bytes : 0;

@@ -18,6 +18,9 @@ fu_weights *fu_weights_open(const char *path, fu_err *err);
 /* Maps the regular file open on fd (closed here, whatever happens); path
  * names it in messages and in the identity. */
 fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err);
+/* A safetensors image in memory that outlives the table (the weights a
+ * library embeds); name names it in messages. */
+fu_weights *fu_weights_open_memory(const void *bytes, size_t size, const char *name, fu_err *err);
 /* The mapping is reference counted: retain adds a user (a cloned graph),
  * close drops one and unmaps when the last user is gone. */
 fu_weights *fu_weights_retain(fu_weights *w);
@@ -46,6 +49,17 @@ void fu_weights_drop_pages(const fu_weights *w, const void *p, size_t nbytes);
 const char *fu_weights_identity(const fu_weights *w);
 /* Bytes behind the table: its mapped files and its owned copies. */
 size_t fu_weights_file_size(const fu_weights *w);
+/* Identity of the content, wherever the files lie (a compiled model binds
+ * to any copy of its weights): a safetensors file's size and header hash;
+ * for an ONNX model, what its reader sets (fu_weights_set_content_id). */
+const char *fu_weights_content_id(const fu_weights *w);
+void fu_weights_set_content_id(fu_weights *w, const char *id);
+/* Constant folding baked values computed from tensor `name` into code
+ * (passes/fold.c): a compiled model checks those tensors' bytes at load.
+ * fu_weights_folded gives the i-th such tensor (0 on success, -1 past the
+ * last). */
+void fu_weights_mark_folded(fu_weights *w, const char *name);
+int fu_weights_folded(const fu_weights *w, int i, const char **name, const void **data, size_t *nbytes);
 const char *fu_weights_path(const fu_weights *w);
 /* The files the table maps (a safetensors file, an ONNX model's external
  * data files). */

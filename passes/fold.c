@@ -23,6 +23,7 @@
 #include <string.h>
 #include "passes.h"
 #include "../ops/ops.h"
+#include "../ir/weights.h"
 
 /* Largest folded output, in elements. */
 #define FOLD_MAX_NUMEL ((int64_t)1 << 20)
@@ -330,8 +331,17 @@ static int fold_by_compiling(fu_graph *g, const fu_pass_opts *o, int *folded, fu
             val->kind = FU_VAL_CONST;
             val->producer = -1;
         }
-        for (int n = 0; n < g->n_nodes; n++)
-            if (s.foldable_node[n]) g->nodes[n].dead = 1;
+        for (int n = 0; n < g->n_nodes; n++) {
+            if (!s.foldable_node[n]) continue;
+            g->nodes[n].dead = 1;
+            /* the code now holds values computed from these weights: a
+             * compiled model checks their bytes when it binds its weights */
+            for (int k = 0; k < g->nodes[n].n_in; k++) {
+                int v = g->nodes[n].in[k];
+                if (v >= 0 && g->values[v].kind == FU_VAL_CONST && g->values[v].external)
+                    fu_weights_mark_folded(g->weights, g->values[v].name);
+            }
+        }
         *folded += s.n_foldable;
     }
     for (int i = 0; i < s.n_boundary; i++) free(results[i]);

@@ -12,8 +12,10 @@
  *   - a mask Add, or a masked fill Where(cond, scores, blocked) either way round;
  *   - 3-D scores [B, Lq, Lk]: one head on [B, L, D] tensors, the 3-D form.
  * The check proves a mask causal (then is_causal: query i sees keys
- * j <= i + Lk - Lq) as a constant, a Trilu of blocked values or a Where of
- * Range index comparisons, or else keeps it as attn_mask when it can be one;
+ * j <= i + Lk - Lq) as a constant, a Trilu of blocked values, a Where of
+ * Range index comparisons (indices shifted by integer constants) or of
+ * Equal(Trilu(non-zero), 0), or a causal mask times a Cast of a causal
+ * condition, or else keeps it as attn_mask when it can be one;
  * a masked fill must be causal. Then K/V heads and all shapes must line up. */
 #include <stdio.h>
 #include <string.h>
@@ -139,17 +141,29 @@ static int skip_mask_views(const fu_graph *g, int v) {
     return v;
 }
 
-/* Every element of v is one blocked value (a constant or a ConstantOfShape). */
-static int filled_with_blocked(const fu_graph *g, int v) {
-    int p = fu_m_producer(g, v = fu_m_skip_casts(g, v), FU_OP_ConstantOfShape);
+enum { FILL_ZERO, FILL_BLOCKED, FILL_NONZERO };
+
+/* Every element of v is 0 (FILL_ZERO), a blocked value (FILL_BLOCKED) or
+ * clearly not 0 (FILL_NONZERO: |x| >= 1e-4, so no float cast makes it 0): a
+ * constant, a ConstantOfShape (exporters fill a [S, S] tensor with the
+ * dtype's lowest value; no `value` attribute means float 0) or an Expand of
+ * either (torch's SDPA export expands a 1.0 to [L, S]), through float Casts. */
+static int filled_with(const fu_graph *g, int v, int fill) {
+    int p;
+    for (v = fu_m_skip_casts(g, v); (p = fu_m_producer(g, v, FU_OP_Expand)) >= 0 && g->nodes[p].in[0] >= 0;)
+        v = fu_m_skip_casts(g, g->nodes[p].in[0]);
+    p = fu_m_producer(g, v, FU_OP_ConstantOfShape);
     const fu_attr *a = p >= 0 ? fu_node_attr(&g->nodes[p], "value") : NULL;
     fu_value val = g->values[v];
     int64_t numel;
+    if (p >= 0 && !a) return fill == FILL_ZERO && val.dtype == FU_F32;
     if (a && a->kind == FU_ATTR_TENSOR && a->t_data)
         val = (fu_value){.kind = FU_VAL_CONST, .dtype = a->t_dtype, .data = a->t_data, .nbytes = fu_dtype_size(a->t_dtype)};
     if (val.kind != FU_VAL_CONST || !val.data || fu_value_numel_const(&val, &numel) || numel < 1) return 0;
-    for (int64_t i = 0; i < numel; i++)
-        if (!(fu_const_get_f(&val, i) <= BLOCKED)) return 0;
+    for (int64_t i = 0; i < numel; i++) {
+        double x = fu_const_get_f(&val, i);
+        if (fill == FILL_BLOCKED ? !(x <= BLOCKED) : fill == FILL_ZERO ? x != 0.0 : !(fabs(x) >= 1e-4)) return 0;
+    }
     return 1;
 }
 
@@ -174,29 +188,80 @@ static int const_is_causal(const fu_value *cv, int bool_when, lens L, char *why,
 
 enum { ROW = 1, COL = 2 };
 
+/* v = Add(x, c), Add(c, x) or Sub(x, c) with c a constant integer scalar
+ * keeping x's shape: x, and c (-c for Sub) in *c; else -1. */
+static int shifted_by(const fu_graph *g, int v, int64_t *c) {
+    int p = fu_m_producer(g, v, -1), x = -1;
+    if (p < 0 || g->nodes[p].n_in != 2 || g->nodes[p].in[0] < 0 || g->nodes[p].in[1] < 0) return -1;
+    const fu_node *n = &g->nodes[p];
+    double f;
+    if ((n->op_id == FU_OP_Add || n->op_id == FU_OP_Sub) && fu_m_const_scalar(g, n->in[1], &f)) x = n->in[0];
+    else if (n->op_id == FU_OP_Add && fu_m_const_scalar(g, n->in[0], &f)) x = n->in[1];
+    if (x < 0 || !fu_value_same_shape(&g->values[x], &g->values[v]) || !(f >= -1e9 && f <= 1e9) ||
+        f != (double)(int64_t)f)
+        return -1;
+    *c = n->op_id == FU_OP_Sub ? -(int64_t)f : (int64_t)f;
+    return x;
+}
+
 /* A row index ([Lq, 1]) or a column index ([1, Lk] or [Lk]) made from
  * Range(start, limit, 1) by Unsqueeze/Reshape/Cast (order-preserving on a
- * 1-D range): ROW or COL and the start, else 0. */
+ * 1-D range) and Adds/Subs of integer constants (transformers'
+ * `(arange(S) + 1).view(S, 1)`, which shift the start): ROW or COL and the
+ * start, else 0. */
 static int index_of(const fu_graph *g, int v, lens L, int64_t *start) {
     const fu_value *x = &g->values[v];
     fu_dim one = fu_dim_const(1);
     int kind = ends_in(x, L.lq, one) && !fu_dim_is(L.lk, 1) ? ROW
-               : ends_in(x, one, L.lk) || (x->rank == 1 && fu_dim_eq(x->shape[0], L.lk)) ? COL : 0, p;
+               : ends_in(x, one, L.lk) || (x->rank == 1 && fu_dim_eq(x->shape[0], L.lk)) ? COL : 0, p, u;
     double s, d;
-    while ((p = fu_m_producer(g, v, -1)) >= 0 && is_view(&g->nodes[p], 0))
-        if ((v = g->nodes[p].in[0]) < 0) return 0;
+    int64_t shift = 0, c;
+    for (;;) {
+        if ((p = fu_m_producer(g, v, -1)) >= 0 && is_view(&g->nodes[p], 0)) {
+            if ((v = g->nodes[p].in[0]) < 0) return 0;
+        } else if ((u = shifted_by(g, v, &c)) >= 0) {
+            v = u, shift += c;
+        } else {
+            break;
+        }
+    }
     if (!kind || p < 0 || g->nodes[p].op_id != FU_OP_Range || g->nodes[p].n_in != 3 || g->nodes[p].in[0] < 0) return 0;
     const fu_node *r = &g->nodes[p];
     const fu_value *sv = &g->values[r->in[0]];
     if (g->values[v].rank != 1 || !fu_dim_eq(g->values[v].shape[0], kind == ROW ? L.lq : L.lk) ||
         !fu_m_const_scalar(g, r->in[2], &d) || d != 1.0)
         return 0;
-    if (fu_m_const_scalar(g, r->in[0], &s)) return *start = (int64_t)s, (double)*start == s ? kind : 0;
+    if (fu_m_const_scalar(g, r->in[0], &s)) return *start = (int64_t)s + shift, (double)(int64_t)s == s ? kind : 0;
     if (sv->n_known != 1 || !fu_dim_is_const(sv->known[0])) return 0;
-    return *start = sv->known[0].coef, kind;
+    return *start = sv->known[0].coef + shift, kind;
 }
 
 #define UNKNOWN_OFFSET "cannot check the causal offset Lk - Lq at compile time"
+
+/* Equal(Trilu(F, upper, k), 0) (either order), F filled with non-zero
+ * values: torch's scaled_dot_product_attention export with is_causal builds
+ * Where(Equal(Trilu(Expand(1.0, [L, S]), upper=0), 0), -inf, 0). Is the set
+ * where it equals blocked_when exactly "j > i + Lk - Lq"? Tril (upper 0)
+ * keeps j <= i + k, so it is 0 (the Equal true) iff j > i + k; Triu keeps
+ * j >= i + k, so it is non-zero (the Equal false) iff j > i + k - 1. */
+static int tril_is_causal(const fu_graph *g, const fu_node *eq, int blocked_when, lens L, char *why, size_t n) {
+    double zero, k = 0;
+    int zero_at = eq->in[0] >= 0 && fu_m_const_scalar(g, eq->in[0], &zero) ? 0 : 1;
+    int t = eq->in[!zero_at], p = t >= 0 ? fu_m_producer(g, t, FU_OP_Trilu) : -1;
+    if (eq->in[zero_at] < 0 || !fu_m_const_scalar(g, eq->in[zero_at], &zero) || zero != 0.0 || p < 0)
+        return snprintf(why, n, "mask condition Equal is not Trilu(..) == 0"), 0;
+    const fu_node *tr = &g->nodes[p];
+    int upper = (int)fu_attr_int(tr, "upper", 1);
+    if (tr->in[0] < 0 || !filled_with(g, tr->in[0], FILL_NONZERO) || !ends_in(&g->values[t], L.lq, L.lk) ||
+        (tr->n_in > 1 && tr->in[1] >= 0 && !fu_m_const_scalar(g, tr->in[1], &k)))
+        return snprintf(why, n, "mask condition Equal(Trilu(..), 0) is not of a [Lq, Lk] non-zero fill"), 0;
+    /* Blocked where the Equal is true (tril) or false (triu). */
+    if (upper != !blocked_when) return snprintf(why, n, "mask blocks keys before the query (j < i), not after: not causal"), 0;
+    long long shift = (long long)k - (upper ? 1 : 0);
+    if (shift != L.off)
+        return snprintf(why, n, "mask blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", shift, (long long)L.off), 0;
+    return 1;
+}
 
 /* Is the set of (i, j) where bool `cond` equals `blocked_when` exactly the
  * causal "j > i + Lk - Lq"? 1 yes, 0 no (reason written). */
@@ -216,6 +281,8 @@ static int cond_is_causal(const fu_graph *g, int cond, int blocked_when, lens L,
         return const_is_causal(cv, blocked_when, L, why, n);
     }
     p = fu_m_producer(g, cond, -1);
+    if (p >= 0 && g->nodes[p].op_id == FU_OP_Equal && g->nodes[p].n_in == 2)
+        return tril_is_causal(g, &g->nodes[p], blocked_when, L, why, n);
     for (int k = 0; p >= 0 && k < 4; k++)
         if (g->nodes[p].op_id == cmp[k]) op = k;
     if (op < 0) return snprintf(why, n, "mask condition is not a comparison of row and column indices"), 0;
@@ -241,7 +308,7 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
     const fu_value *mv = &g->values[v];
     const fu_node *t = p >= 0 ? &g->nodes[p] : NULL;
     int64_t numel;
-    double a, b, k = 0;
+    double k = 0;
     if (!ends_in(mv, L.lq, L.lk)) return snprintf(why, n, "mask is not [Lq, Lk] per head"), 0;
     if (mv->kind == FU_VAL_CONST && mv->data) {
         if (!L.known || fu_value_numel_const(mv, &numel) || !fu_dim_is_const(L.lk))
@@ -250,7 +317,7 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
     }
     if (!t) return snprintf(why, n, "mask is a graph input"), 0;
     if (t->op_id == FU_OP_Trilu) {
-        if (fu_attr_int(t, "upper", 1) != 1 || t->in[0] < 0 || !filled_with_blocked(g, t->in[0]) ||
+        if (fu_attr_int(t, "upper", 1) != 1 || t->in[0] < 0 || !filled_with(g, t->in[0], FILL_BLOCKED) ||
             (t->n_in > 1 && t->in[1] >= 0 && !fu_m_const_scalar(g, t->in[1], &k)))
             return snprintf(why, n, "Trilu mask is not the upper triangle of a blocked constant"), 0;
         if (!L.known) return snprintf(why, n, UNKNOWN_OFFSET), 0;
@@ -260,11 +327,26 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
                             (long long)L.off), 0;
         return 1;
     }
+    if (t->op_id == FU_OP_Mul && t->n_in == 2 && t->in[0] >= 0 && t->in[1] >= 0) {
+        /* transformers 4.40+: triu(full(min), 1) * (arange(Lk) > cache_position[:, None]): an
+         * additive causal mask times a float Cast of a condition true exactly where it blocks
+         * (blocked * 1 stays blocked, 0 * anything is 0). */
+        for (int side = 0; side < 2; side++) {
+            int c = fu_m_producer(g, t->in[!side], FU_OP_Cast), b;
+            if (c < 0 || (b = g->nodes[c].in[0]) < 0 || g->values[b].dtype != FU_BOOL) continue;
+            char inner[100];
+            if (!additive_is_causal(g, t->in[side], L, inner, sizeof inner))
+                return snprintf(why, n, "mask is a product with a mask that is not causal (%.96s)", inner), 0;
+            return cond_is_causal(g, b, 1, L, why, n);
+        }
+        return snprintf(why, n, "mask is a product, not of a causal mask and a float Cast of a condition"), 0;
+    }
     if (t->op_id != FU_OP_Where || t->n_in != 3) return snprintf(why, n, "mask is computed by %s", t->op), 0;
-    if (!fu_m_const_scalar(g, t->in[1], &a) || !fu_m_const_scalar(g, t->in[2], &b) ||
-        !((a <= BLOCKED && b == 0.0) || (a == 0.0 && b <= BLOCKED)))
+    /* Each branch a constant or a ConstantOfShape filled with one kind. */
+    int a_blocked = filled_with(g, t->in[1], FILL_BLOCKED), b_blocked = filled_with(g, t->in[2], FILL_BLOCKED);
+    if (!((a_blocked && filled_with(g, t->in[2], FILL_ZERO)) || (filled_with(g, t->in[1], FILL_ZERO) && b_blocked)))
         return snprintf(why, n, "Where mask does not choose between 0 and a blocked value"), 0;
-    return cond_is_causal(g, t->in[0], a <= BLOCKED, L, why, n);
+    return cond_is_causal(g, t->in[0], a_blocked, L, why, n);
 }
 
 /* Can `mask` be the Attention node's attn_mask for scores s? */

@@ -397,7 +397,7 @@ static inline void tb_save_to(tb_graph *b, const char *path) {
     tb_write_weights_(b, path);
     FILE *f = fopen(path, "w");
     if (!f) fail_msg("tb_save: cannot write %s", path);
-    fu_err err = {{0}};
+    fu_err err = {0};
     if (fu_ir_write(b->g, f, &err)) fail_msg("tb_save: %s", err.msg);
     if (fclose(f)) fail_msg("tb_save: cannot write %s", path);
 }
@@ -433,7 +433,7 @@ static inline fu_graph *tb_take(tb_graph *b) {
 /* Saves and reads the model back with fu_ir_load (files removed again). */
 static inline fu_graph *tb_load(tb_graph *b) {
     char *path = tb_save(b);
-    fu_err err = {{0}};
+    fu_err err = {0};
     fu_graph *g = fu_ir_load(path, &err);
     tb_remove(path);
     if (!g) fail_msg("tb_load: %s", err.msg);

@@ -32,7 +32,8 @@ typedef struct {
     const char *repeat;   /* NULL (K/V used as given), "expand", "tile5", "tile4", "expand1" */
     const char *scale;    /* "div" (default), "mul", "preq", "both", "kt", "none", "tensor" */
     const char *mask;     /* NULL, "const_causal", "const_shift", "const_random", "trilu", "range",
-                             "range_gt", "range_anti", "fill_range", "fill_input", "pad_input", "col1" */
+                             "range_gt", "range_anti", "range_plus1", "range_plus2", "triu_mul_gt", "triu_mul_gt1",
+                             "sdpa_tril", "sdpa_tril_k1", "fill_range", "fill_input", "pad_input", "col1" */
     double blocked;       /* value used for hidden keys (default -inf) */
     int mask_left;        /* Add(mask, scores) */
     int softmax_axis;     /* 0: -1 */
@@ -161,18 +162,68 @@ static tb_graph *build_attention(const attn_spec *s) {
         int seq_len = tb_op(b, "Gather", "seq_len", q_shape, tb_scalar_i64(b, "idx_2s", s->bshd == 1 ? 1 : 2));
         tb_attr_int(b, seq_len, "axis", 0);
         int positions = tb_op(b, "Range", "positions", tb_scalar_i64(b, "zero_i", 0), seq_len, tb_scalar_i64(b, "one_i", 1));
-        int rows = tb_op(b, "Unsqueeze", "rows", positions, tb_const_ints(b, "axes_1", TB_INTS(1)));
+        /* range_plus1/2: transformers < 4.36 `_make_causal_mask`, keep j < (i + 1) (causal) or
+         * j < i + 2 (one key too many: not causal). */
+        int plus = !strcmp(mask_kind, "range_plus1") ? 1 : !strcmp(mask_kind, "range_plus2") ? 2 : 0;
+        int row_index = plus ? tb_op(b, "Add", "positions_plus", positions, tb_scalar_i64(b, "shift_i", plus)) : positions;
+        int rows = tb_op(b, "Unsqueeze", "rows", row_index, tb_const_ints(b, "axes_1", TB_INTS(1)));
         int cols = tb_op(b, "Unsqueeze", "cols", positions, tb_const_ints(b, "axes_0", TB_INTS(0)));
         int cond;
-        if (!strcmp(mask_kind, "range")) cond = tb_op(b, "Less", "cond", rows, cols);
+        if (plus) {
+            /* Where(j < i + plus, 0, full(min)), full a ConstantOfShape [seq, seq]. */
+            int seq_1d = tb_op(b, "Unsqueeze", "seq_1d", seq_len, tb_const_ints(b, "axes_0b", TB_INTS(0)));
+            int mask_shape = tb_attr_int(b, tb_op(b, "Concat", "mask_shape", seq_1d, seq_1d), "axis", 0);
+            float fill = isinf(blocked) ? -3.4028234663852886e38f : (float)blocked;
+            int full = tb_op(b, "ConstantOfShape", "full", mask_shape);
+            tb_attr_tensor(b, full, "value", FU_F32, TB_DIMS(1), &fill);
+            cond = tb_op(b, "Less", "cond", cols, rows);
+            mask = tb_op(b, "Where", "mask", cond, tb_scalar_f32(b, "zero_f", 0.0f), full);
+        } else if (!strcmp(mask_kind, "range")) cond = tb_op(b, "Less", "cond", rows, cols);
         else if (!strcmp(mask_kind, "range_gt")) cond = tb_op(b, "Greater", "cond", cols, rows);
         else if (!strcmp(mask_kind, "range_anti")) cond = tb_op(b, "Less", "cond", cols, rows);
         else cond = tb_op(b, "GreaterOrEqual", "cond", rows, cols);   /* keep j <= i */
         int blocked_c = tb_scalar_f32(b, "blocked", (float)blocked);
-        if (!strcmp(mask_kind, "fill_range"))
+        if (plus)
+            ;
+        else if (!strcmp(mask_kind, "fill_range"))
             masked = tb_op(b, "Where", "masked", cond, scores, blocked_c);
         else
             mask = tb_op(b, "Where", "mask", cond, blocked_c, tb_scalar_f32(b, "zero_f", 0.0f));
+    } else if (mask_kind && (!strcmp(mask_kind, "triu_mul_gt") || !strcmp(mask_kind, "triu_mul_gt1"))) {
+        /* transformers 4.40+: triu(full(min), 1) * (arange(Lk) > cache_position.reshape(-1, 1));
+         * triu_mul_gt1 compares with cache_position + 1 (keys up to i + 1 visible: not causal). */
+        int q_shape = tb_op(b, "Shape", "q_shape", q_in);
+        int seq_len = tb_op(b, "Gather", "seq_len", q_shape, tb_scalar_i64(b, "idx_2s", s->bshd == 1 ? 1 : 2));
+        tb_attr_int(b, seq_len, "axis", 0);
+        int seq_1d = tb_op(b, "Unsqueeze", "seq_1d", seq_len, tb_const_ints(b, "axes_0b", TB_INTS(0)));
+        int mask_shape = tb_attr_int(b, tb_op(b, "Concat", "mask_shape", seq_1d, seq_1d), "axis", 0);
+        float fill = -3.4028234663852886e38f;
+        int full = tb_op(b, "ConstantOfShape", "full", mask_shape);
+        tb_attr_tensor(b, full, "value", FU_F32, TB_DIMS(1), &fill);
+        int tri = tb_attr_int(b, tb_op(b, "Trilu", "tri", full, tb_scalar_i64(b, "trilu_k", 1)), "upper", 1);
+        int positions = tb_op(b, "Range", "positions", tb_scalar_i64(b, "zero_i", 0), seq_len, tb_scalar_i64(b, "one_i", 1));
+        int cache_pos = !strcmp(mask_kind, "triu_mul_gt1")
+                            ? tb_op(b, "Add", "cache_pos", positions, tb_scalar_i64(b, "shift_i", 1)) : positions;
+        int rows = tb_op(b, "Reshape", "rows", cache_pos, tb_const_ints(b, "rows_shape", TB_INTS(-1, 1)));
+        int later = tb_op(b, "Greater", "later", positions, rows);
+        mask = tb_op(b, "Mul", "mask", tri, tb_attr_int(b, tb_op(b, "Cast", "later_f", later), "to", FU_F32));
+    } else if (mask_kind && (!strcmp(mask_kind, "sdpa_tril") || !strcmp(mask_kind, "sdpa_tril_k1"))) {
+        /* torch.onnx's scaled_dot_product_attention(is_causal=True): Where(Equal(Trilu(Expand(1.0,
+         * [L, S]), upper=0), 0), -inf, 0); sdpa_tril_k1: Trilu k = 1 (one key ahead: not causal). */
+        int q_shape = tb_op(b, "Shape", "q_shape", q_in);
+        int k_shape = tb_op(b, "Shape", "k_shape", k);
+        int lq_1d = tb_op(b, "Slice", "lq_1d", q_shape, tb_const_ints(b, "m2", TB_INTS(s->bshd == 1 ? 1 : -2)),
+                          tb_const_ints(b, "m1", TB_INTS(s->bshd == 1 ? 2 : -1)));
+        int lk_1d = tb_op(b, "Slice", "lk_1d", k_shape, tb_const_ints(b, "m2k", TB_INTS(-2)), tb_const_ints(b, "m1k", TB_INTS(-1)));
+        int size = tb_attr_int(b, tb_op(b, "Concat", "size", lq_1d, lk_1d), "axis", 0);
+        float one = 1.0f, zero = 0.0f, ninf = -INFINITY;
+        int ones = tb_op(b, "Expand", "ones", tb_const_f32(b, "one_f", TB_DIMS(1), &one), size);
+        int tril = !strcmp(mask_kind, "sdpa_tril_k1") ? tb_op(b, "Trilu", "tril", ones, tb_scalar_i64(b, "tril_k", 1))
+                                                      : tb_op(b, "Trilu", "tril", ones);
+        tb_attr_int(b, tril, "upper", 0);
+        int zero_c = tb_const_f32(b, "zero_1", TB_DIMS(1), &zero);
+        int eq = tb_op(b, "Equal", "is_zero", tril, zero_c);
+        mask = tb_op(b, "Where", "mask", eq, tb_const_f32(b, "ninf_1", TB_DIMS(1), &ninf), zero_c);
     } else if (mask_kind && !strcmp(mask_kind, "fill_input")) {
         int keep = tb_input(b, "keep", FU_BOOL, TB_DIMS(lq, lk));
         masked = tb_op(b, "Where", "masked", keep, scores, tb_scalar_f32(b, "blocked", (float)blocked));
@@ -360,6 +411,60 @@ static void test_sym_masked_fill_causal(void **state) {
     attn_spec s = {.b = 1, .hq = 4, .hkv = 4, .lq = 11, .lk = 11, .d = 64, .dv = 64, .sym = 1, .scale = "kt",
                    .mask = "fill_range"};
     expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 4};
+    check(&s, &e);
+}
+
+/* transformers < 4.36 (Optimum exports): Where(j < (i + 1), 0,
+ * ConstantOfShape([S, S], min)); the row index is Range + 1. */
+static void test_sym_range_plus1_full(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 4, .hkv = 2, .lq = 13, .lk = 13, .d = 64, .dv = 64, .sym = 1, .bshd = 1,
+                   .repeat = "expand", .mask = "range_plus1"};
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 2, .layout = "BSHD"};
+    check(&s, &e);
+}
+
+/* The same with i + 2: each query sees one key ahead, not causal: kept. */
+static void test_sym_range_plus2_kept(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 9, .lk = 9, .d = 64, .dv = 64, .sym = 1, .mask = "range_plus2",
+                   .blocked = -1e9};
+    expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
+    check(&s, &e);
+}
+
+/* transformers 4.40-4.47: triu(full(min), 1) * Cast(arange > cache_position[:, None]). */
+static void test_sym_triu_times_greater(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 4, .hkv = 2, .lq = 12, .lk = 12, .d = 64, .dv = 64, .sym = 1, .repeat = "expand",
+                   .scale = "mul", .mask = "triu_mul_gt"};
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 2};
+    check(&s, &e);
+}
+
+/* The product with a condition that is not causal (j > i + 1) is no causal mask: kept. */
+static void test_sym_triu_times_shifted_kept(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 8, .lk = 8, .d = 64, .dv = 64, .sym = 1, .mask = "triu_mul_gt1"};
+    expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
+    check(&s, &e);
+}
+
+/* torch.onnx's SDPA export with is_causal: Where(Equal(Trilu(Expand(1.0), upper=0), 0), -inf, 0),
+ * scale d^-1/4 on Q and Kᵀ. */
+static void test_sym_sdpa_tril_equal(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 4, .hkv = 2, .lq = 10, .lk = 10, .d = 64, .dv = 64, .sym = 1, .repeat = "expand",
+                   .scale = "both", .mask = "sdpa_tril"};
+    expectation e = {.fused = 1, .is_causal = 1, .kv_heads = 2};
+    check(&s, &e);
+}
+
+/* Trilu k = 1 lets each query see the next key: not causal, kept. */
+static void test_sym_sdpa_tril_k1_kept(void **state) {
+    (void)state;
+    attn_spec s = {.b = 1, .hq = 2, .hkv = 2, .lq = 7, .lk = 7, .d = 64, .dv = 64, .sym = 1, .mask = "sdpa_tril_k1"};
+    expectation e = {.fused = 1, .is_causal = 0, .kv_heads = 2, .has_mask = 1};
     check(&s, &e);
 }
 
@@ -626,6 +731,12 @@ int main(void) {
         cmocka_unit_test(test_sym_range_gt_mixed_layout),
         cmocka_unit_test(test_sym_trilu_both_scaled),
         cmocka_unit_test(test_sym_masked_fill_causal),
+        cmocka_unit_test(test_sym_range_plus1_full),
+        cmocka_unit_test(test_sym_range_plus2_kept),
+        cmocka_unit_test(test_sym_triu_times_greater),
+        cmocka_unit_test(test_sym_triu_times_shifted_kept),
+        cmocka_unit_test(test_sym_sdpa_tril_equal),
+        cmocka_unit_test(test_sym_sdpa_tril_k1_kept),
         cmocka_unit_test(test_mqa_expand_no_mask),
         cmocka_unit_test(test_tile_head_axis_reads_repeated),
         cmocka_unit_test(test_mqa_tile_head_axis),

@@ -319,5 +319,98 @@ check "progress: and its time" grep -qE "^fusec: building .*libprogress.so with 
 "$fusec" compile "$tmp/small.json" -o "$tmp/libquiet.so" >"$tmp/out" 2>"$tmp/err"
 check "progress: a fast step is quiet" test ! -s "$tmp/err"
 
+# a compiled model ships with its weights: found beside the library, any copy
+# binds (--weights), and bytes the code holds (folded) are checked
+mkdir -p "$tmp/ship/src" "$tmp/ship/dst"
+$py - "$tmp/ship/src" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+hdr = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "v": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(d + "/w.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<4f", 1.5, -2.0, 10.0, 20.0))
+model = {"ir_version": 1, "name": "ship", "weights": "w.safetensors",
+         "inputs": [{"name": "x", "dtype": "float32", "shape": [2]}],
+         "outputs": [{"name": "y", "dtype": "float32", "shape": [2]}],
+         "initializers": [{"name": "w", "dtype": "float32", "shape": [2]},
+                          {"name": "v", "dtype": "float32", "shape": [2]},
+                          {"name": "two", "dtype": "float32", "shape": [], "data": [2.0]}],
+         "nodes": [{"name": "d", "op": "Mul", "inputs": ["w", "two"], "outputs": ["w2"]},
+                   {"name": "a", "op": "Add", "inputs": ["x", "w2"], "outputs": ["s"]},
+                   {"name": "b", "op": "Add", "inputs": ["s", "v"], "outputs": ["y"]}]}
+json.dump(model, open(d + "/ship.json", "w"))
+PY
+status 0 "compile a model with weights" compile "$tmp/ship/src/ship.json" -o "$tmp/ship/dst/libship.so"
+cp "$tmp/ship/src/w.safetensors" "$tmp/ship/dst/"
+rm -rf "$tmp/ship/src"
+status 0 "the library runs with its weights beside it (the originals gone)" run "$tmp/ship/dst/libship.so" --input 'x=[1,1]'
+check "  y = x + 2w + v" grep -qxF 'y float32 [2] 14 17' "$tmp/out"
+$py - "$tmp/ship/dst/w.safetensors" "$tmp/ship/v_changed.safetensors" "$tmp/ship/w_changed.safetensors" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+v = bytearray(b); v[-4:] = bytes.fromhex("0000f041")   # v[1] = 30: read at run time, allowed
+open(sys.argv[2], "wb").write(v)
+w = bytearray(b); w[-12:-8] = bytes.fromhex("00000040")  # w[1] = 2: folded into the code
+open(sys.argv[3], "wb").write(w)
+PY
+status 0 "--weights: a file elsewhere with other values of a weight read at run time" run "$tmp/ship/dst/libship.so" --weights "$tmp/ship/v_changed.safetensors" --input 'x=[1,1]'
+check "  its values are used" grep -qxF 'y float32 [2] 14 27' "$tmp/out"
+status 1 "--weights: other bytes in a weight the code holds (folded): refused" run "$tmp/ship/dst/libship.so" --weights "$tmp/ship/w_changed.safetensors" --input 'x=[1,1]'
+check "  the refusal names the weight" grep -qF "weight 'w', whose values the compiled code holds, differs" "$tmp/err"
+
+# --embed-weights: one self-contained file
+q=fixtures/qwen3_small
+mkdir -p "$tmp/embed"
+status 0 "compile --embed-weights" compile $q/model.json -o "$tmp/embed/libq.so" --embed-weights
+mv "$tmp/embed/libq.so" "$tmp/embed/libq_moved.so"
+status 0 "the embedded library runs alone (no weights file beside it)" run "$tmp/embed/libq_moved.so" --input input_ids=$q/input_ids_5.npy --print-all
+cp "$tmp/out" "$tmp/embed/out_embedded"
+status 0 "the model from its JSON and weights (aot)" run $q/model.json --backend aot --input input_ids=$q/input_ids_5.npy --print-all
+check "  the same logits, bit for bit" cmp -s "$tmp/out" "$tmp/embed/out_embedded"
+
+# two compiled models linked into one program: each answers for itself
+mkdir -p "$tmp/link"
+status 0 "compile model one (small)" compile "$tmp/small.json" -o "$tmp/link/libone.so"
+status 0 "compile model two (wide)" compile "$tmp/wide.json" -o "$tmp/link/libtwo.so"
+cat >"$tmp/link/both.c" <<'EOF2'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "one.h"
+#include "two.h"
+/* arena_bytes from a model's signature */
+static long long arena_of(const unsigned char *meta, unsigned long len) {
+    char *text = strndup((const char *)meta, len);
+    const char *p = strstr(text, "\"arena_bytes\":");
+    long long n = p ? atoll(p + strlen("\"arena_bytes\":")) : -1;
+    free(text);
+    return n;
+}
+int main(void) {
+    unsigned long len1, len2;
+    const unsigned char *m1 = fusec_one_meta(&len1), *m2 = fusec_two_meta(&len2);
+    if (m1 == m2 || (len1 == len2 && !memcmp(m1, m2, len1))) {
+        printf("each model's own signature: no\n");
+        return 1;
+    }
+    float x1[6] = {1, 2, 3, -4, 0.5f, 1}, x2[20];
+    for (int i = 0; i < 20; i++) x2[i] = (float)(i - 10);
+    const void *in1[1] = {x1}, *in2[1] = {x2};
+    void *out1[1], *out2[1];
+    void *a1 = aligned_alloc(64, (size_t)(arena_of(m1, len1) + 64) / 64 * 64);
+    void *a2 = aligned_alloc(64, (size_t)(arena_of(m2, len2) + 64) / 64 * 64);
+    if (fusec_one_run(NULL, in1, NULL, a1, out1) || fusec_two_run(NULL, in2, NULL, a2, out2)) return 1;
+    const float *y1 = out1[0], *y2 = out2[0];
+    printf("one %g %g %g %g\ntwo %g %g %g\n", y1[0], y1[1], y1[2], y1[3], y2[9], y2[10], y2[19]);
+    return 0;
+}
+EOF2
+if gcc -std=c11 -Wall -Werror -D_GNU_SOURCE -I"$tmp/link" "$tmp/link/both.c" -L"$tmp/link" -lone -ltwo \
+       -Wl,-rpath,"$tmp/link" -o "$tmp/link/both" 2>"$tmp/err" && "$tmp/link/both" >"$tmp/out" 2>"$tmp/err"; then
+    ok "a program linked with -lone -ltwo runs both"
+else bad "a program linked with -lone -ltwo runs both"; fi
+check "  model one's output (y = Relu(x + b) @ W)" grep -qxF "one 20.75 26.5 6.25 7.5" "$tmp/out"
+check "  model two's output (Relu)" grep -qxF "two 0 0 9" "$tmp/out"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -352,10 +352,12 @@ static void fail_row(fusec_router_result *res, const char *fmt, ...) {
 /* One forward of the batched model over rows idx[0..n) (ids[k], len[k]). */
 static void run_batch(fusec_router *r, int64_t **ids, const int *len, const int *idx, int n,
                       fusec_router_result *results) {
+    if (n <= 0) return;
     int width = 1;
     for (int k = 0; k < n; k++)
         if (len[idx[k]] > width) width = len[idx[k]];
-    int64_t *in = calloc((size_t)n * (size_t)width, sizeof *in), *mask = calloc((size_t)n * (size_t)width, sizeof *mask);
+    size_t cells = (size_t)(unsigned)n * (size_t)(unsigned)width;
+    int64_t *in = calloc(cells, sizeof *in), *mask = calloc(cells, sizeof *mask);
     if (!in || !mask) {
         for (int k = 0; k < n; k++) fail_row(&results[idx[k]], "%s", "out of memory");
         free(in);

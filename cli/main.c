@@ -5,6 +5,7 @@
  *   fusec dump MODEL.json [--after PASS]        the graph after some pass
  *   fusec info MODEL.json                       summary of the planned graph
  *   fusec import MODEL.onnx -o OUT.json         ONNX -> JSON IR + OUT.safetensors
+ *   fusec export MODEL.json -o OUT.onnx         the (fused) graph as ONNX
  *
  * Exit status: 0 success, 1 user error (bad model, input, failed build),
  * 2 usage error. Every message goes to stderr as "fusec: ...". */
@@ -28,6 +29,7 @@ static const char help_main[] =
     "  dump MODEL.json                     write the graph (JSON IR or dot) after a pass\n"
     "  info MODEL.json                     op counts, parameters, shapes, arena size\n"
     "  import MODEL.onnx -o OUT.json       an ONNX model as JSON IR + OUT.safetensors\n"
+    "  export MODEL -o OUT.onnx            the graph after a pass (fused) as ONNX\n"
     "  help [COMMAND]                      this text, or a command's options\n"
     "\n"
     "Run `fusec COMMAND --help` for the options of a command; `fusec --version` for the version.\n"
@@ -46,6 +48,7 @@ static const command commands[] = {
     {"dump", cmd_dump, help_dump},
     {"info", cmd_info, help_info},
     {"import", cmd_import, help_import},
+    {"export", cmd_export, help_export},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

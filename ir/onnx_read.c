@@ -12,6 +12,7 @@
 #include "mapguard.h"
 #include "model_limits.h"
 #include "onnx_read.h"
+#include "onnx_fusec.h"
 #include "onnx_opset.h"
 #include "op_ids.h"
 
@@ -28,6 +29,7 @@ typedef struct {
     fu_err *err;
     int64_t opset;
     fu_weights *w;        /* the initializers that are weights */
+    const char *meta_syms;      /* metadata "fusec.symbols" of a model fusec exported */
 } reader;
 
 int fu_is_onnx_path(const char *path) {
@@ -53,8 +55,12 @@ static const char *str(const char *s) { return s ? s : ""; }
 /* ---- symbols ---------------------------------------------------------- */
 
 /* The bound of symbol `name` from o->sym_max ("a=1,b=2"); 0 if absent. */
+static int64_t sym_bound_in(const char *p, const char *name);
 static int64_t sym_bound(const reader *r, const char *name) {
-    const char *p = r->o ? r->o->sym_max : NULL;
+    int64_t b = sym_bound_in(r->o ? r->o->sym_max : NULL, name);
+    return b > 0 ? b : sym_bound_in(r->meta_syms, name);
+}
+static int64_t sym_bound_in(const char *p, const char *name) {
     size_t n = strlen(name);
     while (p && *p) {
         const char *eq = strchr(p, '='), *comma = strchr(p, ',');
@@ -340,7 +346,8 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
     int n_bad = 0;
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        int ok = is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0;
+        int ok = (is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0) ||
+                 fu_onnx_fusec_op(n->domain, str(n->op_type));
         if (ok) continue;
         int seen = 0, count = 0;
         for (size_t j = 0; j < gp->n_node; j++) {
@@ -535,8 +542,9 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         if (!outs[k]) continue;   /* Constant */
         char gen[32];
         snprintf(gen, sizeof gen, "node_%zu", k);
-        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen, str(n->op_type), 0, NULL, (int)n->n_output,
-                                   outs[k]);
+        const char *fusec_op = fu_onnx_fusec_op(n->domain, str(n->op_type));
+        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen,
+                                   fusec_op ? fusec_op : str(n->op_type), 0, NULL, (int)n->n_output, outs[k]);
         int *in = malloc(sizeof(int) * (n->n_input + 1));
         if (ni < 0 || !in) {
             free(in);
@@ -559,6 +567,10 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         node->n_in = (int)n->n_input;
         for (size_t a = 0; a < n->n_attribute; a++)
             if (set_attr(r, &r->g->nodes[ni], n->attribute[a])) goto done;
+        if (fusec_op && fu_onnx_fusec_attrs(&r->g->nodes[ni], str(n->op_type))) {
+            fu_fail(r->err, "%s: out of memory", r->path);
+            goto done;
+        }
         const char *op = str(n->op_type);
         int rc2 = 0;
         if (!strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMean") || !strcmp(op, "ReduceMax") ||
@@ -587,6 +599,8 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         return fu_fail(r->err, "%s: opset %lld of the default domain is not supported (fusec reads %d to %d)",
                        r->path, (long long)opset, OPSET_MIN, OPSET_MAX);
     r->opset = opset;
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (strcmp(str(m->metadata_props[i]->key), "fusec.symbols") == 0) r->meta_syms = m->metadata_props[i]->value;
     if (gp->n_sparse_initializer) return fu_fail(r->err, "%s: sparse initializers are not supported", r->path);
     if (check_ops(r, gp)) return -1;
     /* older opsets: only ops whose meaning has not changed since (ir/onnx_opset.c) */
@@ -708,7 +722,7 @@ static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const c
         return NULL;
     }
     g->weights_allow_external = o && o->allow_external_weights;
-    reader rd = {g, path, o, err, 0, NULL};
+    reader rd = {g, path, o, err, 0, NULL, NULL};
     int rc = read_graph(&rd, m) || finish_weights(&rd, identity, buf, len);
     onnx__model_proto__free_unpacked(m, NULL);
     fu_weights_close(rd.w);
@@ -785,7 +799,7 @@ fu_weights *fu_onnx_weights_open(const char *path, int allow_external, fu_err *e
         return NULL;
     }
     fu_ir_opts o = {.allow_external_weights = allow_external};
-    reader rd = {NULL, path, &o, err, 0, fu_weights_new(path, err)};
+    reader rd = {NULL, path, &o, err, 0, fu_weights_new(path, err), NULL};
     const Onnx__GraphProto *gp = m->graph;
     int rc = rd.w ? 0 : -1;
     for (size_t j = 0; rc == 0 && j < gp->n_initializer; j++) {

@@ -124,9 +124,11 @@ class Graph:
         return self.op("MatMul", f"{prefix}/MatMul", [x, wt])
 
 
-def build_decoder(g, cfg):
+def build_decoder(g, cfg, batched=False):
     """Embedding, decoder layers and final RMSNorm over graph input `input_ids`
-    [1, seq]. Returns (final normed hidden [1, seq, hidden], seq length scalar)."""
+    [1, seq] ([batch, seq] when batched: rows padded on the right, which the
+    causal mask already hides from every real token). Returns (final normed
+    hidden [1 or batch, seq, hidden], seq length scalar)."""
     HEADS, KV_HEADS, HEAD_DIM, HIDDEN = cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.hidden
     two = g.const("const_two", np.float32(2.0), "float32")
     eps = g.const("const_eps", np.float32(cfg.eps), "float32")
@@ -182,7 +184,7 @@ def build_decoder(g, cfg):
     q_shape = g.const("const_q_shape", [0, -1, HEADS, HEAD_DIM], "int64")
     kv_shape = g.const("const_kv_shape", [0, -1, KV_HEADS, HEAD_DIM], "int64")
     rep_shape = g.const("const_kv_repeat", [1, 1, HEADS // KV_HEADS, 1, 1], "int64")
-    rep_flat = g.const("const_kv_flat", [1, HEADS, -1, HEAD_DIM], "int64")
+    rep_flat = g.const("const_kv_flat", [0 if batched else 1, HEADS, -1, HEAD_DIM], "int64")
     merge_shape = g.const("const_merge_heads", [0, -1, HEADS * HEAD_DIM], "int64")
     axes_2 = g.const("const_axes_2", [2], "int64")
 

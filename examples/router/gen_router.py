@@ -48,6 +48,7 @@ N_ROLES = 3
 N_LOGITS = N_AGENTS + N_ROLES
 HEAD = "router_head.weight"
 MAX_SEQ = 256          # declared bound of the `seq` symbol; the eval's cases have 3..65 tokens
+MAX_BATCH = 64         # declared bound of the `batch` symbol of model_batch.json
 
 DENSE_STD = 0.02       # Hugging Face's initializer_range
 NORM_STD = 0.1         # norm scales are 1 + NORM_STD * normal
@@ -139,6 +140,56 @@ def build_graph(config_name, cfg, dtype, max_seq):
     }
 
 
+def build_batched_graph(config_name, cfg, dtype, max_seq, max_batch):
+    """The router over a batch: input_ids [batch, seq] padded on the right and
+    attention_mask [batch, seq] (1 for real tokens, 0 for padding). Each row
+    is read out at its own max(T_b - 2, 0), T_b = sum of its mask, by a
+    one-hot sum over seq (exact: every other term is 0), so `logits`
+    [batch, 10] row b is what the unbatched router gives for that row alone.
+    Padding comes after every real token, so the causal mask keeps it out of
+    their attention; the mask decides where each row is read."""
+    g = qm.Graph(weight_dtype=dtype)
+    hidden, seq_len = qm.build_decoder(g, cfg, batched=True)                   # [batch, seq, hidden]
+    mask_f = g.op("Cast", "/router/readout/Cast_mask", ["attention_mask"], to=1)
+    axis_1 = g.const("const_readout_axis_1", [1], "int64")
+    length = g.op("ReduceSum", "/router/readout/ReduceSum_len", [mask_f, axis_1], keepdims=0)   # [batch]
+    minus_two = g.op("Sub", "/router/readout/Sub", [length, g.const("const_two_f", np.float32(2.0), "float32")])
+    index = g.op("Max", "/router/readout/Max", [minus_two, "const_zero_f"])
+    index_col = g.op("Unsqueeze", "/router/readout/Unsqueeze_index", [index, axis_1])        # [batch, 1]
+    positions = g.op("Range", "/router/readout/Range", ["const_zero_i", seq_len, "const_one_i"])
+    pos_f = g.op("Cast", "/router/readout/Cast_pos", [positions], to=1)                    # [seq]
+    hit = g.op("Equal", "/router/readout/Equal", [pos_f, index_col])                       # [batch, seq]
+    one_hot = g.op("Cast", "/router/readout/Cast_hit", [hit], to=1)
+    weight = g.op("Unsqueeze", "/router/readout/Unsqueeze_hit",
+                  [one_hot, g.const("const_readout_axis_2", [2], "int64")])                 # [batch, seq, 1]
+    picked = g.op("Mul", "/router/readout/Mul", [hidden, weight])
+    readout = g.op("ReduceSum", "/router/readout/ReduceSum", [picked, axis_1], keepdims=0)  # [batch, hidden]
+    g.linear("/router_head", readout, HEAD, N_LOGITS, cfg.hidden)
+    g.nodes[-1]["outputs"] = ["logits"]
+    return {
+        "ir_version": 1,
+        "name": f"router_{config_name.replace('-', '_').replace('.', '_')}_batch",
+        "doc_string": f"Qwen3 router ({config_name}, {dtype} weights) over a batch padded on the right: "
+                      "logits[b, 0:7] agents, logits[b, 7:10] roles, row b read out at max(T_b - 2, 0), "
+                      "T_b = sum(attention_mask[b])",
+        "weights": "model.safetensors",
+        "symbols": {"batch": max_batch, "seq": max_seq},
+        "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
+                   {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "seq"]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", N_LOGITS]}],
+        "initializers": g.initializers,
+        "nodes": g.nodes,
+    }
+
+
+def write_batched(config_name, out_dir, dtype, max_seq=MAX_SEQ, max_batch=MAX_BATCH):
+    """out_dir/model_batch.json beside an existing model.safetensors."""
+    out_dir = Path(out_dir)
+    partial = out_dir / "model_batch.json.partial"
+    qm.write_model_json(partial, build_batched_graph(config_name, CONFIGS[config_name], dtype, max_seq, max_batch))
+    os.replace(partial, out_dir / "model_batch.json")
+
+
 def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_seq=MAX_SEQ):
     """Writes out_dir/model.safetensors, then out_dir/model.json, then
     out_dir/model.onnx (last, so a present model.onnx means a complete model
@@ -151,7 +202,7 @@ def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_se
     onnx_path = out_dir / "model.onnx"
     if weights:
         dtype = checkpoint_dtype(weights, cfg)   # before anything is removed
-    for stale in (onnx_path, model_path):
+    for stale in (onnx_path, model_path, out_dir / "model_batch.json"):
         if stale.exists():
             stale.unlink()
     if weights_path.exists() or weights_path.is_symlink():
@@ -165,6 +216,7 @@ def generate(config_name, out_dir, dtype="float32", seed=0, weights=None, max_se
     partial = out_dir / "model.json.partial"
     qm.write_model_json(partial, build_graph(config_name, cfg, dtype, max_seq))
     os.replace(partial, model_path)
+    write_batched(config_name, out_dir, dtype, max_seq)
     ir_to_onnx.convert(model_path, onnx_path)   # atomic too: a partial file, then a rename
     return dtype
 
@@ -178,8 +230,18 @@ def main():
     ap.add_argument("--weights", help="existing safetensors (real checkpoint + trained head) to use")
     ap.add_argument("--max-seq", type=int, default=MAX_SEQ, help="bound of the seq symbol")
     ap.add_argument("--out", help="output directory (default build/router-models/<config>)")
+    ap.add_argument("--batch-only", action="store_true",
+                    help="only (re)write model_batch.json beside an existing model.safetensors")
     args = ap.parse_args()
     out_dir = Path(args.out) if args.out else model_dir(args.config)
+    if args.batch_only:
+        weights_path = out_dir / "model.safetensors"
+        if not weights_path.exists():
+            raise SystemExit(f"{weights_path}: missing (generate the model first)")
+        dtype = checkpoint_dtype(weights_path, CONFIGS[args.config])
+        write_batched(args.config, out_dir, dtype, args.max_seq)
+        print(f"wrote {out_dir}/model_batch.json ({args.config}, {dtype})")
+        return
     start = time.monotonic()
     dtype = generate(args.config, out_dir, args.dtype, args.seed, args.weights, args.max_seq)
     size = (out_dir / "model.safetensors").stat().st_size

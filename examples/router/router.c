@@ -30,9 +30,10 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
-#include <openssl/evp.h>
 
 #include "api/fusec.h"
+#include "examples/router/fusec_router.h"
+#include "examples/router/router_text.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_SETUP = 2 };
 
@@ -51,6 +52,7 @@ extern char **environ;
 
 static const char help_text[] =
     "usage: router eval [options]\n"
+    "       router tokenize|detokenize|route ... (router COMMAND --help)\n"
     "\n"
     "Compiles the router with fusec and routes every eval case (fixtures/router/cases.json),\n"
     "comparing each route with a reference snapshot from an independent numpy forward pass.\n"
@@ -105,13 +107,9 @@ typedef struct {
     int token_count;
 } eval_case;
 
-/* One routing decision: what a snapshot stores per case. */
-typedef struct {
-    int agent_id, role_id;
-    double agent_margin, role_margin;
-    double logits[N_LOGITS];
-    char route_hash[65];
-} route;
+/* One routing decision: what a snapshot stores per case (decided by
+ * fusec_router_decide, examples/router/fusec_router.c). */
+typedef fusec_router_result route;
 
 typedef struct {
     const char *profile, *backend, *precision;
@@ -417,44 +415,7 @@ done:
 
 /* ---- routing ------------------------------------------------------------------ */
 
-/* argmax (first index wins ties) and top-1 minus top-2. */
-static void decide(const double *scores, int n, int *best_out, double *margin_out) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (scores[i] > scores[best]) best = i;
-    double runner_up = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (i != best && scores[i] > runner_up) runner_up = scores[i];
-    *best_out = best;
-    *margin_out = scores[best] - runner_up;
-}
-
-/* The route_hash text: "agent=A;role=R;logits=l0,...,l9", logits "%.6f"
- * with negative zero written as zero (reference.py writes the same bytes). */
-static void route_text(const route *r, char *buf, size_t size) {
-    size_t used = (size_t)snprintf(buf, size, "agent=%d;role=%d;logits=", r->agent_id, r->role_id);
-    for (int i = 0; i < N_LOGITS && used < size; i++) {
-        char num[64];
-        snprintf(num, sizeof num, "%.6f", r->logits[i]);
-        if (!strcmp(num, "-0.000000")) strcpy(num, "0.000000");
-        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? "," : "", num);
-    }
-}
-
-static void route_from_logits(const float *logits, route *r) {
-    for (int i = 0; i < N_LOGITS; i++) r->logits[i] = (double)logits[i];
-    decide(r->logits, N_AGENTS, &r->agent_id, &r->agent_margin);
-    decide(r->logits + N_AGENTS, N_ROLES, &r->role_id, &r->role_margin);
-    char text[1024];
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    route_text(r, text, sizeof text);
-    if (!EVP_Digest(text, strlen(text), digest, &digest_len, EVP_sha256(), NULL) || digest_len != 32) {
-        strcpy(r->route_hash, "sha256-failed");
-        return;
-    }
-    for (unsigned i = 0; i < digest_len; i++) sprintf(r->route_hash + 2 * i, "%02x", digest[i]);
-}
+static void route_from_logits(const float *logits, route *r) { fusec_router_decide(logits, r); }
 
 static int logits_finite(const route *r) {
     for (int i = 0; i < N_LOGITS; i++)
@@ -876,6 +837,31 @@ done:
     return status;
 }
 
+/* For the text commands (examples/router/router_text.c). */
+char *router_root(void) { return find_root(); }
+
+char *router_model_path(const char *root, const char *config, int want_batch) {
+    char *model_dir = xasprintf("%s/build/router-models/%s", root, config);
+    char *model_path = xasprintf("%s/model.json", model_dir);
+    char *batch_path = xasprintf("%s/model_batch.json", model_dir);
+    if (access(model_path, R_OK) != 0 && generate_model(root, config, model_dir)) {
+        free(model_path);
+        model_path = NULL;
+    } else if (want_batch && access(batch_path, R_OK) != 0) {   /* a model from before batches */
+        char *script = xasprintf("%s/examples/router/gen_router.py", root);
+        char *argv[] = {PYTHON, script, "--config", (char *)config, "--out", model_dir, "--batch-only", NULL};
+        pid_t pid;
+        int status = 0;
+        if (posix_spawn(&pid, PYTHON, NULL, NULL, argv, environ) == 0)
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+        free(script);
+    }
+    free(batch_path);
+    free(model_dir);
+    return model_path;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);   /* progress lines show up in logs as they happen */
     fusec_progress(1);                  /* and fusec's: gcc builds, weight packing */
@@ -883,6 +869,9 @@ int main(int argc, char **argv) {
         fputs(help_text, stdout);
         return EXIT_OK;
     }
+    if (argc >= 2 && !strcmp(argv[1], "tokenize")) return tokenize_main(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "detokenize")) return detokenize_main(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "route")) return route_main(argc, argv);
     if (argc < 2 || strcmp(argv[1], "eval")) {
         fputs(help_text, stderr);
         return EXIT_SETUP;

@@ -175,17 +175,15 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 INSTALL_RPATH := -Wl,-rpath,'$$ORIGIN/../lib'
 SHARE_FILES := examples/router/gen_router.py examples/router/reference.py scripts/qwen3_model.py \
-               scripts/ir_to_onnx.py scripts/safetensors_np.py $(shell find fixtures/router -type f)
+               scripts/ir_to_onnx.py scripts/safetensors_np.py $(shell find fixtures/router -type f) \
+               $(BUILD)/tokenizer/tokenizer.json
 
 $(BUILD)/install/fusec: $(CLI_SRC) $(wildcard cli/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libfusec.a -L$(BUILD) -lfusec_rt $(INSTALL_RPATH) $(LIBS) -o $@
-$(BUILD)/install/router: examples/router/router.c api/fusec.h $(BUILD)/libfusec.so $(BUILD)/libfusec_rt.so
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -L$(BUILD) -lfusec $(INSTALL_RPATH) -ljson-c -lcrypto -lm -o $@
 INSTALL_BUILT := $(BUILD)/install/fusec $(BUILD)/install/router $(BUILD)/libfusec.so $(BUILD)/libfusec_rt.so
 
-install-build: $(BUILD)/.deps $(INSTALL_BUILT)
+install-build: $(BUILD)/.deps $(INSTALL_BUILT) $(BUILD)/tokenizer/tokenizer.json
 
 install: install-build
 	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
@@ -348,6 +346,13 @@ $(BUILD)/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) 
 	$(CC) $(CFLAGS) $(ROUTER_SRC) $(BUILD)/libfusec_router.a $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) $(TOK_LIBS) -o $@
 
 router: $(BUILD)/router
+
+# The installed router (make install): the public API through libfusec.so.
+$(BUILD)/install/router: $(ROUTER_SRC) examples/router/router_text.h $(ROUTER_LIB_HDRS) $(BUILD)/libfusec_router.a \
+                         $(BUILD)/libfusec.so $(BUILD)/libfusec_rt.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ROUTER_SRC) $(BUILD)/libfusec_router.a -L$(BUILD) -lfusec $(INSTALL_RPATH) -ljson-c -lcrypto \
+	    $(TOK_LIBS) -lxxhash -lm -o $@
 
 # The main job: the router's prompt eval on the default configuration, all
 # four lanes (generates the 2.4 GB qwen3-0.6b weights under build/ first).

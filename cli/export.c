@@ -1,5 +1,5 @@
 /* fusec export MODEL.json|MODEL.onnx -o OUT.onnx: the graph after a pass as
- * an ONNX model (ir/onnx_write.c; docs/onnx_export.md). */
+ * an ONNX model (ir/onnx_write.c; docs/onnx.md, "Writing ONNX"). */
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
@@ -19,21 +19,19 @@ const char help_export[] =
     "hard link to the weights file (a copy, said on stderr, if linking fails).\n"
     "\n"
     "options:\n"
-    "  -o, --output OUT.onnx   the model to write (required; atomically)\n"
-    "  --after PASS            stop after this pass (default: fuse with the fast\n"
-    "                          profile, i.e. the fused graph; dce with bare);\n"
-    "                          `load` means no pass at all\n"
-    "  --profile bare|fast     pass pipeline (default fast)\n"
-    "  --max NAME=N            upper bound of a symbolic dim NAME of an ONNX model\n"
-    "  --allow-external-weights  the model's weights file may be outside its folder\n"
-    "  -v, --verbose           one line per pass on stderr\n"
-    "  -h, --help              this text\n";
+    "  -o, --output OUT.onnx       the model to write (required; atomically)\n"
+    "  --after PASS                stop after this pass (default: fuse with the fast\n"
+    "                              profile, i.e. the fused graph; dce with bare);\n"
+    "                              `load` means no pass at all\n"
+    "  --specialize NAME=VALUE     compile input NAME in with this value (FILE.npy or a JSON\n"
+    "                              array), for an input whose values decide shapes\n"
+    MODEL_OPTIONS_HELP
+    "  -h, --help                  this text\n";
 
 int cmd_export(int argc, char **argv) {
     const char *model = NULL, *after = NULL, *out = NULL, *value;
-    static char sym_max[1024];
-    fu_profile profile = FU_PROFILE_FAST;
-    int verbose = 0, allow_external = 0;
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -42,22 +40,11 @@ int cmd_export(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--after", NULL, &value))) {
             if (r < 0) return usage("export", "%s needs a value", argv[i]);
             after = value;
-        } else if ((r = option_value(argc, argv, &i, "--profile", NULL, &value))) {
-            if (r < 0) return usage("export", "%s needs a value", argv[i]);
-            if (fu_profile_parse(value, &profile)) return usage("export", "unknown profile '%s' (bare or fast)", value);
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("export", "%s needs a value", argv[i]);
             out = value;
-        } else if ((r = option_value(argc, argv, &i, "--max", NULL, &value))) {
-            if (r < 0) return usage("export", "%s needs a value", argv[i]);
-            size_t used = strlen(sym_max);
-            if (!strchr(value, '=') || used + strlen(value) + 2 > sizeof sym_max)
-                return usage("export", "--max wants NAME=N, got '%s'", value);
-            snprintf(sym_max + used, sizeof sym_max - used, "%s%s", used ? "," : "", value);
-        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
-            allow_external = 1;
-        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-            verbose = 1;
+        } else if ((r = model_option("export", argc, argv, &i, &mo, 1))) {
+            if (r < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("export", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -69,13 +56,20 @@ int cmd_export(int argc, char **argv) {
     if (!model) return usage("export", "no model given");
     size_t n = out ? strlen(out) : 0;
     if (n < 6 || strcmp(out + n - 5, ".onnx") != 0) return usage("export", "-o wants OUT.onnx");
-    if (!after) after = profile == FU_PROFILE_FAST ? "fuse" : "dce";
+    if (!after) after = mo.profile == FU_PROFILE_FAST ? "fuse" : "dce";
     fu_err err = {0};
-    if (fu_pass_check_stop(profile, after, &err) != 0) return usage("export", "%s", err.msg);
-    fu_compile_opts copts = {.target = FU_TARGET_GRAPH, .profile = profile, .verbose = verbose, .stop_after = after,
-                             .allow_external_weights = allow_external, .sym_max = sym_max[0] ? sym_max : NULL};
+    if (fu_pass_check_stop(mo.profile, after, &err) != 0) return usage("export", "%s", err.msg);
+    known_inputs known;
+    if (known_inputs_read(mo.specialize, mo.n_specialize, 0, &known) != 0) return EXIT_USER;
+    fu_compile_opts copts = model_compile_opts(&mo, FU_TARGET_GRAPH);
+    copts.stop_after = after;
+    copts.known = known.known;
+    copts.n_known = known.n;
+    copts.specialize_always = 1;
     fu_compile_result r;
-    if (compile_model(model, &copts, &r) != 0) return EXIT_USER;
+    int compiled = compile_model(model, &copts, &r);
+    known_inputs_free(&known);
+    if (compiled != 0) return EXIT_USER;
     fu_onnx_write_info info;
     int rc = fu_onnx_write(r.graph, out, &info, &err);
     fu_compile_result_free(&r);
@@ -83,7 +77,7 @@ int cmd_export(int argc, char **argv) {
     if (info.data_copied)
         fprintf(stderr, "fusec: copied the weights to %s beside %s (a hard link was not possible)\n",
                 info.data_location, out);
-    else if (verbose && info.data_created)
+    else if (mo.verbose && info.data_created)
         fprintf(stderr, "fusec: %s is a hard link to the weights file\n", info.data_location);
     return EXIT_OK;
 }

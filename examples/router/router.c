@@ -838,10 +838,18 @@ done:
 }
 
 /* For the text commands (examples/router/router_text.c). */
-char *router_root(void) { return find_root(); }
+char *router_root(void) {
+    int installed;
+    return find_root(&installed);
+}
 
 char *router_model_path(const char *root, const char *config, int want_batch) {
-    char *model_dir = xasprintf("%s/build/router-models/%s", root, config);
+    int installed;
+    free(find_root(&installed));
+    char *user_cache = installed ? user_cache_dir() : NULL;
+    char *model_dir = installed ? xasprintf("%s/router-models/%s", user_cache, config)
+                                : xasprintf("%s/build/router-models/%s", root, config);
+    free(user_cache);
     char *model_path = xasprintf("%s/model.json", model_dir);
     char *batch_path = xasprintf("%s/model_batch.json", model_dir);
     if (access(model_path, R_OK) != 0 && generate_model(root, config, model_dir)) {

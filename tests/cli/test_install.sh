@@ -129,6 +129,9 @@ if hidden "$prefix/bin/router" eval --config tiny --profile fast --backend jit -
 else
     bad "router eval --config tiny"
 fi
+if hidden "$prefix/bin/router" tokenize "Hello, world" --json >"$tmp/log" 2>&1 && grep -qxF "[9707, 11, 1879]" "$tmp/log"; then
+    ok "installed router tokenize (Qwen3's tokenizer.json from PREFIX/share/fusec)"
+else bad "installed router tokenize"; fi
 
 # ---- the Python package, installed ------------------------------------------------------
 if hidden env PYTHONPATH="$prefix/lib/python3/dist-packages" "$py" -c "

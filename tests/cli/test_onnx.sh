@@ -156,6 +156,13 @@ else bad "compile --specialize: the library takes only x"; fi
 st=$?
 if [ $st -eq 1 ] && grep -q "the model has no input named 'nope'" "$tmp/err"; then ok "--specialize of no input: error"
 else bad "--specialize of no input: error (exit $st)"; fi
+mkdir -p "$tmp/spx"; rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+if "$fusec" export "$sp/model.onnx" -o "$tmp/spx/sp.onnx" --specialize shape="$sp/shape.npy" --specialize 'starts=[1]' \
+       --specialize ends="$sp/ends.npy" >/dev/null 2>"$tmp/err" &&
+   "$fusec" run "$tmp/spx/sp.onnx" --input x="$sp/x.npy" --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" &&
+   compare "$tmp/out" specialize; then
+    ok "export --specialize: the exported model takes only x"
+else bad "export --specialize: the exported model takes only x"; fi
 # other values, other code (the AOT cache is keyed on them)
 for v in "[6,4]:2, 4" "[3,8]:2, 8"; do
     "$fusec" run "$sp/model.onnx" --backend aot --input x="$sp/x.npy" --input "shape=${v%%:*}" --input 'starts=[1]' \

@@ -51,7 +51,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install \
+.PHONY: all deps docs test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install \
         install-build tokenizer-corpus
 
 all: $(BUILD)/.deps $(BUILD)/fusec $(BUILD)/libfusec.so
@@ -271,8 +271,15 @@ $(BUILD)/onnx_node_tests: tests/onnx_node_tests.c api/fusec.h $(BUILD)/libfusec.
 test-onnx-node: all $(BUILD)/onnx_node_tests
 	$(BUILD)/onnx_node_tests
 
+# ---- docs/ops.md: the op table, generated from the registry --------------
+$(BUILD)/gen_ops_doc: tools/gen_ops_doc.c $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so
+	$(CC) $(CFLAGS) $< $(BUILD)/libfusec.a $(RT_LINK) $(LIBS) -o $@
+
+docs: $(BUILD)/gen_ops_doc
+	$(BUILD)/gen_ops_doc > $(BUILD)/ops.md.tmp && mv $(BUILD)/ops.md.tmp docs/ops.md
+
 test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/router $(ROUTER_TEST_BINS) $(FUZZ_BINS) $(BUILD)/tsan/tsan_threads \
-      install-build $(BUILD)/onnx_node_tests
+      install-build $(BUILD)/onnx_node_tests $(BUILD)/gen_ops_doc
 	@bash tests/run_all.sh $(BUILD)
 
 clean:

@@ -311,4 +311,18 @@ static int attention_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_er
 const fu_op fu_op_Attention = {
     .name = "Attention", .min_in = 3, .max_in = 8, .min_out = 1, .max_out = 1,
     .infer = attention_infer, .emit = attention_emit,
+    .doc = "Y = softmax(Q K^T * scale + causal + attn_mask [, sinks]) V, grouped-query heads; 4-D [B, H, L, D] "
+           "or 3-D [B, L, H*D] inputs. ONNX Attention-23 without past_key/past_value (inputs 4, 5) and outputs "
+           "1 to 3; fusec inputs 6 sinks (float32 [q_heads]) and 7 q_positions (int64 [Lq], needs is_causal). "
+           "Contract: docs/fusions.md.",
+    .dtypes = "Q, K, V, attn_mask (additive; bool is rejected), sinks: float32; q_positions: int64",
+    .attrs = "scale (1/sqrt(head_dim), which must then be static): multiplies Q K^T\n"
+             "is_causal (0): 1 hides later keys, aligned to the end of the keys (query i sees key j <= i + Lk - "
+             "Lq), or to q_positions when given\n"
+             "softcap (0): must be 0\n"
+             "q_num_heads, kv_num_heads (0): required (> 0) for 3-D inputs; checked against Q, K when given for "
+             "4-D\n"
+             "qkv_layout (\"BHSD\", fusec, 4-D only): \"BHSD\" or \"BSHD\" for Q, K and V, or three "
+             "comma-separated (\"BHSD,BHSD,BSHD\")\n"
+             "out_layout (\"BHSD\", fusec, 4-D only): \"BHSD\" or \"BSHD\" for Y",
 };

@@ -153,10 +153,15 @@ static int infer_uniform(fu_graph *g, fu_node *n, int count, unsigned mask, fu_d
 }
 
 /* Defines fu_op_Name from infer_Name and expr_Name; one output. */
-#define OP(Name, lo_in, hi_in, operands)                                                          \
+#define OP(Name, lo_in, hi_in, operands, ...)                                                     \
     const fu_op fu_op_##Name = {.name = #Name, .min_in = lo_in, .max_in = hi_in, .min_out = 1,    \
                                 .max_out = 1, .infer = infer_##Name,                              \
-                                .elementwise_operands = operands, .expr = expr_##Name}
+                                .elementwise_operands = operands, .expr = expr_##Name, __VA_ARGS__}
+
+/* The documentation fields (ops/ops.h) shared by several ops. */
+#define SAME_NUMERIC "float32, float16, bfloat16, int64, int32 (both inputs the same)"
+#define NUMERIC "float32, float16, bfloat16, int64, int32"
+#define FLOATS "float32, float16, bfloat16"
 
 /* ---- arithmetic --------------------------------------------------------- */
 
@@ -177,7 +182,8 @@ static int expr_Add(EXPR_ARGS) {
     if (is_int(t)) return put(g, n, buf, sz, err, "((%s)((%s)(%s) + (%s)(%s)))", int_type(t), uint_type(t), a[0], uint_type(t), a[1]);
     return put(g, n, buf, sz, err, "((%s) + (%s))", a[0], a[1]);
 }
-OP(Add, 2, 2, 2);
+OP(Add, 2, 2, 2, .dtypes = SAME_NUMERIC,
+   .doc = "C = A + B with numpy broadcasting; integers wrap (two's complement). ONNX Add-14.");
 
 /* Sub: C = A - B, numpy broadcast, numeric types. */
 static int fold_sub(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
@@ -195,7 +201,8 @@ static int expr_Sub(EXPR_ARGS) {
     if (is_int(t)) return put(g, n, buf, sz, err, "((%s)((%s)(%s) - (%s)(%s)))", int_type(t), uint_type(t), a[0], uint_type(t), a[1]);
     return put(g, n, buf, sz, err, "((%s) - (%s))", a[0], a[1]);
 }
-OP(Sub, 2, 2, 2);
+OP(Sub, 2, 2, 2, .dtypes = SAME_NUMERIC,
+   .doc = "C = A - B with numpy broadcasting; integers wrap. ONNX Sub-14.");
 
 /* Mul: C = A * B, numpy broadcast, numeric types. */
 static int fold_mul(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
@@ -213,7 +220,8 @@ static int expr_Mul(EXPR_ARGS) {
     if (is_int(t)) return put(g, n, buf, sz, err, "((%s)((%s)(%s) * (%s)(%s)))", int_type(t), uint_type(t), a[0], uint_type(t), a[1]);
     return put(g, n, buf, sz, err, "((%s) * (%s))", a[0], a[1]);
 }
-OP(Mul, 2, 2, 2);
+OP(Mul, 2, 2, 2, .dtypes = SAME_NUMERIC,
+   .doc = "C = A * B with numpy broadcasting; integers wrap. ONNX Mul-14.");
 
 /* Div: C = A / B, numpy broadcast, numeric types. Integer division
  * truncates toward zero (C, ONNX Runtime); x / 0 gives 0 (numpy's result)
@@ -237,7 +245,9 @@ static int expr_Div(EXPR_ARGS) {
                    a[1], int_type(t), a[1], int_type(t), uint_type(t), a[0], int_type(t), a[0], a[1]);
     return put(g, n, buf, sz, err, "((%s) / (%s))", a[0], a[1]);
 }
-OP(Div, 2, 2, 2);
+OP(Div, 2, 2, 2, .dtypes = SAME_NUMERIC,
+   .doc = "C = A / B with numpy broadcasting; integer division truncates toward zero, x / 0 gives 0 and "
+          "INT_MIN / -1 wraps (no trap). ONNX Div-14.");
 
 /* Pow: C = A ^ B, numpy broadcast. The base is float or integer, the
  * exponent any numeric type, as in ONNX; the output has the base's dtype.
@@ -265,7 +275,9 @@ static int expr_Pow(EXPR_ARGS) {
                "(%s)powf((float)(%s), (float)(%s)) : (%s)%s)", a[0], a[1], lim, a[0], a[1], lim, int_type(t), a[0],
                a[1], int_type(t), min);
 }
-OP(Pow, 2, 2, 2);
+OP(Pow, 2, 2, 2, .dtypes = "base: " NUMERIC "; exponent: any of those (the dtypes may differ)",
+   .doc = "C = A ^ B with numpy broadcasting; C has the base's dtype. Float base: powf; integer base and "
+          "exponent: exact (wrapping); integer base, float exponent: powf converted back as Cast does. ONNX Pow-15.");
 
 /* Neg: Y = -X, numeric types (integers wrap). */
 static int fold_neg(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
@@ -281,7 +293,7 @@ static int expr_Neg(EXPR_ARGS) {
     if (is_int(t)) return put(g, n, buf, sz, err, "((%s)(0 - (%s)(%s)))", int_type(t), uint_type(t), a[0]);
     return put(g, n, buf, sz, err, "(-(%s))", a[0]);
 }
-OP(Neg, 1, 1, 1);
+OP(Neg, 1, 1, 1, .dtypes = NUMERIC, .doc = "Y = -X; integers wrap. ONNX Neg-13.");
 
 /* Abs: Y = |X|, numeric types (|INT_MIN| wraps to INT_MIN). */
 static int fold_abs(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
@@ -300,26 +312,26 @@ static int expr_Abs(EXPR_ARGS) {
         return put(g, n, buf, sz, err, "((%s) < 0 ? (%s)(0 - (%s)(%s)) : (%s))", a[0], int_type(t), uint_type(t), a[0], a[0]);
     return put(g, n, buf, sz, err, "fabsf(%s)", a[0]);
 }
-OP(Abs, 1, 1, 1);
+OP(Abs, 1, 1, 1, .dtypes = NUMERIC, .doc = "Y = |X|; |INT_MIN| wraps to INT_MIN. ONNX Abs-13.");
 
 /* ---- float math (float types only) ---------------------------------------- */
 
-#define FLOAT_UNARY(Name, fmt)                                                              \
+#define FLOAT_UNARY(Name, fmt, ...)                                                         \
     static int infer_##Name(fu_graph *g, fu_node *n, fu_err *err) {                         \
         return infer_uniform(g, n, 1, FU_FLOATS, FU_UNDEF, NULL, err);                      \
     }                                                                                       \
     static int expr_##Name(EXPR_ARGS) { return put(g, n, buf, sz, err, fmt, a[0]); }        \
-    OP(Name, 1, 1, 1)
+    OP(Name, 1, 1, 1, .dtypes = FLOATS, __VA_ARGS__)
 
-FLOAT_UNARY(Sqrt, "sqrtf(%s)");                                   /* Y = sqrt(X) */
-FLOAT_UNARY(Reciprocal, "(1.0f / (%s))");                         /* Y = 1 / X */
-FLOAT_UNARY(Exp, "expf(%s)");                                     /* Y = e^X */
-FLOAT_UNARY(Log, "logf(%s)");                                     /* Y = ln X */
-FLOAT_UNARY(Erf, "erff(%s)");                                     /* Y = erf(X) (GELU) */
-FLOAT_UNARY(Tanh, "tanhf(%s)");                                   /* Y = tanh(X) */
-FLOAT_UNARY(Sigmoid, "(1.0f / (1.0f + expf(-(%s))))");            /* Y = 1 / (1 + e^-X) */
-FLOAT_UNARY(Cos, "cosf(%s)");                                     /* Y = cos(X) */
-FLOAT_UNARY(Sin, "sinf(%s)");                                     /* Y = sin(X) */
+FLOAT_UNARY(Sqrt, "sqrtf(%s)", .doc = "Y = sqrt(X) (sqrtf). ONNX Sqrt-13.");
+FLOAT_UNARY(Reciprocal, "(1.0f / (%s))", .doc = "Y = 1 / X. ONNX Reciprocal-13.");
+FLOAT_UNARY(Exp, "expf(%s)", .doc = "Y = e^X (expf). ONNX Exp-13.");
+FLOAT_UNARY(Log, "logf(%s)", .doc = "Y = ln X (logf). ONNX Log-13.");
+FLOAT_UNARY(Erf, "erff(%s)", .doc = "Y = erf(X) (erff). ONNX Erf-13.");
+FLOAT_UNARY(Tanh, "tanhf(%s)", .doc = "Y = tanh(X) (tanhf). ONNX Tanh-13.");
+FLOAT_UNARY(Sigmoid, "(1.0f / (1.0f + expf(-(%s))))", .doc = "Y = 1 / (1 + e^-X). ONNX Sigmoid-13.");
+FLOAT_UNARY(Cos, "cosf(%s)", .doc = "Y = cos(X) (cosf). ONNX Cos-7.");
+FLOAT_UNARY(Sin, "sinf(%s)", .doc = "Y = sin(X) (sinf). ONNX Sin-7.");
 
 /* Relu: Y = max(X, 0), numeric types; NaN passes through (as numpy's
  * maximum and PyTorch's relu do). */
@@ -334,7 +346,7 @@ static int infer_Relu(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, 1, FU_NUMERIC, FU_UNDEF, fold_relu, err);
 }
 static int expr_Relu(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) < 0 ? 0 : (%s))", a[0], a[0]); }
-OP(Relu, 1, 1, 1);
+OP(Relu, 1, 1, 1, .dtypes = NUMERIC, .doc = "Y = max(X, 0); NaN passes through. ONNX Relu-14.");
 
 /* ---- Max / Min -------------------------------------------------------------- */
 
@@ -385,13 +397,17 @@ static int infer_Max(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, n->n_in, FU_NUMERIC, FU_UNDEF, fold_max, err);
 }
 static int expr_Max(EXPR_ARGS) { return expr_extreme(g, n, a, buf, sz, err, ">"); }
-OP(Max, 1, VARIADIC_MAX, VARIADIC_MAX);
+OP(Max, 1, VARIADIC_MAX, VARIADIC_MAX, .dtypes = NUMERIC " (all inputs the same)",
+   .doc = "Elementwise maximum of 1 to 8 inputs broadcast together (ONNX allows any number); a float NaN "
+          "propagates. ONNX Max-13.");
 
 static int infer_Min(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, n->n_in, FU_NUMERIC, FU_UNDEF, fold_min, err);
 }
 static int expr_Min(EXPR_ARGS) { return expr_extreme(g, n, a, buf, sz, err, "<"); }
-OP(Min, 1, VARIADIC_MAX, VARIADIC_MAX);
+OP(Min, 1, VARIADIC_MAX, VARIADIC_MAX, .dtypes = NUMERIC " (all inputs the same)",
+   .doc = "Elementwise minimum of 1 to 8 inputs broadcast together (ONNX allows any number); a float NaN "
+          "propagates. ONNX Min-13.");
 
 /* ---- comparisons (output bool) ------------------------------------------------ */
 
@@ -411,10 +427,11 @@ static int infer_Equal(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, 2, FU_ANY, FU_BOOL, fold_equal, err);
 }
 static int expr_Equal(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) == (%s))", a[0], a[1]); }
-OP(Equal, 2, 2, 2);
+OP(Equal, 2, 2, 2, .dtypes = "any: " NUMERIC ", bool (both inputs the same)",
+   .doc = "C = (A == B), bool, with numpy broadcasting. ONNX Equal-13.");
 
 /* Less, Greater, LessOrEqual, GreaterOrEqual: numeric comparisons. */
-#define COMPARISON(Name, op)                                                                     \
+#define COMPARISON(Name, op, ...)                                                                \
     static int fold_##Name(const fold_ctx *c, const fu_dim *x, fu_dim *out) {                    \
         (void)c;                                                                                 \
         if (!both_const(x)) return 0;                                                            \
@@ -425,12 +442,12 @@ OP(Equal, 2, 2, 2);
         return infer_uniform(g, n, 2, FU_NUMERIC, FU_BOOL, fold_##Name, err);                    \
     }                                                                                            \
     static int expr_##Name(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) " #op " (%s))", a[0], a[1]); } \
-    OP(Name, 2, 2, 2)
+    OP(Name, 2, 2, 2, .dtypes = SAME_NUMERIC, __VA_ARGS__)
 
-COMPARISON(Less, <);
-COMPARISON(Greater, >);
-COMPARISON(LessOrEqual, <=);
-COMPARISON(GreaterOrEqual, >=);
+COMPARISON(Less, <, .doc = "C = (A < B), bool, with numpy broadcasting. ONNX Less-13.");
+COMPARISON(Greater, >, .doc = "C = (A > B), bool, with numpy broadcasting. ONNX Greater-13.");
+COMPARISON(LessOrEqual, <=, .doc = "C = (A <= B), bool, with numpy broadcasting. ONNX LessOrEqual-16.");
+COMPARISON(GreaterOrEqual, >=, .doc = "C = (A >= B), bool, with numpy broadcasting. ONNX GreaterOrEqual-16.");
 
 /* ---- logic (bool only) -------------------------------------------------------- */
 
@@ -445,7 +462,7 @@ static int infer_Not(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, 1, FU_MASK(FU_BOOL), FU_BOOL, fold_not, err);
 }
 static int expr_Not(EXPR_ARGS) { return put(g, n, buf, sz, err, "(!(%s))", a[0]); }
-OP(Not, 1, 1, 1);
+OP(Not, 1, 1, 1, .dtypes = "bool", .doc = "Y = !X. ONNX Not-1.");
 
 /* And / Or: logical and / or of two broadcast bool tensors. */
 static int fold_and(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
@@ -458,7 +475,7 @@ static int infer_And(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, 2, FU_MASK(FU_BOOL), FU_BOOL, fold_and, err);
 }
 static int expr_And(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) && (%s))", a[0], a[1]); }
-OP(And, 2, 2, 2);
+OP(And, 2, 2, 2, .dtypes = "bool", .doc = "C = A && B with numpy broadcasting. ONNX And-7.");
 
 static int fold_or(const fold_ctx *c, const fu_dim *x, fu_dim *out) {
     (void)c;
@@ -470,7 +487,7 @@ static int infer_Or(fu_graph *g, fu_node *n, fu_err *err) {
     return infer_uniform(g, n, 2, FU_MASK(FU_BOOL), FU_BOOL, fold_or, err);
 }
 static int expr_Or(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) || (%s))", a[0], a[1]); }
-OP(Or, 2, 2, 2);
+OP(Or, 2, 2, 2, .dtypes = "bool", .doc = "C = A || B with numpy broadcasting. ONNX Or-7.");
 
 /* ---- Where, Cast, Expand -------------------------------------------------------- */
 
@@ -494,7 +511,8 @@ static int infer_Where(fu_graph *g, fu_node *n, fu_err *err) {
     return 0;
 }
 static int expr_Where(EXPR_ARGS) { return put(g, n, buf, sz, err, "((%s) ? (%s) : (%s))", a[0], a[1], a[2]); }
-OP(Where, 3, 3, 3);
+OP(Where, 3, 3, 3, .dtypes = "condition: bool; X, Y: any (the same), which the output takes",
+   .doc = "out = condition ? X : Y, the three broadcast together. ONNX Where-16.");
 
 /* Cast: converts to the dtype named by attribute `to` (ONNX TensorProto
  * number). Float to int truncates toward zero; NaN and out-of-range values
@@ -559,7 +577,12 @@ static int expr_Cast(EXPR_ARGS) {
     default: return fu_node_fail(err, g, n, "Cast to %s has no C expression", fu_dtype_name(to));
     }
 }
-OP(Cast, 1, 1, 1);
+OP(Cast, 1, 1, 1, .dtypes = "any: " NUMERIC ", bool",
+   .doc = "Converts to the dtype `to` names. Float to int truncates toward zero, NaN and out-of-range values give "
+          "INT_MIN; to bool is x != 0 (NaN is true); int64 to int32 wraps; to float16/bfloat16 rounds. ONNX Cast-13 "
+          "(Cast-19's saturate, for float8 only, is not read).",
+   .attrs = "to (required): ONNX TensorProto dtype number, one of 1 float32, 10 float16, 16 bfloat16, 7 int64, "
+            "6 int32, 9 bool");
 
 /* Expand: broadcasts input 0 against the int64 shape in input 1 (numpy
  * rule in both directions, so a target dim of 1 keeps the input's dim).
@@ -589,4 +612,6 @@ static int infer_Expand(fu_graph *g, fu_node *n, fu_err *err) {
     return 0;
 }
 static int expr_Expand(EXPR_ARGS) { return put(g, n, buf, sz, err, "(%s)", a[0]); }
-OP(Expand, 2, 2, 1);
+OP(Expand, 2, 2, 1, .dtypes = "input: any; shape: int64 (1-D, constant or known from shape arithmetic)",
+   .doc = "Broadcasts input to `shape` by the numpy rule in both directions (a target dim 1 keeps the input's dim). "
+          "ONNX Expand-13.");

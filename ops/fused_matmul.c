@@ -200,4 +200,15 @@ static int fmm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *err
 const fu_op fu_op_FusedMatMul = {
     .name = "FusedMatMul", .min_in = 2, .max_in = 3, .min_out = 1, .max_out = 1,
     .infer = fmm_infer, .emit = fmm_emit,
+    .doc = "Y = alpha * op(A) op(B) [+ bias] with MatMul's numpy batching; bias (fusec's optional input 2) is "
+           "broadcast along the last axis ([N], [1, ..., N] or one element). onnxruntime's com.microsoft "
+           "FusedMatMul, plus the bias.",
+    .dtypes = "A, bias: float32; B: float32, or bfloat16 for a 2-D [N, K] weight with transB 1 and transA 0",
+    .attrs = "alpha (1.0): scales the product\n"
+             "transA (0): transpose A (2-D A only)\n"
+             "transB (0): swap the last two axes of B\n"
+             "transBatchA, transBatchB (0): must be 0\n"
+             "packed_weight (absent): \"f32\" or \"bf16\" (set by the pack pass): B is a 2-D weight from the "
+             "weights file, packed at load, read from the packed copy\n"
+             "activations (\"f32\"): \"bf16\" (only with packed_weight \"bf16\") rounds A to bfloat16",
 };

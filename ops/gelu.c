@@ -46,4 +46,8 @@ static int gelu_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
 const fu_op fu_op_Gelu = {
     .name = "Gelu", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = gelu_infer, .emit = gelu_emit,
+    .doc = "Y = 0.5 X (1 + erf(X / sqrt 2)), or with approximate \"tanh\" 0.5 X (1 + tanh(sqrt(2/pi) (X + "
+           "0.044715 X^3))). ONNX Gelu-20 (which also allows float16, bfloat16, double).",
+    .dtypes = "float32",
+    .attrs = "approximate (\"none\"): \"none\" or \"tanh\"",
 };

@@ -113,6 +113,10 @@ static int shape_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
 const fu_op fu_op_Shape = {
     .name = "Shape", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = shape_infer, .emit = shape_emit,
+    .doc = "The int64 1-D tensor of X's dims start..end-1 (clamped to the rank). ONNX Shape-15.",
+    .dtypes = "any",
+    .attrs = "start (0): first dim reported; negative counts from the end\n"
+             "end (the rank): one past the last dim reported; negative counts from the end",
 };
 
 /* ---- Constant ------------------------------------------------------------ */
@@ -236,6 +240,13 @@ static int constant_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err
 const fu_op fu_op_Constant = {
     .name = "Constant", .min_in = 0, .max_in = 0, .min_out = 1, .max_out = 1,
     .infer = constant_infer, .emit = constant_emit,
+    .doc = "A constant tensor from exactly one value attribute. ONNX Constant-13 without value_string(s) and "
+           "sparse_value.",
+    .dtypes = "no inputs; output: the tensor's dtype (any of fusec's), float32 for value_float(s), int64 for "
+              "value_int(s)",
+    .attrs = "value: a tensor\n"
+             "value_float / value_floats: a float32 scalar / 1-D tensor\n"
+             "value_int / value_ints: an int64 scalar / 1-D tensor",
 };
 
 /* ---- ConstantOfShape ----------------------------------------------------- */
@@ -296,6 +307,9 @@ static int constant_of_shape_emit(fu_emit *e, const fu_graph *g, const fu_node *
 const fu_op fu_op_ConstantOfShape = {
     .name = "ConstantOfShape", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = constant_of_shape_infer, .emit = constant_of_shape_emit,
+    .doc = "A tensor of the shape the input gives, every element `value`. ONNX ConstantOfShape-9.",
+    .dtypes = "shape: int64, int32 (1-D, constant or known from shape arithmetic); output: value's dtype",
+    .attrs = "value (float32 0): a one-element tensor, whose dtype the output takes",
 };
 
 /* ---- Range --------------------------------------------------------------- */
@@ -420,4 +434,7 @@ static int range_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
 const fu_op fu_op_Range = {
     .name = "Range", .min_in = 3, .max_in = 3, .min_out = 1, .max_out = 1,
     .infer = range_infer, .emit = range_emit,
+    .doc = "out[i] = start + i * delta for ceil((limit - start) / delta) elements. The length must be constant, "
+           "or a known dim with start 0 and delta 1. ONNX Range-11.",
+    .dtypes = "start, limit, delta: scalars, all float32 or all int64 or all int32",
 };

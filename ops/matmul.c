@@ -139,6 +139,9 @@ static int matmul_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *
 const fu_op fu_op_MatMul = {
     .name = "MatMul", .min_in = 2, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = matmul_infer, .emit = matmul_emit,
+    .doc = "Y = A B with numpy matmul semantics: 1-D operands promoted (and the promoted dim dropped), batch dims "
+           "broadcast; OpenBLAS sgemm. ONNX MatMul-13.",
+    .dtypes = "float32 (both)",
 };
 
 /* ---- Gemm: Y = alpha * op(A) * op(B) + beta * C ------------------------- */
@@ -220,4 +223,11 @@ static int gemm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
 const fu_op fu_op_Gemm = {
     .name = "Gemm", .min_in = 2, .max_in = 3, .min_out = 1, .max_out = 1,
     .infer = gemm_infer, .emit = gemm_emit,
+    .doc = "Y = alpha * op(A) op(B) + beta * C for 2-D A and B, C (optional, rank <= 2) broadcast one way to "
+           "[M, N]; C is not read when beta is 0. ONNX Gemm-13.",
+    .dtypes = "float32 (A, B, C)",
+    .attrs = "transA (0): transpose A\n"
+             "transB (0): transpose B\n"
+             "alpha (1.0): scales A B\n"
+             "beta (1.0): scales C",
 };

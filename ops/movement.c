@@ -153,6 +153,9 @@ static int transpose_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_er
 const fu_op fu_op_Transpose = {
     .name = "Transpose", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = transpose_infer, .emit = transpose_emit,
+    .doc = "Y = X with its axes permuted: Y.shape[i] = X.shape[perm[i]]. ONNX Transpose-13.",
+    .dtypes = "any",
+    .attrs = "perm (the axes reversed): a permutation of 0..rank-1",
 };
 
 /* ---- Concat -------------------------------------------------------------- */
@@ -239,6 +242,9 @@ static int concat_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *
 const fu_op fu_op_Concat = {
     .name = "Concat", .min_in = 1, .max_in = 1 << 16, .min_out = 1, .max_out = 1,
     .infer = concat_infer, .emit = concat_emit,
+    .doc = "Joins the inputs along `axis`; the other dims must be equal. ONNX Concat-13.",
+    .dtypes = "any (all inputs the same)",
+    .attrs = "axis (required): negative counts from the end",
 };
 
 /* ---- Slice --------------------------------------------------------------- */
@@ -492,6 +498,12 @@ static int slice_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
 const fu_op fu_op_Slice = {
     .name = "Slice", .min_in = 1, .max_in = 5, .min_out = 1, .max_out = 1,
     .infer = slice_infer, .emit = slice_emit,
+    .doc = "Y = X[starts:ends:steps] on the given axes, with ONNX's clamping. A symbolic dim takes step 1 "
+           "and only forms whose length is a single dim. ONNX Slice-13.",
+    .dtypes = "data: any; starts, ends, axes, steps: int64, int32",
+    .attrs = "starts, ends, axes, steps: inputs 1 to 4 (the ONNX-10 form; axes and steps optional). starts and ends "
+             "constant or known from shape arithmetic; axes and steps constant\n"
+             "starts, ends, axes: attributes of Slice-1, read only when the node has fewer than 3 inputs",
 };
 
 /* ---- Split --------------------------------------------------------------- */
@@ -595,6 +607,13 @@ static int split_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
 const fu_op fu_op_Split = {
     .name = "Split", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = SPLIT_MAX,
     .infer = split_infer, .emit = split_emit,
+    .doc = "Splits X along `axis` into the outputs: by the sizes `split` gives, else into equal parts (the last "
+           "one smaller when uneven). ONNX Split-18.",
+    .dtypes = "input: any; split: int64, int32",
+    .attrs = "axis (0): negative counts from the end\n"
+             "split: input 1 (ONNX-13 form), a constant tensor; when input 1 is absent, the attribute split (older "
+             "opsets)\n"
+             "num_outputs (the node's output count): must equal it; read only when no split sizes are given",
 };
 
 /* ---- Tile ---------------------------------------------------------------- */
@@ -656,6 +675,8 @@ static int tile_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
 const fu_op fu_op_Tile = {
     .name = "Tile", .min_in = 2, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = tile_infer, .emit = tile_emit,
+    .doc = "Y = X repeated repeats[i] times along each axis i. ONNX Tile-13.",
+    .dtypes = "input: any; repeats: int64, int32 (constant)",
 };
 
 /* ---- Gather -------------------------------------------------------------- */
@@ -715,6 +736,10 @@ static int gather_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *
 const fu_op fu_op_Gather = {
     .name = "Gather", .min_in = 2, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = gather_infer, .emit = gather_emit,
+    .doc = "Picks slices of data along `axis` at `indices`: out = data[:axis] + indices.shape + data[axis+1:]; "
+           "negative indices count from the end, an out-of-range index fails at run time. ONNX Gather-13.",
+    .dtypes = "data: any; indices: int64, int32",
+    .attrs = "axis (0): negative counts from the end",
 };
 
 /* ---- Trilu --------------------------------------------------------------- */
@@ -755,4 +780,8 @@ static int trilu_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *e
 const fu_op fu_op_Trilu = {
     .name = "Trilu", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = trilu_infer, .emit = trilu_emit,
+    .doc = "Keeps the upper (or lower) triangle of the last two dims, above (or below) diagonal k; zeroes the "
+           "rest. ONNX Trilu-14.",
+    .dtypes = "input: any; k: int64, int32 (constant, one value; default 0)",
+    .attrs = "upper (1): 1 keeps the upper triangle, 0 the lower",
 };

@@ -162,8 +162,20 @@ static int layer_norm_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_e
 const fu_op fu_op_RMSNormalization = {
     .name = "RMSNormalization", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = rms_norm_infer, .emit = rms_norm_emit,
+    .doc = "Y = X / sqrt(mean(X^2 over the last axis) + epsilon) * scale. ONNX RMSNormalization-23, last axis "
+           "only; scale is optional in fusec.",
+    .dtypes = "float32 (X, scale)",
+    .attrs = "axis (-1): must be -1 or rank-1\n"
+             "epsilon (1e-5): added to the mean square; finite and >= 0 as a float32\n"
+             "stash_type (1): must be 1 (float32)",
 };
 const fu_op fu_op_LayerNormalization = {
     .name = "LayerNormalization", .min_in = 1, .max_in = 3, .min_out = 1, .max_out = 3,
     .infer = layer_norm_infer, .emit = layer_norm_emit,
+    .doc = "Y = (X - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank); optional outputs Mean and "
+           "InvStdDev. ONNX LayerNormalization-17.",
+    .dtypes = "float32 (X, scale, bias)",
+    .attrs = "axis (-1): first normalised axis; negative counts from the end\n"
+             "epsilon (1e-5): added to the variance; finite and >= 0 as a float32\n"
+             "stash_type (1): must be 1 (float32)",
 };

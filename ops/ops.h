@@ -47,6 +47,18 @@ typedef struct fu_op {
     /* Pure aliasing op (Reshape, Squeeze, Unsqueeze, Flatten, Identity):
      * output 0 is input 0's bytes under another shape. */
     int is_view;
+
+    /* The op's documentation, kept here beside its rule so it cannot drift
+     * far from it: docs/ops.md is generated from these (`make docs`,
+     * tools/gen_ops_doc.c) and `make test` checks it is current.
+     *   doc     what the op computes, in one line (a fused op: its composed
+     *           meaning), and which ONNX definition it follows;
+     *   dtypes  the input dtypes infer accepts, per input where they differ;
+     *   attrs   the attributes infer / emit read, one per line,
+     *           "name (default): meaning"; NULL when none. */
+    const char *doc;
+    const char *dtypes;
+    const char *attrs;
 } fu_op;
 
 const fu_op *fu_op_find(const char *name);

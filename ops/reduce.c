@@ -104,17 +104,30 @@ static int reduce_max_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_e
     return reduce_emit_kind(e, g, n, "FU_RT_REDUCE_MAX", err);
 }
 
+/* The attributes and axes every ReduceX reads (reduce_plan, reduce_infer). */
+#define REDUCE_ATTRS                                                                                        \
+    "axes: input 1 (the ONNX-18 form), a constant int64/int32 tensor; when input 1 is absent, the "          \
+    "attribute axes (older opsets; a list of ints or one int). None or empty: every axis\n"                 \
+    "keepdims (1): keep each reduced axis as size 1\n"                                                       \
+    "noop_with_empty_axes (0): with no axes, copy the input instead of reducing every axis"
+
 const fu_op fu_op_ReduceMean = {
     .name = "ReduceMean", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
-    .infer = reduce_infer, .emit = reduce_mean_emit,
+    .infer = reduce_infer, .emit = reduce_mean_emit,    .doc = "The mean over the given axes. ONNX ReduceMean-18.",
+    .dtypes = "data: float32; axes: int64, int32",
+    .attrs = REDUCE_ATTRS,
 };
 const fu_op fu_op_ReduceSum = {
     .name = "ReduceSum", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
-    .infer = reduce_infer, .emit = reduce_sum_emit,
+    .infer = reduce_infer, .emit = reduce_sum_emit,    .doc = "The sum over the given axes. ONNX ReduceSum-13.",
+    .dtypes = "data: float32; axes: int64, int32",
+    .attrs = REDUCE_ATTRS,
 };
 const fu_op fu_op_ReduceMax = {
     .name = "ReduceMax", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
-    .infer = reduce_infer, .emit = reduce_max_emit,
+    .infer = reduce_infer, .emit = reduce_max_emit,    .doc = "The maximum over the given axes. ONNX ReduceMax-18.",
+    .dtypes = "data: float32; axes: int64, int32",
+    .attrs = REDUCE_ATTRS,
 };
 
 /* ---- Softmax / LogSoftmax ------------------------------------------------ */
@@ -156,8 +169,14 @@ static int log_softmax_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_
 const fu_op fu_op_Softmax = {
     .name = "Softmax", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = softmax_infer, .emit = softmax_emit,
+    .doc = "Y = exp(x - max) / sum(exp(x - max)) along one axis. ONNX Softmax-13 (one axis, no flattening to 2-D).",
+    .dtypes = "float32",
+    .attrs = "axis (-1): the axis normalised over",
 };
 const fu_op fu_op_LogSoftmax = {
     .name = "LogSoftmax", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = softmax_infer, .emit = log_softmax_emit,
+    .doc = "Y = log(Softmax(X)) along one axis, computed as x - max - log(sum(exp(x - max))). ONNX LogSoftmax-13 (one axis, no flattening to 2-D).",
+    .dtypes = "float32",
+    .attrs = "axis (-1): the axis normalised over",
 };

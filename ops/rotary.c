@@ -235,4 +235,16 @@ static int rope_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *er
 const fu_op fu_op_RotaryEmbedding = {
     .name = "RotaryEmbedding", .min_in = 1, .max_in = 5, .min_out = 1, .max_out = 1,
     .infer = rope_infer, .emit = rope_emit,
+    .doc = "Rotates pairs of X's first rotary_embedding_dim channels by the angles of each position (cos/sin "
+           "caches, or fusec's inv_freq input 4); X is 4-D [B, H, S, D] / [B, S, H, D] or 3-D [B, S, H*D]. ONNX "
+           "RotaryEmbedding-23; inputs: X, cos_cache, sin_cache, position_ids (optional), inv_freq (fusec, "
+           "optional; then the caches are omitted). Contract: docs/fusions.md.",
+    .dtypes = "X, cos_cache, sin_cache, inv_freq: float32; position_ids: int64",
+    .attrs = "interleaved (0): 0 rotates the two halves, 1 adjacent pairs\n"
+             "rotary_embedding_dim (0: the head size): even, at most the head size\n"
+             "num_heads (0): required for 3-D X; checked against X's heads for 4-D\n"
+             "layout (\"BHSD\", fusec, 4-D X only): \"BHSD\" or \"BSHD\"\n"
+             "pos_offset (0, fusec): added to the position s when position_ids is absent (not for 3-D per-row "
+             "caches)\n"
+             "amplitude (1.0, fusec): scales cos and sin computed from inv_freq",
 };

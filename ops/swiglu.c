@@ -33,4 +33,7 @@ static int swiglu_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_err *
 const fu_op fu_op_SwiGLU = {
     .name = "SwiGLU", .min_in = 2, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = swiglu_infer, .emit = swiglu_emit,
+    .doc = "Y = gate * sigmoid(gate) * up (SiLU(gate) * up, the Llama/Qwen MLP activation); gate and up have the "
+           "same shape. fusec op, no ONNX equivalent.",
+    .dtypes = "float32 (gate, up)",
 };

@@ -108,6 +108,10 @@ static int reshape_infer(fu_graph *g, fu_node *n, fu_err *err) {
 const fu_op fu_op_Reshape = {
     .name = "Reshape", .min_in = 2, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = reshape_infer, .is_view = 1,
+    .doc = "Y = X under the shape `shape` gives: 0 copies the input dim at that position (unless allowzero), one "
+           "-1 is inferred. ONNX Reshape-14.",
+    .dtypes = "data: any; shape: int64, int32 (constant, or known from shape arithmetic)",
+    .attrs = "allowzero (0): 1 makes a 0 in shape a zero-size dim instead of a copy of the input dim",
 };
 
 /* ---- Flatten: [d0..d(axis-1)] x [d(axis)..] -------------------------------- */
@@ -130,6 +134,9 @@ static int flatten_infer(fu_graph *g, fu_node *n, fu_err *err) {
 const fu_op fu_op_Flatten = {
     .name = "Flatten", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = flatten_infer, .is_view = 1,
+    .doc = "Y = X as 2-D [d0 * ... * d(axis-1), d(axis) * ... ]. ONNX Flatten-13.",
+    .dtypes = "any",
+    .attrs = "axis (1): the first dim of the second output dim; may equal the rank, negative counts from the end",
 };
 
 /* ---- Unsqueeze --------------------------------------------------------- */
@@ -161,6 +168,10 @@ static int unsqueeze_infer(fu_graph *g, fu_node *n, fu_err *err) {
 const fu_op fu_op_Unsqueeze = {
     .name = "Unsqueeze", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = unsqueeze_infer, .is_view = 1,
+    .doc = "Y = X with a size-1 dim inserted at each of `axes` (positions in the output). ONNX Unsqueeze-13.",
+    .dtypes = "data: any; axes: int64, int32",
+    .attrs = "axes (required): input 1 (the ONNX-13 form), a constant tensor; when input 1 is absent, the "
+             "attribute axes (older opsets; a list of ints or one int)",
 };
 
 /* ---- Squeeze ----------------------------------------------------------- */
@@ -199,6 +210,11 @@ static int squeeze_infer(fu_graph *g, fu_node *n, fu_err *err) {
 const fu_op fu_op_Squeeze = {
     .name = "Squeeze", .min_in = 1, .max_in = 2, .min_out = 1, .max_out = 1,
     .infer = squeeze_infer, .is_view = 1,
+    .doc = "Y = X without the size-1 dims at `axes` (each must be 1), or without every dim known to be 1 when "
+           "no axes are given. ONNX Squeeze-13.",
+    .dtypes = "data: any; axes: int64, int32",
+    .attrs = "axes: input 1 (the ONNX-13 form), a constant tensor; when input 1 is absent, the attribute axes "
+             "(older opsets; a list of ints or one int)",
 };
 
 /* ---- Identity ---------------------------------------------------------- */
@@ -214,4 +230,6 @@ static int identity_infer(fu_graph *g, fu_node *n, fu_err *err) {
 const fu_op fu_op_Identity = {
     .name = "Identity", .min_in = 1, .max_in = 1, .min_out = 1, .max_out = 1,
     .infer = identity_infer, .is_view = 1,
+    .doc = "Y = X. ONNX Identity-16 (tensors only).",
+    .dtypes = "any",
 };

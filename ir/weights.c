@@ -240,6 +240,13 @@ static int parse_header(fu_weights *w, fu_err *err) {
     free(order);
     if (rc) return rc;
     qsort(w->tensors, (size_t)w->n, sizeof(tensor_entry), by_name);
+    /* From here on a tensor is its bytes: data, and end as their count. */
+    for (int i = 0; i < w->n; i++) {
+        tensor_entry *t = &w->tensors[i];
+        t->data = w->files[0].map + w->data_start + t->begin;
+        t->end -= t->begin;
+        t->begin = 0;
+    }
     return 0;
 }
 
@@ -420,12 +427,6 @@ fu_weights *fu_weights_open_fd(int fd, const char *path, fu_err *err) {
         fu_weights_close(w);
         return NULL;
     }
-    for (int i = 0; i < w->n; i++) {
-        tensor_entry *t = &w->tensors[i];
-        t->data = w->files[0].map + w->data_start + t->begin;
-        t->end -= t->begin;
-        t->begin = 0;
-    }
     return w;
 }
 
@@ -448,12 +449,6 @@ fu_weights *fu_weights_open_memory(const void *bytes, size_t size, const char *n
         if (size < 8) fu_fail(err, "%s: truncated safetensors image (%zu bytes)", name, size);
         fu_weights_close(w);
         return NULL;
-    }
-    for (int i = 0; i < w->n; i++) {
-        tensor_entry *t = &w->tensors[i];
-        t->data = w->files[0].map + w->data_start + t->begin;
-        t->end -= t->begin;
-        t->begin = 0;
     }
     return w;
 }

@@ -151,6 +151,11 @@ $(BUILD)/fusec: $(CLI_SRC) $(wildcard cli/*.h) $(BUILD)/libfusec.a $(BUILD)/libf
 # addresses, another libc variable). The version script exports fusec_*
 # only; RUNPATH $ORIGIN finds libfusec_rt.so.0 beside it.
 LIBTCC_A := /usr/lib/x86_64-linux-gnu/libtcc.a
+# On a fresh machine the archive appears only once the packages are in, so
+# it is "made" by the package step (a missing-file prerequisite without a
+# rule would stop make before that step runs).
+$(LIBTCC_A): | $(BUILD)/.deps
+	@test -f $@ || { echo "$@ missing: is libtcc-dev installed?"; exit 1; }
 $(BUILD)/tcc/libtcc_pic.a: $(LIBTCC_A) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	objcopy --redefine-sym stdout=fu_tcc_stdout --redefine-sym stderr=fu_tcc_stderr \

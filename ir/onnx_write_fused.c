@@ -185,6 +185,16 @@ static int parse_layout(const char *s, int len) {
     return 0;
 }
 
+/* ONNX Attention's is_causal (without past_key) aligns the queries to the
+ * start of the keys; fusec's causal_align "end" differs from it only when
+ * the lengths differ, and then has no ONNX spelling here. */
+#define END_ALIGNED "causal attention aligned to the end of the keys (causal_align \"end\") with different " \
+                    "query and key lengths has no ONNX Attention equivalent"
+static int end_aligned_unequal(const fu_node *n, fu_dim lq, fu_dim lk) {
+    return fu_attr_int(n, "is_causal", 0) && !strcmp(fu_attr_string(n, "causal_align", "start"), "end") &&
+           !fu_dim_eq(lq, lk);
+}
+
 int ow_export_attention(writer *w, int k) {
     const fu_graph *g = w->g;
     const fu_node *n = &g->nodes[k];
@@ -193,8 +203,8 @@ int ow_export_attention(writer *w, int k) {
                             "export before prune_rows");
     const fu_value *q = &g->values[n->in[0]], *kk = &g->values[n->in[1]];
     int qlen = q->rank == 4 ? 2 : 1;
-    if (fu_attr_int(n, "is_causal", 0) && !fu_dim_eq(q->shape[qlen], kk->shape[qlen]) && q->rank == 3)
-        return fu_node_fail(w->err, g, n, "causal attention with different query and key lengths is not exported");
+    if (q->rank == 3 && end_aligned_unequal(n, q->shape[qlen], kk->shape[qlen]))
+        return fu_node_fail(w->err, g, n, END_ALIGNED);
     /* layouts */
     const char *ls = fu_attr_string(n, "qkv_layout", "BHSD");
     int lay[3];
@@ -208,10 +218,10 @@ int ow_export_attention(writer *w, int k) {
         lay[0] = lay[1] = lay[2] = parse_layout(ls, (int)strlen(ls));
     }
     int out_bshd = strcmp(fu_attr_string(n, "out_layout", "BHSD"), "BSHD") == 0;
-    static const char *const skip[] = {"qkv_layout", "out_layout", NULL};
+    static const char *const skip[] = {"qkv_layout", "out_layout", "causal_align", NULL};
     if (q->rank != 4 || (!lay[0] && !lay[1] && !lay[2] && !out_bshd)) {
-        if (q->rank == 4 && fu_attr_int(n, "is_causal", 0) && !fu_dim_eq(q->shape[2], kk->shape[2]))
-            return fu_node_fail(w->err, g, n, "causal attention with different query and key lengths is not exported");
+        if (q->rank == 4 && end_aligned_unequal(n, q->shape[2], kk->shape[2]))
+            return fu_node_fail(w->err, g, n, END_ALIGNED);
         return ow_copy_node(w, k, NULL, "Attention", skip, n->n_in > 4 ? 4 : n->n_in) ? 0 : -1;
     }
     /* 4-D with a BSHD tensor: the 3-D form [B, S, H*D] with head counts */
@@ -221,8 +231,8 @@ int ow_export_attention(writer *w, int k) {
         ow_static_dim(w, k, kk->shape[lay[1] ? 2 : 1], "the key head count", &hkv) ||
         ow_static_dim(w, k, v->shape[3], "the value head size", &dv))
         return -1;
-    if (fu_attr_int(n, "is_causal", 0) && !fu_dim_eq(q->shape[lay[0] ? 1 : 2], kk->shape[lay[1] ? 1 : 2]))
-        return fu_node_fail(w->err, g, n, "causal attention with different query and key lengths is not exported");
+    if (end_aligned_unequal(n, q->shape[lay[0] ? 1 : 2], kk->shape[lay[1] ? 1 : 2]))
+        return fu_node_fail(w->err, g, n, END_ALIGNED);
     const char *in[4];
     for (int i = 0; i < 3; i++) in[i] = to_3d(w, k, ow_use(w, n->in[i]), lay[i]);
     in[3] = n->n_in > 3 ? ow_use(w, n->in[3]) : NULL;
@@ -230,7 +240,8 @@ int ow_export_attention(writer *w, int k) {
     Onnx__NodeProto *np = ow_node_add(w, ow_graph_nodes(w), n->name, NULL, "Attention", in[3] ? 4 : 3, in, 1, &y);
     for (int a = 0; a < n->n_attrs && np; a++) {
         const char *an = n->attrs[a].name;
-        if (strcmp(an, "qkv_layout") && strcmp(an, "out_layout") && strcmp(an, "q_num_heads") && strcmp(an, "kv_num_heads"))
+        if (strcmp(an, "qkv_layout") && strcmp(an, "out_layout") && strcmp(an, "q_num_heads") && strcmp(an, "kv_num_heads") &&
+            strcmp(an, "causal_align"))
             ow_node_attr(w, np, ow_attr_copy(w, &n->attrs[a]));
     }
     ow_node_attr(w, np, ow_attr_int(w, "q_num_heads", hq));

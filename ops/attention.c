@@ -5,9 +5,12 @@
  *
  * Inputs: Q, K, V, attn_mask?, past_key?, past_value?, sinks? (fusec
  * extension: input 6, float [q_heads]), q_positions? (fusec extension:
- * input 7, int64 [Lq], with is_causal: query i sees keys j <= q_positions[i]
- * instead of the end alignment; the row-pruning pass gives it to a Q of
- * selected rows). past_key/past_value must be omitted.
+ * input 7, int64 [Lq], with is_causal: query i sees keys j <= q_positions[i];
+ * the row-pruning pass gives it to a Q of selected rows). past_key/past_value
+ * must be omitted. is_causal is ONNX's: query i sees keys j <= i; fusec
+ * attribute causal_align = "end" aligns the queries to the end of the keys
+ * instead (j <= i + Lk - Lq), which is what exporters' causal masks with a
+ * KV-cache offset say (the fusion rule sets it when Lq and Lk may differ).
  * Shapes: 4-D Q [B, Hq, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv] ->
  * Y [B, Hq, Lq, Dv]; or 3-D Q [B, Lq, Hq*D], K/V [B, Lk, Hkv*D(v)] with
  * q_num_heads/kv_num_heads -> Y [B, Lq, Hq*Dv].
@@ -24,6 +27,9 @@
 #include "emit.h"
 
 enum { LAYOUT_BHSD = 0, LAYOUT_BSHD = 1 };
+/* The kernel's is_causal values, named as in generated code. */
+enum { CAUSAL_END = 1, CAUSAL_START = 2 };
+static const char *const causal_names[] = {"0", "FU_RT_CAUSAL_END", "FU_RT_CAUSAL_START"};
 
 /* Everything emit needs, derived from the shapes once. Strides in elements:
  * index 0 = batch, 1 = head, 2 = sequence. */
@@ -35,7 +41,7 @@ typedef struct {
     int sinks;          /* input index of sinks, or -1 */
     int q_positions;    /* input index of q_positions, or -1 */
     double scale;
-    int is_causal;
+    int is_causal;      /* 0, CAUSAL_END or CAUSAL_START */
     int out_rank;
     fu_dim out[4];
 } attn_plan;
@@ -227,6 +233,14 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         p->scale = 1.0 / sqrt((double)p->head_dim.coef);
     }
     p->is_causal = fu_attr_int(n, "is_causal", 0) != 0;
+    const char *align = fu_attr_string(n, "causal_align", "start");
+    if (strcmp(align, "start") && strcmp(align, "end")) {
+        char t[64];
+        fu_sanitize(align, t, sizeof t);
+        return fu_node_fail(err, g, n, "causal_align '%s' must be \"start\" or \"end\"", t);
+    }
+    /* With equal lengths both alignments are the same triangle. */
+    if (p->is_causal && !strcmp(align, "start") && !fu_dim_eq(p->q_len, p->kv_len)) p->is_causal = CAUSAL_START;
     if (present(n, 7)) {
         if (fu_require_input(g, n, 7, FU_MASK(FU_I64), err)) return -1;
         const fu_value *pos = &g->values[n->in[7]];
@@ -291,7 +305,7 @@ static int attention_emit(fu_emit *e, const fu_graph *g, const fu_node *n, fu_er
     put_strides(&b, e, p.k_stride);
     put_strides(&b, e, p.v_stride);
     put_strides(&b, e, p.out_stride);
-    fu_sb_printf(&b, ", %s, %d", scale, p.is_causal);
+    fu_sb_printf(&b, ", %s, %s", scale, causal_names[p.is_causal]);
     if (p.mask >= 0) {
         fu_sb_printf(&b, ", %s", fu_emit_ptr(e, n->in[p.mask]));
         put_strides(&b, e, p.mask_stride);
@@ -317,8 +331,10 @@ const fu_op fu_op_Attention = {
            "Contract: docs/fusions.md.",
     .dtypes = "Q, K, V, attn_mask (additive; bool is rejected), sinks: float32; q_positions: int64",
     .attrs = "scale (1/sqrt(head_dim), which must then be static): multiplies Q K^T\n"
-             "is_causal (0): 1 hides later keys, aligned to the end of the keys (query i sees key j <= i + Lk - "
-             "Lq), or to q_positions when given\n"
+             "is_causal (0): 1 hides later keys: query i sees key j <= i (ONNX, aligned to the start), or as "
+             "causal_align says, or j <= q_positions[i] when given\n"
+             "causal_align (\"start\", fusec): \"start\" (j <= i) or \"end\" (j <= i + Lk - Lq: the queries are "
+             "the last Lq of the keys, as with a KV cache)\n"
              "softcap (0): must be 0\n"
              "q_num_heads, kv_num_heads (0): required (> 0) for 3-D inputs; checked against Q, K when given for "
              "4-D\n"

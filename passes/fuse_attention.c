@@ -11,8 +11,8 @@
  *   - Q/K/V = Transpose([B, L, H, D], [0,2,1,3]), read in place (qkv_layout BSHD);
  *   - a mask Add, or a masked fill Where(cond, scores, blocked) either way round;
  *   - 3-D scores [B, Lq, Lk]: one head on [B, L, D] tensors, the 3-D form.
- * The check proves a mask causal (then is_causal: query i sees keys
- * j <= i + Lk - Lq) as a constant, a Trilu of blocked values, a Where of
+ * The check proves a mask causal (then is_causal, with causal_align "end"
+ * when Lq and Lk may differ: query i sees keys j <= i + Lk - Lq) as a constant, a Trilu of blocked values, a Where of
  * Range index comparisons (indices shifted by integer constants) or of
  * Equal(Trilu(non-zero), 0), or a causal mask times a Cast of a causal
  * condition, or else keeps it as attn_mask when it can be one;
@@ -537,6 +537,9 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     if (ok && fu_dim_is_const(p.hq) && fu_dim_is_const(p.hkv))
         ok = fu_node_set_attr_int(a, "q_num_heads", p.hq.coef) && fu_node_set_attr_int(a, "kv_num_heads", p.hkv.coef);
     if (ok && strcmp(layout, "BHSD") != 0) ok = fu_node_set_attr_string(a, "qkv_layout", layout) != NULL;
+    /* The masks proven causal block j > i + Lk - Lq: aligned to the end. */
+    if (ok && p.causal && !fu_dim_eq(op_dim(g, p.q, LEN), op_dim(g, p.k, LEN)))
+        ok = fu_node_set_attr_string(a, "causal_align", "end") != NULL;
     if (!ok) return fu_fail(err, "out of memory while fusing");
     if (rank == 3)
         fu_fuse_accept(c, m->anchor, "Attention(3-D, one head, scale %g%s%s)", p.scale, p.note[0] ? ", " : "", p.note);

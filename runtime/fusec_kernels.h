@@ -197,10 +197,13 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
  * v [batch, kv_heads, kv_len, v_head_dim], out [batch, q_heads, q_len,
  * v_head_dim], each at base + b*stride_b + h*stride_h + s*stride_s with the
  * last axis contiguous (so BHSD and BSHD both work). Query head h reads kv
- * head h / (q_heads / kv_heads). is_causal: query i sees key j only when
- * j <= i + kv_len - q_len (aligned to the end), or, when q_positions (int64
- * [q_len], ignored without is_causal) is non-NULL, when j <= q_positions[i]:
- * queries at given positions, e.g. rows selected from a longer sequence.
+ * head h / (q_heads / kv_heads). is_causal FU_RT_CAUSAL_END (1): query i
+ * sees key j only when j <= i + kv_len - q_len (aligned to the end: the
+ * queries are the last q_len tokens); FU_RT_CAUSAL_START (2): when j <= i
+ * (aligned to the start, ONNX Attention without a past); either way, when
+ * q_positions (int64 [q_len], ignored without is_causal) is non-NULL, when
+ * j <= q_positions[i]: queries at given positions, e.g. rows selected from
+ * a longer sequence.
  * mask (or NULL): additive float [q_len, kv_len] per (b, h) at mask +
  * b*mask_stride_b + h*mask_stride_h + i*mask_stride_q + j (stride 0
  * broadcasts). sinks (or
@@ -209,6 +212,7 @@ int fu_rt_rope_f32(const float *x, float *y, int64_t batch, int64_t heads, int64
  * (and no finite sink) is all zeros. out must not overlap q, k, v.
  * Returns non-zero when q_heads is not a multiple of kv_heads or scratch
  * memory runs out. */
+enum { FU_RT_CAUSAL_END = 1, FU_RT_CAUSAL_START = 2 };
 int fu_rt_attention_f32(const float *q, const float *k, const float *v, float *out,
                         int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t q_len,
                         int64_t kv_len, int64_t head_dim, int64_t v_head_dim,

@@ -406,10 +406,12 @@ typedef struct {
 } attention_plan;
 
 /* Number of keys query row i sees: those up to its position, which is
- * given (q_positions) or aligned to the end. */
+ * given (q_positions), aligned to the end (is_causal 1) or to the start
+ * (is_causal 2). */
 FU_RT_SIMD_INLINE int64_t visible_keys(const attention_plan *plan, int64_t i) {
     if (!plan->is_causal) return plan->kv_len;
-    int64_t last = plan->q_positions ? plan->q_positions[i] : i + plan->kv_len - plan->q_len;
+    int64_t last = plan->q_positions ? plan->q_positions[i]
+                   : plan->is_causal == FU_RT_CAUSAL_START ? i : i + plan->kv_len - plan->q_len;
     return last < 0 ? 0 : (last < plan->kv_len - 1 ? last + 1 : plan->kv_len);
 }
 

@@ -250,7 +250,8 @@ int fu_ref_attention_f32(const float *q, const float *k, const float *v, float *
     if (is_causal)
         for (int64_t bh = 0; bh < heads; bh++)
             for (int64_t i = 0; i < q_len; i++) {
-                int64_t last = q_positions ? q_positions[i] : i + kv_len - q_len; /* last key seen */
+                /* last key seen */
+                int64_t last = q_positions ? q_positions[i] : is_causal == FU_RT_CAUSAL_START ? i : i + kv_len - q_len;
                 for (int64_t j = 0; j < kv_len; j++)
                     if (j > last) scores[(bh * q_len + i) * columns + j] += -INFINITY;
             }

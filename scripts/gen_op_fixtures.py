@@ -722,6 +722,11 @@ def fused_op_cases():
     add_case("fusedmatmul_transb_alpha",
              [node("FusedMatMul", ["a", "b"], ["y"], transB=1, alpha=0.5)], {"a": a, "b": b},
              {"y": (0.5 * (f64(a) @ f64(b).T)).astype(np.float32)})
+    # ONNX Attention's is_causal without past_key: query i sees keys j <= i
+    # (aligned to the start), also when Lq != Lk; attention_ref says the same.
+    q, k, v = randf(1, 4, 3, 8), randf(1, 2, 5, 8), randf(1, 2, 5, 8)
+    add_case("attention_causal_lq_lt_lk", [node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
+             {"q": q, "k": k, "v": v}, {"y": attention_ref(q, k, v, causal=True)})
 
 
 # ---- writing ------------------------------------------------------------------

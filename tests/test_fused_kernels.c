@@ -357,6 +357,10 @@ static void test_attention_matches_reference(void **state) {
         {1, 6, 3, 70, 100, 24, 40, 1, MASK_PER_HEAD, 1, 1, 1, 1},      /* several row chunks */
         {1, 4, 2, 9, 4, 64, 64, 1, MASK_NONE, 0, 0, 0, 1},             /* Lq > Lk */
         {1, 4, 4, 5, 7, 64, 64, 0, MASK_NONE, 0, 0, 0, 1},             /* ignored without is_causal */
+        /* causal aligned to the start (ONNX Attention): query i sees keys j <= i */
+        {2, 8, 2, 5, 17, 64, 64, 2, MASK_NONE, 0, 0, 0, 0},            /* Lq < Lk */
+        {1, 4, 2, 9, 4, 64, 64, 2, MASK_BROADCAST_HEADS, 1, 1, 0, 0},  /* Lq > Lk: late rows see all */
+        {1, 2, 1, 70, 200, 64, 64, 2, MASK_NONE, 1, 1, 0, 0},          /* several row chunks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_attention(&cases[i]);
 }
@@ -453,6 +457,10 @@ static void test_attention_by_hand(void **state) {
         run_tiny(fns[f], 1, NULL, NULL, NULL, out);
         assert_float_equal(out[0], 1.5, 1e-6);
         assert_float_equal(out[1], 3.0, 1e-6);
+        /* causal, aligned to the start: query 0 sees key 0; query 1 keys 0, 1 */
+        run_tiny(fns[f], FU_RT_CAUSAL_START, NULL, NULL, NULL, out);
+        assert_float_equal(out[0], 1.0, 1e-6);
+        assert_float_equal(out[1], 1.5, 1e-6);
         run_tiny(fns[f], 0, NULL, NULL, NULL, out);
         assert_float_equal(out[0], 3.0, 1e-6);
         assert_float_equal(out[1], 3.0, 1e-6);

@@ -318,7 +318,10 @@ enum { SELECT_SCALAR, SELECT_LIST, SELECT_SLICE_FRONT, SELECT_SLICE_BACK };
 
 /* x [1, seq, 16] -> RMSNorm -> q (2 heads of 8, q_norm, RoPE), k and v (one
  * kv head; from x, or from a longer `memory` [1, 9, 16] when cross) ->
- * causal Attention -> o_proj + residual -> LayerNorm -> the selection. */
+ * causal Attention -> o_proj + residual -> LayerNorm -> the selection.
+ * cross CROSS_END: the queries are the last 5 of the 9 positions
+ * (causal_align "end"); CROSS_START: the first 5 (ONNX's alignment). */
+enum { CROSS_END = 1, CROSS_START = 2 };
 static char *decoder_model(int select, int cross) {
     tb_graph *b = new_model();
     int x = cross ? tb_input(b, "x", FU_F32, TB_DIMS(1, 5, 16)) : tb_input(b, "x", FU_F32, TB_DIMS(1, tb_symbol(b, "seq", 7), 16));
@@ -339,8 +342,7 @@ static char *decoder_model(int select, int cross) {
     int qn = tb_attr_float(b, tb_op(b, "RMSNormalization", "qn", q4, scale8), "epsilon", 1e-6);
     int qt = tb_attr_ints(b, tb_op(b, "Transpose", "qt", qn), "perm", TB_INTS(0, 2, 1, 3));
     int qr = tb_op(b, "RotaryEmbedding", "qr", qt, TB_NONE, TB_NONE, TB_NONE, inv_freq);
-    /* the queries of a cross block are the last 5 of the 9 positions */
-    if (cross) tb_attr_int(b, qr, "pos_offset", 4);
+    if (cross == CROSS_END) tb_attr_int(b, qr, "pos_offset", 4);
     int k = tb_op(b, "MatMul", "k", kv_src, weights(b, "wk", 16, 8, 0.4, 2));
     int k4 = tb_op(b, "Reshape", "k4", k, kv_heads);
     int kt = tb_attr_ints(b, tb_op(b, "Transpose", "kt", k4), "perm", TB_INTS(0, 2, 1, 3));
@@ -352,6 +354,7 @@ static char *decoder_model(int select, int cross) {
     tb_attr_int(b, a, "q_num_heads", 2);
     tb_attr_int(b, a, "kv_num_heads", 1);
     tb_attr_str(b, a, "qkv_layout", "BHSD,BHSD,BSHD");
+    if (cross == CROSS_END) tb_attr_str(b, a, "causal_align", "end");
     int at = tb_attr_ints(b, tb_op(b, "Transpose", "at", a), "perm", TB_INTS(0, 2, 1, 3));
     int a3 = tb_op(b, "Reshape", "a3", at, tb_const_ints(b, "merge", TB_INTS(0, -1, 16)));
     int o = tb_op(b, "MatMul", "o", a3, weights(b, "wo", 16, 16, 0.4, 4));
@@ -445,16 +448,19 @@ static void test_decoder_slices(void **state) {
     }
 }
 
-/* Queries 5, keys 9: the causal limit sits 4 positions on, and rope_q's
- * pos_offset 4 becomes part of the kept rows' position_ids. */
+/* Queries 5, keys 9: aligned to the end, the causal limit sits 4 positions
+ * on, and rope_q's pos_offset 4 becomes part of the kept rows' position_ids;
+ * aligned to the start, query i sees keys j <= i. */
 static void test_decoder_queries_shorter_than_keys(void **state) {
     (void)state;
-    char *path = decoder_model(SELECT_SCALAR, 1);
-    /* here h feeds only q: the selection reaches the input x */
-    fu_graph *g = check_decoder_pruned(path, 1, 10, NULL);
-    for (int64_t index = -5; index < 5; index++) check_same_as_bare(path, g, 5, &index);
-    fu_graph_free(g);
-    tb_remove(path);
+    for (int cross = CROSS_END; cross <= CROSS_START; cross++) {
+        char *path = decoder_model(SELECT_SCALAR, cross);
+        /* here h feeds only q: the selection reaches the input x */
+        fu_graph *g = check_decoder_pruned(path, 1, 10, NULL);
+        for (int64_t index = -5; index < 5; index++) check_same_as_bare(path, g, 5, &index);
+        fu_graph_free(g);
+        tb_remove(path);
+    }
 }
 
 /* ---- where the rows are needed ---------------------------------------------------------- */

@@ -56,6 +56,16 @@ json.dump(m, open(sys.argv[1], "w"))' "$tmp/b.json" 2>>"$tmp/err"
 if ! "$py" tests/onnx_export/compare_graphs.py "$tmp/a.json" "$tmp/b.json" 2>"$tmp/err"; then ok "compare_graphs sees a changed constant"
 else bad "compare_graphs sees a changed constant"; fi
 
+# causal attention aligned to the end with Lq != Lk has no ONNX spelling: refused,
+# no file written; aligned to the start (ONNX's is_causal) it is exported (the
+# fixture attention_causal_lq_lt_lk runs under ORT below)
+sed 's/"is_causal": 1}/"is_causal": 1, "causal_align": "end"}/' fixtures/ops/attention_causal_lq_lt_lk/model.json \
+    >"$tmp/end.json"
+"$fusec" export "$tmp/end.json" -o "$tmp/end.onnx" 2>"$tmp/err"; rc=$?
+if [ $rc -eq 1 ] && grep -q 'causal_align "end"' "$tmp/err" && [ ! -e "$tmp/end.onnx" ] &&
+   grep -q '"causal_align": "end"' "$tmp/end.json"; then ok "end-aligned causal attention with Lq != Lk is refused"
+else bad "end-aligned causal attention with Lq != Lk is refused"; fi
+
 # ---- weights: external data into the safetensors file, no copy -----------------
 mkdir -p "$tmp/w"
 if "$fusec" export "$m" -o "$tmp/w/q.onnx" 2>"$tmp/err" &&

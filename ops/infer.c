@@ -149,8 +149,8 @@ static int check_size(const fu_graph *g, const fu_value *v, fu_err *err) {
                    (long long)FU_MAX_NUMEL);
 }
 
-/* Attribute names whose ONNX meaning is the same in every op that has
- * them. An integer attribute given as a float (`"axis": 1.5`, `{"float":
+/* Attribute names whose meaning is the same in every op that has them
+ * (ONNX's, and fusec's own). An integer attribute given as a float (`"axis": 1.5`, `{"float":
  * "nan"}`) would be ignored by fu_attr_int, which falls back to the
  * default: an error instead. A float attribute takes integers too. */
 static const char *const int_attrs[] = {
@@ -158,6 +158,9 @@ static const char *const int_attrs[] = {
     "to", "start", "end", "upper", "allowzero", "num_outputs", "is_causal", "interleaved",
     "rotary_embedding_dim", "num_heads", "q_num_heads", "kv_num_heads", "pos_offset", NULL};
 static const char *const float_attrs[] = {"epsilon", "alpha", "beta", "scale", "softcap", "amplitude", NULL};
+/* String attributes (fu_attr_string falls back to the default on any other kind). */
+static const char *const string_attrs[] = {"layout", "qkv_layout", "out_layout", "causal_align", "activations",
+                                           "packed_weight", "approximate", NULL};
 
 static int listed(const char *const *names, const char *name) {
     for (int i = 0; names[i]; i++)
@@ -182,6 +185,8 @@ static int check_attr_kinds(const fu_graph *g, const fu_node *n, fu_err *err) {
         if (listed(float_attrs, a->name) && a->kind != FU_ATTR_FLOAT && a->kind != FU_ATTR_INT)
             return fu_node_fail(err, g, n, "attribute '%s' must be a number, got %s", safe_name,
                                 kinds[a->kind]);
+        if (listed(string_attrs, a->name) && a->kind != FU_ATTR_STRING)
+            return fu_node_fail(err, g, n, "attribute '%s' must be a string, got %s", safe_name, kinds[a->kind]);
     }
     return 0;
 }

@@ -103,6 +103,18 @@ static const edge_case cases[] = {
     {"Softmax string axis",
      MODEL("float32", "", "{\"op\": \"Softmax\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"attrs\": {\"axis\": \"-1\"}}"),
      "attribute 'axis' must be an integer, got a string", 0, 0, {0}},
+    {"Attention causal_align as an integer",
+     "{\"ir_version\": 1, \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [1, 1, 2, 4]},"
+     " {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [1, 1, 3, 4]}],\n"
+     " \"outputs\": [{\"name\": \"y\"}], \"initializers\": [],\n \"nodes\": [{\"op\": \"Attention\","
+     " \"inputs\": [\"q\", \"k\", \"k\"], \"outputs\": [\"y\"], \"attrs\": {\"is_causal\": 1, \"causal_align\": 1}}]}\n",
+     "attribute 'causal_align' must be a string, got an integer", 0, 0, {0}},
+    {"Attention causal_align unknown",
+     "{\"ir_version\": 1, \"inputs\": [{\"name\": \"q\", \"dtype\": \"float32\", \"shape\": [1, 1, 2, 4]},"
+     " {\"name\": \"k\", \"dtype\": \"float32\", \"shape\": [1, 1, 3, 4]}],\n"
+     " \"outputs\": [{\"name\": \"y\"}], \"initializers\": [],\n \"nodes\": [{\"op\": \"Attention\","
+     " \"inputs\": [\"q\", \"k\", \"k\"], \"outputs\": [\"y\"], \"attrs\": {\"is_causal\": 1, \"causal_align\": \"middle\"}}]}\n",
+     "causal_align 'middle' must be \"start\" or \"end\"", 0, 0, {0}},
     {"Gemm alpha as a string",
      "{\"ir_version\": 1, \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 2]}],\n"
      " \"outputs\": [{\"name\": \"y\"}], \"initializers\": [{\"name\": \"w\", \"dtype\": \"float32\","

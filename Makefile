@@ -51,7 +51,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 ASAN_TESTS := $(patsubst tests/%.c,$(BUILD)/asan/tests/%,$(TEST_SRC))
 
-.PHONY: all deps docs test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install \
+.PHONY: all deps docs test test-onnx-node test-unit test-asan bench clean fixtures router run fuzz fuzz-build install uninstall \
         install-build tokenizer-corpus
 
 all: $(BUILD)/.deps $(BUILD)/fusec $(BUILD)/libfusec.so
@@ -206,6 +206,19 @@ install: install-build
 	install -m 644 $(BUILD)/install/fusec.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	for f in $(SHARE_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/fusec/$$f || exit 1; done
 	install -D -m 644 python/fusec/__init__.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/fusec/__init__.py
+
+# Removes what `make install` put under PREFIX (the same PREFIX and
+# DESTDIR), then the folders of fusec's own that are left empty.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/fusec $(DESTDIR)$(PREFIX)/bin/router \
+	      $(foreach l,libfusec libfusec_rt,$(DESTDIR)$(PREFIX)/lib/$(l).so.$(VERSION) \
+	        $(DESTDIR)$(PREFIX)/lib/$(l).so.$(SOMAJOR) $(DESTDIR)$(PREFIX)/lib/$(l).so) \
+	      $(DESTDIR)$(PREFIX)/include/fusec/fusec.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/fusec.pc \
+	      $(addprefix $(DESTDIR)$(PREFIX)/share/fusec/,$(SHARE_FILES)) \
+	      $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/fusec/__init__.py
+	rm -rf $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/fusec/__pycache__
+	for d in include/fusec lib/python3/dist-packages/fusec share/fusec; do \
+	  [ ! -d $(DESTDIR)$(PREFIX)/$$d ] || find $(DESTDIR)$(PREFIX)/$$d -depth -type d -empty -delete || exit 1; done
 
 # ---- tests --------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libfusec.a $(BUILD)/libfusec_rt.so

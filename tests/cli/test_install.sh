@@ -179,6 +179,14 @@ if "$prefix/bin/fusec" compile "$tmp/link/one.json" -o "$tmp/link/libone.so" >"$
     ok "two compiled models linked into one program run, each its own"
 else cat "$tmp/link/out" >>"$tmp/log" 2>/dev/null; bad "two compiled models linked into one program"; fi
 
+# ---- make uninstall: what install put there goes, a file of someone else's stays --------
+mkdir -p "$prefix/share/other" && echo keep >"$prefix/share/other/file"
+if make -C "$repo" --no-print-directory uninstall BUILD="$build" PREFIX="$prefix" >"$tmp/log" 2>&1 &&
+   [ -z "$(find "$prefix" \( -type f -o -type l \) ! -path "$prefix/share/other/file")" ] &&
+   [ ! -e "$prefix/share/fusec" ] && [ ! -e "$prefix/include/fusec" ] && [ -f "$prefix/share/other/file" ]; then
+    ok "make uninstall removes every installed file and fusec's folders, nothing else"
+else find "$prefix" >>"$tmp/log"; bad "make uninstall"; fi
+
 echo
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

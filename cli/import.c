@@ -17,12 +17,15 @@ const char help_import[] =
     "\n"
     "options:\n"
     "  -o, --output OUT.json   the JSON IR to write (required)\n"
-    "  --max NAME=N            upper bound of a symbolic dim NAME (dim_param)\n"
-    "  -h, --help              this text\n";
+    "  --max NAME=N                upper bound of a symbolic dim NAME (dim_param)\n"
+    "  --allow-external-weights    the model's external data may be outside its folder\n"
+    "                              (absolute, .., or a symlink out; refused by default)\n"
+    "  -h, --help                  this text\n";
 
 int cmd_import(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *value;
-    static char sym_max[1024];
+    model_opts mo;
+    model_opts_init(&mo);
     for (int i = 0; i < argc; i++) {
         int r;
         if (is_help(argv[i])) {
@@ -31,12 +34,9 @@ int cmd_import(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("import", "%s needs a value", argv[i]);
             out = value;
-        } else if ((r = option_value(argc, argv, &i, "--max", NULL, &value))) {
-            if (r < 0) return usage("import", "%s needs a value", argv[i]);
-            size_t used = strlen(sym_max);
-            if (!strchr(value, '=') || used + strlen(value) + 2 > sizeof sym_max)
-                return usage("import", "--max wants NAME=N, got '%s'", value);
-            snprintf(sym_max + used, sizeof sym_max - used, "%s%s", used ? "," : "", value);
+        } else if (strcmp(argv[i], "--max") == 0 || strcmp(argv[i], "--allow-external-weights") == 0) {
+            /* the model options that apply to reading (no passes run here) */
+            if (model_option("import", argc, argv, &i, &mo, 0) < 0) return EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("import", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -49,7 +49,7 @@ int cmd_import(int argc, char **argv) {
     size_t n = out ? strlen(out) : 0;
     if (n < 6 || strcmp(out + n - 5, ".json") != 0) return usage("import", "-o wants OUT.json");
     fu_err err;
-    fu_ir_opts io = {.sym_max = sym_max[0] ? sym_max : NULL};
+    fu_ir_opts io = {.allow_external_weights = mo.allow_external, .sym_max = mo.sym_max[0] ? mo.sym_max : NULL};
     fu_graph *g = fu_ir_load_opts(model, &io, &err);
     if (!g) return fail(EXIT_USER, "%s", err.msg);
     char *st = malloc(n + 8);

@@ -135,6 +135,13 @@ if "$fusec" run "$tmp/sym/model.onnx" --allow-external-weights --input x="$fx/ex
        --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" && compare "$tmp/out" external_data; then
     ok "external data symlinked out: allowed with --allow-external-weights"
 else bad "external data symlinked out: allowed with --allow-external-weights"; fi
+"$fusec" import "$tmp/sym/model.onnx" -o "$tmp/sym_import.json" >/dev/null 2>"$tmp/err"; st=$?
+if [ $st -eq 1 ] && grep -q "outside the model's folder" "$tmp/err" && [ ! -e "$tmp/sym_import.json" ] &&
+   "$fusec" import "$tmp/sym/model.onnx" --allow-external-weights -o "$tmp/sym_import.json" 2>"$tmp/err" &&
+   "$fusec" run "$tmp/sym_import.json" --input x="$fx/external_data/x.npy" --output-dir "$tmp/out_imp" >/dev/null 2>>"$tmp/err" &&
+   compare "$tmp/out_imp" external_data; then
+    ok "import: external data symlinked out refused, read with --allow-external-weights"
+else bad "import: external data symlinked out refused, read with --allow-external-weights (exit $st)"; fi
 
 # inputs that decide shapes: run compiles them in (the fixture loop above);
 # compile names them and takes --specialize

@@ -251,7 +251,7 @@ OP(Div, 2, 2, 2, .dtypes = SAME_NUMERIC,
 
 /* Pow: C = A ^ B, numpy broadcast. The base is float or integer, the
  * exponent any numeric type, as in ONNX; the output has the base's dtype.
- * Float base: powf. Integer base and exponent: exact, by squaring
+ * Float base: powf (x * x for a constant exponent 2). Integer base and exponent: exact, by squaring
  * (fu_num_ipow, wrapping; a negative exponent truncates 1 / base^-e toward
  * zero). Integer base, float exponent: powf, converted back as Cast does
  * (truncation toward zero, INT_MIN when out of range or NaN). */
@@ -263,8 +263,16 @@ static int infer_Pow(fu_graph *g, fu_node *n, fu_err *err) {
     fu_set_output(g, n, 0, in_dtype(g, n, 0), rank, shape);
     return 0;
 }
+/* The exponent is the constant scalar 2 (RMSNorm's x^2). */
+static int exponent_is_two(const fu_graph *g, const fu_node *n) {
+    const fu_value *e = &g->values[n->in[1]];
+    int64_t numel;
+    return e->kind == FU_VAL_CONST && e->data && fu_value_numel_const(e, &numel) == 0 && numel == 1 &&
+           fu_const_get_f(e, 0) == 2.0;
+}
 static int expr_Pow(EXPR_ARGS) {
     fu_dtype t = in_dtype(g, n, 0), e = in_dtype(g, n, 1);
+    if (!is_int(t) && exponent_is_two(g, n)) return put(g, n, buf, sz, err, "fu_num_square(%s)", a[0]);
     if (!is_int(t)) return put(g, n, buf, sz, err, "powf((%s), (float)(%s))", a[0], a[1]);
     if (is_int(e))
         return put(g, n, buf, sz, err, "((%s)(%s)fu_num_ipow((int64_t)(%s), (int64_t)(%s)))", int_type(t),

@@ -96,6 +96,10 @@ static inline uint16_t fu_num_f32_to_bf16(float f) {
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);   /* round to nearest even */
 }
 
+/* x^2 as one product: what gcc makes of powf(x, 2) (correctly rounded),
+ * and what tcc, which calls powf for every element, should run too. */
+static inline float fu_num_square(float x) { return x * x; }
+
 /* ---- integer power --------------------------------------------------------
  * base^exp for ONNX Pow on int32/int64 bases with an integer exponent, by
  * squaring; wraps as two's complement (through uint64_t, as the other

@@ -276,6 +276,12 @@ check "explain: names the pruned node" grep -qF "node 'mm' -> computes only the 
 status 0 "run the pruned model" run "$tmp/rows.json" --input 'x=[[[1, 2], [3, -4], [-1, 1], [2, 2]]]'
 check "pruned run reads row T-2 (hand-computed: Relu([-1, 1] @ w))" grep -qF 'y float32 [1, 3] 2 3 0' "$tmp/out"
 
+# Pow(x, 2) is one product in generated code: tcc would call powf per element
+status 0 "Pow(x, 2) runs (JIT)" run fixtures/ops/pow_square_scalar_init/model.json --profile bare \
+    --input x=fixtures/ops/pow_square_scalar_init/x.npy --emit-c "$tmp/pow.c"
+check "Pow(x, 2) is emitted as fu_num_square, not powf" \
+    bash -c "grep -q 'fu_num_square(x0)' '$tmp/pow.c' && ! grep -q 'powf(x0' '$tmp/pow.c'"
+
 # ---- rough edges (issue: fusec as a tool people use) ---------------------------
 status 0 "--version" --version
 check "--version names the release and the build" grep -qE '^fusec [0-9]+\.[0-9]+\.[0-9]+ \(build [0-9a-f]{32}\)$' "$tmp/out"

@@ -33,22 +33,23 @@
 #include <string.h>
 #include "fusion.h"
 
-enum { X = 1, COS, SIN, ROT, PART_A, PART_B, PASS, CORE };
+enum { X = 1, COS, SIN, ROT, PART_A, PART_B, PASS, CORE, NEG_A, NEG_B };
 
 /* ---- patterns ------------------------------------------------------------ */
 
-#define MAYBE_NEG(p) EITHER("half", OP(Neg, p), OPC(Mul, p, SCALAR(-1, "factor")), p)
-#define ROTATE_HALF OP(Concat, MAYBE_NEG(CAP(PART_A, OPF(Slice, FU_PAT_NEAR, VAL(X)))), \
-                       MAYBE_NEG(CAP(PART_B, OPF(Slice, FU_PAT_NEAR, VAL(X)))))
+/* A negation, Neg(p) or p * -1, is bound to slot `neg`. */
+#define NEG(neg, p) EITHER("negation", CAP(neg, OP(Neg, p)), CAP(neg, OPC(Mul, p, SCALAR(-1, "factor"))))
+#define MAYBE_NEG(neg, p) EITHER("half", NEG(neg, p), p)
+#define ROTATE_HALF OP(Concat, MAYBE_NEG(NEG_A, CAP(PART_A, OPF(Slice, FU_PAT_NEAR, VAL(X)))), \
+                       MAYBE_NEG(NEG_B, CAP(PART_B, OPF(Slice, FU_PAT_NEAR, VAL(X)))))
 /* One element of the interleaved pairs: x[..., k::2], or x viewed as
  * [.., d/2, 2] then Gather(k) or Slice([k, k+1)) (+ Squeeze). */
 #define PAIR_ELEMENT(slot)                                                                            \
     CAP(slot, EITHER("pair element", OP(Gather, OP(Reshape, VAL(X)), ANY), OP(Slice, VAL(X)),          \
                      OP(Slice, OP(Reshape, VAL(X))), OP(Squeeze, OP(Slice, OP(Reshape, VAL(X))))))
-#define PAIR(slot)                                                                                     \
-    EITHER("pair", OP(Unsqueeze, MAYBE_NEG(PAIR_ELEMENT(slot))), OP(Neg, OP(Unsqueeze, PAIR_ELEMENT(slot))), \
-           OPC(Mul, OP(Unsqueeze, PAIR_ELEMENT(slot)), SCALAR(-1, "factor")), MAYBE_NEG(PAIR_ELEMENT(slot)))
-#define INTERLEAVED OP(Reshape, OP(Concat, PAIR(PART_A), PAIR(PART_B)))
+#define PAIR(slot, neg) EITHER("pair", OP(Unsqueeze, MAYBE_NEG(neg, PAIR_ELEMENT(slot))), \
+                             NEG(neg, OP(Unsqueeze, PAIR_ELEMENT(slot))), MAYBE_NEG(neg, PAIR_ELEMENT(slot)))
+#define INTERLEAVED OP(Reshape, OP(Concat, PAIR(PART_A, NEG_A), PAIR(PART_B, NEG_B)))
 /* The rotation first: it binds X, which x * cos must then multiply. */
 #define ROPE OPC(Add, OPC(Mul, CAP(ROT, EITHER("rotation", ROTATE_HALF, INTERLEAVED)), VAL(SIN)), \
                  OPC(Mul, VAL(X), VAL(COS)))
@@ -98,21 +99,6 @@ static int slice_last(const fu_graph *g, int node, int64_t *start, int64_t *len,
         }
     }
     return found;
-}
-
-/* Walks value v back to value `to` through Unsqueeze and negations;
- * returns how many negations it crossed, -1 if v does not get there. */
-static int negations(const fu_graph *g, int v, int to) {
-    int negs = 0;
-    for (int steps = 0; steps < 4 && v != to; steps++) {
-        int p = fu_m_producer(g, v, -1);
-        if (p < 0) return -1;
-        const fu_node *n = &g->nodes[p];
-        double c;
-        negs += n->op_id == FU_OP_Neg || n->op_id == FU_OP_Mul;
-        v = n->op_id == FU_OP_Mul && fu_m_const_scalar(g, n->in[0], &c) ? n->in[1] : n->in[0];
-    }
-    return v == to ? negs : -1;
 }
 
 /* x viewed as [.., d/2, 2]: reshape node r's input has twice its second-to-last dim. */
@@ -170,7 +156,7 @@ static int check_rotation(const fu_graph *g, const fu_match *m, rope *r, char *w
         const fu_node *cn = &g->nodes[concat];
         const fu_value *st = &g->values[rot->in[0]];
         if (cn->n_in != 2 || !last_axis(g, cn, 0) || !fu_dim_is(st->shape[st->rank - 1], 2) || ka < 0 || kb < 0) return 0;
-        int na = negations(g, cn->in[0], m->v[PART_A]), nb = negations(g, cn->in[1], m->v[PART_B]);
+        int na = m->v[NEG_A] >= 0, nb = m->v[NEG_B] >= 0;
         if (ka == 1 && na == 1 && kb == 0 && nb == 0) return 1;
         if (ka == 0 && na == 0 && kb == 1 && nb == 1)
             return snprintf(why, n, "pairs in the wrong order: the interleaved rotation stacks (-x_odd, x_even), "
@@ -182,7 +168,7 @@ static int check_rotation(const fu_graph *g, const fu_match *m, rope *r, char *w
     if (rot->n_in != 2 || !last_axis(g, rot, 0) || !slice_last(g, m->node[PART_A], &start[0], &len[0], &step) || step != 1 ||
         !slice_last(g, m->node[PART_B], &start[1], &len[1], &step) || step != 1)
         return 0;
-    int neg0 = rot->in[0] != m->v[PART_A], neg1 = rot->in[1] != m->v[PART_B];
+    int neg0 = m->v[NEG_A] >= 0, neg1 = m->v[NEG_B] >= 0;
     if (d % 2 || start[0] != half || len[0] != d - half || start[1] != 0 || len[1] != half) {
         if (neg1 && !neg0 && start[0] == 0 && start[1] == half)
             return snprintf(why, n, "Neg on the wrong half: rotate_half negates x[..., d/2:], which comes first"), 0;

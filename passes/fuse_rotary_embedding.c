@@ -101,22 +101,27 @@ static int slice_last(const fu_graph *g, int node, int64_t *start, int64_t *len,
     return found;
 }
 
-/* x viewed as [.., d/2, 2]: reshape node r's input has twice its second-to-last dim. */
+/* `pairs` is `flat` [.., d] viewed as [.., d/2, 2] (either way round). */
+static int pairs_of(const fu_value *flat, const fu_value *pairs) {
+    return pairs->rank >= 2 && flat->rank == pairs->rank - 1 && fu_dim_is(pairs->shape[pairs->rank - 1], 2) &&
+           fu_dim_is_const(pairs->shape[pairs->rank - 2]) &&
+           fu_dim_is(flat->shape[flat->rank - 1], 2 * pairs->shape[pairs->rank - 2].coef);
+}
+
+/* Node r is a Reshape viewing x as [.., d/2, 2]. */
 static int pairs_view(const fu_graph *g, int r) {
-    const fu_value *v = &g->values[g->nodes[r].out[0]], *x = &g->values[g->nodes[r].in[0]];
-    return v->rank >= 2 && x->rank == v->rank - 1 && fu_dim_is(v->shape[v->rank - 1], 2) &&
-           fu_dim_is_const(v->shape[v->rank - 2]) && fu_dim_is(last_dim(g, g->nodes[r].in[0]), 2 * v->shape[v->rank - 2].coef);
+    return r >= 0 && g->nodes[r].op_id == FU_OP_Reshape && pairs_of(&g->values[g->nodes[r].in[0]], &g->values[g->nodes[r].out[0]]);
 }
 
 /* The index k (0 or 1) of pair element node e, or -1. */
 static int pair_index(const fu_graph *g, int e) {
     const fu_node *n = &g->nodes[e];
-    int64_t start, len, step, d;
+    int64_t start, len, step;
     double k;
     if (n->op_id == FU_OP_Gather) {
         int rank = g->values[n->in[0]].rank, r = g->values[n->in[0]].producer;
-        if (r < 0 || g->nodes[r].op_id != FU_OP_Reshape || !pairs_view(g, r) || rank < 1 ||
-            g->values[n->in[1]].rank != 0 || !fu_m_const_scalar(g, n->in[1], &k) || (k != 0 && k != 1 && k != -1 && k != -2))
+        if (!pairs_view(g, r) || g->values[n->in[1]].rank != 0 || !fu_m_const_scalar(g, n->in[1], &k) ||
+            (k != 0 && k != 1 && k != -1 && k != -2))
             return -1;
         int64_t axis = fu_attr_int(n, "axis", 0);
         return (axis == -1 || axis == rank - 1) ? (int)(k < 0 ? k + 2 : k) : -1;
@@ -129,9 +134,8 @@ static int pair_index(const fu_graph *g, int e) {
     if (!slice_last(g, e, &start, &len, &step) || (start != 0 && start != 1)) return -1;
     int src = g->nodes[e].in[0], reshape = g->values[src].producer;
     if (step == 2 && n->op_id != FU_OP_Squeeze)  /* x[..., k::2] */
-        return fu_dim_is_const(last_dim(g, src)) && len == (d = last_dim(g, src).coef) / 2 ? (int)start : -1;
-    return step == 1 && len == 1 && reshape >= 0 && g->nodes[reshape].op_id == FU_OP_Reshape && pairs_view(g, reshape)
-               ? (int)start : -1;
+        return fu_dim_is_const(last_dim(g, src)) && len == last_dim(g, src).coef / 2 ? (int)start : -1;
+    return step == 1 && len == 1 && pairs_view(g, reshape) ? (int)start : -1;
 }
 
 /* ---- the rotation ------------------------------------------------------------- */
@@ -368,10 +372,8 @@ static int const_rows_slice(const fu_graph *g, int v, int64_t *start) {
  * Concatenated to two copies: c, else -1. */
 static int pairwise_duplicate(const fu_graph *g, int node) {
     if (g->nodes[node].op_id != FU_OP_Reshape) return -1;
-    const fu_value *a = &g->values[g->nodes[node].in[0]], *b = &g->values[g->nodes[node].out[0]];
-    if (a->rank < 2 || b->rank != a->rank - 1 || !fu_dim_is(a->shape[a->rank - 1], 2) ||
-        !fu_dim_is_const(a->shape[a->rank - 2]) || !fu_dim_is(b->shape[b->rank - 1], 2 * a->shape[a->rank - 2].coef))
-        return -1;
+    const fu_value *a = &g->values[g->nodes[node].in[0]];
+    if (!pairs_of(&g->values[g->nodes[node].out[0]], a)) return -1;
     int p = fu_m_producer(g, g->nodes[node].in[0], -1), c[2] = {-1, -2};
     const fu_node *pn = p >= 0 ? &g->nodes[p] : NULL;
     int64_t reps[FU_MAX_RANK + 1];
@@ -551,15 +553,18 @@ static int shared_const(fu_graph *g, const char *base, int rank, const int64_t *
     return fu_graph_add_const(g, base, FU_F32, rank, shape, data, err);
 }
 
-/* Columns 0, step, .., (half-1)*step of a table, scaled: one value per frequency. */
-static int half_table(fu_graph *g, const angles *a, int64_t half, int64_t step, const char *base, fu_err *err) {
-    float *data = malloc(sizeof(float) * (size_t)(a->rows * half > 0 ? a->rows * half : 1));
+/* Columns 0, step, .., (half-1)*step of each of the `rows` rows of constant
+ * src (rows of `width`), times scale: one value per frequency, as a float32
+ * [rows, half] constant ([half] when rank is 1). */
+static int per_frequency(fu_graph *g, int src, int64_t rows, int64_t width, int64_t half, int64_t step, double scale,
+                         int rank, const char *base, fu_err *err) {
+    float *data = malloc(sizeof(float) * (size_t)(rows * half > 0 ? rows * half : 1));
     if (!data) return fu_fail(err, "out of memory while fusing");
-    for (int64_t r = 0; r < a->rows; r++)
+    for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < half; i++)
-            data[r * half + i] = (float)(fu_const_get_f(&g->values[a->table], r * a->width + i * step) * a->amplitude);
-    int64_t shape[2] = {a->rows, half};
-    int v = shared_const(g, base, 2, shape, data, err);
+            data[r * half + i] = (float)(fu_const_get_f(&g->values[src], r * width + i * step) * scale);
+    int64_t shape[2] = {rows, half};
+    int v = shared_const(g, base, rank, shape + 2 - rank, data, err);
     free(data);
     return v;
 }
@@ -572,16 +577,13 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     int64_t half = r->rot_dim / 2;
     int inputs[5] = {r->x_full, -1, -1, a->pos_kind == POS_IDS ? a->ids : -1, -1}, n_inputs;
     if (a->form == ANGLES_COMPUTED) {
-        float *freqs = malloc(sizeof(float) * (size_t)half);
-        if (!freqs) return fu_fail(err, "out of memory while fusing");
-        for (int64_t i = 0; i < half; i++) freqs[i] = (float)(fu_const_get_f(&g->values[a->inv_freq], i) * a->angle_scale);
-        inputs[4] = shared_const(g, "rope_inv_freq", 1, &half, freqs, err);
-        free(freqs);
+        inputs[4] = per_frequency(g, a->inv_freq, 1, half, half, 1, a->angle_scale, 1, "rope_inv_freq", err);
         n_inputs = 5;
     } else {
         int64_t step = r->interleaved && !a->doubled ? 2 : 1;
-        if ((inputs[1] = half_table(g, &f->cos, half, step, "rope_cos", err)) < 0 ||
-            (inputs[2] = half_table(g, &f->sin, half, step, "rope_sin", err)) < 0)
+        const angles *s = &f->sin;
+        if ((inputs[1] = per_frequency(g, a->table, a->rows, a->width, half, step, a->amplitude, 2, "rope_cos", err)) < 0 ||
+            (inputs[2] = per_frequency(g, s->table, s->rows, s->width, half, step, s->amplitude, 2, "rope_sin", err)) < 0)
             return -1;
         n_inputs = inputs[3] >= 0 ? 4 : 3;
     }

@@ -514,16 +514,14 @@ static int plan_of(const fu_graph *g, const fu_match *m, plan *p, char *why, siz
     return 1;
 }
 
-static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
-    plan p;
-    return plan_of(c->g, m, &p, why, n);
-}
+_Static_assert(sizeof(plan) <= sizeof((fu_match *)0)->findings, "the plan fits the match");
+
+static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) { return plan_of(c->g, m, (plan *)m->findings, why, n); }
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
-    plan p;
-    char why[256], layout[16], hq[32], hkv[32];
-    plan_of(g, m, &p, why, sizeof why);
+    const plan p = *(const plan *)m->findings;
+    char layout[16], hq[32], hkv[32];
     int rank = g->values[m->v[QK]].rank, inputs[4] = {p.q.value, p.k.value, p.v.value, p.mask};
     static const char *const names[2] = {"BHSD", "BSHD"};
     int same = p.q.layout == p.k.layout && p.k.layout == p.v.layout;

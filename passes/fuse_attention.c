@@ -242,7 +242,8 @@ static int index_of(const fu_graph *g, int v, lens L, int64_t *start) {
 /* A mask (`what`) blocking exactly the keys j > i + shift is causal iff shift = Lk - Lq. */
 static int blocks_after(long long shift, lens L, const char *what, char *why, size_t n) {
     if (shift == L.off) return 1;
-    return snprintf(why, n, "%s blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", what, shift, (long long)L.off), 0;
+    return snprintf(why, n, "%s blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", what, shift,
+                    (long long)L.off), 0;
 }
 
 /* Equal(Trilu(F, upper, k), 0) (either order), F filled with non-zero
@@ -514,7 +515,9 @@ static int plan_of(const fu_graph *g, const fu_match *m, plan *p, char *why, siz
 
 _Static_assert(sizeof(plan) <= sizeof((fu_match *)0)->findings, "the plan fits the match");
 
-static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) { return plan_of(c->g, m, (plan *)m->findings, why, n); }
+static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
+    return plan_of(c->g, m, (plan *)m->findings, why, n);
+}
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;

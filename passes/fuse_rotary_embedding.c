@@ -110,7 +110,8 @@ static int pairs_of(const fu_value *flat, const fu_value *pairs) {
 
 /* Node r is a Reshape viewing x as [.., d/2, 2]. */
 static int pairs_view(const fu_graph *g, int r) {
-    return r >= 0 && g->nodes[r].op_id == FU_OP_Reshape && pairs_of(&g->values[g->nodes[r].in[0]], &g->values[g->nodes[r].out[0]]);
+    const fu_node *n = r >= 0 ? &g->nodes[r] : NULL;
+    return n && n->op_id == FU_OP_Reshape && pairs_of(&g->values[n->in[0]], &g->values[n->out[0]]);
 }
 
 /* The index k (0 or 1) of pair element node e, or -1. */
@@ -581,10 +582,12 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
         n_inputs = 5;
     } else {
         int64_t step = r->interleaved && !a->doubled ? 2 : 1;
-        const angles *s = &f->sin;
-        if ((inputs[1] = per_frequency(g, a->table, a->rows, a->width, half, step, a->amplitude, 2, "rope_cos", err)) < 0 ||
-            (inputs[2] = per_frequency(g, s->table, s->rows, s->width, half, step, s->amplitude, 2, "rope_sin", err)) < 0)
-            return -1;
+        for (int k = 0; k < 2; k++) {
+            const angles *t = k ? &f->sin : &f->cos;
+            inputs[1 + k] = per_frequency(g, t->table, t->rows, t->width, half, step, t->amplitude, 2,
+                                          k ? "rope_sin" : "rope_cos", err);
+            if (inputs[1 + k] < 0) return -1;
+        }
         n_inputs = inputs[3] >= 0 ? 4 : 3;
     }
     int idx = n_inputs == 5 && inputs[4] < 0 ? -1 : fu_fuse_replace(c, m, FU_OP_RotaryEmbedding, inputs, n_inputs, err);

@@ -97,8 +97,9 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
      * changes the lists). */
     const int *now = fu_fuse_readers(c, cast, &n_readers);
     int *readers = malloc(sizeof *readers * (size_t)(n_readers + 1));
-    if (readers && n_readers) memcpy(readers, now, sizeof *readers * (size_t)n_readers);
-    for (int r = 0, i, idx; readers && ok && r < n_readers; r++) {
+    if (!(ok = readers != NULL)) n_readers = 0;
+    if (n_readers) memcpy(readers, now, sizeof *readers * (size_t)n_readers);
+    for (int r = 0, i, idx; ok && r < n_readers; r++) {
         if (!reads_cast(c, i = readers[r], cast)) continue;
         products++;
         int inputs[2] = {g->nodes[i].in[0], w};
@@ -111,7 +112,7 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
         ok = ok && fu_node_set_attr_int(&g->nodes[idx], "transB", 1);
     }
     free(readers);
-    if (!readers || !ok) return fu_fail(err, "out of memory while fusing");
+    if (!ok) return fu_fail(err, "out of memory while fusing");
     fu_fuse_accept(c, m->anchor, "FusedMatMul(transB=1) reads bfloat16 '%s' directly, no Cast%s (%d product%s)",
                    fu_m_name(g, w), m->v[W_T] >= 0 ? " or Transpose" : "", products, products == 1 ? "" : "s");
     return 0;

@@ -58,11 +58,6 @@ static double path_scale(const fu_graph *g, int from, int to) {
 
 /* ---- patterns ------------------------------------------------------------------- */
 
-static int perm_is(const fu_graph *g, int v, const int64_t *want, int rank) {
-    int t = fu_m_producer(g, v, FU_OP_Transpose);
-    return t >= 0 && fu_m_perm_is(g, t, want, rank);
-}
-
 /* WHERE tests, silent when they fail. */
 #define WHERE_TEST(name, test)                                                             \
     static int name(const fu_graph *g, const fu_match *m, int v, char *why, size_t n) { \
@@ -73,9 +68,9 @@ static int perm_is(const fu_graph *g, int v, const int64_t *want, int rank) {
 #define PERM(...) (const int64_t[]){__VA_ARGS__}
 WHERE_TEST(scaling, scaled_by(g, v, &x) >= 0)
 WHERE_TEST(blocked_scalar, fu_m_const_scalar(g, v, &x) && x <= BLOCKED)
-WHERE_TEST(swaps_heads, perm_is(g, v, PERM(0, 2, 1, 3), 4))  /* [B, L, H, D] -> [B, H, L, D] */
-WHERE_TEST(bshd_to_kt, perm_is(g, v, PERM(0, 2, 3, 1), 4))   /* [B, L, H, D] -> [B, H, D, L] */
-WHERE_TEST(swaps_last, perm_is(g, v, PERM(0, 1, 3, 2), 4) || perm_is(g, v, PERM(0, 2, 1), 3))
+WHERE_TEST(swaps_heads, fu_m_transpose(g, v, PERM(0, 2, 1, 3), 4) >= 0)  /* [B, L, H, D] -> [B, H, L, D] */
+WHERE_TEST(bshd_to_kt, fu_m_transpose(g, v, PERM(0, 2, 3, 1), 4) >= 0)   /* [B, L, H, D] -> [B, H, D, L] */
+WHERE_TEST(swaps_last, fu_m_transpose(g, v, PERM(0, 1, 3, 2), 4) >= 0 || fu_m_transpose(g, v, PERM(0, 2, 1), 3) >= 0)
 
 /* Nodes on the Q/K/V paths are SHARED: they stay while others read them. */
 #define SH FU_PAT_SHARED

@@ -24,8 +24,7 @@
 /* The node that swaps axes 1 and 2 of 4-D value v (Transpose [0,2,1,3]), or -1. */
 static int head_transpose(const fu_graph *g, int v) {
     static const int64_t swap[4] = {0, 2, 1, 3};
-    int t = fu_m_producer(g, v, FU_OP_Transpose);
-    return t >= 0 && g->values[v].rank == 4 && fu_m_perm_is(g, t, swap, 4) ? t : -1;
+    return fu_m_transpose(g, v, swap, 4);
 }
 
 /* The one live node reading value v (not exported), or -1 when there are

@@ -314,7 +314,7 @@ static int walk_freqs(const fu_graph *g, int v, int64_t half, angles *a, char *w
         int r = g->values[v].rank;
         int64_t perm[FU_MAX_RANK];
         for (int i = 0; i < r; i++) perm[i] = i < r - 2 ? i : i == r - 2 ? r - 1 : r - 2;
-        if (r < 2 || !fu_m_perm_is(g, node, perm, r))
+        if (r < 2 || fu_m_transpose(g, v, perm, r) < 0)
             return snprintf(why, n, "the angles' Transpose does not swap the last two axes"), 0;
         node = fu_m_producer(g, g->nodes[node].in[0], -1);
     }

@@ -1,56 +1,31 @@
 /* ONNX reader: ModelProto (decoded by protoc-c's generated onnx.pb-c.c)
  * -> fu_graph, with the same checks and contract as the JSON IR reader
- * (ir/json_ir.c). See ir/onnx_read.h and docs/ir.md ("ONNX models"). */
+ * (ir/json_ir.c). See ir/onnx_read.h and docs/ir.md ("ONNX models").
+ * This file builds the graph (symbols, value types, nodes, attributes,
+ * inputs and outputs); tensors, initializers and the weights table are
+ * ir/onnx_tensor.c's. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "onnx.pb-c.h"
-#include <openssl/evp.h>
 #include "files.h"
-#include "mapguard.h"
 #include "model_limits.h"
 #include "onnx_read.h"
+#include "onnx_read_impl.h"
 #include "onnx_fusec.h"
 #include "onnx_opset.h"
 #include "op_ids.h"
 
 #define OPSET_MIN 13
 #define OPSET_MAX 23
-/* Initializers from this size up are weights (w[], mapped or held by the
- * weights table) rather than constants embedded in the generated C. */
-#define INLINE_WEIGHT_BYTES 4096
-
-typedef struct {
-    fu_graph *g;          /* NULL: only the weights table is wanted */
-    const char *path;
-    const fu_ir_opts *o;
-    fu_err *err;
-    int64_t opset;
-    fu_weights *w;        /* the initializers that are weights */
-    const char *meta_syms;      /* metadata "fusec.symbols" of a model fusec exported */
-} reader;
 
 int fu_is_onnx_path(const char *path) {
     size_t n = path ? strlen(path) : 0;
     return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
 }
 
-static fu_dtype onnx_dtype(int32_t t) {
-    switch (t) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return FU_F32;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return FU_F16;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return FU_BF16;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return FU_I64;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return FU_I32;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return FU_BOOL;
-    default: return FU_UNDEF;
-    }
-}
-
-/* proto2 strings the file leaves out are NULL: read them as "". */
-static const char *str(const char *s) { return s ? s : ""; }
 
 /* ---- symbols ---------------------------------------------------------- */
 
@@ -108,7 +83,7 @@ static int value_type(reader *r, const Onnx__ValueInfoProto *vi, const char *wha
         return fu_fail(r->err, "%s: %s: only tensor types are supported", r->path, what);
     }
     const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
-    *dt = onnx_dtype(tt->elem_type);
+    *dt = fu_onnx_dtype(tt->elem_type);
     if (*dt == FU_UNDEF && required)
         return fu_fail(r->err, "%s: %s: element type %d is not supported (float32, float16, bfloat16, "
                        "int64, int32, bool)", r->path, what, (int)tt->elem_type);
@@ -125,213 +100,20 @@ static int value_type(reader *r, const Onnx__ValueInfoProto *vi, const char *wha
                 return fu_fail(r->err, "%s: %s: dim %zu (%lld) is out of range", r->path, what, d,
                                (long long)dm->dim_value);
             shape[d] = fu_dim_const(dm->dim_value);
-        } else if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && str(dm->dim_param)[0]) {
+        } else if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && onnx_str(dm->dim_param)[0]) {
             if (!required) {
                 int known = 0;
                 for (int i = 0; i < r->g->n_syms; i++)
-                    if (strcmp(r->g->sym_names[i], str(dm->dim_param)) == 0) known = 1;
+                    if (strcmp(r->g->sym_names[i], onnx_str(dm->dim_param)) == 0) known = 1;
                 if (!known) return 0;   /* an output's own symbol: left to inference */
             }
-            if (symbol(r, str(dm->dim_param), what, (int)d, &shape[d])) return -1;
+            if (symbol(r, onnx_str(dm->dim_param), what, (int)d, &shape[d])) return -1;
         } else {
             if (!required) return 0;
             return fu_fail(r->err, "%s: %s: dim %zu has neither a value nor a name", r->path, what, d);
         }
     }
     *rank = (int)tt->shape->n_dim;
-    return 0;
-}
-
-/* ---- tensors ---------------------------------------------------------- */
-
-/* What a TensorProto holds: dtype, shape and either its bytes (malloc'd)
- * or, for external data, a byte range of a file mapped in r->w. */
-typedef struct {
-    fu_dtype dt;
-    int rank;
-    int64_t shape[FU_MAX_RANK];
-    size_t nbytes;
-    void *data;           /* inline bytes, or NULL */
-    int file;             /* external: index in r->w, else -1 */
-    uint64_t offset;
-} tensor_bytes;
-
-/* A non-negative decimal integer of an external_data entry. */
-static int parse_u64(const char *s, uint64_t *out) {
-    if (!s || *s < '0' || *s > '9') return -1;
-    uint64_t v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* External data: "location" (inside the model's folder unless allowed),
- * "offset" (default 0) and "length" (default: what the shape needs). */
-static int external_data(reader *r, const Onnx__TensorProto *t, const char *what, tensor_bytes *tb) {
-    const char *location = NULL;
-    uint64_t offset = 0, length = tb->nbytes;
-    for (size_t i = 0; i < t->n_external_data; i++) {
-        const char *k = str(t->external_data[i]->key), *v = t->external_data[i]->value;
-        if (!strcmp(k, "location")) location = str(v);
-        else if (!strcmp(k, "offset") && parse_u64(v, &offset))
-            return fu_fail(r->err, "%s: %s: external data offset '%s' is not a non-negative integer", r->path, what,
-                           fu_safe(str(v)).s);
-        else if (!strcmp(k, "length") && parse_u64(v, &length))
-            return fu_fail(r->err, "%s: %s: external data length '%s' is not a non-negative integer", r->path, what,
-                           fu_safe(str(v)).s);
-    }
-    if (!location || !*location) return fu_fail(r->err, "%s: %s: external data has no location", r->path, what);
-    if (length != tb->nbytes)
-        return fu_fail(r->err, "%s: %s: external data length %llu but the shape needs %zu bytes", r->path, what,
-                       (unsigned long long)length, tb->nbytes);
-    if (!r->w && !(r->w = fu_weights_new(r->path, r->err))) return -1;
-    char *resolved = NULL;
-    char whatfile[300];
-    snprintf(whatfile, sizeof whatfile, "external data of %s", what);
-    int fd = fu_open_model_file(r->path, location, r->o && r->o->allow_external_weights, whatfile, &resolved, NULL,
-                                r->err);
-    if (fd < 0) return -1;
-    int file = fu_weights_map_file(r->w, fd, resolved, r->err);
-    if (file < 0) {
-        free(resolved);
-        return -1;
-    }
-    size_t size;
-    const uint8_t *map = fu_weights_mapped_bytes(r->w, file, &size);
-    if (offset > size || tb->nbytes > size - offset) {
-        fu_fail(r->err, "%s: %s: external data [%llu, %llu) is past the end of %s (%zu bytes)", r->path, what,
-                (unsigned long long)offset, (unsigned long long)(offset + tb->nbytes), resolved, size);
-        free(resolved);
-        return -1;
-    }
-    free(resolved);
-    if (offset % fu_dtype_size(tb->dt)) {   /* misaligned for its type: held as an aligned copy */
-        if (!(tb->data = malloc(tb->nbytes ? tb->nbytes : 1)))
-            return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
-        fu_mapguard_enter();
-        memcpy(tb->data, map + offset, tb->nbytes);
-        fu_mapguard_leave();
-        if (fu_weights_faulted(r->w)) {
-            free(tb->data);
-            tb->data = NULL;
-            return fu_fail(r->err, "%s: %s: its external data file shrank while it was read", r->path, what);
-        }
-        return 0;
-    }
-    tb->file = file;
-    tb->offset = offset;
-    return 0;
-}
-
-static int read_tensor(reader *r, const Onnx__TensorProto *t, const char *what, tensor_bytes *tb) {
-    memset(tb, 0, sizeof *tb);
-    tb->file = -1;
-    tb->dt = onnx_dtype(t->data_type);
-    if (tb->dt == FU_UNDEF)
-        return fu_fail(r->err, "%s: %s: data type %d is not supported (float32, float16, bfloat16, int64, "
-                       "int32, bool)", r->path, what, (int)t->data_type);
-    if (t->segment) return fu_fail(r->err, "%s: %s: segmented tensors are not supported", r->path, what);
-    if (t->n_dims > FU_MAX_RANK)
-        return fu_fail(r->err, "%s: %s: rank %zu exceeds %d", r->path, what, t->n_dims, FU_MAX_RANK);
-    int64_t numel = 1;
-    for (size_t d = 0; d < t->n_dims; d++) {
-        if (t->dims[d] < 0 || t->dims[d] > FU_MAX_NUMEL || (t->dims[d] && numel > FU_MAX_NUMEL / t->dims[d]))
-            return fu_fail(r->err, "%s: %s: dims are negative or too large", r->path, what);
-        numel *= t->dims[d];
-        tb->shape[d] = t->dims[d];
-    }
-    tb->rank = (int)t->n_dims;
-    fu_dtype dt = tb->dt;
-    size_t es = fu_dtype_size(dt), want = (size_t)numel * es;
-    tb->nbytes = want;
-    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return external_data(r, t, what, tb);
-    size_t have;
-    const char *field;
-    if (t->has_raw_data) {
-        have = t->raw_data.len / es;
-        field = "raw_data";
-        if (t->raw_data.len != want) have = (size_t)-1;
-    } else if (dt == FU_F32) {
-        have = t->n_float_data;
-        field = "float_data";
-    } else if (dt == FU_I64) {
-        have = t->n_int64_data;
-        field = "int64_data";
-    } else {
-        have = t->n_int32_data;
-        field = "int32_data";
-    }
-    if (have != (size_t)numel) {
-        if (have == (size_t)-1)
-            return fu_fail(r->err, "%s: %s: raw_data has %zu bytes but the shape needs %zu", r->path, what,
-                           t->raw_data.len, want);
-        return fu_fail(r->err, "%s: %s: %s has %zu elements but the shape needs %lld", r->path, what, field,
-                       have, (long long)numel);
-    }
-    uint8_t *buf = malloc(want ? want : 1);
-    if (!buf) return fu_fail(r->err, "%s: %s: out of memory", r->path, what);
-    if (t->has_raw_data) {
-        if (want) memcpy(buf, t->raw_data.data, want);   /* little-endian, as the host */
-    } else if (dt == FU_F32) {
-        if (want) memcpy(buf, t->float_data, want);
-    } else if (dt == FU_I64) {
-        if (want) memcpy(buf, t->int64_data, want);
-    } else {
-        for (int64_t i = 0; i < numel; i++) {
-            int32_t x = t->int32_data[i];
-            if (dt == FU_I32) memcpy(buf + i * 4, &x, 4);
-            else if (dt == FU_BOOL) buf[i] = x != 0;
-            else {
-                uint16_t h = (uint16_t)x;   /* float16 / bfloat16 bits */
-                memcpy(buf + i * 2, &h, 2);
-            }
-        }
-    }
-    tb->data = buf;
-    return 0;
-}
-
-/* A named tensor of the model (an initializer, or a Constant node's
- * value): a weight when it is external data or large, else a constant
- * embedded in the code. Without a graph (r->g NULL) only weights are
- * kept. */
-static int add_tensor(reader *r, const char *name, const Onnx__TensorProto *t, const char *what) {
-    tensor_bytes tb;
-    if (read_tensor(r, t, what, &tb)) return -1;
-    const void *data = tb.data;
-    int weight = tb.file >= 0 || tb.nbytes >= INLINE_WEIGHT_BYTES;
-    if (weight && !r->w && !(r->w = fu_weights_new(r->path, r->err))) {
-        free(tb.data);
-        return -1;
-    }
-    if (tb.file >= 0) {
-        if (fu_weights_add(r->w, name, tb.dt, tb.rank, tb.shape, tb.file, tb.offset, tb.nbytes, &data, r->err))
-            return -1;
-    } else if (weight) {
-        if (fu_weights_add_owned(r->w, name, tb.dt, tb.rank, tb.shape, tb.data, tb.nbytes, r->err)) return -1;
-    }
-    if (!r->g) {
-        if (!weight) free(tb.data);
-        return 0;
-    }
-    int vi = fu_graph_add_value(r->g, name, FU_VAL_CONST);
-    if (vi < 0) {
-        if (!weight) free(tb.data);
-        return fu_fail(r->err, "%s: %s: duplicate name '%s'", r->path, what, fu_safe(name).s);
-    }
-    fu_value *v = &r->g->values[vi];
-    v->dtype = tb.dt;
-    v->rank = tb.rank;
-    for (int d = 0; d < tb.rank; d++) v->shape[d] = fu_dim_const(tb.shape[d]);
-    v->producer = -1;
-    v->data = (void *)data;
-    v->nbytes = tb.nbytes;
-    v->owns_data = !weight;
-    v->external = weight;
     return 0;
 }
 
@@ -346,13 +128,13 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
     int n_bad = 0;
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        int ok = (is_default_domain(n->domain) && fu_op_id_find(str(n->op_type)) >= 0) ||
-                 fu_onnx_fusec_op(n->domain, str(n->op_type));
+        int ok = (is_default_domain(n->domain) && fu_op_id_find(onnx_str(n->op_type)) >= 0) ||
+                 fu_onnx_fusec_op(n->domain, onnx_str(n->op_type));
         if (ok) continue;
         int seen = 0, count = 0;
         for (size_t j = 0; j < gp->n_node; j++) {
             const Onnx__NodeProto *m = gp->node[j];
-            int same = strcmp(str(m->op_type), str(n->op_type)) == 0 && strcmp(m->domain ? m->domain : "", n->domain ? n->domain : "") == 0;
+            int same = strcmp(onnx_str(m->op_type), onnx_str(n->op_type)) == 0 && strcmp(m->domain ? m->domain : "", n->domain ? n->domain : "") == 0;
             if (same && j < k) seen = 1;
             if (same) count++;
         }
@@ -361,7 +143,7 @@ static int check_ops(reader *r, const Onnx__GraphProto *gp) {
         if (!is_default_domain(n->domain)) snprintf(dom, sizeof dom, "%s:", fu_safe(n->domain).s);
         if (len < sizeof msg)
             len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s%s x%d", n_bad ? ", " : "", dom,
-                                    fu_safe(str(n->op_type)).s, count);
+                                    fu_safe(onnx_str(n->op_type)).s, count);
         n_bad++;
     }
     if (n_bad) return fu_fail(r->err, "%s: unsupported ops: %s", r->path, msg);
@@ -409,8 +191,8 @@ static int set_attr(reader *r, fu_node *node, const Onnx__AttributeProto *a) {
         if (a->t->has_data_location && a->t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
             return fu_fail(r->err, "%s: %s: a tensor attribute must hold its data (not external data)", r->path,
                            what);
-        tensor_bytes tb;
-        if (read_tensor(r, a->t, what, &tb)) return -1;
+        fu_onnx_tensor tb;
+        if (fu_onnx_read_tensor(r, a->t, what, &tb)) return -1;
         if (!(fa = fu_node_set_attr_int(node, name, 0))) {
             free(tb.data);
             break;
@@ -443,7 +225,7 @@ static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
         return fu_node_fail(r->err, r->g, n, "attribute '%s' must be ints", attr);
     int64_t one = a->i, len = a->kind == FU_ATTR_INTS ? a->n : 1;
     char base[512];
-    snprintf(base, sizeof base, "%s_%s", str(n->name), attr);
+    snprintf(base, sizeof base, "%s_%s", onnx_str(n->name), attr);
     int c = fu_graph_add_const(r->g, base, FU_I64, 1, &len, a->kind == FU_ATTR_INTS ? (const void *)a->ints : &one,
                                r->err);
     if (c < 0) return -1;
@@ -468,13 +250,13 @@ static int attr_to_input(reader *r, int ni, const char *attr, int slot) {
 /* A Constant node becomes a constant value named after its output. */
 static int constant_node(reader *r, const Onnx__NodeProto *n) {
     char what[512];
-    snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(str(n->name)).s);
+    snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(onnx_str(n->name)).s);
     if (n->n_output != 1 || n->n_attribute != 1 || !n->output[0][0])
         return fu_fail(r->err, "%s: %s: wants one output and one attribute", r->path, what);
     const Onnx__AttributeProto *a = n->attribute[0];
     const char *an = a->name ? a->name : "";
     const char *out = n->output[0];
-    if (strcmp(an, "value") == 0 && a->t) return add_tensor(r, out, a->t, what);
+    if (strcmp(an, "value") == 0 && a->t) return fu_onnx_add_tensor(r, out, a->t, what);
     fu_dtype dt;
     int64_t len = 1;
     int rank = 0;
@@ -511,12 +293,12 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
     if (!outs) return fu_fail(r->err, "%s: out of memory", r->path);
     for (size_t k = 0; k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        if (strcmp(str(n->op_type), "Constant") == 0) {
+        if (strcmp(onnx_str(n->op_type), "Constant") == 0) {
             if (constant_node(r, n)) goto done;
             continue;
         }
         if (n->n_output == 0) {
-            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, fu_safe(str(n->name)).s, fu_safe(str(n->op_type)).s);
+            fu_fail(r->err, "%s: node '%s' (%s) has no outputs", r->path, fu_safe(onnx_str(n->name)).s, fu_safe(onnx_str(n->op_type)).s);
             goto done;
         }
         if (!(outs[k] = malloc(sizeof(int) * n->n_output))) {
@@ -531,7 +313,7 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
             free(fresh);
             if (v < 0) {
                 fu_fail(r->err, "%s: node '%s' (%s): duplicate name '%s' (already an input, initializer or "
-                        "another node's output)", r->path, fu_safe(str(n->name)).s, fu_safe(str(n->op_type)).s, fu_safe(on).s);
+                        "another node's output)", r->path, fu_safe(onnx_str(n->name)).s, fu_safe(onnx_str(n->op_type)).s, fu_safe(on).s);
                 goto done;
             }
             outs[k][o] = v;
@@ -542,9 +324,9 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         if (!outs[k]) continue;   /* Constant */
         char gen[32];
         snprintf(gen, sizeof gen, "node_%zu", k);
-        const char *fusec_op = fu_onnx_fusec_op(n->domain, str(n->op_type));
-        int ni = fu_graph_add_node(r->g, str(n->name) && *str(n->name) ? str(n->name) : gen,
-                                   fusec_op ? fusec_op : str(n->op_type), 0, NULL, (int)n->n_output, outs[k]);
+        const char *fusec_op = fu_onnx_fusec_op(n->domain, onnx_str(n->op_type));
+        int ni = fu_graph_add_node(r->g, onnx_str(n->name) && *onnx_str(n->name) ? onnx_str(n->name) : gen,
+                                   fusec_op ? fusec_op : onnx_str(n->op_type), 0, NULL, (int)n->n_output, outs[k]);
         int *in = malloc(sizeof(int) * (n->n_input + 1));
         if (ni < 0 || !in) {
             free(in);
@@ -567,11 +349,11 @@ static int read_nodes(reader *r, const Onnx__GraphProto *gp) {
         node->n_in = (int)n->n_input;
         for (size_t a = 0; a < n->n_attribute; a++)
             if (set_attr(r, &r->g->nodes[ni], n->attribute[a])) goto done;
-        if (fusec_op && fu_onnx_fusec_attrs(&r->g->nodes[ni], str(n->op_type))) {
+        if (fusec_op && fu_onnx_fusec_attrs(&r->g->nodes[ni], onnx_str(n->op_type))) {
             fu_fail(r->err, "%s: out of memory", r->path);
             goto done;
         }
-        const char *op = str(n->op_type);
+        const char *op = onnx_str(n->op_type);
         int rc2 = 0;
         if (!strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMean") || !strcmp(op, "ReduceMax") ||
             !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
@@ -600,16 +382,16 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
                        r->path, (long long)opset, OPSET_MIN, OPSET_MAX);
     r->opset = opset;
     for (size_t i = 0; i < m->n_metadata_props; i++)
-        if (strcmp(str(m->metadata_props[i]->key), "fusec.symbols") == 0) r->meta_syms = m->metadata_props[i]->value;
+        if (strcmp(onnx_str(m->metadata_props[i]->key), "fusec.symbols") == 0) r->meta_syms = m->metadata_props[i]->value;
     if (gp->n_sparse_initializer) return fu_fail(r->err, "%s: sparse initializers are not supported", r->path);
     if (check_ops(r, gp)) return -1;
     /* older opsets: only ops whose meaning has not changed since (ir/onnx_opset.c) */
     for (size_t k = 0; k < gp->n_node && opset < OPSET_MIN; k++) {
-        const char *op = str(gp->node[k]->op_type);
+        const char *op = onnx_str(gp->node[k]->op_type);
         if (fu_onnx_op_since(op) > opset)
             return fu_fail(r->err, "%s: node '%s' (%s): opset %lld is not supported for %s (fusec reads opsets %d "
                            "to %d, and older ones for ops that mean the same since: %s since opset %lld)",
-                           r->path, fu_safe(str(gp->node[k]->name)).s, fu_safe(op).s, (long long)opset,
+                           r->path, fu_safe(onnx_str(gp->node[k]->name)).s, fu_safe(op).s, (long long)opset,
                            fu_safe(op).s, OPSET_MIN, OPSET_MAX, fu_safe(op).s, (long long)fu_onnx_op_since(op));
     }
     if (fu_limit_check(FU_LIMIT_NODES, (int64_t)gp->n_node, r->path, "the node count", r->err)) return -1;
@@ -622,12 +404,12 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
         const Onnx__ValueInfoProto *vi = gp->input[i];
         int is_init = 0;
         for (size_t j = 0; j < gp->n_initializer && !is_init; j++)
-            is_init = strcmp(str(gp->initializer[j]->name), str(vi->name)) == 0;
+            is_init = strcmp(onnx_str(gp->initializer[j]->name), onnx_str(vi->name)) == 0;
         if (is_init) continue;
         char what[200];
-        snprintf(what, sizeof what, "input '%s'", fu_safe(str(vi->name)).s);
-        if (!*str(vi->name)) return fu_fail(r->err, "%s: an input has no name", r->path);
-        int v = fu_graph_add_value(r->g, str(vi->name), FU_VAL_INPUT);
+        snprintf(what, sizeof what, "input '%s'", fu_safe(onnx_str(vi->name)).s);
+        if (!*onnx_str(vi->name)) return fu_fail(r->err, "%s: an input has no name", r->path);
+        int v = fu_graph_add_value(r->g, onnx_str(vi->name), FU_VAL_INPUT);
         if (v < 0) return fu_fail(r->err, "%s: %s: duplicate name", r->path, what);
         fu_value *val = &r->g->values[v];
         fu_dtype dt;
@@ -645,16 +427,16 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     for (size_t j = 0; j < gp->n_initializer; j++) {
         const Onnx__TensorProto *t = gp->initializer[j];
         char what[200];
-        snprintf(what, sizeof what, "initializer '%s'", fu_safe(str(t->name)).s);
-        if (!str(t->name) || !*str(t->name)) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
-        if (add_tensor(r, str(t->name), t, what)) return -1;
+        snprintf(what, sizeof what, "initializer '%s'", fu_safe(onnx_str(t->name)).s);
+        if (!onnx_str(t->name) || !*onnx_str(t->name)) return fu_fail(r->err, "%s: initializer %zu has no name", r->path, j);
+        if (fu_onnx_add_tensor(r, onnx_str(t->name), t, what)) return -1;
     }
     if (read_nodes(r, gp)) return -1;
     for (size_t i = 0; i < gp->n_output; i++) {
         const Onnx__ValueInfoProto *vi = gp->output[i];
         char what[200];
-        snprintf(what, sizeof what, "output '%s'", fu_safe(str(vi->name)).s);
-        int v = fu_graph_find_value(r->g, str(vi->name));
+        snprintf(what, sizeof what, "output '%s'", fu_safe(onnx_str(vi->name)).s);
+        int v = fu_graph_find_value(r->g, onnx_str(vi->name));
         if (v < 0) return fu_fail(r->err, "%s: %s is not produced by any node, input or initializer", r->path, what);
         fu_value *val = &r->g->values[v];
         if (val->is_output) return fu_fail(r->err, "%s: %s listed twice", r->path, what);
@@ -672,40 +454,6 @@ static int read_graph(reader *r, const Onnx__ModelProto *m) {
     return fu_graph_toposort(r->g, r->err);
 }
 
-/* "onnx:<sha256 of the model's bytes>", then each external file's size:
- * the same model and data anywhere (a compiled model may move). */
-static void content_id(reader *r, const uint8_t *buf, size_t len) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char id[256] = "onnx:";
-    size_t n = strlen(id);
-    if (EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL))
-        for (unsigned i = 0; i < md_len && n + 3 < sizeof id; i++, n += 2) snprintf(id + n, 3, "%02x", md[i]);
-    for (int f = 0; f < fu_weights_n_files(r->w) && n < sizeof id; f++) {
-        size_t size;
-        fu_weights_mapped_bytes(r->w, f, &size);
-        n += (size_t)snprintf(id + n, sizeof id - n, ":%zu", size);
-    }
-    fu_weights_set_content_id(r->w, id);
-}
-
-/* Seals r->w and hands it to the graph (or to the caller). */
-static int finish_weights(reader *r, const char *identity, const uint8_t *buf, size_t len) {
-    if (!r->w) return 0;
-    content_id(r, buf, len);
-    if (fu_weights_seal(r->w, identity, r->err)) return -1;
-    if (fu_limit_check(FU_LIMIT_WEIGHTS_BYTES, (int64_t)fu_weights_file_size(r->w), r->path,
-                       "the weights' size in bytes", r->err))
-        return -1;
-    if (!r->g) return 0;
-    char *real = realpath(r->path, NULL);
-    r->g->weights_path = real ? real : strdup(r->path);
-    if (!r->g->weights_path) return fu_fail(r->err, "%s: out of memory", r->path);
-    r->g->weights = r->w;
-    r->w = NULL;
-    return 0;
-}
-
 static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const char *identity, const fu_ir_opts *o,
                        fu_err *err) {
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
@@ -713,7 +461,7 @@ static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const c
         fu_fail(err, "%s: not a valid ONNX model (the protobuf does not decode as a ModelProto)", path);
         return NULL;
     }
-    const char *name = m->graph && str(m->graph->name) && *str(m->graph->name) ? str(m->graph->name) : "model";
+    const char *name = m->graph && onnx_str(m->graph->name) && *onnx_str(m->graph->name) ? onnx_str(m->graph->name) : "model";
     fu_graph *g = fu_graph_new(name);
     if (!g || !(g->path = strdup(path))) {
         fu_graph_free(g);
@@ -723,7 +471,7 @@ static fu_graph *parse(const uint8_t *buf, size_t len, const char *path, const c
     }
     g->weights_allow_external = o && o->allow_external_weights;
     reader rd = {g, path, o, err, 0, NULL, NULL};
-    int rc = read_graph(&rd, m) || finish_weights(&rd, identity, buf, len);
+    int rc = read_graph(&rd, m) || fu_onnx_finish_weights(&rd, identity, buf, len);
     onnx__model_proto__free_unpacked(m, NULL);
     fu_weights_close(rd.w);
     if (rc) {
@@ -804,20 +552,20 @@ fu_weights *fu_onnx_weights_open(const char *path, int allow_external, fu_err *e
     int rc = rd.w ? 0 : -1;
     for (size_t j = 0; rc == 0 && j < gp->n_initializer; j++) {
         char what[200];
-        snprintf(what, sizeof what, "initializer '%s'", fu_safe(str(gp->initializer[j]->name)).s);
-        rc = add_tensor(&rd, str(gp->initializer[j]->name), gp->initializer[j], what);
+        snprintf(what, sizeof what, "initializer '%s'", fu_safe(onnx_str(gp->initializer[j]->name)).s);
+        rc = fu_onnx_add_tensor(&rd, onnx_str(gp->initializer[j]->name), gp->initializer[j], what);
     }
     for (size_t k = 0; rc == 0 && k < gp->n_node; k++) {
         const Onnx__NodeProto *n = gp->node[k];
-        if (strcmp(str(n->op_type), "Constant") || n->n_output != 1 || n->n_attribute != 1 ||
-            strcmp(str(n->attribute[0]->name), "value") || !n->attribute[0]->t)
+        if (strcmp(onnx_str(n->op_type), "Constant") || n->n_output != 1 || n->n_attribute != 1 ||
+            strcmp(onnx_str(n->attribute[0]->name), "value") || !n->attribute[0]->t)
             continue;
         char what[200];
-        snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(str(n->name)).s);
-        rc = add_tensor(&rd, n->output[0], n->attribute[0]->t, what);
+        snprintf(what, sizeof what, "node '%s' (Constant)", fu_safe(onnx_str(n->name)).s);
+        rc = fu_onnx_add_tensor(&rd, n->output[0], n->attribute[0]->t, what);
     }
     onnx__model_proto__free_unpacked(m, NULL);
-    if (rc == 0) rc = finish_weights(&rd, identity, buf, len);
+    if (rc == 0) rc = fu_onnx_finish_weights(&rd, identity, buf, len);
     free(buf);
     if (rc) {
         fu_weights_close(rd.w);

@@ -3,7 +3,7 @@
  * offsets inside the file, sizes matching shapes, no overlap beyond the
  * data area) before any tensor is handed out. An ONNX model's initializers
  * (external data in mapped files, large inline ones copied) form the same
- * kind of table (ir/onnx_read.c, fu_onnx_weights_open). */
+ * kind of table (ir/onnx_tensor.c, fu_onnx_weights_open). */
 #ifndef FUSEC_WEIGHTS_H
 #define FUSEC_WEIGHTS_H
 

@@ -58,11 +58,6 @@ static double path_scale(const fu_graph *g, int from, int to) {
 
 /* ---- patterns ------------------------------------------------------------------- */
 
-static int perm_is(const fu_graph *g, int v, const int64_t *want, int rank) {
-    int t = fu_m_producer(g, v, FU_OP_Transpose);
-    return t >= 0 && fu_m_perm_is(g, t, want, rank);
-}
-
 /* WHERE tests, silent when they fail. */
 #define WHERE_TEST(name, test)                                                             \
     static int name(const fu_graph *g, const fu_match *m, int v, char *why, size_t n) { \
@@ -73,9 +68,9 @@ static int perm_is(const fu_graph *g, int v, const int64_t *want, int rank) {
 #define PERM(...) (const int64_t[]){__VA_ARGS__}
 WHERE_TEST(scaling, scaled_by(g, v, &x) >= 0)
 WHERE_TEST(blocked_scalar, fu_m_const_scalar(g, v, &x) && x <= BLOCKED)
-WHERE_TEST(swaps_heads, perm_is(g, v, PERM(0, 2, 1, 3), 4))  /* [B, L, H, D] -> [B, H, L, D] */
-WHERE_TEST(bshd_to_kt, perm_is(g, v, PERM(0, 2, 3, 1), 4))   /* [B, L, H, D] -> [B, H, D, L] */
-WHERE_TEST(swaps_last, perm_is(g, v, PERM(0, 1, 3, 2), 4) || perm_is(g, v, PERM(0, 2, 1), 3))
+WHERE_TEST(swaps_heads, fu_m_transpose(g, v, PERM(0, 2, 1, 3), 4) >= 0)  /* [B, L, H, D] -> [B, H, L, D] */
+WHERE_TEST(bshd_to_kt, fu_m_transpose(g, v, PERM(0, 2, 3, 1), 4) >= 0)   /* [B, L, H, D] -> [B, H, D, L] */
+WHERE_TEST(swaps_last, fu_m_transpose(g, v, PERM(0, 1, 3, 2), 4) >= 0 || fu_m_transpose(g, v, PERM(0, 2, 1), 3) >= 0)
 
 /* Nodes on the Q/K/V paths are SHARED: they stay while others read them. */
 #define SH FU_PAT_SHARED
@@ -237,6 +232,14 @@ static int index_of(const fu_graph *g, int v, lens L, int64_t *start) {
 }
 
 #define UNKNOWN_OFFSET "cannot check the causal offset Lk - Lq at compile time"
+#define NOT_AFTER "mask blocks keys before the query (j < i), not after: not causal"
+
+/* A mask (`what`) blocking exactly the keys j > i + shift is causal iff shift = Lk - Lq. */
+static int blocks_after(long long shift, lens L, const char *what, char *why, size_t n) {
+    if (shift == L.off) return 1;
+    return snprintf(why, n, "%s blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", what, shift,
+                    (long long)L.off), 0;
+}
 
 /* Equal(Trilu(F, upper, k), 0) (either order), F filled with non-zero
  * values: torch's scaled_dot_product_attention export with is_causal builds
@@ -256,11 +259,8 @@ static int tril_is_causal(const fu_graph *g, const fu_node *eq, int blocked_when
         (tr->n_in > 1 && tr->in[1] >= 0 && !fu_m_const_scalar(g, tr->in[1], &k)))
         return snprintf(why, n, "mask condition Equal(Trilu(..), 0) is not of a [Lq, Lk] non-zero fill"), 0;
     /* Blocked where the Equal is true (tril) or false (triu). */
-    if (upper != !blocked_when) return snprintf(why, n, "mask blocks keys before the query (j < i), not after: not causal"), 0;
-    long long shift = (long long)k - (upper ? 1 : 0);
-    if (shift != L.off)
-        return snprintf(why, n, "mask blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", shift, (long long)L.off), 0;
-    return 1;
+    if (upper != !blocked_when) return snprintf(why, n, NOT_AFTER), 0;
+    return blocks_after((long long)k - (upper ? 1 : 0), L, "mask", why, n);
 }
 
 /* Is the set of (i, j) where bool `cond` equals `blocked_when` exactly the
@@ -293,12 +293,9 @@ static int cond_is_causal(const fu_graph *g, int cond, int blocked_when, lens L,
      * cond == blocked_when (not(col < row) is col >= row, ...). */
     int rel = ka == COL ? op : op ^ 1;
     if (!blocked_when) rel = GE - rel;
-    if (rel != GT && rel != GE) return snprintf(why, n, "mask blocks keys before the query (j < i), not after: not causal"), 0;
+    if (rel != GT && rel != GE) return snprintf(why, n, NOT_AFTER), 0;
     /* Blocked iff col_start + j REL row_start + i. */
-    long long shift = ka == ROW ? sa - sb : sb - sa;
-    if ((shift -= rel == GE) != L.off)
-        return snprintf(why, n, "mask blocks keys j > i%+lld, causal needs j > i%+lld (Lk - Lq)", shift, (long long)L.off), 0;
-    return 1;
+    return blocks_after((ka == ROW ? sa - sb : sb - sa) - (rel == GE), L, "mask", why, n);
 }
 
 /* Is additive float mask `mask` exactly the causal mask for these lengths?
@@ -322,10 +319,7 @@ static int additive_is_causal(const fu_graph *g, int mask, lens L, char *why, si
             return snprintf(why, n, "Trilu mask is not the upper triangle of a blocked constant"), 0;
         if (!L.known) return snprintf(why, n, UNKNOWN_OFFSET), 0;
         /* Trilu(upper, k) keeps j - i >= k: blocked iff j > i + k - 1. */
-        if ((int64_t)k - 1 != L.off)
-            return snprintf(why, n, "Trilu mask blocks j > i%+lld, causal needs j > i%+lld (Lk - Lq)", (long long)k - 1,
-                            (long long)L.off), 0;
-        return 1;
+        return blocks_after((long long)k - 1, L, "Trilu mask", why, n);
     }
     if (t->op_id == FU_OP_Mul && t->n_in == 2 && t->in[0] >= 0 && t->in[1] >= 0) {
         /* transformers 4.40+: triu(full(min), 1) * (arange(Lk) > cache_position[:, None]): an
@@ -514,16 +508,16 @@ static int plan_of(const fu_graph *g, const fu_match *m, plan *p, char *why, siz
     return 1;
 }
 
+_Static_assert(sizeof(plan) <= sizeof((fu_match *)0)->findings, "the plan fits the match");
+
 static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
-    plan p;
-    return plan_of(c->g, m, &p, why, n);
+    return plan_of(c->g, m, (plan *)m->findings, why, n);
 }
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
-    plan p;
-    char why[256], layout[16], hq[32], hkv[32];
-    plan_of(g, m, &p, why, sizeof why);
+    const plan p = *(const plan *)m->findings;
+    char layout[16], hq[32], hkv[32];
     int rank = g->values[m->v[QK]].rank, inputs[4] = {p.q.value, p.k.value, p.v.value, p.mask};
     static const char *const names[2] = {"BHSD", "BSHD"};
     int same = p.q.layout == p.k.layout && p.k.layout == p.v.layout;

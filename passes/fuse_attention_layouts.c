@@ -24,24 +24,20 @@
 /* The node that swaps axes 1 and 2 of 4-D value v (Transpose [0,2,1,3]), or -1. */
 static int head_transpose(const fu_graph *g, int v) {
     static const int64_t swap[4] = {0, 2, 1, 3};
-    int t = fu_m_producer(g, v, FU_OP_Transpose);
-    return t >= 0 && g->values[v].rank == 4 && fu_m_perm_is(g, t, swap, 4) ? t : -1;
+    return fu_m_transpose(g, v, swap, 4);
 }
 
 /* The one live node reading value v (not exported), or -1 when there are
  * none or several. */
-static int only_live_reader(const fu_graph *g, const char *live, int v) {
-    if (g->values[v].is_output) return -1;
-    int reader = -1;
-    for (int i = 0; i < g->n_nodes; i++) {
-        const fu_node *n = &g->nodes[i];
-        for (int k = 0; !n->dead && live[i] && k < n->n_in; k++)
-            if (n->in[k] == v) {
-                if (reader >= 0 && reader != i) return -1;
-                reader = i;
-            }
-    }
-    return reader;
+static int only_live_reader(fu_fuse_ctx *c, const char *live, int v) {
+    int n, reader = -1;
+    const int *readers = fu_fuse_readers(c, v, &n);
+    for (int i = 0; i < n; i++)
+        if (live[readers[i]]) {
+            if (reader >= 0) return -1;
+            reader = readers[i];
+        }
+    return c->g->values[v].is_output ? -1 : reader;
 }
 
 /* Input i of Attention node `att` (read as BHSD): reads it as BSHD when the
@@ -49,14 +45,14 @@ static int only_live_reader(const fu_graph *g, const char *live, int v) {
 static int read_as_bshd(fu_fuse_ctx *c, const char *live, int att, int i) {
     fu_graph *g = c->g;
     int v = g->nodes[att].in[i], t;
-    if (v < 0 || only_live_reader(g, live, v) != att) return 0;
+    if (v < 0 || only_live_reader(c, live, v) != att) return 0;
     if ((t = head_transpose(g, v)) >= 0) {
         fu_fuse_set_input(c, att, i, g->nodes[t].in[0]);
         return 1;
     }
     int rope = fu_m_producer(g, v, FU_OP_RotaryEmbedding), x = rope >= 0 ? g->nodes[rope].in[0] : -1;
     if (x < 0 || strcmp(fu_attr_string(&g->nodes[rope], "layout", "BHSD"), "BHSD") != 0 || g->values[x].rank != 4 ||
-        only_live_reader(g, live, x) != rope || (t = head_transpose(g, x)) < 0)
+        only_live_reader(c, live, x) != rope || (t = head_transpose(g, x)) < 0)
         return 0;
     if (!fu_node_set_attr_string(&g->nodes[rope], "layout", "BSHD") || fu_fuse_touch(c, rope)) return -1;
     fu_fuse_set_input(c, rope, 0, g->nodes[t].in[0]);
@@ -90,28 +86,21 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
-    int anchor = m->anchor, changed = 0, n_touched = c->n_touched;
+    int anchor = m->anchor, changed = 0, n_touched = c->n_touched, r = 0;
     char layout[3][5], what[160] = "";
     layouts(&g->nodes[anchor], layout);
     char *live = malloc((size_t)g->n_nodes + 1);
-    if (!live || fu_live_nodes(g, live) || fu_fuse_touch(c, anchor)) {
-        free(live);
-        return fu_fail(err, "out of memory while fusing");
-    }
-    for (int i = 0; i < 3; i++) {
-        int r = strcmp(layout[i], "BHSD") == 0 ? read_as_bshd(c, live, anchor, i) : 0;
-        if (r < 0) {
-            free(live);
-            return fu_fail(err, "out of memory while fusing");
-        }
-        if (!r) continue;
+    if (!live || fu_live_nodes(g, live) || fu_fuse_touch(c, anchor)) r = -1;
+    for (int i = 0; r >= 0 && i < 3; i++) {
+        if (strcmp(layout[i], "BHSD") != 0 || (r = read_as_bshd(c, live, anchor, i)) <= 0) continue;
         snprintf(layout[i], sizeof layout[i], "BSHD");
         size_t len = strlen(what);
         snprintf(what + len, sizeof what - len, "%s%s read as BSHD", changed++ ? ", " : "", i == 0 ? "Q" : i == 1 ? "K" : "V");
     }
     int out = g->nodes[anchor].out[0];
-    int reader = fu_attr_string(&g->nodes[anchor], "out_layout", NULL) ? -1 : only_live_reader(g, live, out);
+    int reader = r < 0 || fu_attr_string(&g->nodes[anchor], "out_layout", NULL) ? -1 : only_live_reader(c, live, out);
     free(live);
+    if (r < 0) return fu_fail(err, "out of memory while fusing");
     if (reader >= 0 && head_transpose(g, g->nodes[reader].out[0]) == reader) {
         /* The Attention takes over the Transpose's value, written as BSHD. */
         int y = g->nodes[reader].out[0];

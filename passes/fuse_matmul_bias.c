@@ -16,7 +16,8 @@ int fu_m_swaps_2d(const fu_graph *g, const fu_match *m, int v, char *why, size_t
     (void)m, (void)why, (void)n;
     int t = fu_m_producer(g, v, FU_OP_Transpose), w = t >= 0 ? g->nodes[t].in[0] : -1;
     static const int64_t swap[2] = {1, 0};
-    return w >= 0 && g->values[w].rank == 2 && (!fu_node_attr(&g->nodes[t], "perm") || fu_m_perm_is(g, t, swap, 2));
+    return w >= 0 && g->values[w].rank == 2 &&
+           (!fu_node_attr(&g->nodes[t], "perm") || fu_m_transpose(g, v, swap, 2) >= 0);
 }
 
 #define WEIGHT_T WHERE(fu_m_swaps_2d, OPF(Transpose, FU_PAT_SHARED, VAL(W)))

@@ -33,22 +33,23 @@
 #include <string.h>
 #include "fusion.h"
 
-enum { X = 1, COS, SIN, ROT, PART_A, PART_B, PASS, CORE };
+enum { X = 1, COS, SIN, ROT, PART_A, PART_B, PASS, CORE, NEG_A, NEG_B };
 
 /* ---- patterns ------------------------------------------------------------ */
 
-#define MAYBE_NEG(p) EITHER("half", OP(Neg, p), OPC(Mul, p, SCALAR(-1, "factor")), p)
-#define ROTATE_HALF OP(Concat, MAYBE_NEG(CAP(PART_A, OPF(Slice, FU_PAT_NEAR, VAL(X)))), \
-                       MAYBE_NEG(CAP(PART_B, OPF(Slice, FU_PAT_NEAR, VAL(X)))))
+/* A negation, Neg(p) or p * -1, is bound to slot `neg`. */
+#define NEG(neg, p) EITHER("negation", CAP(neg, OP(Neg, p)), CAP(neg, OPC(Mul, p, SCALAR(-1, "factor"))))
+#define MAYBE_NEG(neg, p) EITHER("half", NEG(neg, p), p)
+#define ROTATE_HALF OP(Concat, MAYBE_NEG(NEG_A, CAP(PART_A, OPF(Slice, FU_PAT_NEAR, VAL(X)))), \
+                       MAYBE_NEG(NEG_B, CAP(PART_B, OPF(Slice, FU_PAT_NEAR, VAL(X)))))
 /* One element of the interleaved pairs: x[..., k::2], or x viewed as
  * [.., d/2, 2] then Gather(k) or Slice([k, k+1)) (+ Squeeze). */
 #define PAIR_ELEMENT(slot)                                                                            \
     CAP(slot, EITHER("pair element", OP(Gather, OP(Reshape, VAL(X)), ANY), OP(Slice, VAL(X)),          \
                      OP(Slice, OP(Reshape, VAL(X))), OP(Squeeze, OP(Slice, OP(Reshape, VAL(X))))))
-#define PAIR(slot)                                                                                     \
-    EITHER("pair", OP(Unsqueeze, MAYBE_NEG(PAIR_ELEMENT(slot))), OP(Neg, OP(Unsqueeze, PAIR_ELEMENT(slot))), \
-           OPC(Mul, OP(Unsqueeze, PAIR_ELEMENT(slot)), SCALAR(-1, "factor")), MAYBE_NEG(PAIR_ELEMENT(slot)))
-#define INTERLEAVED OP(Reshape, OP(Concat, PAIR(PART_A), PAIR(PART_B)))
+#define PAIR(slot, neg) EITHER("pair", OP(Unsqueeze, MAYBE_NEG(neg, PAIR_ELEMENT(slot))), \
+                             NEG(neg, OP(Unsqueeze, PAIR_ELEMENT(slot))), MAYBE_NEG(neg, PAIR_ELEMENT(slot)))
+#define INTERLEAVED OP(Reshape, OP(Concat, PAIR(PART_A, NEG_A), PAIR(PART_B, NEG_B)))
 /* The rotation first: it binds X, which x * cos must then multiply. */
 #define ROPE OPC(Add, OPC(Mul, CAP(ROT, EITHER("rotation", ROTATE_HALF, INTERLEAVED)), VAL(SIN)), \
                  OPC(Mul, VAL(X), VAL(COS)))
@@ -100,37 +101,28 @@ static int slice_last(const fu_graph *g, int node, int64_t *start, int64_t *len,
     return found;
 }
 
-/* Walks value v back to value `to` through Unsqueeze and negations;
- * returns how many negations it crossed, -1 if v does not get there. */
-static int negations(const fu_graph *g, int v, int to) {
-    int negs = 0;
-    for (int steps = 0; steps < 4 && v != to; steps++) {
-        int p = fu_m_producer(g, v, -1);
-        if (p < 0) return -1;
-        const fu_node *n = &g->nodes[p];
-        double c;
-        negs += n->op_id == FU_OP_Neg || n->op_id == FU_OP_Mul;
-        v = n->op_id == FU_OP_Mul && fu_m_const_scalar(g, n->in[0], &c) ? n->in[1] : n->in[0];
-    }
-    return v == to ? negs : -1;
+/* `pairs` is `flat` [.., d] viewed as [.., d/2, 2] (either way round). */
+static int pairs_of(const fu_value *flat, const fu_value *pairs) {
+    return pairs->rank >= 2 && flat->rank == pairs->rank - 1 && fu_dim_is(pairs->shape[pairs->rank - 1], 2) &&
+           fu_dim_is_const(pairs->shape[pairs->rank - 2]) &&
+           fu_dim_is(flat->shape[flat->rank - 1], 2 * pairs->shape[pairs->rank - 2].coef);
 }
 
-/* x viewed as [.., d/2, 2]: reshape node r's input has twice its second-to-last dim. */
+/* Node r is a Reshape viewing x as [.., d/2, 2]. */
 static int pairs_view(const fu_graph *g, int r) {
-    const fu_value *v = &g->values[g->nodes[r].out[0]], *x = &g->values[g->nodes[r].in[0]];
-    return v->rank >= 2 && x->rank == v->rank - 1 && fu_dim_is(v->shape[v->rank - 1], 2) &&
-           fu_dim_is_const(v->shape[v->rank - 2]) && fu_dim_is(last_dim(g, g->nodes[r].in[0]), 2 * v->shape[v->rank - 2].coef);
+    const fu_node *n = r >= 0 ? &g->nodes[r] : NULL;
+    return n && n->op_id == FU_OP_Reshape && pairs_of(&g->values[n->in[0]], &g->values[n->out[0]]);
 }
 
 /* The index k (0 or 1) of pair element node e, or -1. */
 static int pair_index(const fu_graph *g, int e) {
     const fu_node *n = &g->nodes[e];
-    int64_t start, len, step, d;
+    int64_t start, len, step;
     double k;
     if (n->op_id == FU_OP_Gather) {
         int rank = g->values[n->in[0]].rank, r = g->values[n->in[0]].producer;
-        if (r < 0 || g->nodes[r].op_id != FU_OP_Reshape || !pairs_view(g, r) || rank < 1 ||
-            g->values[n->in[1]].rank != 0 || !fu_m_const_scalar(g, n->in[1], &k) || (k != 0 && k != 1 && k != -1 && k != -2))
+        if (!pairs_view(g, r) || g->values[n->in[1]].rank != 0 || !fu_m_const_scalar(g, n->in[1], &k) ||
+            (k != 0 && k != 1 && k != -1 && k != -2))
             return -1;
         int64_t axis = fu_attr_int(n, "axis", 0);
         return (axis == -1 || axis == rank - 1) ? (int)(k < 0 ? k + 2 : k) : -1;
@@ -143,9 +135,8 @@ static int pair_index(const fu_graph *g, int e) {
     if (!slice_last(g, e, &start, &len, &step) || (start != 0 && start != 1)) return -1;
     int src = g->nodes[e].in[0], reshape = g->values[src].producer;
     if (step == 2 && n->op_id != FU_OP_Squeeze)  /* x[..., k::2] */
-        return fu_dim_is_const(last_dim(g, src)) && len == (d = last_dim(g, src).coef) / 2 ? (int)start : -1;
-    return step == 1 && len == 1 && reshape >= 0 && g->nodes[reshape].op_id == FU_OP_Reshape && pairs_view(g, reshape)
-               ? (int)start : -1;
+        return fu_dim_is_const(last_dim(g, src)) && len == last_dim(g, src).coef / 2 ? (int)start : -1;
+    return step == 1 && len == 1 && pairs_view(g, reshape) ? (int)start : -1;
 }
 
 /* ---- the rotation ------------------------------------------------------------- */
@@ -170,7 +161,7 @@ static int check_rotation(const fu_graph *g, const fu_match *m, rope *r, char *w
         const fu_node *cn = &g->nodes[concat];
         const fu_value *st = &g->values[rot->in[0]];
         if (cn->n_in != 2 || !last_axis(g, cn, 0) || !fu_dim_is(st->shape[st->rank - 1], 2) || ka < 0 || kb < 0) return 0;
-        int na = negations(g, cn->in[0], m->v[PART_A]), nb = negations(g, cn->in[1], m->v[PART_B]);
+        int na = m->v[NEG_A] >= 0, nb = m->v[NEG_B] >= 0;
         if (ka == 1 && na == 1 && kb == 0 && nb == 0) return 1;
         if (ka == 0 && na == 0 && kb == 1 && nb == 1)
             return snprintf(why, n, "pairs in the wrong order: the interleaved rotation stacks (-x_odd, x_even), "
@@ -182,7 +173,7 @@ static int check_rotation(const fu_graph *g, const fu_match *m, rope *r, char *w
     if (rot->n_in != 2 || !last_axis(g, rot, 0) || !slice_last(g, m->node[PART_A], &start[0], &len[0], &step) || step != 1 ||
         !slice_last(g, m->node[PART_B], &start[1], &len[1], &step) || step != 1)
         return 0;
-    int neg0 = rot->in[0] != m->v[PART_A], neg1 = rot->in[1] != m->v[PART_B];
+    int neg0 = m->v[NEG_A] >= 0, neg1 = m->v[NEG_B] >= 0;
     if (d % 2 || start[0] != half || len[0] != d - half || start[1] != 0 || len[1] != half) {
         if (neg1 && !neg0 && start[0] == 0 && start[1] == half)
             return snprintf(why, n, "Neg on the wrong half: rotate_half negates x[..., d/2:], which comes first"), 0;
@@ -323,7 +314,7 @@ static int walk_freqs(const fu_graph *g, int v, int64_t half, angles *a, char *w
         int r = g->values[v].rank;
         int64_t perm[FU_MAX_RANK];
         for (int i = 0; i < r; i++) perm[i] = i < r - 2 ? i : i == r - 2 ? r - 1 : r - 2;
-        if (r < 2 || !fu_m_perm_is(g, node, perm, r))
+        if (r < 2 || fu_m_transpose(g, v, perm, r) < 0)
             return snprintf(why, n, "the angles' Transpose does not swap the last two axes"), 0;
         node = fu_m_producer(g, g->nodes[node].in[0], -1);
     }
@@ -382,10 +373,8 @@ static int const_rows_slice(const fu_graph *g, int v, int64_t *start) {
  * Concatenated to two copies: c, else -1. */
 static int pairwise_duplicate(const fu_graph *g, int node) {
     if (g->nodes[node].op_id != FU_OP_Reshape) return -1;
-    const fu_value *a = &g->values[g->nodes[node].in[0]], *b = &g->values[g->nodes[node].out[0]];
-    if (a->rank < 2 || b->rank != a->rank - 1 || !fu_dim_is(a->shape[a->rank - 1], 2) ||
-        !fu_dim_is_const(a->shape[a->rank - 2]) || !fu_dim_is(b->shape[b->rank - 1], 2 * a->shape[a->rank - 2].coef))
-        return -1;
+    const fu_value *a = &g->values[g->nodes[node].in[0]];
+    if (!pairs_of(&g->values[g->nodes[node].out[0]], a)) return -1;
     int p = fu_m_producer(g, g->nodes[node].in[0], -1), c[2] = {-1, -2};
     const fu_node *pn = p >= 0 ? &g->nodes[p] : NULL;
     int64_t reps[FU_MAX_RANK + 1];
@@ -565,15 +554,18 @@ static int shared_const(fu_graph *g, const char *base, int rank, const int64_t *
     return fu_graph_add_const(g, base, FU_F32, rank, shape, data, err);
 }
 
-/* Columns 0, step, .., (half-1)*step of a table, scaled: one value per frequency. */
-static int half_table(fu_graph *g, const angles *a, int64_t half, int64_t step, const char *base, fu_err *err) {
-    float *data = malloc(sizeof(float) * (size_t)(a->rows * half > 0 ? a->rows * half : 1));
+/* Columns 0, step, .., (half-1)*step of each of the `rows` rows of constant
+ * src (rows of `width`), times scale: one value per frequency, as a float32
+ * [rows, half] constant ([half] when rank is 1). */
+static int per_frequency(fu_graph *g, int src, int64_t rows, int64_t width, int64_t half, int64_t step, double scale,
+                         int rank, const char *base, fu_err *err) {
+    float *data = malloc(sizeof(float) * (size_t)(rows * half > 0 ? rows * half : 1));
     if (!data) return fu_fail(err, "out of memory while fusing");
-    for (int64_t r = 0; r < a->rows; r++)
+    for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < half; i++)
-            data[r * half + i] = (float)(fu_const_get_f(&g->values[a->table], r * a->width + i * step) * a->amplitude);
-    int64_t shape[2] = {a->rows, half};
-    int v = shared_const(g, base, 2, shape, data, err);
+            data[r * half + i] = (float)(fu_const_get_f(&g->values[src], r * width + i * step) * scale);
+    int64_t shape[2] = {rows, half};
+    int v = shared_const(g, base, rank, shape + 2 - rank, data, err);
     free(data);
     return v;
 }
@@ -586,17 +578,16 @@ static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     int64_t half = r->rot_dim / 2;
     int inputs[5] = {r->x_full, -1, -1, a->pos_kind == POS_IDS ? a->ids : -1, -1}, n_inputs;
     if (a->form == ANGLES_COMPUTED) {
-        float *freqs = malloc(sizeof(float) * (size_t)half);
-        if (!freqs) return fu_fail(err, "out of memory while fusing");
-        for (int64_t i = 0; i < half; i++) freqs[i] = (float)(fu_const_get_f(&g->values[a->inv_freq], i) * a->angle_scale);
-        inputs[4] = shared_const(g, "rope_inv_freq", 1, &half, freqs, err);
-        free(freqs);
+        inputs[4] = per_frequency(g, a->inv_freq, 1, half, half, 1, a->angle_scale, 1, "rope_inv_freq", err);
         n_inputs = 5;
     } else {
         int64_t step = r->interleaved && !a->doubled ? 2 : 1;
-        if ((inputs[1] = half_table(g, &f->cos, half, step, "rope_cos", err)) < 0 ||
-            (inputs[2] = half_table(g, &f->sin, half, step, "rope_sin", err)) < 0)
-            return -1;
+        for (int k = 0; k < 2; k++) {
+            const angles *t = k ? &f->sin : &f->cos;
+            inputs[1 + k] = per_frequency(g, t->table, t->rows, t->width, half, step, t->amplitude, 2,
+                                          k ? "rope_sin" : "rope_cos", err);
+            if (inputs[1 + k] < 0) return -1;
+        }
         n_inputs = inputs[3] >= 0 ? 4 : 3;
     }
     int idx = n_inputs == 5 && inputs[4] < 0 ? -1 : fu_fuse_replace(c, m, FU_OP_RotaryEmbedding, inputs, n_inputs, err);

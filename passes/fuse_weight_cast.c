@@ -92,38 +92,27 @@ static int check(fu_fuse_ctx *c, fu_match *m, char *why, size_t n) {
 
 static int rewrite(fu_fuse_ctx *c, fu_match *m, fu_err *err) {
     fu_graph *g = c->g;
-    int w = weight(m), cast = m->v[CAST], products = 0;
+    int w = weight(m), cast = m->v[CAST], products = 0, ok = 1, n_readers;
     /* The readers there now (a rewrite appends a node reading W, and
      * changes the lists). */
-    int n_readers;
     const int *now = fu_fuse_readers(c, cast, &n_readers);
     int *readers = malloc(sizeof *readers * (size_t)(n_readers + 1));
-    if (!readers) return fu_fail(err, "out of memory while fusing");
+    if (!(ok = readers != NULL)) n_readers = 0;
     if (n_readers) memcpy(readers, now, sizeof *readers * (size_t)n_readers);
-    for (int r = 0; r < n_readers; r++) {
-        int i = readers[r];
-        if (!reads_cast(c, i, cast)) continue;
+    for (int r = 0, i, idx; ok && r < n_readers; r++) {
+        if (!reads_cast(c, i = readers[r], cast)) continue;
         products++;
-        int idx = i;
+        int inputs[2] = {g->nodes[i].in[0], w};
         if (g->nodes[i].op_id == FU_OP_FusedMatMul) {
-            fu_fuse_set_input(c, i, 1, w);
-            if (fu_fuse_touch(c, i)) {
-                free(readers);
-                return fu_fail(err, "out of memory while fusing");
-            }
+            fu_fuse_set_input(c, idx = i, 1, w);
+            ok = !fu_fuse_touch(c, i);
         } else {
-            int inputs[2] = {g->nodes[i].in[0], w};
-            if ((idx = fu_fuse_replace_node(c, i, FU_OP_FusedMatMul, inputs, 2, err)) < 0) {
-                free(readers);
-                return -1;
-            }
+            ok = (idx = fu_fuse_replace_node(c, i, FU_OP_FusedMatMul, inputs, 2, err)) >= 0;
         }
-        if (!fu_node_set_attr_int(&g->nodes[idx], "transB", 1)) {
-            free(readers);
-            return fu_fail(err, "out of memory while fusing");
-        }
+        ok = ok && fu_node_set_attr_int(&g->nodes[idx], "transB", 1);
     }
     free(readers);
+    if (!ok) return fu_fail(err, "out of memory while fusing");
     fu_fuse_accept(c, m->anchor, "FusedMatMul(transB=1) reads bfloat16 '%s' directly, no Cast%s (%d product%s)",
                    fu_m_name(g, w), m->v[W_T] >= 0 ? " or Transpose" : "", products, products == 1 ? "" : "s");
     return 0;

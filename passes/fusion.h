@@ -159,8 +159,8 @@ int fu_m_producer(const fu_graph *g, int v, int op);
 int fu_m_reduce_axes(const fu_graph *g, int node, int64_t *axes, int max, int *count, int *all);
 /* An int64/int32 list held by a constant, or known from shape inference. */
 int fu_m_ints(const fu_graph *g, int v, int64_t *out, int max, int *count);
-/* The perm of Transpose node t equals want[rank]. */
-int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank);
+/* The Transpose node producing v when its perm is want[rank], else -1. */
+int fu_m_transpose(const fu_graph *g, int v, const int64_t *want, int rank);
 /* The live nodes reading value v, each once, in node order; *n is their
  * count. From the fuse pass's reader index (no scan of the graph); valid
  * until the next rewrite. */

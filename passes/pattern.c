@@ -78,12 +78,13 @@ int fu_m_reduce_axes(const fu_graph *g, int node, int64_t *axes, int max, int *c
     return 0;
 }
 
-int fu_m_perm_is(const fu_graph *g, int t, const int64_t *want, int rank) {
+int fu_m_transpose(const fu_graph *g, int v, const int64_t *want, int rank) {
+    int t = fu_m_producer(g, v, FU_OP_Transpose);
     const fu_attr *perm = t >= 0 ? fu_node_attr(&g->nodes[t], "perm") : NULL;
-    if (!perm || perm->kind != FU_ATTR_INTS || perm->n != rank) return 0;
+    if (!perm || perm->kind != FU_ATTR_INTS || perm->n != rank) return -1;
     for (int i = 0; i < rank; i++)
-        if (perm->ints[i] != want[i]) return 0;
-    return 1;
+        if (perm->ints[i] != want[i]) return -1;
+    return t;
 }
 
 const char *fu_m_name(const fu_graph *g, int v) {

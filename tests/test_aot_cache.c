@@ -1,4 +1,4 @@
-/* The AOT build cache can't be planted (compiler/aot.c, docs/security.md):
+/* The AOT build cache can't be planted (compiler/aot_cache.c, docs/security.md):
  * a library in the cache is loaded only after its sha256 matches the
  * sidecar its build wrote and it, its sidecar and the cache directory are
  * private (owned by us, not group- or other-writable); a planted, garbage,

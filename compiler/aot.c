@@ -35,8 +35,22 @@ extern char **environ;
 /* Compiler flags; also part of the cache key. */
 /* -Bsymbolic: the library's own calls bind to its own definitions, so any
  * number of compiled models can be linked into one program. */
-const char *const fu_aot_gcc_flags[] = {"-O3", "-march=native", "-fPIC", "-shared",
-                                        "-std=c11", "-w", "-Wl,-Bsymbolic", NULL};
+const char *const fu_aot_gcc_flags[] = {"-O3", "-fPIC", "-shared", "-std=c11", "-w", "-Wl,-Bsymbolic", NULL};
+
+/* The instruction set: this machine's unless FUSEC_AOT_MARCH names a gcc
+ * -march target (e.g. x86-64-v3: a library for any AVX2 machine, or one
+ * that valgrind, which knows no AVX-512, can run). */
+int fu_aot_march_flag(char *out, size_t n, fu_err *err) {
+    const char *m = getenv("FUSEC_AOT_MARCH");
+    if (!m || !*m) m = "native";
+    if (strlen(m) > 64 || strspn(m, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != strlen(m)) {
+        char t[80];
+        fu_sanitize(m, t, sizeof t);
+        return fu_fail(err, "aot: FUSEC_AOT_MARCH '%s' is not a gcc -march name", t);
+    }
+    snprintf(out, n, "-march=%s", m);
+    return 0;
+}
 
 /* ---- small file helpers ------------------------------------------------ */
 
@@ -385,6 +399,9 @@ static int build(const char *c_source, const char *so_path, const char *header_p
     int argc = 0;
     argv[argc++] = "gcc";
     for (size_t i = 0; fu_aot_gcc_flags[i]; i++) argv[argc++] = (char *)fu_aot_gcc_flags[i];
+    char march[80];
+    if (fu_aot_march_flag(march, sizeof march, err)) goto done;
+    argv[argc++] = march;
     argv[argc++] = "-o";
     argv[argc++] = tmp_so;
     argv[argc++] = c_path;

@@ -204,7 +204,8 @@ static int cache_key(const char *const *parts, int n_parts, char *hex, fu_err *e
     pthread_once(&gcc_version_once, read_gcc_version);
     if (!gcc_version_ok) return fu_fail(err, "aot: cannot run `gcc --version`; is gcc installed?");
 
-    char rt_lib[4096], rt_identity[128];
+    char rt_lib[4096], rt_identity[128], march[80];
+    if (fu_aot_march_flag(march, sizeof march, err)) return -1;
     if (!fu_runtime_dir()[0])
         return fu_fail(err, "aot: cannot tell where libfusec_rt.so is loaded from (set FUSEC_RUNTIME_DIR)");
     snprintf(rt_lib, sizeof rt_lib, "%s/libfusec_rt.so", fu_runtime_dir());
@@ -225,6 +226,7 @@ static int cache_key(const char *const *parts, int n_parts, char *hex, fu_err *e
     ok = ok && EVP_DigestUpdate(ctx, gcc_version, strlen(gcc_version) + 1) == 1;
     for (size_t i = 0; ok && fu_aot_gcc_flags[i]; i++)
         ok = EVP_DigestUpdate(ctx, fu_aot_gcc_flags[i], strlen(fu_aot_gcc_flags[i]) + 1) == 1;
+    ok = ok && EVP_DigestUpdate(ctx, march, strlen(march) + 1) == 1;
     ok = ok && EVP_DigestUpdate(ctx, rt_lib, strlen(rt_lib) + 1) == 1;
     ok = ok && EVP_DigestUpdate(ctx, rt_identity, strlen(rt_identity) + 1) == 1;
     ok = ok && EVP_DigestFinal_ex(ctx, digest, &digest_len) == 1;

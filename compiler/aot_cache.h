@@ -10,6 +10,9 @@
 
 /* gcc's flags, NULL-terminated; part of the cache key too (aot.c). */
 extern const char *const fu_aot_gcc_flags[];
+/* "-march=..." for gcc: native, or FUSEC_AOT_MARCH; part of the cache key
+ * too. 0, or -1 with err set for a value that is not a -march name (aot.c). */
+int fu_aot_march_flag(char *out, size_t n, fu_err *err);
 /* Directory part of a path ("." when there is none); malloc'd (aot.c). */
 char *fu_aot_dir_of(const char *path);
 /* Runs argv[0] (looked up in PATH) with stdout and stderr captured into

@@ -282,6 +282,18 @@ status 0 "Pow(x, 2) runs (JIT)" run fixtures/ops/pow_square_scalar_init/model.js
 check "Pow(x, 2) is emitted as fu_num_square, not powf" \
     bash -c "grep -q 'fu_num_square(x0)' '$tmp/pow.c' && ! grep -q 'powf(x0' '$tmp/pow.c'"
 
+# FUSEC_AOT_MARCH: another instruction set is another library in the cache; a
+# value that is no -march name is refused before gcc runs
+rm -rf "$tmp/march_cache"; mkdir -p "$tmp/march_cache"
+pow=fixtures/ops/pow_square_scalar_init
+status 0 "aot for this CPU" run $pow/model.json --backend aot --cache-dir "$tmp/march_cache" --input x=$pow/x.npy
+FUSEC_AOT_MARCH=x86-64-v2 status 0 "aot with FUSEC_AOT_MARCH=x86-64-v2" run $pow/model.json --backend aot \
+    --cache-dir "$tmp/march_cache" --input x=$pow/x.npy
+check "FUSEC_AOT_MARCH builds a library of its own" test "$(ls "$tmp/march_cache"/*.so | wc -l)" -eq 2
+FUSEC_AOT_MARCH='native -fplugin=x' status 1 "FUSEC_AOT_MARCH that is no -march name: refused" run $pow/model.json \
+    --backend aot --cache-dir "$tmp/march_cache" --input x=$pow/x.npy
+check "FUSEC_AOT_MARCH error names the variable" grep -q "FUSEC_AOT_MARCH .* is not a gcc -march name" "$tmp/err"
+
 # ---- rough edges (issue: fusec as a tool people use) ---------------------------
 status 0 "--version" --version
 check "--version names the release and the build" grep -qE '^fusec [0-9]+\.[0-9]+\.[0-9]+ \(build [0-9a-f]{32}\)$' "$tmp/out"

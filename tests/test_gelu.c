@@ -205,7 +205,7 @@ static void test_op_errors(void **state) {
         const char *dtype, *attrs, *error;
     } bad[] = {
         {"float32", "\"approximate\": \"fast\"", "'approximate' must be \"none\" or \"tanh\", got \"fast\""},
-        {"float32", "\"approximate\": 1", "'approximate' must be the string"},
+        {"float32", "\"approximate\": 1", "'approximate' must be a string, got an integer"},
         {"float16", NULL, "input 0 has dtype float16, expected float32"},
         {"int64", NULL, "input 0 has dtype int64, expected float32"},
     };

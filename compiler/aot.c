@@ -524,6 +524,18 @@ int fu_aot_load(const char *so_path, fu_compiled *out, fu_err *err) {
         return fu_fail(err, "%s: not a fusec model library (fusec_model_run, fusec_model_meta or "
                             "fusec_model_meta_len missing)", so_path);
     }
+    /* A library built for another CPU (-march) would die of SIGILL. */
+    void *isa = dlsym(h, "fusec_model_missing_isa");   /* optional: older libraries lack it */
+    const char *(*missing_isa)(void) = NULL;
+    memcpy(&missing_isa, &isa, sizeof isa);
+    const char *missing = missing_isa ? missing_isa() : NULL;
+    if (missing) {
+        char what[32];
+        fu_sanitize(missing, what, sizeof what);
+        dlclose(h);
+        return fu_fail(err, "%s: built for a CPU with %s, which this CPU lacks (build it here, or for older "
+                            "machines with FUSEC_AOT_MARCH=x86-64-v3)", so_path, what);
+    }
     memcpy(&out->run, &run, sizeof run);
     void *run_profiled = dlsym(h, "fusec_model_run_profiled");   /* optional: older libraries lack it */
     memcpy(&out->run_profiled, &run_profiled, sizeof run_profiled);

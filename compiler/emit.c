@@ -267,6 +267,41 @@ static void emit_meta_bytes(fu_emit *e, const char *meta) {
     fu_sb_printf(&e->out, "\n};\nconst unsigned long fusec_model_meta_len = %zu;\n\n", len);
 }
 
+/* fusec_model_missing_isa (gcc builds only): the first instruction-set
+ * extension the library was compiled for (-march) that this CPU lacks, or
+ * NULL. Compiled for plain x86-64, so asking cannot itself fault; the AOT
+ * loader asks before running anything (compiler/aot.c). */
+static const char missing_isa_fn[] =
+    "#ifndef __TINYC__\n"
+    "__attribute__((target(\"arch=x86-64\"))) const char *fusec_model_missing_isa(void) {\n"
+    "    __builtin_cpu_init();\n"
+    "#ifdef __SSE4_2__\n    if (!__builtin_cpu_supports(\"sse4.2\")) return \"sse4.2\";\n#endif\n"
+    "#ifdef __AVX__\n    if (!__builtin_cpu_supports(\"avx\")) return \"avx\";\n#endif\n"
+    "#ifdef __AVX2__\n    if (!__builtin_cpu_supports(\"avx2\")) return \"avx2\";\n#endif\n"
+    "#ifdef __FMA__\n    if (!__builtin_cpu_supports(\"fma\")) return \"fma\";\n#endif\n"
+    "#ifdef __F16C__\n    if (!__builtin_cpu_supports(\"f16c\")) return \"f16c\";\n#endif\n"
+    "#ifdef __BMI__\n    if (!__builtin_cpu_supports(\"bmi\")) return \"bmi\";\n#endif\n"
+    "#ifdef __BMI2__\n    if (!__builtin_cpu_supports(\"bmi2\")) return \"bmi2\";\n#endif\n"
+    "#ifdef __LZCNT__\n    if (!__builtin_cpu_supports(\"lzcnt\")) return \"lzcnt\";\n#endif\n"
+    "#ifdef __MOVBE__\n    if (!__builtin_cpu_supports(\"movbe\")) return \"movbe\";\n#endif\n"
+    "#ifdef __AVXVNNI__\n    if (!__builtin_cpu_supports(\"avxvnni\")) return \"avxvnni\";\n#endif\n"
+    "#ifdef __AVX512F__\n    if (!__builtin_cpu_supports(\"avx512f\")) return \"avx512f\";\n#endif\n"
+    "#ifdef __AVX512BW__\n    if (!__builtin_cpu_supports(\"avx512bw\")) return \"avx512bw\";\n#endif\n"
+    "#ifdef __AVX512VL__\n    if (!__builtin_cpu_supports(\"avx512vl\")) return \"avx512vl\";\n#endif\n"
+    "#ifdef __AVX512DQ__\n    if (!__builtin_cpu_supports(\"avx512dq\")) return \"avx512dq\";\n#endif\n"
+    "#ifdef __AVX512CD__\n    if (!__builtin_cpu_supports(\"avx512cd\")) return \"avx512cd\";\n#endif\n"
+    "#ifdef __AVX512ER__\n    if (!__builtin_cpu_supports(\"avx512er\")) return \"avx512er\";\n#endif\n"
+    "#ifdef __AVX512PF__\n    if (!__builtin_cpu_supports(\"avx512pf\")) return \"avx512pf\";\n#endif\n"
+    "#ifdef __AVX512VBMI__\n    if (!__builtin_cpu_supports(\"avx512vbmi\")) return \"avx512vbmi\";\n#endif\n"
+    "#ifdef __AVX512IFMA__\n    if (!__builtin_cpu_supports(\"avx512ifma\")) return \"avx512ifma\";\n#endif\n"
+    "#ifdef __AVX512VNNI__\n    if (!__builtin_cpu_supports(\"avx512vnni\")) return \"avx512vnni\";\n#endif\n"
+    "#ifdef __AVX512VBMI2__\n    if (!__builtin_cpu_supports(\"avx512vbmi2\")) return \"avx512vbmi2\";\n#endif\n"
+    "#ifdef __AVX512BITALG__\n    if (!__builtin_cpu_supports(\"avx512bitalg\")) return \"avx512bitalg\";\n#endif\n"
+    "#ifdef __AVX512VPOPCNTDQ__\n    if (!__builtin_cpu_supports(\"avx512vpopcntdq\")) return \"avx512vpopcntdq\";\n#endif\n"
+    "#ifdef __AVX512BF16__\n    if (!__builtin_cpu_supports(\"avx512bf16\")) return \"avx512bf16\";\n#endif\n"
+    "#ifdef __AVX512FP16__\n    if (!__builtin_cpu_supports(\"avx512fp16\")) return \"avx512fp16\";\n#endif\n"
+    "    return (const char *)0;\n}\n#endif\n\n";
+
 int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     fu_emit *e = calloc(1, sizeof *e);
     if (!e) return fu_fail(err, "out of memory emitting code");
@@ -287,6 +322,7 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     }
     char *meta = build_meta(g, &lg, g->profile[0] ? g->profile : "bare");
     emit_meta_bytes(e, meta);
+    fu_sb_printf(&e->out, "%s", missing_isa_fn);
     free(meta);
 
     /* Loop functions (e->funcs) go between this point and the run function. */

@@ -294,6 +294,14 @@ FUSEC_AOT_MARCH='native -fplugin=x' status 1 "FUSEC_AOT_MARCH that is no -march 
     --backend aot --cache-dir "$tmp/march_cache" --input x=$pow/x.npy
 check "FUSEC_AOT_MARCH error names the variable" grep -q "FUSEC_AOT_MARCH .* is not a gcc -march name" "$tmp/err"
 
+# a library built for instructions this CPU lacks (Xeon Phi's AVX512ER, which no
+# current x86 has) is refused at load with their name, not run into SIGILL
+if ! grep -qw avx512er /proc/cpuinfo; then
+    FUSEC_AOT_MARCH=knl status 0 "compile for -march=knl" compile $pow/model.json -o "$tmp/knl.so"
+    status 1 "a library built for a CPU with avx512er: refused" run "$tmp/knl.so" --input x=$pow/x.npy
+    check "the refusal names the missing extension" grep -q "built for a CPU with avx512er, which this CPU lacks" "$tmp/err"
+fi
+
 # ---- rough edges (issue: fusec as a tool people use) ---------------------------
 status 0 "--version" --version
 check "--version names the release and the build" grep -qE '^fusec [0-9]+\.[0-9]+\.[0-9]+ \(build [0-9a-f]{32}\)$' "$tmp/out"

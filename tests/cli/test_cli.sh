@@ -299,7 +299,8 @@ check "FUSEC_AOT_MARCH error names the variable" grep -q "FUSEC_AOT_MARCH .* is 
 if ! grep -qw avx512er /proc/cpuinfo; then
     FUSEC_AOT_MARCH=knl status 0 "compile for -march=knl" compile $pow/model.json -o "$tmp/knl.so"
     status 1 "a library built for a CPU with avx512er: refused" run "$tmp/knl.so" --input x=$pow/x.npy
-    check "the refusal names the missing extension" grep -q "built for a CPU with avx512er, which this CPU lacks" "$tmp/err"
+    # (under valgrind, whose CPU has no AVX-512 at all, the first missing one is avx512f)
+    check "the refusal names a missing extension" grep -qE "built for a CPU with avx512[a-z]+, which this CPU lacks" "$tmp/err"
 fi
 
 # ---- rough edges (issue: fusec as a tool people use) ---------------------------

@@ -34,9 +34,11 @@ int cmd_import(int argc, char **argv) {
         } else if ((r = option_value(argc, argv, &i, "--output", "-o", &value))) {
             if (r < 0) return usage("import", "%s needs a value", argv[i]);
             out = value;
-        } else if (strcmp(argv[i], "--max") == 0 || strcmp(argv[i], "--allow-external-weights") == 0) {
+        } else if (strncmp(argv[i], "--max", 5) == 0 && (argv[i][5] == 0 || argv[i][5] == '=')) {
             /* the model options that apply to reading (no passes run here) */
             if (model_option("import", argc, argv, &i, &mo, 0) < 0) return EXIT_USAGE;
+        } else if (strcmp(argv[i], "--allow-external-weights") == 0) {
+            mo.allow_external = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage("import", "unknown option '%s'", argv[i]);
         } else if (!model) {

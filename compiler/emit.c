@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 #include <xxhash.h>
 #include <math.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,37 +271,28 @@ static void emit_meta_bytes(fu_emit *e, const char *meta) {
 /* fusec_model_missing_isa (gcc builds only): the first instruction-set
  * extension the library was compiled for (-march) that this CPU lacks, or
  * NULL. Compiled for plain x86-64, so asking cannot itself fault; the AOT
- * loader asks before running anything (compiler/aot.c). */
-static const char missing_isa_fn[] =
-    "#ifndef __TINYC__\n"
-    "__attribute__((target(\"arch=x86-64\"))) const char *fusec_model_missing_isa(void) {\n"
-    "    __builtin_cpu_init();\n"
-    "#ifdef __SSE4_2__\n    if (!__builtin_cpu_supports(\"sse4.2\")) return \"sse4.2\";\n#endif\n"
-    "#ifdef __AVX__\n    if (!__builtin_cpu_supports(\"avx\")) return \"avx\";\n#endif\n"
-    "#ifdef __AVX2__\n    if (!__builtin_cpu_supports(\"avx2\")) return \"avx2\";\n#endif\n"
-    "#ifdef __FMA__\n    if (!__builtin_cpu_supports(\"fma\")) return \"fma\";\n#endif\n"
-    "#ifdef __F16C__\n    if (!__builtin_cpu_supports(\"f16c\")) return \"f16c\";\n#endif\n"
-    "#ifdef __BMI__\n    if (!__builtin_cpu_supports(\"bmi\")) return \"bmi\";\n#endif\n"
-    "#ifdef __BMI2__\n    if (!__builtin_cpu_supports(\"bmi2\")) return \"bmi2\";\n#endif\n"
-    "#ifdef __LZCNT__\n    if (!__builtin_cpu_supports(\"lzcnt\")) return \"lzcnt\";\n#endif\n"
-    "#ifdef __MOVBE__\n    if (!__builtin_cpu_supports(\"movbe\")) return \"movbe\";\n#endif\n"
-    "#ifdef __AVXVNNI__\n    if (!__builtin_cpu_supports(\"avxvnni\")) return \"avxvnni\";\n#endif\n"
-    "#ifdef __AVX512F__\n    if (!__builtin_cpu_supports(\"avx512f\")) return \"avx512f\";\n#endif\n"
-    "#ifdef __AVX512BW__\n    if (!__builtin_cpu_supports(\"avx512bw\")) return \"avx512bw\";\n#endif\n"
-    "#ifdef __AVX512VL__\n    if (!__builtin_cpu_supports(\"avx512vl\")) return \"avx512vl\";\n#endif\n"
-    "#ifdef __AVX512DQ__\n    if (!__builtin_cpu_supports(\"avx512dq\")) return \"avx512dq\";\n#endif\n"
-    "#ifdef __AVX512CD__\n    if (!__builtin_cpu_supports(\"avx512cd\")) return \"avx512cd\";\n#endif\n"
-    "#ifdef __AVX512ER__\n    if (!__builtin_cpu_supports(\"avx512er\")) return \"avx512er\";\n#endif\n"
-    "#ifdef __AVX512PF__\n    if (!__builtin_cpu_supports(\"avx512pf\")) return \"avx512pf\";\n#endif\n"
-    "#ifdef __AVX512VBMI__\n    if (!__builtin_cpu_supports(\"avx512vbmi\")) return \"avx512vbmi\";\n#endif\n"
-    "#ifdef __AVX512IFMA__\n    if (!__builtin_cpu_supports(\"avx512ifma\")) return \"avx512ifma\";\n#endif\n"
-    "#ifdef __AVX512VNNI__\n    if (!__builtin_cpu_supports(\"avx512vnni\")) return \"avx512vnni\";\n#endif\n"
-    "#ifdef __AVX512VBMI2__\n    if (!__builtin_cpu_supports(\"avx512vbmi2\")) return \"avx512vbmi2\";\n#endif\n"
-    "#ifdef __AVX512BITALG__\n    if (!__builtin_cpu_supports(\"avx512bitalg\")) return \"avx512bitalg\";\n#endif\n"
-    "#ifdef __AVX512VPOPCNTDQ__\n    if (!__builtin_cpu_supports(\"avx512vpopcntdq\")) return \"avx512vpopcntdq\";\n#endif\n"
-    "#ifdef __AVX512BF16__\n    if (!__builtin_cpu_supports(\"avx512bf16\")) return \"avx512bf16\";\n#endif\n"
-    "#ifdef __AVX512FP16__\n    if (!__builtin_cpu_supports(\"avx512fp16\")) return \"avx512fp16\";\n#endif\n"
-    "    return (const char *)0;\n}\n#endif\n\n";
+ * loader asks before running anything (compiler/aot.c). Each extension is
+ * named as __builtin_cpu_supports spells it; its macro is that name in
+ * capitals, '.' as '_' (avx512bf16: __AVX512BF16__). */
+static const char *const isa_extensions[] = {
+    "sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "lzcnt", "movbe", "avxvnni",
+    "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512er", "avx512pf", "avx512vbmi",
+    "avx512ifma", "avx512vnni", "avx512vbmi2", "avx512bitalg", "avx512vpopcntdq", "avx512bf16", "avx512fp16"};
+
+static void emit_missing_isa(fu_emit *e) {
+    fu_sb_printf(&e->out, "#ifndef __TINYC__\n__attribute__((target(\"arch=x86-64\"))) "
+                          "const char *fusec_model_missing_isa(void) {\n    __builtin_cpu_init();\n");
+    for (size_t i = 0; i < sizeof isa_extensions / sizeof *isa_extensions; i++) {
+        char macro[32];
+        size_t k = 0;
+        for (const char *c = isa_extensions[i]; *c && k + 1 < sizeof macro; c++)
+            macro[k++] = *c == '.' ? '_' : (char)toupper((unsigned char)*c);
+        macro[k] = 0;
+        fu_sb_printf(&e->out, "#ifdef __%s__\n    if (!__builtin_cpu_supports(\"%s\")) return \"%s\";\n#endif\n",
+                     macro, isa_extensions[i], isa_extensions[i]);
+    }
+    fu_sb_printf(&e->out, "    return (const char *)0;\n}\n#endif\n\n");
+}
 
 int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     fu_emit *e = calloc(1, sizeof *e);
@@ -322,7 +314,7 @@ int fu_emit_graph(const fu_graph *g, fu_sb *out, fu_err *err) {
     }
     char *meta = build_meta(g, &lg, g->profile[0] ? g->profile : "bare");
     emit_meta_bytes(e, meta);
-    fu_sb_printf(&e->out, "%s", missing_isa_fn);
+    emit_missing_isa(e);
     free(meta);
 
     /* Loop functions (e->funcs) go between this point and the run function. */

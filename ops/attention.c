@@ -240,7 +240,7 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         return fu_node_fail(err, g, n, "causal_align '%s' must be \"start\" or \"end\"", t);
     }
     /* With equal lengths both alignments are the same triangle. */
-    if (p->is_causal && !strcmp(align, "start") && !fu_dim_eq(p->q_len, p->kv_len)) p->is_causal = CAUSAL_START;
+    if (p->is_causal && !fu_attention_causal_end(n) && !fu_dim_eq(p->q_len, p->kv_len)) p->is_causal = CAUSAL_START;
     if (present(n, 7)) {
         if (fu_require_input(g, n, 7, FU_MASK(FU_I64), err)) return -1;
         const fu_value *pos = &g->values[n->in[7]];
@@ -276,6 +276,10 @@ static int attn_plan_make(const fu_graph *g, const fu_node *n, attn_plan *p, fu_
         p->out_stride[2] = width;
     }
     return 0;
+}
+
+int fu_attention_causal_end(const fu_node *n) {
+    return strcmp(fu_attr_string(n, "causal_align", "start"), "end") == 0;
 }
 
 static int attention_infer(fu_graph *g, fu_node *n, fu_err *err) {

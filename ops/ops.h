@@ -81,6 +81,10 @@ int fu_input_dims(const fu_graph *g, const fu_node *n, int input, fu_dim *vals, 
 void fu_set_output(fu_graph *g, const fu_node *n, int o, fu_dtype t, int rank, const fu_dim *shape);
 /* Requires input i to exist and to have dtype in the allowed mask
  * (bit 1<<dtype); fails naming the node otherwise. */
+/* Attention node n aligns its causal mask to the end of the keys (fusec
+ * attribute causal_align "end"); else to their start, as ONNX does
+ * (ops/attention.c, which refuses any other value). */
+int fu_attention_causal_end(const fu_node *n);
 int fu_require_input(const fu_graph *g, const fu_node *n, int i, unsigned dtype_mask, fu_err *err);
 
 /* A batched product C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] as

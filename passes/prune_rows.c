@@ -422,7 +422,7 @@ static int plan_attention(const fu_graph *g, const fu_node *p, int a, row_plan *
     if (!fu_attr_int(p, "is_causal", 0)) return 1;
     fu_dim lq = q->shape[q_axis], lk = k->shape[k_axis];
     int64_t offset;
-    if (fu_dim_eq(lq, lk) || strcmp(fu_attr_string(p, "causal_align", "start"), "end") != 0) {
+    if (fu_dim_eq(lq, lk) || !fu_attention_causal_end(p)) {
         offset = 0;   /* equal lengths, or ONNX's alignment to the start */
     } else if (fu_dim_is_const(lq) && fu_dim_is_const(lk)) {
         offset = lk.coef - lq.coef;   /* end-aligned queries */

@@ -135,6 +135,11 @@ if "$fusec" run "$tmp/sym/model.onnx" --allow-external-weights --input x="$fx/ex
        --output-dir "$tmp/out" >/dev/null 2>"$tmp/err" && compare "$tmp/out" external_data; then
     ok "external data symlinked out: allowed with --allow-external-weights"
 else bad "external data symlinked out: allowed with --allow-external-weights"; fi
+if "$fusec" import fixtures/onnx/decoder/model.onnx --max=seq=16 -o "$tmp/max_eq.json" 2>"$tmp/err" &&
+   "$fusec" import fixtures/onnx/decoder/model.onnx --max seq -o "$tmp/max_bad.json" 2>>"$tmp/err"; [ $? -eq 2 ] &&
+   [ -s "$tmp/max_eq.json" ] && [ ! -e "$tmp/max_bad.json" ]; then
+    ok "import: --max=NAME=N and --max NAME=N parsed as by the other commands ('--max seq' refused)"
+else bad "import: --max=NAME=N and --max NAME=N parsed as by the other commands"; fi
 "$fusec" import "$tmp/sym/model.onnx" -o "$tmp/sym_import.json" >/dev/null 2>"$tmp/err"; st=$?
 if [ $st -eq 1 ] && grep -q "outside the model's folder" "$tmp/err" && [ ! -e "$tmp/sym_import.json" ] &&
    "$fusec" import "$tmp/sym/model.onnx" --allow-external-weights -o "$tmp/sym_import.json" 2>"$tmp/err" &&
